@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh Debian 12 machine (as root):
+#   make run   - set up, build, run the demo
+#   make test  - set up, lint, run every test
+# Both run scripts/setup first, which installs what is missing and reserves hugepages.
+
+CARGO ?= cargo
+SHELL := /bin/bash
+
+.PHONY: all setup build run test lint fmt clean
+
+all: build
+
+setup:
+	@bash scripts/setup
+
+build: setup
+	$(CARGO) build --release --workspace --bins
+
+run: build
+	@bash scripts/run-demo
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: lint
+	$(CARGO) nextest run --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,39 @@
+//! Safe DPDK for the vrouter: the project's only crate with FFI `unsafe`.
+//!
+//! `ffi` holds bindgen's bindings over Debian's DPDK 22.11 plus a C shim for the
+//! static-inline functions. The modules beside it wrap what the vrouter uses: EAL
+//! initialisation ([`EalBuilder`], [`Eal`]), mbuf pools ([`Mempool`]), owned mbufs ([`Mbuf`])
+//! in fixed-capacity bursts ([`Burst`]), ports and their queues ([`Port`], [`RxQueue`],
+//! [`TxQueue`]), rings ([`Ring`]), lcore launch ([`LcoreJoin`]) and hugepage memory
+//! ([`HugeSlice`], [`Memzone`]). Every `unsafe` block says why it is sound.
+
+pub mod ffi;
+
+mod burst;
+mod eal;
+mod error;
+mod ids;
+mod lcore;
+mod mbuf;
+mod memory;
+mod mempool;
+mod port;
+mod ring;
+
+pub use burst::{Burst, MAX_BURST};
+pub use eal::{Eal, EalBuilder};
+pub use error::{Error, Result};
+pub use ids::{LcoreId, PortId, QueueId, SocketId};
+pub use lcore::LcoreJoin;
+pub use mbuf::Mbuf;
+pub use memory::{HugeSlice, Memzone};
+pub use mempool::{DEFAULT_DATA_ROOM, Mempool};
+pub use port::{Link, Port, PortConfig, PortInfo, PortStats, RxQueue, TxQueue, port_info};
+pub use ring::{Ring, RingSync};
+
+/// Reads the CPU's time-stamp counter (cycles), for per-packet cost measurements.
+#[inline]
+pub fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no preconditions.
+    unsafe { ffi::shim_rdtsc() }
+}
