@@ -23,7 +23,10 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Process-level tests (tests/) run the workspace's binaries, which nextest does not build
+# for other packages: build them first, in the same (debug) profile.
 test: lint
+	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace
 
 fmt:

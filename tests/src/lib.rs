@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 /// Path of a binary built in this workspace's target directory (next to the test binary's
-/// `deps/` folder, where cargo and nextest put it when they build the workspace).
+/// `deps/` folder). `make test` builds them (`cargo build --workspace --bins`) before
+/// running the tests, since nextest builds only the binaries of the package under test.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable path");
     let dir = exe
@@ -14,7 +15,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is not built; run the tests through `cargo nextest run --workspace`",
+        "{} is not built; run `make test`, or `cargo build --workspace --bins` before nextest",
         path.display()
     );
     path
