@@ -1,7 +1,8 @@
 //! The vrouter datapath.
 //!
-//! Today this crate holds the environment probe used by `vrouter probe`; the sans-IO packet
-//! core (wire views, tables, pipeline stages) and the lcore runtime come next.
+//! - [`wire`]: zero-copy header views (Ethernet ... VXLAN) with parse/emit.
+//! - [`probe`]: `vrouter probe`, the DPDK environment check.
 #![forbid(unsafe_code)]
 
 pub mod probe;
+pub mod wire;
