@@ -1,8 +1,12 @@
 //! The vrouter datapath.
 //!
 //! - [`wire`]: zero-copy header views (Ethernet ... VXLAN) with parse/emit.
+//! - [`tables`]: vifs, VRFs and routes, nexthops, labels, VNIs (snapshot + writer).
+//! - [`policy`]: compiled rule sets evaluated at flow setup.
 //! - [`probe`]: `vrouter probe`, the DPDK environment check.
 #![forbid(unsafe_code)]
 
+pub mod policy;
 pub mod probe;
+pub mod tables;
 pub mod wire;

@@ -1,0 +1,163 @@
+//! Nexthops: what to do with a packet once its destination is known.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use super::ecmp::Ecmp;
+use super::{NhId, VifId};
+use crate::wire::MacAddr;
+
+/// Overlay encapsulations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TunnelKind {
+    /// MPLS over UDP (RFC 7510), UDP port 6635.
+    MplsUdp,
+    /// MPLS over GRE.
+    MplsGre,
+    /// VXLAN (RFC 7348), UDP port 4789.
+    Vxlan,
+}
+
+impl TunnelKind {
+    /// Bit in an [`EncapSet`].
+    pub const fn bit(self) -> u8 {
+        match self {
+            TunnelKind::MplsUdp => 1,
+            TunnelKind::MplsGre => 2,
+            TunnelKind::Vxlan => 4,
+        }
+    }
+
+    /// Outer header bytes added (Ethernet + IPv4 + the tunnel's own headers).
+    pub const fn overhead(self) -> usize {
+        14 + 20
+            + match self {
+                TunnelKind::MplsUdp => 8 + 4,
+                TunnelKind::MplsGre => 4 + 4,
+                TunnelKind::Vxlan => 8 + 8 + 14,
+            }
+    }
+}
+
+/// The encapsulations a remote node accepts (bits of [`TunnelKind::bit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EncapSet(pub u8);
+
+impl EncapSet {
+    /// Every encapsulation.
+    pub const ALL: EncapSet = EncapSet(7);
+
+    /// Whether `k` is in the set.
+    pub fn has(self, k: TunnelKind) -> bool {
+        self.0 & k.bit() != 0
+    }
+}
+
+/// A tunnel to a remote node over the fabric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    /// Fabric interface to send on.
+    pub out_vif: VifId,
+    /// Our fabric IPv4 address.
+    pub src: Ipv4Addr,
+    /// The remote node's fabric IPv4 address.
+    pub dst: Ipv4Addr,
+    /// Our fabric MAC.
+    pub smac: MacAddr,
+    /// The fabric next hop's MAC (remote node or gateway).
+    pub dmac: MacAddr,
+    /// Encapsulations the remote node accepts.
+    pub encaps: EncapSet,
+}
+
+/// A nexthop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nexthop {
+    /// Drop (counted as "discard").
+    Discard,
+    /// Deliver to the host stack through the host vif (vhost0).
+    Receive {
+        /// The host vif.
+        vif: VifId,
+    },
+    /// Deliver on a local interface, rewriting the Ethernet header.
+    Encap {
+        /// Output interface.
+        vif: VifId,
+        /// Destination MAC (the VM's or pod's).
+        dmac: MacAddr,
+        /// Source MAC (the vrouter's on that interface).
+        smac: MacAddr,
+    },
+    /// Encapsulate and send to a remote node.
+    Tunnel(Tunnel),
+    /// The neighbour is not resolved yet: the packet goes to the host/agent for ARP/ND.
+    Resolve {
+        /// Interface the neighbour is on.
+        vif: VifId,
+    },
+    /// ECMP over members (service VIPs, multipath).
+    Composite(Arc<Ecmp>),
+    /// L2 flood to several nexthops (broadcast, unknown unicast).
+    L2Flood {
+        /// Members.
+        members: Vec<NhId>,
+    },
+}
+
+impl Nexthop {
+    /// Short type name for dumps.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Nexthop::Discard => "discard",
+            Nexthop::Receive { .. } => "receive",
+            Nexthop::Encap { .. } => "encap",
+            Nexthop::Tunnel(_) => "tunnel",
+            Nexthop::Resolve { .. } => "resolve",
+            Nexthop::Composite(_) => "composite",
+            Nexthop::L2Flood { .. } => "l2-flood",
+        }
+    }
+
+    /// The nexthops and interfaces this one refers to, for validation.
+    pub fn references(&self) -> (Vec<NhId>, Vec<VifId>) {
+        match self {
+            Nexthop::Discard => (vec![], vec![]),
+            Nexthop::Receive { vif } | Nexthop::Resolve { vif } | Nexthop::Encap { vif, .. } => {
+                (vec![], vec![*vif])
+            }
+            Nexthop::Tunnel(t) => (vec![], vec![t.out_vif]),
+            Nexthop::Composite(e) => (e.members().iter().map(|m| m.nh).collect(), vec![]),
+            Nexthop::L2Flood { members } => (members.clone(), vec![]),
+        }
+    }
+}
+
+/// Picks the encapsulation for a tunnel: the first of the global priority list that the
+/// remote node accepts.
+pub fn choose_encap(priority: &[TunnelKind], accepted: EncapSet) -> Option<TunnelKind> {
+    priority.iter().copied().find(|k| accepted.has(*k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encap_follows_priority_and_what_the_remote_accepts() {
+        let prio = [TunnelKind::MplsGre, TunnelKind::MplsUdp, TunnelKind::Vxlan];
+        assert_eq!(
+            choose_encap(&prio, EncapSet::ALL),
+            Some(TunnelKind::MplsGre)
+        );
+        let udp_vxlan = EncapSet(TunnelKind::MplsUdp.bit() | TunnelKind::Vxlan.bit());
+        assert_eq!(choose_encap(&prio, udp_vxlan), Some(TunnelKind::MplsUdp));
+        assert_eq!(choose_encap(&prio[..1], udp_vxlan), None);
+    }
+
+    #[test]
+    fn overheads_match_header_sizes() {
+        assert_eq!(TunnelKind::MplsUdp.overhead(), 14 + 20 + 8 + 4);
+        assert_eq!(TunnelKind::Vxlan.overhead(), 14 + 20 + 8 + 8 + 14);
+    }
+}
