@@ -2,10 +2,14 @@
 //!
 //! - [`wire`]: zero-copy header views (Ethernet ... VXLAN) with parse/emit.
 //! - [`tables`]: vifs, VRFs and routes, nexthops, labels, VNIs (snapshot + writer).
+//! - [`flow`]: the flow table (exact match, paired entries, aging, eviction).
+//! - [`pipeline`]: per-burst stages and drop reasons.
 //! - [`policy`]: compiled rule sets evaluated at flow setup.
 //! - [`probe`]: `vrouter probe`, the DPDK environment check.
 #![forbid(unsafe_code)]
 
+pub mod flow;
+pub mod pipeline;
 pub mod policy;
 pub mod probe;
 pub mod tables;

@@ -1,0 +1,181 @@
+//! Flows: the exact-match cache in front of routing and policy.
+//!
+//! A flow key is (VRF, protocol, source, destination, ports); flows come in pairs (forward
+//! and reverse) set up together by the lcore that saw the first packet, after evaluating
+//! policy. The entry remembers the decision: forward to a nexthop (the ECMP member chosen
+//! at setup stays), drop with a reason, or NAT; plus TCP state and counters.
+
+pub mod table;
+
+use std::net::IpAddr;
+
+use crate::pipeline::DropReason;
+use crate::policy::addr_bits;
+use crate::tables::{NhId, VrfId};
+
+pub use table::{
+    AgingConfig, FlowHit, FlowIdx, FlowInfo, FlowTable, FlowTableStats, InsertError, TcpState,
+};
+
+/// A flow key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// VRF.
+    pub vrf: VrfId,
+    /// IP protocol.
+    pub proto: u8,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Source port (ICMP echo: identifier; otherwise 0 for portless protocols).
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+}
+
+impl FlowKey {
+    /// The key of the opposite direction.
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            vrf: self.vrf,
+            proto: self.proto,
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+        }
+    }
+
+    /// The key packed into five words (addresses as 128-bit, IPv4 mapped).
+    #[inline]
+    pub fn pack(&self) -> [u64; 5] {
+        let s = addr_bits(self.src);
+        let d = addr_bits(self.dst);
+        [
+            (u64::from(self.vrf.0 & 0x00ff_ffff) << 40)
+                | (u64::from(self.proto) << 32)
+                | (u64::from(self.sport) << 16)
+                | u64::from(self.dport),
+            (s >> 64) as u64,
+            s as u64,
+            (d >> 64) as u64,
+            d as u64,
+        ]
+    }
+
+    /// Unpacks what `pack` wrote.
+    pub fn unpack(w: &[u64; 5]) -> FlowKey {
+        let s = (u128::from(w[1]) << 64) | u128::from(w[2]);
+        let d = (u128::from(w[3]) << 64) | u128::from(w[4]);
+        FlowKey {
+            vrf: VrfId(((w[0] >> 40) & 0x00ff_ffff) as u32),
+            proto: (w[0] >> 32) as u8,
+            src: bits_addr(s),
+            dst: bits_addr(d),
+            sport: (w[0] >> 16) as u16,
+            dport: w[0] as u16,
+        }
+    }
+
+    /// The flow hash (also used to pick ECMP members and tunnel source ports).
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        hash_words(&self.pack())
+    }
+}
+
+fn bits_addr(b: u128) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(b);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// Mixes packed key words into 64 bits (multiply-xorshift; written here because the
+/// datapath needs a fixed, seedless, allocation-free hash identical on every lcore).
+#[inline]
+pub fn hash_words(w: &[u64; 5]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    for &x in w {
+        h = (h ^ x).wrapping_mul(K);
+        h ^= h >> 29;
+    }
+    h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    h ^ (h >> 32)
+}
+
+/// Which address and port a NAT entry rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatRewrite {
+    /// True: rewrite the source (SNAT, or the reverse of a DNAT); false: the destination.
+    pub source: bool,
+    /// The new address.
+    pub addr: IpAddr,
+    /// The new port (0 keeps the port).
+    pub port: u16,
+}
+
+/// What a flow does with its packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowVerdict {
+    /// Forward to `nh` with `label`.
+    Forward,
+    /// Drop, counting `reason`.
+    Drop(DropReason),
+}
+
+/// The decision stored in a flow entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowAction {
+    /// Forward or drop.
+    pub verdict: FlowVerdict,
+    /// Nexthop (the ECMP member for composites).
+    pub nh: NhId,
+    /// Label or VNI to push.
+    pub label: u32,
+    /// Address/port rewrite, if any.
+    pub nat: Option<NatRewrite>,
+    /// Route generation of the VRF when the nexthop was resolved.
+    pub route_gen: u32,
+    /// Copy packets to the mirror destination.
+    pub mirror: bool,
+}
+
+impl FlowAction {
+    /// A drop action.
+    pub fn drop(reason: DropReason) -> FlowAction {
+        FlowAction {
+            verdict: FlowVerdict::Drop(reason),
+            nh: NhId(0),
+            label: 0,
+            nat: None,
+            route_gen: 0,
+            mirror: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_unpack_round_trip_for_both_families() {
+        for (s, d) in [("10.1.1.3", "10.1.1.4"), ("fd00::1", "fd00::2")] {
+            let k = FlowKey {
+                vrf: VrfId(77),
+                proto: 6,
+                src: s.parse().unwrap(),
+                dst: d.parse().unwrap(),
+                sport: 40000,
+                dport: 80,
+            };
+            assert_eq!(FlowKey::unpack(&k.pack()), k);
+            assert_ne!(k.hash(), k.reversed().hash());
+            assert_eq!(k.reversed().reversed(), k);
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! The flow table: preallocated, lock-free for readers, written by every lcore.
+//!
+//! Layout, after `rte_hash`: buckets of 8 signature words (one half cache line) and a
+//! parallel array of 128-byte entries. A key may live in either of two buckets (the second
+//! derived from the signature, as in cuckoo hashing), so the table fills to high load
+//! before a bucket pair is full. A lookup compares signatures first and reads an entry only
+//! on a signature match.
+//!
+//! Every entry field is an atomic word, so concurrent lcores never race in the language
+//! sense. Consistency comes from a per-entry control word (a version and a state: free,
+//! busy, active), used as a seqlock: writers move it to busy with a CAS, write, and publish
+//! it active with a new version (Release); readers read it (Acquire), read the fields,
+//! and accept them only if the control word did not change. A version change also detects
+//! an entry freed and reused between a reader's two checks.
+//!
+//! When both buckets are full, a flow that is not established (TCP not yet established or
+//! already closing, or another protocol idle for a while) is evicted with its pair;
+//! established flows are never evicted, and the insert is refused and counted instead.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+use super::{FlowAction, FlowKey, FlowVerdict, NatRewrite, hash_words};
+use crate::pipeline::DropReason;
+use crate::policy::addr_bits;
+use crate::tables::NhId;
+use crate::wire::tcp::flags as tcpf;
+
+/// Entries per bucket.
+const WAYS: usize = 8;
+
+const FREE: u64 = 0;
+const BUSY: u64 = 1;
+const ACTIVE: u64 = 2;
+
+// Word indices inside an entry (after the control word).
+const KEY: usize = 0; // 5 words
+const ACT: usize = 5; // verdict:8 | reason:8 | flags:8 | _:8 | nh:32
+const LBL: usize = 6; // label:32 | route_gen:32
+const NAT_HI: usize = 7;
+const NAT_LO: usize = 8;
+const MISC: usize = 9; // nat_port:16 | role:8 | _:8 | rflow:32
+const PKTS: usize = 10;
+const BYTES: usize = 11;
+const LAST: usize = 12;
+const TCP: usize = 13; // TCP flags seen in this direction
+const CREATED: usize = 14;
+const WORDS: usize = 15;
+
+const F_MIRROR: u64 = 1;
+const F_NAT: u64 = 2;
+const F_NAT_SRC: u64 = 4;
+const ROLE_FWD: u64 = 1;
+
+/// One flow entry: a control word and 15 data words, 128 bytes, cache-line aligned.
+#[repr(C, align(64))]
+#[derive(Debug)]
+struct Entry {
+    ctl: AtomicU64,
+    w: [AtomicU64; WORDS],
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 128);
+
+impl Entry {
+    fn new() -> Entry {
+        Entry {
+            ctl: AtomicU64::new(FREE),
+            w: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+fn next(ctl: u64, state: u64) -> u64 {
+    (((ctl >> 2) + 1) << 2) | state
+}
+
+/// Index of a flow entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowIdx(pub u32);
+
+/// A lookup hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowHit {
+    /// Entry index.
+    pub idx: FlowIdx,
+    /// The decision.
+    pub action: FlowAction,
+    /// The paired entry.
+    pub rflow: FlowIdx,
+}
+
+/// Why a pair could not be inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InsertError {
+    /// Both buckets of a key were full of established flows.
+    #[error("flow table full")]
+    Full,
+}
+
+/// Idle timeouts, in the caller's time unit (the table never reads a clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgingConfig {
+    /// Established TCP.
+    pub tcp_established: u64,
+    /// TCP being set up (SYN seen, not answered).
+    pub tcp_opening: u64,
+    /// TCP after FIN in both directions or RST.
+    pub tcp_closed: u64,
+    /// UDP, ICMP and others.
+    pub other: u64,
+    /// Non-established flows idle at least this long may be evicted when a bucket is full.
+    pub evict_idle: u64,
+}
+
+impl AgingConfig {
+    /// Timeouts in milliseconds like TF's defaults (180 s idle).
+    pub fn millis() -> AgingConfig {
+        AgingConfig {
+            tcp_established: 180_000,
+            tcp_opening: 30_000,
+            tcp_closed: 10_000,
+            other: 180_000,
+            evict_idle: 1_000,
+        }
+    }
+}
+
+/// Counters of table events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowTableStats {
+    /// Active entries (two per flow pair).
+    pub active: u64,
+    /// Pairs inserted.
+    pub inserted: u64,
+    /// Pairs refused because the table was full.
+    pub refused: u64,
+    /// Pairs evicted to make room.
+    pub evicted: u64,
+    /// Pairs removed by aging.
+    pub aged: u64,
+}
+
+/// TCP connection state derived from the flags both directions have seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    /// Not TCP.
+    None,
+    /// SYN seen, handshake not complete.
+    Opening,
+    /// Both sides sent SYN and data is acknowledged.
+    Established,
+    /// FIN both ways, or RST.
+    Closed,
+}
+
+fn tcp_state(proto: u8, a: u64, b: u64) -> TcpState {
+    if proto != 6 {
+        return TcpState::None;
+    }
+    let (a, b) = (a as u8, b as u8);
+    if (a | b) & tcpf::RST != 0 || (a & tcpf::FIN != 0 && b & tcpf::FIN != 0) {
+        TcpState::Closed
+    } else if a & tcpf::SYN != 0 && b & tcpf::SYN != 0 && (a | b) & tcpf::ACK != 0 {
+        TcpState::Established
+    } else {
+        TcpState::Opening
+    }
+}
+
+/// A flow as dumped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowInfo {
+    /// Entry index.
+    pub idx: FlowIdx,
+    /// Key.
+    pub key: FlowKey,
+    /// Decision.
+    pub action: FlowAction,
+    /// Paired entry.
+    pub rflow: FlowIdx,
+    /// Forward (first-packet) direction.
+    pub forward: bool,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Last packet time.
+    pub last_used: u64,
+    /// Setup time.
+    pub created: u64,
+    /// TCP state of the pair.
+    pub tcp: TcpState,
+}
+
+/// The flow table.
+#[derive(Debug)]
+pub struct FlowTable {
+    sigs: Box<[AtomicU32]>,
+    entries: Box<[Entry]>,
+    bucket_mask: u32,
+    stats: [AtomicU64; 5],
+}
+
+impl FlowTable {
+    /// A table of at least `capacity` entries (rounded up to a power of two, min 16).
+    pub fn new(capacity: u32) -> FlowTable {
+        let n = capacity.max(16).next_power_of_two() as usize;
+        FlowTable {
+            sigs: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            entries: (0..n).map(|_| Entry::new()).collect(),
+            bucket_mask: (n / WAYS - 1) as u32,
+            stats: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Number of entries.
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes of memory the table uses (entries + signatures).
+    pub fn memory_bytes(&self) -> usize {
+        self.entries.len() * (std::mem::size_of::<Entry>() + std::mem::size_of::<AtomicU32>())
+    }
+
+    /// Event counters.
+    pub fn stats(&self) -> FlowTableStats {
+        let g = |i: usize| self.stats[i].load(Ordering::Relaxed);
+        FlowTableStats {
+            active: g(0),
+            inserted: g(1),
+            refused: g(2),
+            evicted: g(3),
+            aged: g(4),
+        }
+    }
+
+    fn bump(&self, i: usize, by: u64) {
+        self.stats[i].fetch_add(by, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn buckets(&self, hash: u64) -> (u32, [usize; 2]) {
+        let sig = ((hash >> 32) as u32) | 1;
+        let b1 = (hash as u32) & self.bucket_mask;
+        let mut b2 = (b1 ^ sig.wrapping_mul(0x5bd1_e995)) & self.bucket_mask;
+        if b2 == b1 {
+            b2 = (b1 ^ 1) & self.bucket_mask;
+        }
+        (sig, [b1 as usize * WAYS, b2 as usize * WAYS])
+    }
+
+    /// Looks a key up; `hash` is `key.hash()` (computed once by the caller).
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<FlowHit> {
+        let words = key.pack();
+        let (sig, starts) = self.buckets(hash);
+        for start in starts {
+            for i in start..start + WAYS {
+                if self.sigs[i].load(Ordering::Acquire) == sig {
+                    if let Some(hit) = self.read_if(i, &words) {
+                        return Some(hit);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Reads entry `i` if it is active and holds `words`; consistent by the seqlock check.
+    fn read_if(&self, i: usize, words: &[u64; 5]) -> Option<FlowHit> {
+        let e = &self.entries[i];
+        'retry: for _ in 0..4 {
+            // Acquire pairs with the writer's Release publish: the fields below are at
+            // least as new as this control word.
+            let c1 = e.ctl.load(Ordering::Acquire);
+            if c1 & 3 != ACTIVE {
+                return None;
+            }
+            for (k, want) in words.iter().enumerate() {
+                if e.w[KEY + k].load(Ordering::Relaxed) != *want {
+                    // Different key, unless the entry changed under us.
+                    fence(Ordering::Acquire);
+                    if e.ctl.load(Ordering::Relaxed) == c1 {
+                        return None;
+                    }
+                    continue 'retry;
+                }
+            }
+            let act = e.w[ACT].load(Ordering::Relaxed);
+            let lbl = e.w[LBL].load(Ordering::Relaxed);
+            let nat_hi = e.w[NAT_HI].load(Ordering::Relaxed);
+            let nat_lo = e.w[NAT_LO].load(Ordering::Relaxed);
+            let misc = e.w[MISC].load(Ordering::Relaxed);
+            // Keeps the field loads above from moving after the re-check below.
+            fence(Ordering::Acquire);
+            if e.ctl.load(Ordering::Relaxed) != c1 {
+                continue;
+            }
+            return Some(FlowHit {
+                idx: FlowIdx(i as u32),
+                action: decode_action(act, lbl, nat_hi, nat_lo, misc),
+                rflow: FlowIdx(misc as u32),
+            });
+        }
+        None
+    }
+
+    /// Claims a free entry in one of the key's buckets (state busy).
+    fn claim(&self, hash: u64) -> Option<(usize, u64)> {
+        let (_, starts) = self.buckets(hash);
+        for start in starts {
+            for i in start..start + WAYS {
+                let e = &self.entries[i];
+                let c = e.ctl.load(Ordering::Relaxed);
+                if c & 3 == FREE {
+                    let busy = next(c, BUSY);
+                    // Acquire: we must see the last owner's writes before overwriting.
+                    if e.ctl
+                        .compare_exchange(c, busy, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return Some((i, busy));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn release(&self, i: usize, busy: u64) {
+        self.entries[i]
+            .ctl
+            .store(next(busy, FREE), Ordering::Release);
+    }
+
+    fn write(
+        &self,
+        i: usize,
+        busy: u64,
+        key: &FlowKey,
+        a: &FlowAction,
+        link: (usize, bool),
+        now: u64,
+    ) {
+        let e = &self.entries[i];
+        for (k, w) in key.pack().into_iter().enumerate() {
+            e.w[KEY + k].store(w, Ordering::Relaxed);
+        }
+        let (rflow, fwd) = link;
+        let (act, lbl, hi, lo, misc) = encode_action(a, rflow as u32, fwd);
+        e.w[ACT].store(act, Ordering::Relaxed);
+        e.w[LBL].store(lbl, Ordering::Relaxed);
+        e.w[NAT_HI].store(hi, Ordering::Relaxed);
+        e.w[NAT_LO].store(lo, Ordering::Relaxed);
+        e.w[MISC].store(misc, Ordering::Relaxed);
+        for w in [PKTS, BYTES, TCP] {
+            e.w[w].store(0, Ordering::Relaxed);
+        }
+        e.w[LAST].store(now, Ordering::Relaxed);
+        e.w[CREATED].store(now, Ordering::Relaxed);
+        // Release: publishes every field above with the new version.
+        e.ctl.store(next(busy, ACTIVE), Ordering::Release);
+    }
+
+    /// Makes entry `i` findable by lookups (its signature), after it and its pair are
+    /// active: a lookup can then never find one half of a pair still being written.
+    fn expose(&self, i: usize, key: &FlowKey) {
+        let (sig, _) = self.buckets(hash_words(&key.pack()));
+        self.sigs[i].store(sig, Ordering::Release);
+    }
+
+    /// Inserts a forward/reverse pair; both are visible when this returns.
+    pub fn insert_pair(
+        &self,
+        fwd: (&FlowKey, &FlowAction),
+        rev: (&FlowKey, &FlowAction),
+        now: u64,
+        aging: &AgingConfig,
+    ) -> Result<(FlowIdx, FlowIdx), InsertError> {
+        let (hf, hr) = (fwd.0.hash(), rev.0.hash());
+        let Some((fi, fbusy)) = self.claim_or_evict(hf, now, aging) else {
+            self.bump(2, 1);
+            return Err(InsertError::Full);
+        };
+        let Some((ri, rbusy)) = self.claim_or_evict(hr, now, aging) else {
+            self.release(fi, fbusy);
+            self.bump(2, 1);
+            return Err(InsertError::Full);
+        };
+        self.write(fi, fbusy, fwd.0, fwd.1, (ri, true), now);
+        self.write(ri, rbusy, rev.0, rev.1, (fi, false), now);
+        self.expose(fi, fwd.0);
+        self.expose(ri, rev.0);
+        self.bump(0, 2);
+        self.bump(1, 1);
+        Ok((FlowIdx(fi as u32), FlowIdx(ri as u32)))
+    }
+
+    fn claim_or_evict(&self, hash: u64, now: u64, aging: &AgingConfig) -> Option<(usize, u64)> {
+        if let Some(c) = self.claim(hash) {
+            return Some(c);
+        }
+        // Both buckets full: evict the stalest pair that is not established.
+        let (_, starts) = self.buckets(hash);
+        let victim = starts
+            .iter()
+            .flat_map(|s| *s..*s + WAYS)
+            .filter_map(|i| self.evictable(i, now, aging).map(|last| (last, i)))
+            .min()?;
+        if self.delete_pair(FlowIdx(victim.1 as u32)) {
+            self.bump(3, 1);
+        }
+        self.claim(hash)
+    }
+
+    /// `Some(last_used)` if entry `i` may be evicted.
+    fn evictable(&self, i: usize, now: u64, aging: &AgingConfig) -> Option<u64> {
+        let e = &self.entries[i];
+        if e.ctl.load(Ordering::Acquire) & 3 != ACTIVE {
+            return None;
+        }
+        let proto = (e.w[KEY].load(Ordering::Relaxed) >> 32) as u8;
+        let r =
+            &self.entries[e.w[MISC].load(Ordering::Relaxed) as u32 as usize % self.entries.len()];
+        let last = e.w[LAST]
+            .load(Ordering::Relaxed)
+            .max(r.w[LAST].load(Ordering::Relaxed));
+        let state = tcp_state(
+            proto,
+            e.w[TCP].load(Ordering::Relaxed),
+            r.w[TCP].load(Ordering::Relaxed),
+        );
+        let ok = match state {
+            TcpState::Established => false,
+            TcpState::Opening | TcpState::Closed => true,
+            TcpState::None => now.saturating_sub(last) >= aging.evict_idle,
+        };
+        ok.then_some(last)
+    }
+
+    /// Counts a packet of `len` bytes on `idx`, with its TCP flags (0 for non-TCP).
+    #[inline]
+    pub fn touch(&self, idx: FlowIdx, len: u64, now: u64, tcp_flags: u8) {
+        let e = &self.entries[idx.0 as usize];
+        e.w[PKTS].fetch_add(1, Ordering::Relaxed);
+        e.w[BYTES].fetch_add(len, Ordering::Relaxed);
+        e.w[LAST].store(now, Ordering::Relaxed);
+        if tcp_flags != 0 {
+            e.w[TCP].fetch_or(u64::from(tcp_flags), Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces the decision of an active entry (e.g. after its route changed). False if
+    /// the entry is no longer what the caller saw (another thread changed or freed it).
+    pub fn update_action(&self, hit: &FlowHit, a: &FlowAction) -> bool {
+        let i = hit.idx.0 as usize;
+        let e = &self.entries[i];
+        let c = e.ctl.load(Ordering::Acquire);
+        if c & 3 != ACTIVE || e.w[MISC].load(Ordering::Relaxed) as u32 != hit.rflow.0 {
+            return false;
+        }
+        let busy = next(c, BUSY);
+        if e.ctl
+            .compare_exchange(c, busy, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let fwd = (e.w[MISC].load(Ordering::Relaxed) >> 40) & 0xff == ROLE_FWD;
+        let (act, lbl, hi, lo, misc) = encode_action(a, hit.rflow.0, fwd);
+        e.w[ACT].store(act, Ordering::Relaxed);
+        e.w[LBL].store(lbl, Ordering::Relaxed);
+        e.w[NAT_HI].store(hi, Ordering::Relaxed);
+        e.w[NAT_LO].store(lo, Ordering::Relaxed);
+        e.w[MISC].store(misc, Ordering::Relaxed);
+        e.ctl.store(next(busy, ACTIVE), Ordering::Release);
+        true
+    }
+
+    /// Deletes one active entry; false if it was not active (or is being changed).
+    fn delete_one(&self, i: usize) -> bool {
+        let e = &self.entries[i];
+        for _ in 0..64 {
+            let c = e.ctl.load(Ordering::Acquire);
+            match c & 3 {
+                ACTIVE => {
+                    let busy = next(c, BUSY);
+                    if e.ctl
+                        .compare_exchange(c, busy, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        self.sigs[i].store(0, Ordering::Release);
+                        e.ctl.store(next(busy, FREE), Ordering::Release);
+                        self.stats[0].fetch_sub(1, Ordering::Relaxed);
+                        return true;
+                    }
+                }
+                BUSY => std::hint::spin_loop(),
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Deletes an entry and its pair. False if `idx` was not active.
+    pub fn delete_pair(&self, idx: FlowIdx) -> bool {
+        let i = idx.0 as usize;
+        let Some(e) = self.entries.get(i) else {
+            return false;
+        };
+        let r = e.w[MISC].load(Ordering::Relaxed) as u32 as usize;
+        if !self.delete_one(i) {
+            return false;
+        }
+        if r < self.entries.len() && r != i {
+            self.delete_one(r);
+        }
+        true
+    }
+
+    /// Removes idle pairs; returns how many. Run by the service thread with its clock.
+    pub fn age(&self, now: u64, cfg: &AgingConfig) -> usize {
+        let mut n = 0;
+        for i in 0..self.entries.len() {
+            let e = &self.entries[i];
+            if e.ctl.load(Ordering::Acquire) & 3 != ACTIVE {
+                continue;
+            }
+            let misc = e.w[MISC].load(Ordering::Relaxed);
+            let r = &self.entries[misc as u32 as usize % self.entries.len()];
+            let paired = r.ctl.load(Ordering::Acquire) & 3 == ACTIVE
+                && r.w[MISC].load(Ordering::Relaxed) as u32 as usize == i;
+            if !paired {
+                // An orphan (its pair was deleted while it was being written): it can
+                // never be aged through its pair, so it goes once it is idle.
+                let idle = now.saturating_sub(e.w[LAST].load(Ordering::Relaxed));
+                if idle >= cfg.tcp_closed.min(cfg.other) && self.delete_one(i) {
+                    n += 1;
+                }
+                continue;
+            }
+            if (misc >> 40) & 0xff != ROLE_FWD {
+                continue;
+            }
+            let proto = (e.w[KEY].load(Ordering::Relaxed) >> 32) as u8;
+            let last = e.w[LAST]
+                .load(Ordering::Relaxed)
+                .max(r.w[LAST].load(Ordering::Relaxed));
+            let timeout = match tcp_state(
+                proto,
+                e.w[TCP].load(Ordering::Relaxed),
+                r.w[TCP].load(Ordering::Relaxed),
+            ) {
+                TcpState::Established => cfg.tcp_established,
+                TcpState::Opening => cfg.tcp_opening,
+                TcpState::Closed => cfg.tcp_closed,
+                TcpState::None => cfg.other,
+            };
+            if now.saturating_sub(last) >= timeout && self.delete_pair(FlowIdx(i as u32)) {
+                n += 1;
+            }
+        }
+        self.bump(4, n as u64);
+        n
+    }
+
+    /// Up to `max` active entries from index `cursor`; returns them and the next cursor
+    /// (`None` at the end).
+    pub fn dump(&self, cursor: u32, max: usize) -> (Vec<FlowInfo>, Option<u32>) {
+        let mut out = Vec::new();
+        let mut i = cursor as usize;
+        while i < self.entries.len() && out.len() < max {
+            if let Some(info) = self.info(i) {
+                out.push(info);
+            }
+            i += 1;
+        }
+        (out, (i < self.entries.len()).then_some(i as u32))
+    }
+
+    fn info(&self, i: usize) -> Option<FlowInfo> {
+        let e = &self.entries[i];
+        let c = e.ctl.load(Ordering::Acquire);
+        if c & 3 != ACTIVE {
+            return None;
+        }
+        let words: [u64; 5] = std::array::from_fn(|k| e.w[KEY + k].load(Ordering::Relaxed));
+        let misc = e.w[MISC].load(Ordering::Relaxed);
+        let action = decode_action(
+            e.w[ACT].load(Ordering::Relaxed),
+            e.w[LBL].load(Ordering::Relaxed),
+            e.w[NAT_HI].load(Ordering::Relaxed),
+            e.w[NAT_LO].load(Ordering::Relaxed),
+            misc,
+        );
+        let r = &self.entries[misc as u32 as usize % self.entries.len()];
+        let key = FlowKey::unpack(&words);
+        let info = FlowInfo {
+            idx: FlowIdx(i as u32),
+            key,
+            action,
+            rflow: FlowIdx(misc as u32),
+            forward: (misc >> 40) & 0xff == ROLE_FWD,
+            packets: e.w[PKTS].load(Ordering::Relaxed),
+            bytes: e.w[BYTES].load(Ordering::Relaxed),
+            last_used: e.w[LAST].load(Ordering::Relaxed),
+            created: e.w[CREATED].load(Ordering::Relaxed),
+            tcp: tcp_state(
+                key.proto,
+                e.w[TCP].load(Ordering::Relaxed),
+                r.w[TCP].load(Ordering::Relaxed),
+            ),
+        };
+        fence(Ordering::Acquire);
+        (e.ctl.load(Ordering::Relaxed) == c).then_some(info)
+    }
+}
+
+fn encode_action(a: &FlowAction, rflow: u32, fwd: bool) -> (u64, u64, u64, u64, u64) {
+    let (verdict, reason) = match a.verdict {
+        FlowVerdict::Forward => (0u64, 0u64),
+        FlowVerdict::Drop(r) => (1, r as u64),
+    };
+    let mut flags = 0;
+    if a.mirror {
+        flags |= F_MIRROR;
+    }
+    let (mut hi, mut lo, mut port) = (0, 0, 0);
+    if let Some(n) = a.nat {
+        flags |= F_NAT;
+        if n.source {
+            flags |= F_NAT_SRC;
+        }
+        let b = addr_bits(n.addr);
+        hi = (b >> 64) as u64;
+        lo = b as u64;
+        port = u64::from(n.port);
+    }
+    let act = (verdict << 56) | (reason << 48) | (flags << 40) | u64::from(a.nh.0);
+    let lbl = (u64::from(a.label) << 32) | u64::from(a.route_gen);
+    let misc = (port << 48) | ((u64::from(fwd) * ROLE_FWD) << 40) | u64::from(rflow);
+    (act, lbl, hi, lo, misc)
+}
+
+fn decode_action(act: u64, lbl: u64, hi: u64, lo: u64, misc: u64) -> FlowAction {
+    let flags = (act >> 40) & 0xff;
+    let verdict = if act >> 56 == 0 {
+        FlowVerdict::Forward
+    } else {
+        FlowVerdict::Drop(DropReason::from_u8((act >> 48) as u8).unwrap_or(DropReason::FlowDrop))
+    };
+    let nat = (flags & F_NAT != 0).then(|| {
+        let b = (u128::from(hi) << 64) | u128::from(lo);
+        let v6 = std::net::Ipv6Addr::from(b);
+        NatRewrite {
+            source: flags & F_NAT_SRC != 0,
+            addr: v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            port: (misc >> 48) as u16,
+        }
+    });
+    FlowAction {
+        verdict,
+        nh: NhId(act as u32),
+        label: (lbl >> 32) as u32,
+        route_gen: lbl as u32,
+        nat,
+        mirror: flags & F_MIRROR != 0,
+    }
+}
