@@ -224,12 +224,10 @@ proptest! {
         for (op, p) in ops {
             let k = key(17, "10.0.0.1", "10.0.0.2", 1000 + p, 53);
             match op {
-                0 => {
-                    if !model.contains_key(&k) {
-                        t.insert_pair((&k, &fwd(u32::from(p))), (&k.reversed(), &fwd(1000)), 0, &AGING).unwrap();
-                        model.insert(k, u32::from(p));
-                        model.insert(k.reversed(), 1000);
-                    }
+                0 if !model.contains_key(&k) => {
+                    t.insert_pair((&k, &fwd(u32::from(p))), (&k.reversed(), &fwd(1000)), 0, &AGING).unwrap();
+                    model.insert(k, u32::from(p));
+                    model.insert(k.reversed(), 1000);
                 }
                 1 => {
                     if let Some(h) = t.lookup(&k, k.hash()) {
