@@ -3,12 +3,16 @@
 //! - [`wire`]: zero-copy header views (Ethernet ... VXLAN) with parse/emit.
 //! - [`tables`]: vifs, VRFs and routes, nexthops, labels, VNIs (snapshot + writer).
 //! - [`flow`]: the flow table (exact match, paired entries, aging, eviction).
+//! - [`nat`]: SNAT port pools.
+//! - [`packet`]: the buffer trait stages work on (`Mbuf` in the daemon, `VecBuf` in tests).
 //! - [`pipeline`]: per-burst stages and drop reasons.
 //! - [`policy`]: compiled rule sets evaluated at flow setup.
 //! - [`probe`]: `vrouter probe`, the DPDK environment check.
 #![forbid(unsafe_code)]
 
 pub mod flow;
+pub mod nat;
+pub mod packet;
 pub mod pipeline;
 pub mod policy;
 pub mod probe;

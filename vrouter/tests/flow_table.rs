@@ -52,6 +52,7 @@ fn a_pair_is_found_from_both_sides_with_its_actions() {
             source: true,
             addr: "192.0.2.10".parse().unwrap(),
             port: 56001,
+            pooled: false,
         }),
         ..fwd(7)
     };
@@ -78,6 +79,7 @@ fn a_pair_is_found_from_both_sides_with_its_actions() {
             source: false,
             addr: "fd00::99".parse().unwrap(),
             port: 0,
+            pooled: false,
         }),
         ..fwd(1)
     };

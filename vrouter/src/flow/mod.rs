@@ -116,6 +116,8 @@ pub struct NatRewrite {
     pub addr: IpAddr,
     /// The new port (0 keeps the port).
     pub port: u16,
+    /// The port came from the node's SNAT pool and goes back when the flow is deleted.
+    pub pooled: bool,
 }
 
 /// What a flow does with its packets.

@@ -21,10 +21,12 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use super::{FlowAction, FlowKey, FlowVerdict, NatRewrite, hash_words};
+use crate::nat::SnatPools;
 use crate::pipeline::DropReason;
 use crate::policy::addr_bits;
 use crate::tables::NhId;
 use crate::wire::tcp::flags as tcpf;
+use std::sync::Arc;
 
 /// Entries per bucket.
 const WAYS: usize = 8;
@@ -50,6 +52,7 @@ const WORDS: usize = 15;
 const F_MIRROR: u64 = 1;
 const F_NAT: u64 = 2;
 const F_NAT_SRC: u64 = 4;
+const F_NAT_POOL: u64 = 8;
 const ROLE_FWD: u64 = 1;
 
 /// One flow entry: a control word and 15 data words, 128 bytes, cache-line aligned.
@@ -200,6 +203,7 @@ pub struct FlowTable {
     entries: Box<[Entry]>,
     bucket_mask: u32,
     stats: [AtomicU64; 5],
+    snat: Option<Arc<SnatPools>>,
 }
 
 impl FlowTable {
@@ -211,6 +215,15 @@ impl FlowTable {
             entries: (0..n).map(|_| Entry::new()).collect(),
             bucket_mask: (n / WAYS - 1) as u32,
             stats: std::array::from_fn(|_| AtomicU64::new(0)),
+            snat: None,
+        }
+    }
+
+    /// A table whose deleted flows give their pooled SNAT ports back to `pools`.
+    pub fn with_snat(capacity: u32, pools: Arc<SnatPools>) -> FlowTable {
+        FlowTable {
+            snat: Some(pools),
+            ..FlowTable::new(capacity)
         }
     }
 
@@ -491,6 +504,16 @@ impl FlowTable {
                         .compare_exchange(c, busy, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
                     {
+                        // Only the thread that won the CAS reads the action to release a
+                        // pooled port, so a port is returned exactly once.
+                        let act = e.w[ACT].load(Ordering::Relaxed);
+                        if (act >> 40) & F_NAT_POOL != 0 {
+                            if let Some(pools) = &self.snat {
+                                let proto = (e.w[KEY].load(Ordering::Relaxed) >> 32) as u8;
+                                let port = (e.w[MISC].load(Ordering::Relaxed) >> 48) as u16;
+                                pools.for_proto(proto).free(port);
+                            }
+                        }
                         self.sigs[i].store(0, Ordering::Release);
                         e.ctl.store(next(busy, FREE), Ordering::Release);
                         self.stats[0].fetch_sub(1, Ordering::Relaxed);
@@ -633,6 +656,9 @@ fn encode_action(a: &FlowAction, rflow: u32, fwd: bool) -> (u64, u64, u64, u64, 
         if n.source {
             flags |= F_NAT_SRC;
         }
+        if n.pooled {
+            flags |= F_NAT_POOL;
+        }
         let b = addr_bits(n.addr);
         hi = (b >> 64) as u64;
         lo = b as u64;
@@ -658,6 +684,7 @@ fn decode_action(act: u64, lbl: u64, hi: u64, lo: u64, misc: u64) -> FlowAction 
             source: flags & F_NAT_SRC != 0,
             addr: v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             port: (misc >> 48) as u16,
+            pooled: flags & F_NAT_POOL != 0,
         }
     });
     FlowAction {

@@ -98,6 +98,18 @@ pub enum Nexthop {
     },
     /// ECMP over members (service VIPs, multipath).
     Composite(Arc<Ecmp>),
+    /// Leave through the fabric with the source translated to the node's address (ip-fabric
+    /// SNAT): flows through it get a port from the node's SNAT pool.
+    Snat {
+        /// Fabric interface.
+        vif: VifId,
+        /// The node's address the source becomes.
+        ip: Ipv4Addr,
+        /// Our fabric MAC.
+        smac: MacAddr,
+        /// The fabric gateway's MAC.
+        dmac: MacAddr,
+    },
     /// L2 flood to several nexthops (broadcast, unknown unicast).
     L2Flood {
         /// Members.
@@ -115,6 +127,7 @@ impl Nexthop {
             Nexthop::Tunnel(_) => "tunnel",
             Nexthop::Resolve { .. } => "resolve",
             Nexthop::Composite(_) => "composite",
+            Nexthop::Snat { .. } => "snat",
             Nexthop::L2Flood { .. } => "l2-flood",
         }
     }
@@ -123,9 +136,10 @@ impl Nexthop {
     pub fn references(&self) -> (Vec<NhId>, Vec<VifId>) {
         match self {
             Nexthop::Discard => (vec![], vec![]),
-            Nexthop::Receive { vif } | Nexthop::Resolve { vif } | Nexthop::Encap { vif, .. } => {
-                (vec![], vec![*vif])
-            }
+            Nexthop::Receive { vif }
+            | Nexthop::Resolve { vif }
+            | Nexthop::Encap { vif, .. }
+            | Nexthop::Snat { vif, .. } => (vec![], vec![*vif]),
             Nexthop::Tunnel(t) => (vec![], vec![t.out_vif]),
             Nexthop::Composite(e) => (e.members().iter().map(|m| m.nh).collect(), vec![]),
             Nexthop::L2Flood { members } => (members.clone(), vec![]),

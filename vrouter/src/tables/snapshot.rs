@@ -55,6 +55,11 @@ pub struct GlobalConfig {
     pub encap_priority: Vec<TunnelKind>,
     /// The MAC the vrouter answers ARP/ND with for VN gateways (TF uses 00:00:5e:00:01:00).
     pub vrouter_mac: MacAddr,
+    /// The fabric (physical) interface: tunnels arrive here.
+    pub fabric_vif: Option<VifId>,
+    /// The host interface (vhost0): fabric traffic that is not ours goes there, and
+    /// what the host sends leaves through the fabric.
+    pub host_vif: Option<VifId>,
 }
 
 impl Default for GlobalConfig {
@@ -62,6 +67,8 @@ impl Default for GlobalConfig {
         GlobalConfig {
             encap_priority: vec![TunnelKind::MplsUdp, TunnelKind::MplsGre, TunnelKind::Vxlan],
             vrouter_mac: MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, 0x00]),
+            fabric_vif: None,
+            host_vif: None,
         }
     }
 }
