@@ -7,6 +7,7 @@
 //! - [`packet`]: the buffer trait stages work on (`Mbuf` in the daemon, `VecBuf` in tests).
 //! - [`pipeline`]: per-burst stages and drop reasons.
 //! - [`policy`]: compiled rule sets evaluated at flow setup.
+//! - [`testbed`]: a one-node topology and frame builders for tests, benches and the demo.
 //! - [`probe`]: `vrouter probe`, the DPDK environment check.
 #![forbid(unsafe_code)]
 
@@ -17,4 +18,5 @@ pub mod pipeline;
 pub mod policy;
 pub mod probe;
 pub mod tables;
+pub mod testbed;
 pub mod wire;

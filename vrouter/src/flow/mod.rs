@@ -35,15 +35,17 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
-    /// The key of the opposite direction.
+    /// The key of the opposite direction. ICMP echo keys carry the identifier as the
+    /// source port in both directions (requests and replies share it), so their ports stay.
     pub fn reversed(&self) -> FlowKey {
+        let icmp = self.proto == 1 || self.proto == 58;
         FlowKey {
             vrf: self.vrf,
             proto: self.proto,
             src: self.dst,
             dst: self.src,
-            sport: self.dport,
-            dport: self.sport,
+            sport: if icmp { self.sport } else { self.dport },
+            dport: if icmp { self.dport } else { self.sport },
         }
     }
 

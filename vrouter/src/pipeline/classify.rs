@@ -1,0 +1,298 @@
+//! Stage 1: what is this packet? Reads the Ethernet header by the receiving interface's
+//! kind, answers ARP and IPv6 neighbour solicitations for the VN gateway itself, hands
+//! tunnel packets to decap, cross-connects host traffic, and extracts the flow key.
+
+use std::net::IpAddr;
+
+use super::{Ctx, Disposition, DropReason, Meta, decap};
+use crate::packet::PacketBuf;
+use crate::tables::{Vif, VifId, VifKind, VrfId};
+use crate::wire::{self, EtherType, IpProtocol, checksum, icmp};
+
+pub(super) fn run<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    vif: &Vif,
+    pkts: &mut [B],
+    metas: &mut Vec<Meta>,
+) {
+    let vrf_ok = ctx.snap.vrfs.get(vif.vrf.0).is_some();
+    for p in pkts.iter_mut() {
+        let mut m = Meta::new(vif.vrf);
+        if !vrf_ok {
+            m.done = Some(Disposition::Drop(DropReason::InvalidVrf));
+        } else {
+            match vif.kind {
+                VifKind::Virtual => from_vm(ctx, vif, p, &mut m),
+                VifKind::Physical => from_fabric(ctx, vif, p, &mut m),
+                VifKind::Host => m.done = Some(cross(ctx.snap.global.fabric_vif)),
+                VifKind::Agent => m.done = Some(Disposition::Drop(DropReason::InvalidVif)),
+            }
+        }
+        metas.push(m);
+    }
+}
+
+fn drop(r: DropReason) -> Option<Disposition> {
+    Some(Disposition::Drop(r))
+}
+
+/// Host <-> fabric cross-connect for traffic that is not the overlay's.
+fn cross(to: Option<VifId>) -> Disposition {
+    to.map_or(Disposition::Drop(DropReason::InvalidVif), Disposition::Tx)
+}
+
+fn from_vm<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Meta) {
+    let Ok(eth) = wire::ethernet::Frame::new_checked(p.data()) else {
+        m.done = drop(DropReason::InvalidPacket);
+        return;
+    };
+    match eth.ethertype() {
+        EtherType::Arp => m.done = Some(arp(ctx, vif, p)),
+        EtherType::Ipv4 => parse_ip(p.data(), wire::ethernet::HEADER_LEN, false, vif.vrf, m),
+        EtherType::Ipv6 => {
+            parse_ip(p.data(), wire::ethernet::HEADER_LEN, true, vif.vrf, m);
+            if m.pending() && m.key.proto == 58 {
+                match p.data().get(m.l4).copied() {
+                    Some(icmp::NEIGHBOR_SOLICIT) => m.done = Some(nd(ctx, vif, p, m)),
+                    // Router solicitations, adverts, redirects, MLD: nothing to forward.
+                    Some(133..=137 | 143) => m.done = drop(DropReason::Discard),
+                    _ => {}
+                }
+            }
+        }
+        _ => m.done = drop(DropReason::InvalidProtocol),
+    }
+}
+
+/// Answers an ARP request from the VM with the vrouter's MAC (the VN gateway and every
+/// other address are reached through the vrouter), in place.
+fn arp<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B) -> Disposition {
+    let hl = wire::ethernet::HEADER_LEN;
+    let req =
+        match wire::arp::Packet::new_checked(&p.data()[hl..]).map(|a| wire::arp::Repr::parse(&a)) {
+            Ok(Ok(r)) => r,
+            _ => return Disposition::Drop(DropReason::InvalidPacket),
+        };
+    // Not a request, an address probe (sender 0.0.0.0), a gratuitous ARP, or a question
+    // about the VM's own address: nothing to answer.
+    if req.op != wire::arp::Operation::Request
+        || req.spa.is_unspecified()
+        || req.spa == req.tpa
+        || Some(req.tpa) == vif.ip4
+    {
+        return Disposition::Drop(DropReason::Discard);
+    }
+    let mac = ctx.snap.global.vrouter_mac;
+    let d = p.data_mut();
+    if req.reply_from(mac).emit(&mut d[hl..]).is_err() {
+        return Disposition::Drop(DropReason::InvalidPacket);
+    }
+    let mut eth = wire::ethernet::Frame::new_unchecked(&mut d[..hl]);
+    eth.set_dst(req.sha);
+    eth.set_src(mac);
+    ctx.stats.arp_replies += 1;
+    Disposition::Tx(vif.id)
+}
+
+/// Answers an IPv6 neighbour solicitation with an advertisement from the vrouter's MAC,
+/// in place (the buffer is resized to exactly the advertisement).
+fn nd<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &Meta) -> Disposition {
+    const LEN: usize = 14 + 40 + 32;
+    let ns = match icmp::Packet::new_checked(&p.data()[m.l4..]).map(|i| icmp::NdpRepr::parse(&i)) {
+        Ok(Ok(r)) => r,
+        _ => return Disposition::Drop(DropReason::InvalidPacket),
+    };
+    let IpAddr::V6(src) = m.key.src else {
+        return Disposition::Drop(DropReason::InvalidPacket);
+    };
+    // Duplicate-address detection (unspecified source) and the VM's own address are not
+    // ours to answer; extension headers before ICMPv6 are not expected in ND.
+    if src.is_unspecified() || Some(ns.target) == vif.ip6 || m.l4 != 54 {
+        return Disposition::Drop(DropReason::Discard);
+    }
+    let eth_src = wire::ethernet::Frame::new_unchecked(p.data()).src();
+    let dst_mac = ns.lladdr.unwrap_or(eth_src);
+    let len = p.len();
+    let resized = if len < LEN {
+        p.append(LEN - len).is_some()
+    } else {
+        p.trim(len - LEN)
+    };
+    if !resized {
+        return Disposition::Drop(DropReason::NoHeadroom);
+    }
+    let mac = ctx.snap.global.vrouter_mac;
+    let na = ns.advert_from(mac, true);
+    let d = p.data_mut();
+    wire::ethernet::Repr {
+        src: mac,
+        dst: dst_mac,
+        ethertype: EtherType::Ipv6,
+    }
+    .emit(&mut wire::ethernet::Frame::new_unchecked(&mut d[..14]));
+    let ip = wire::ipv6::Repr {
+        src: ns.target,
+        dst: src,
+        protocol: IpProtocol::Icmpv6,
+        hop_limit: 255,
+        traffic_class: 0,
+        flow_label: 0,
+        upper_offset: 40,
+        upper_len: 32,
+        fragment: wire::ipv6::Fragment::None,
+    };
+    if ip.emit(&mut d[14..54], 32).is_err() || na.emit(&mut d[54..]).is_err() {
+        return Disposition::Drop(DropReason::InvalidPacket);
+    }
+    let ps = checksum::pseudo_v6(ns.target, src, 58, 32);
+    icmp::Packet::new_unchecked(&mut d[54..]).fill_checksum_v6(ps);
+    ctx.stats.nd_replies += 1;
+    Disposition::Tx(vif.id)
+}
+
+fn from_fabric<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Meta) {
+    let host = ctx.snap.global.host_vif;
+    let d = p.data();
+    let Ok(eth) = wire::ethernet::Frame::new_checked(d) else {
+        m.done = drop(DropReason::InvalidPacket);
+        return;
+    };
+    if eth.ethertype() != EtherType::Ipv4 {
+        m.done = Some(cross(host));
+        return;
+    }
+    let Ok(ip) = wire::ipv4::Packet::new_checked(&d[14..]) else {
+        m.done = drop(DropReason::InvalidPacket);
+        return;
+    };
+    if vif.ip4 != Some(ip.dst()) {
+        m.done = Some(cross(host));
+        return;
+    }
+    let l4 = 14 + ip.header_len();
+    match ip.protocol() {
+        IpProtocol::Udp => {
+            let dport = d
+                .get(l4 + 2..l4 + 4)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]));
+            match dport {
+                Some(6635) => decap::mpls_udp(ctx, p, m, l4),
+                Some(wire::vxlan::UDP_PORT) => decap::vxlan(ctx, p, m, l4),
+                _ => fabric_flow(p, vif.vrf, m),
+            }
+        }
+        IpProtocol::Gre => decap::mpls_gre(ctx, p, m, l4),
+        _ => fabric_flow(p, vif.vrf, m),
+    }
+    if m.pending() && !m.lookup_only {
+        ctx.stats.decap += 1;
+    }
+}
+
+/// Fabric traffic for the node's own address that is not a tunnel: it may be the return
+/// of a SNAT flow; otherwise it belongs to the host.
+fn fabric_flow<B: PacketBuf>(p: &B, vrf: VrfId, m: &mut Meta) {
+    parse_ip(p.data(), 14, false, vrf, m);
+    m.lookup_only = true;
+}
+
+/// Fills the flow key from the IP header at `l3`, or marks the packet dropped.
+pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) {
+    m.l3 = l3;
+    m.v6 = v6;
+    m.vrf = vrf;
+    let Some(ipb) = d.get(l3..) else {
+        m.done = drop(DropReason::InvalidPacket);
+        return;
+    };
+    let (src, dst, proto, l4_off, l4_len): (IpAddr, IpAddr, IpProtocol, usize, usize) = if v6 {
+        let Ok(ip) = wire::ipv6::Packet::new_checked(ipb) else {
+            m.done = drop(DropReason::InvalidPacket);
+            return;
+        };
+        let r = match wire::ipv6::Repr::parse(&ip) {
+            Ok(r) => r,
+            Err(_) => {
+                m.done = drop(DropReason::InvalidPacket);
+                return;
+            }
+        };
+        if r.fragment != wire::ipv6::Fragment::None {
+            m.done = drop(DropReason::Fragment);
+            return;
+        }
+        (
+            r.src.into(),
+            r.dst.into(),
+            r.protocol,
+            r.upper_offset,
+            r.upper_len,
+        )
+    } else {
+        let Ok(ip) = wire::ipv4::Packet::new_checked(ipb) else {
+            m.done = drop(DropReason::InvalidPacket);
+            return;
+        };
+        let r = match wire::ipv4::Repr::parse(&ip) {
+            Ok(r) => r,
+            Err(wire::WireError::Checksum) => {
+                m.done = drop(DropReason::BadChecksum);
+                return;
+            }
+            Err(_) => {
+                m.done = drop(DropReason::InvalidPacket);
+                return;
+            }
+        };
+        if r.fragment {
+            m.done = drop(DropReason::Fragment);
+            return;
+        }
+        (
+            r.src.into(),
+            r.dst.into(),
+            r.protocol,
+            ip.header_len(),
+            r.payload_len,
+        )
+    };
+    let l4 = l3 + l4_off;
+    let seg = &d[l4..(l4 + l4_len).min(d.len())];
+    let (mut sport, mut dport, mut flags) = (0u16, 0u16, 0u8);
+    match proto {
+        IpProtocol::Tcp => match wire::tcp::Packet::new_checked(seg) {
+            Ok(t) => (sport, dport, flags) = (t.src_port(), t.dst_port(), t.flags()),
+            Err(_) => {
+                m.done = drop(DropReason::InvalidPacket);
+                return;
+            }
+        },
+        IpProtocol::Udp => match wire::udp::Packet::new_checked(seg) {
+            Ok(u) => (sport, dport) = (u.src_port(), u.dst_port()),
+            Err(_) => {
+                m.done = drop(DropReason::InvalidPacket);
+                return;
+            }
+        },
+        IpProtocol::Icmp | IpProtocol::Icmpv6 => match icmp::Packet::new_checked(seg) {
+            Ok(i) if icmp::is_echo(i.msg_type()) => sport = i.echo_ident(),
+            Ok(_) => {}
+            Err(_) => {
+                m.done = drop(DropReason::InvalidPacket);
+                return;
+            }
+        },
+        _ => {}
+    }
+    m.l4 = l4;
+    m.tcp_flags = flags;
+    m.key = crate::flow::FlowKey {
+        vrf,
+        proto: proto.into(),
+        src,
+        dst,
+        sport,
+        dport,
+    };
+    m.hash = m.key.hash();
+}

@@ -1,0 +1,131 @@
+//! Stage 4b: tunnel encapsulation. MPLSoUDP and MPLSoGRE carry the inner IP packet (its
+//! Ethernet header is removed) under the route's label; VXLAN carries the inner Ethernet
+//! frame under the VNI. The outer UDP source port is taken from the flow hash so the
+//! fabric's ECMP spreads flows (RFC 7510 section 3, RFC 7348 section 5); the outer UDP
+//! checksum is zero, as both RFCs allow over IPv4.
+
+use super::{Ctx, DropReason, Meta};
+use crate::packet::PacketBuf;
+use crate::tables::{Tunnel, TunnelKind};
+use crate::wire::{self, EtherType, IpProtocol};
+
+/// MPLS over UDP destination port (RFC 7510).
+pub const MPLS_UDP_PORT: u16 = 6635;
+
+pub(super) fn push<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    p: &mut B,
+    m: &mut Meta,
+    kind: TunnelKind,
+    t: &Tunnel,
+    label: u32,
+) -> Result<(), DropReason> {
+    let mtu = usize::from(
+        ctx.snap
+            .vifs
+            .get(t.out_vif.0)
+            .ok_or(DropReason::InvalidVif)?
+            .mtu,
+    );
+    let hl = wire::ethernet::HEADER_LEN;
+    let entropy = 0xc000 | ((m.hash >> 16) as u16 & 0x3fff);
+
+    // Shape the inner packet: IP for MPLS, Ethernet for VXLAN.
+    match kind {
+        TunnelKind::MplsUdp | TunnelKind::MplsGre => {
+            if m.l3 > 0 && !p.adj(m.l3) {
+                return Err(DropReason::InvalidPacket);
+            }
+            m.l4 -= m.l3;
+            m.l3 = 0;
+        }
+        TunnelKind::Vxlan => {
+            let mac = ctx.snap.global.vrouter_mac;
+            super::forward::l2_rewrite(p, m, mac, t.smac)?;
+        }
+    }
+    let inner = p.len();
+    let tunnel_hdr = match kind {
+        TunnelKind::MplsUdp => wire::udp::HEADER_LEN + wire::mpls::ENTRY_LEN,
+        TunnelKind::MplsGre => wire::gre::BASE_LEN + wire::mpls::ENTRY_LEN,
+        TunnelKind::Vxlan => wire::udp::HEADER_LEN + wire::vxlan::HEADER_LEN,
+    };
+    let ip_payload = tunnel_hdr + inner;
+    if 20 + ip_payload > mtu {
+        return Err(DropReason::TooBig);
+    }
+    let total = hl + 20 + tunnel_hdr;
+    let h = p.prepend(total).ok_or(DropReason::NoHeadroom)?;
+
+    wire::ethernet::Repr {
+        src: t.smac,
+        dst: t.dmac,
+        ethertype: EtherType::Ipv4,
+    }
+    .emit(&mut wire::ethernet::Frame::new_unchecked(&mut h[..hl]));
+    let proto = if kind == TunnelKind::MplsGre {
+        IpProtocol::Gre
+    } else {
+        IpProtocol::Udp
+    };
+    wire::ipv4::Repr {
+        src: t.src,
+        dst: t.dst,
+        protocol: proto,
+        payload_len: ip_payload,
+        ttl: 64,
+        tos: 0,
+        ident: 0,
+        dont_frag: true,
+        fragment: false,
+        first_fragment: true,
+    }
+    .emit(&mut h[hl..hl + 20])
+    .map_err(|_| DropReason::TooBig)?;
+    let at = hl + 20;
+    let bad = |_| DropReason::InvalidPacket;
+    match kind {
+        TunnelKind::MplsUdp => {
+            let payload_len = wire::mpls::ENTRY_LEN + inner;
+            wire::udp::Repr {
+                src_port: entropy,
+                dst_port: MPLS_UDP_PORT,
+                payload_len,
+            }
+            .emit(&mut h[at..at + 8])
+            .map_err(bad)?;
+            mpls(&mut h[at + 8..], label)?;
+        }
+        TunnelKind::MplsGre => {
+            wire::gre::Repr::emit_base(wire::gre::PROTO_MPLS, &mut h[at..at + 4]).map_err(bad)?;
+            mpls(&mut h[at + 4..], label)?;
+        }
+        TunnelKind::Vxlan => {
+            let payload_len = wire::vxlan::HEADER_LEN + inner;
+            wire::udp::Repr {
+                src_port: entropy,
+                dst_port: wire::vxlan::UDP_PORT,
+                payload_len,
+            }
+            .emit(&mut h[at..at + 8])
+            .map_err(bad)?;
+            wire::vxlan::Repr { vni: label }
+                .emit(&mut h[at + 8..at + 16])
+                .map_err(|_| DropReason::InvalidVni)?;
+        }
+    }
+    m.l3 += total;
+    m.l4 += total;
+    Ok(())
+}
+
+fn mpls(b: &mut [u8], label: u32) -> Result<(), DropReason> {
+    wire::mpls::Repr {
+        label,
+        tc: 0,
+        bos: true,
+        ttl: 64,
+    }
+    .emit(b)
+    .map_err(|_| DropReason::InvalidLabel)
+}

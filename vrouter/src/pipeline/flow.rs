@@ -1,0 +1,266 @@
+//! Stage 2: the flow table. A hit applies the cached decision (re-resolving the route
+//! first if the VRF's routes changed since, keeping the ECMP member while it exists). A
+//! miss sets the flow up right here on the lcore: route lookup, ECMP member choice,
+//! policy of the sending and the receiving interface, SNAT port, then both entries of the
+//! pair. Nothing is punted to the agent.
+
+use std::net::IpAddr;
+
+use super::{Ctx, Disposition, DropReason, Meta};
+use crate::flow::{FlowAction, FlowHit, FlowKey, FlowVerdict, NatRewrite};
+use crate::packet::PacketBuf;
+use crate::policy::{self, Action, FlowMatch, addr_bits};
+use crate::tables::{Nexthop, NhId, RouteEntry, Snapshot, Vif, VifKind, Vrf};
+
+pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], metas: &mut [Meta]) {
+    for (p, m) in pkts.iter().zip(metas.iter_mut()) {
+        if !m.pending() {
+            continue;
+        }
+        let Some(vrf) = ctx.snap.vrfs.get(m.vrf.0) else {
+            m.done = Some(Disposition::Drop(DropReason::InvalidVrf));
+            continue;
+        };
+        let len = p.len() as u64;
+        match ctx.flows.lookup(&m.key, m.hash) {
+            Some(hit) => {
+                ctx.stats.flow_hits += 1;
+                let action = refresh(ctx, vrf, m, &hit);
+                ctx.flows.touch(hit.idx, len, ctx.now, m.tcp_flags);
+                m.flow = Some(hit.idx);
+                apply(m, action);
+            }
+            None if m.lookup_only => {
+                // Fabric traffic to the node that no flow claims: the host's.
+                m.done = Some(
+                    ctx.snap
+                        .global
+                        .host_vif
+                        .map_or(Disposition::Drop(DropReason::InvalidVif), Disposition::Tx),
+                );
+            }
+            None => {
+                ctx.stats.flow_misses += 1;
+                match setup(ctx, vrf, vif, m) {
+                    Ok((fwd, rev_key, rev)) => {
+                        match ctx.flows.insert_pair(
+                            (&m.key, &fwd),
+                            (&rev_key, &rev),
+                            ctx.now,
+                            ctx.aging,
+                        ) {
+                            Ok((fi, _)) => {
+                                ctx.stats.flows_created += 1;
+                                ctx.flows.touch(fi, len, ctx.now, m.tcp_flags);
+                                m.flow = Some(fi);
+                                apply(m, fwd);
+                            }
+                            Err(_) => {
+                                if let Some(n) = fwd.nat.filter(|n| n.pooled) {
+                                    ctx.snat.for_proto(m.key.proto).free(n.port);
+                                }
+                                m.done = Some(Disposition::Drop(DropReason::FlowTableFull));
+                            }
+                        }
+                    }
+                    Err(r) => m.done = Some(Disposition::Drop(r)),
+                }
+            }
+        }
+    }
+}
+
+fn apply(m: &mut Meta, a: FlowAction) {
+    match a.verdict {
+        FlowVerdict::Forward => m.action = Some(a),
+        FlowVerdict::Drop(r) => m.done = Some(Disposition::Drop(r)),
+    }
+}
+
+/// Resolves a route entry to the nexthop and label to use: the member of a composite
+/// chosen by the flow hash, or the entry itself.
+fn resolve(snap: &Snapshot, r: &RouteEntry, hash: u64) -> Result<(NhId, u32), DropReason> {
+    let nh = snap
+        .nexthops
+        .get(r.nh.0)
+        .ok_or(DropReason::InvalidNexthop)?;
+    Ok(match &**nh {
+        Nexthop::Composite(e) => {
+            let m = e.select(hash as u32);
+            (m.nh, m.label)
+        }
+        _ => (r.nh, r.label),
+    })
+}
+
+/// The cached action, re-resolved if the VRF's routes changed since it was set up.
+fn refresh(ctx: &mut Ctx<'_>, vrf: &Vrf, m: &Meta, hit: &FlowHit) -> FlowAction {
+    let a = hit.action;
+    let stale = a.route_gen != vrf.generation
+        && a.verdict == FlowVerdict::Forward
+        && a.nat.is_none()
+        && m.label_nh.is_none();
+    if !stale {
+        return a;
+    }
+    let mut new = FlowAction {
+        route_gen: vrf.generation,
+        ..a
+    };
+    match vrf.lookup(m.key.dst) {
+        None => {
+            new = FlowAction {
+                route_gen: vrf.generation,
+                ..FlowAction::drop(DropReason::NoRoute)
+            }
+        }
+        Some(r) => {
+            let keep = match ctx.snap.nexthops.get(r.nh.0).map(|n| &**n) {
+                Some(Nexthop::Composite(e)) => e
+                    .members()
+                    .iter()
+                    .any(|x| x.nh == a.nh && x.label == a.label),
+                _ => false,
+            };
+            if !keep {
+                match resolve(ctx.snap, &r, m.hash) {
+                    Ok((nh, label)) => (new.nh, new.label) = (nh, label),
+                    Err(reason) => {
+                        new = FlowAction {
+                            route_gen: vrf.generation,
+                            ..FlowAction::drop(reason)
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ctx.flows.update_action(hit, &new);
+    ctx.stats.flows_reresolved += 1;
+    new
+}
+
+type Setup = (FlowAction, FlowKey, FlowAction);
+
+fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, DropReason> {
+    let snap = ctx.snap;
+    let k = &m.key;
+    // Destination: the label's nexthop for decapsulated packets, else the route.
+    let route = match m.label_nh {
+        Some(nh) => RouteEntry {
+            nh,
+            label: 0,
+            attr: 0,
+        },
+        None => vrf.lookup(k.dst).ok_or(DropReason::NoRoute)?,
+    };
+    let (nh_id, label) = resolve(snap, &route, m.hash)?;
+    let nh = snap
+        .nexthops
+        .get(nh_id.0)
+        .ok_or(DropReason::InvalidNexthop)?;
+    let src_route = vrf.lookup(k.src);
+
+    // Who is talking to whom, for policy.
+    let from_vm = vif.kind == VifKind::Virtual;
+    let src_attr = if from_vm {
+        snap.attr(vif.attr)
+    } else {
+        snap.attr(src_route.map_or(0, |r| r.attr))
+    };
+    let dst_vif = match &**nh {
+        Nexthop::Encap { vif, .. } => snap.vifs.get(vif.0),
+        _ => None,
+    };
+    let dst_attr = dst_vif.map_or_else(|| snap.attr(route.attr), |v| snap.attr(v.attr));
+    let fm = FlowMatch {
+        proto: k.proto,
+        src: addr_bits(k.src),
+        dst: addr_bits(k.dst),
+        sport: k.sport,
+        dport: k.dport,
+        src_attr,
+        dst_attr,
+    };
+    let denied = (from_vm
+        && vif
+            .policy
+            .as_ref()
+            .is_some_and(|p| policy::evaluate(&p.egress, &fm).action == Action::Deny))
+        || dst_vif
+            .and_then(|v| v.policy.as_ref())
+            .is_some_and(|p| policy::evaluate(&p.ingress, &fm).action == Action::Deny);
+    if denied {
+        // A drop pair: later packets of the flow (both ways) are dropped at the hit.
+        let d = FlowAction {
+            route_gen: vrf.generation,
+            ..FlowAction::drop(DropReason::PolicyDeny)
+        };
+        return Ok((d, k.reversed(), d));
+    }
+
+    let mut fwd = FlowAction {
+        verdict: FlowVerdict::Forward,
+        nh: nh_id,
+        label,
+        nat: None,
+        route_gen: vrf.generation,
+        mirror: false,
+    };
+    let mut rev = match src_route.map(|r| resolve(snap, &r, k.reversed().hash())) {
+        Some(Ok((nh, label))) => FlowAction { nh, label, ..fwd },
+        Some(Err(reason)) => FlowAction {
+            route_gen: vrf.generation,
+            ..FlowAction::drop(reason)
+        },
+        None => FlowAction {
+            route_gen: vrf.generation,
+            ..FlowAction::drop(DropReason::NoRoute)
+        },
+    };
+    let mut rev_key = k.reversed();
+
+    if let Nexthop::Snat {
+        vif: fabric, ip, ..
+    } = &**nh
+    {
+        let IpAddr::V4(_) = k.src else {
+            return Err(DropReason::InvalidProtocol);
+        };
+        let port = if matches!(k.proto, 6 | 17 | 1) {
+            ctx.snat
+                .for_proto(k.proto)
+                .alloc()
+                .ok_or(DropReason::NatNoPort)?
+        } else {
+            return Err(DropReason::InvalidProtocol);
+        };
+        let fabric_vrf = snap
+            .vifs
+            .get(fabric.0)
+            .map(|v| v.vrf)
+            .ok_or(DropReason::InvalidVif)?;
+        fwd.nat = Some(NatRewrite {
+            source: true,
+            addr: IpAddr::V4(*ip),
+            port,
+            pooled: true,
+        });
+        let icmp = k.proto == 1;
+        rev_key = FlowKey {
+            vrf: fabric_vrf,
+            proto: k.proto,
+            src: k.dst,
+            dst: IpAddr::V4(*ip),
+            sport: if icmp { port } else { k.dport },
+            dport: if icmp { 0 } else { port },
+        };
+        rev.nat = Some(NatRewrite {
+            source: false,
+            addr: k.src,
+            port: k.sport,
+            pooled: false,
+        });
+    }
+    Ok((fwd, rev_key, rev))
+}

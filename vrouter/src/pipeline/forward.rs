@@ -1,0 +1,131 @@
+//! Stage 4: the nexthop. Local delivery rewrites the Ethernet header; tunnels go to
+//! encap with the encapsulation chosen from the global priority list and what the remote
+//! node accepts; routed packets have their TTL (hop limit) decremented.
+
+use super::{Ctx, Disposition, DropReason, Meta, encap};
+use crate::packet::PacketBuf;
+use crate::tables::nexthop::choose_encap;
+use crate::tables::{Nexthop, NhId, VifId};
+use crate::wire::{self, EtherType, MacAddr};
+
+pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, pkts: &mut [B], metas: &mut [Meta]) {
+    for (p, m) in pkts.iter_mut().zip(metas.iter_mut()) {
+        if !m.pending() {
+            continue;
+        }
+        let Some(a) = m.action else {
+            m.done = Some(Disposition::Drop(DropReason::InvalidPacket));
+            continue;
+        };
+        m.done = Some(match forward(ctx, p, m, a.nh, a.label, true) {
+            Ok(d) => d,
+            Err(r) => Disposition::Drop(r),
+        });
+    }
+}
+
+fn forward<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    p: &mut B,
+    m: &mut Meta,
+    nh_id: NhId,
+    label: u32,
+    top: bool,
+) -> Result<Disposition, DropReason> {
+    let snap = ctx.snap;
+    let nh = snap
+        .nexthops
+        .get(nh_id.0)
+        .ok_or(DropReason::InvalidNexthop)?;
+    match &**nh {
+        Nexthop::Discard => Err(DropReason::Discard),
+        Nexthop::Resolve { .. } => Err(DropReason::Unresolved),
+        Nexthop::Receive { vif } => Ok(Disposition::Tx(*vif)),
+        Nexthop::L2Flood { .. } => Ok(Disposition::Flood(nh_id)),
+        // Flows keep the member chosen at setup; a composite reached here (e.g. through an
+        // MPLS label) picks one by the flow hash. Composites do not nest.
+        Nexthop::Composite(e) if top => {
+            let mem = e.select(m.hash as u32);
+            forward(ctx, p, m, mem.nh, mem.label, false)
+        }
+        Nexthop::Composite(_) => Err(DropReason::InvalidNexthop),
+        Nexthop::Encap { vif, dmac, smac }
+        | Nexthop::Snat {
+            vif, dmac, smac, ..
+        } => {
+            decrement_ttl(p, m)?;
+            l2_rewrite(p, m, *dmac, *smac)?;
+            check_mtu(ctx, *vif, p.len() - wire::ethernet::HEADER_LEN)?;
+            Ok(Disposition::Tx(*vif))
+        }
+        Nexthop::Tunnel(t) => {
+            decrement_ttl(p, m)?;
+            let kind =
+                choose_encap(&snap.global.encap_priority, t.encaps).ok_or(DropReason::NoEncap)?;
+            encap::push(ctx, p, m, kind, t, label)?;
+            ctx.stats.encap += 1;
+            Ok(Disposition::Tx(t.out_vif))
+        }
+    }
+}
+
+fn check_mtu(ctx: &Ctx<'_>, vif: VifId, ip_len: usize) -> Result<(), DropReason> {
+    let mtu = ctx.snap.vifs.get(vif.0).ok_or(DropReason::InvalidVif)?.mtu;
+    if ip_len > usize::from(mtu) {
+        return Err(DropReason::TooBig);
+    }
+    Ok(())
+}
+
+/// Decrements the IPv4 TTL (with checksum update) or the IPv6 hop limit.
+fn decrement_ttl<B: PacketBuf>(p: &mut B, m: &Meta) -> Result<(), DropReason> {
+    let d = p.data_mut();
+    if m.v6 {
+        let hl = d.get_mut(m.l3 + 7).ok_or(DropReason::InvalidPacket)?;
+        if *hl <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
+        *hl -= 1;
+    } else {
+        let mut ip =
+            wire::ipv4::Packet::new_unchecked(d.get_mut(m.l3..).ok_or(DropReason::InvalidPacket)?);
+        if ip.ttl() <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
+        ip.decrement_ttl();
+    }
+    Ok(())
+}
+
+/// Makes the packet start with exactly one Ethernet header addressed `smac` -> `dmac`.
+pub(super) fn l2_rewrite<B: PacketBuf>(
+    p: &mut B,
+    m: &mut Meta,
+    dmac: MacAddr,
+    smac: MacAddr,
+) -> Result<(), DropReason> {
+    let hl = wire::ethernet::HEADER_LEN;
+    if m.l3 < hl {
+        if p.prepend(hl - m.l3).is_none() {
+            return Err(DropReason::NoHeadroom);
+        }
+    } else if m.l3 > hl && !p.adj(m.l3 - hl) {
+        return Err(DropReason::InvalidPacket);
+    }
+    m.l4 = m.l4 + hl - m.l3;
+    m.l3 = hl;
+    let ethertype = if m.v6 {
+        EtherType::Ipv6
+    } else {
+        EtherType::Ipv4
+    };
+    wire::ethernet::Repr {
+        src: smac,
+        dst: dmac,
+        ethertype,
+    }
+    .emit(&mut wire::ethernet::Frame::new_unchecked(
+        &mut p.data_mut()[..hl],
+    ));
+    Ok(())
+}

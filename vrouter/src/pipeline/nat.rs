@@ -1,0 +1,96 @@
+//! Stage 3: address and port translation from the flow's NAT decision, with incremental
+//! checksum updates (RFC 1624) of the IPv4 header and the TCP/UDP/ICMP checksum.
+
+use std::net::IpAddr;
+
+use super::{Ctx, Disposition, DropReason, Meta};
+use crate::flow::NatRewrite;
+use crate::packet::PacketBuf;
+use crate::wire::{checksum, ipv4};
+
+pub(super) fn run<B: PacketBuf>(_ctx: &mut Ctx<'_>, pkts: &mut [B], metas: &mut [Meta]) {
+    for (p, m) in pkts.iter_mut().zip(metas.iter_mut()) {
+        let Some(nat) = m.action.and_then(|a| a.nat) else {
+            continue;
+        };
+        if !m.pending() {
+            continue;
+        }
+        if rewrite(p.data_mut(), m, &nat).is_none() {
+            m.done = Some(Disposition::Drop(DropReason::InvalidPacket));
+        }
+    }
+}
+
+/// Offset of the L4 checksum for a protocol, and whether it covers the pseudo-header.
+fn l4_csum(proto: u8) -> Option<(usize, bool)> {
+    match proto {
+        6 => Some((16, true)),
+        17 => Some((6, true)),
+        1 => Some((2, false)),
+        58 => Some((2, true)),
+        _ => None,
+    }
+}
+
+fn rd16(d: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]))
+}
+
+fn wr16(d: &mut [u8], at: usize, v: u16) -> Option<()> {
+    d.get_mut(at..at + 2)?.copy_from_slice(&v.to_be_bytes());
+    Some(())
+}
+
+fn rewrite(d: &mut [u8], m: &Meta, nat: &NatRewrite) -> Option<()> {
+    let proto = m.key.proto;
+    let csum = l4_csum(proto);
+    // UDP over IPv4 may carry no checksum (0): leave it so.
+    let csum_at = csum
+        .map(|(off, pseudo)| (m.l4 + off, pseudo))
+        .filter(|(at, _)| !(proto == 17 && !m.v6 && rd16(d, *at) == Some(0)));
+
+    // Address.
+    match (nat.addr, m.v6) {
+        (IpAddr::V4(a), false) => {
+            let mut ip = ipv4::Packet::new_checked(d.get_mut(m.l3..)?).ok()?;
+            let (old, new) = if nat.source {
+                ip.rewrite_src(a)
+            } else {
+                ip.rewrite_dst(a)
+            };
+            if let Some((at, true)) = csum_at {
+                let c = checksum::update32(rd16(d, at)?, old, new);
+                wr16(d, at, c)?;
+            }
+        }
+        (IpAddr::V6(a), true) => {
+            let at = m.l3 + if nat.source { 8 } else { 24 };
+            let old: [u8; 16] = d.get(at..at + 16)?.try_into().ok()?;
+            d.get_mut(at..at + 16)?.copy_from_slice(&a.octets());
+            if let Some((c_at, true)) = csum_at {
+                let c = checksum::update_bytes(rd16(d, c_at)?, &old, &a.octets());
+                wr16(d, c_at, c)?;
+            }
+        }
+        _ => return None,
+    }
+
+    // Port (TCP/UDP) or echo identifier (ICMP, both directions).
+    if nat.port != 0 {
+        let field = match proto {
+            6 | 17 => m.l4 + if nat.source { 0 } else { 2 },
+            1 | 58 => m.l4 + 4,
+            _ => return Some(()),
+        };
+        let old = rd16(d, field)?;
+        wr16(d, field, nat.port)?;
+        if let Some((at, _)) = csum_at.or(csum.map(|(o, p)| (m.l4 + o, p))) {
+            if !(proto == 17 && rd16(d, at) == Some(0)) {
+                let c = checksum::update16(rd16(d, at)?, old, nat.port);
+                wr16(d, at, c)?;
+            }
+        }
+    }
+    Some(())
+}

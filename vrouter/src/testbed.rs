@@ -1,0 +1,428 @@
+//! A small one-node topology and frame builders, for tests, benchmarks and the demo.
+//!
+//! ```text
+//!  vif 2 vm1 10.1.1.3 --+                      +-- vif 0 fabric 192.0.2.1 -- node B 192.0.2.2
+//!  vif 3 vm2 10.1.1.4 --+-- VRF 1 (VN red) ----+                             (10.1.2.0/24)
+//!                       |   VIP 10.1.1.100 = ECMP{vm1, vm2, node B}
+//!                       |   0.0.0.0/0 -> SNAT to 192.0.2.1        vif 1 vhost0 (VRF 0)
+//! ```
+//! Labels 17/18 and VNI 5001 lead to vm1/vm2 and VRF 1; node B's VMs are behind label 20.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use crate::flow::{AgingConfig, FlowTable};
+use crate::nat::SnatPools;
+use crate::packet::{PacketBuf, VecBuf};
+use crate::pipeline::{Disposition, Pipeline};
+use crate::tables::ecmp::{Ecmp, Member};
+use crate::tables::{
+    EncapSet, GlobalConfig, Nexthop, NhId, RouteEntry, TableReader, TableSizes, TablesWriter,
+    Tunnel, TunnelKind, Vif, VifId, VifKind, VrfId,
+};
+use crate::wire::{self, EtherType, IpProtocol, MacAddr, checksum};
+
+/// Fabric vif.
+pub const FABRIC: VifId = VifId(0);
+/// Host vif (vhost0).
+pub const HOST: VifId = VifId(1);
+/// First VM's vif.
+pub const VM1: VifId = VifId(2);
+/// Second VM's vif.
+pub const VM2: VifId = VifId(3);
+/// The fabric VRF.
+pub const FABRIC_VRF: VrfId = VrfId(0);
+/// The VN's VRF.
+pub const RED: VrfId = VrfId(1);
+/// This node's fabric address.
+pub const NODE_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The remote node's fabric address.
+pub const NODE_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// vm1's address.
+pub const VM1_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 3);
+/// vm2's address.
+pub const VM2_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 4);
+/// A VM on node B.
+pub const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 2, 5);
+/// The service VIP (ECMP over vm1, vm2 and node B).
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
+/// vm1's MAC.
+pub const VM1_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x01, 0x03]);
+/// vm2's MAC.
+pub const VM2_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x01, 0x04]);
+/// Our fabric MAC.
+pub const FABRIC_MAC: MacAddr = MacAddr([0x02, 0xfa, 0, 0, 0, 0x01]);
+/// Node B's fabric MAC.
+pub const NODE_B_MAC: MacAddr = MacAddr([0x02, 0xfa, 0, 0, 0, 0x02]);
+/// The fabric gateway's MAC (for SNAT).
+pub const GATEWAY_MAC: MacAddr = MacAddr([0x02, 0xfa, 0, 0, 0, 0xfe]);
+/// MPLS label of vm1.
+pub const VM1_LABEL: u32 = 17;
+/// MPLS label of vm2.
+pub const VM2_LABEL: u32 = 18;
+/// Label of node B's VMs (as B advertised it).
+pub const REMOTE_LABEL: u32 = 20;
+/// VXLAN VNI of the VN.
+pub const VNI: u32 = 5001;
+/// Nexthops.
+pub const NH_VM1: NhId = NhId(1);
+/// vm2 nexthop.
+pub const NH_VM2: NhId = NhId(2);
+/// Tunnel to node B.
+pub const NH_NODE_B: NhId = NhId(3);
+/// The VIP's composite.
+pub const NH_VIP: NhId = NhId(5);
+/// SNAT to the node's address.
+pub const NH_SNAT: NhId = NhId(6);
+
+/// The topology plus one lcore's pipeline.
+#[derive(Debug)]
+pub struct Testbed {
+    /// Table writer.
+    pub writer: TablesWriter,
+    /// Reader for the pipeline.
+    pub reader: TableReader,
+    /// The pipeline.
+    pub pipeline: Pipeline,
+    /// SNAT pools.
+    pub snat: Arc<SnatPools>,
+}
+
+fn vif(
+    id: VifId,
+    name: &str,
+    kind: VifKind,
+    mac: MacAddr,
+    vrf: VrfId,
+    ip: Option<Ipv4Addr>,
+) -> Vif {
+    Vif {
+        id,
+        name: name.into(),
+        kind,
+        mac,
+        vrf,
+        ip4: ip,
+        ip6: None,
+        mtu: 1500,
+        policy: None,
+        attr: 0,
+    }
+}
+
+impl Testbed {
+    /// Builds the topology with a flow table of `flows` entries.
+    pub fn new(flows: u32) -> Testbed {
+        Self::with_snat(flows, SnatPools::default())
+    }
+
+    /// Builds the topology with given SNAT pools.
+    pub fn with_snat(flows: u32, snat: SnatPools) -> Testbed {
+        let mut w = TablesWriter::new(TableSizes {
+            vifs: 64,
+            vrfs: 16,
+            nexthops: 1024,
+            labels: 1024,
+            attrs: 64,
+        });
+        let vr_mac = GlobalConfig::default().vrouter_mac;
+        w.set_global(GlobalConfig {
+            fabric_vif: Some(FABRIC),
+            host_vif: Some(HOST),
+            ..GlobalConfig::default()
+        })
+        .expect("global config");
+        for v in [FABRIC_VRF, RED] {
+            w.add_vrf(v).expect("vrf");
+        }
+        let vifs = [
+            vif(
+                FABRIC,
+                "fabric",
+                VifKind::Physical,
+                FABRIC_MAC,
+                FABRIC_VRF,
+                Some(NODE_A),
+            ),
+            vif(
+                HOST,
+                "vhost0",
+                VifKind::Host,
+                FABRIC_MAC,
+                FABRIC_VRF,
+                Some(NODE_A),
+            ),
+            vif(VM1, "tap-vm1", VifKind::Virtual, vr_mac, RED, Some(VM1_IP)),
+            vif(VM2, "tap-vm2", VifKind::Virtual, vr_mac, RED, Some(VM2_IP)),
+        ];
+        for v in vifs {
+            w.add_vif(v).expect("vif");
+        }
+        let nhs = [
+            (
+                NH_VM1,
+                Nexthop::Encap {
+                    vif: VM1,
+                    dmac: VM1_MAC,
+                    smac: vr_mac,
+                },
+            ),
+            (
+                NH_VM2,
+                Nexthop::Encap {
+                    vif: VM2,
+                    dmac: VM2_MAC,
+                    smac: vr_mac,
+                },
+            ),
+            (
+                NH_NODE_B,
+                Nexthop::Tunnel(Tunnel {
+                    out_vif: FABRIC,
+                    src: NODE_A,
+                    dst: NODE_B,
+                    smac: FABRIC_MAC,
+                    dmac: NODE_B_MAC,
+                    encaps: EncapSet::ALL,
+                }),
+            ),
+            (NhId(4), Nexthop::Discard),
+            (
+                NH_SNAT,
+                Nexthop::Snat {
+                    vif: FABRIC,
+                    ip: NODE_A,
+                    smac: FABRIC_MAC,
+                    dmac: GATEWAY_MAC,
+                },
+            ),
+        ];
+        for (id, nh) in nhs {
+            w.set_nexthop(id, nh).expect("nexthop");
+        }
+        let ecmp = Ecmp::new(&[
+            (
+                Member {
+                    nh: NH_VM1,
+                    label: 0,
+                },
+                1,
+            ),
+            (
+                Member {
+                    nh: NH_VM2,
+                    label: 0,
+                },
+                1,
+            ),
+            (
+                Member {
+                    nh: NH_NODE_B,
+                    label: REMOTE_LABEL,
+                },
+                1,
+            ),
+        ])
+        .expect("ecmp");
+        w.set_nexthop(NH_VIP, Nexthop::Composite(Arc::new(ecmp)))
+            .expect("composite");
+        let e = |nh, label| RouteEntry { nh, label, attr: 0 };
+        let routes = [
+            (VM1_IP, 32, e(NH_VM1, 0)),
+            (VM2_IP, 32, e(NH_VM2, 0)),
+            (Ipv4Addr::new(10, 1, 2, 0), 24, e(NH_NODE_B, REMOTE_LABEL)),
+            (VIP, 32, e(NH_VIP, 0)),
+            (Ipv4Addr::UNSPECIFIED, 0, e(NH_SNAT, 0)),
+        ];
+        for (p, l, r) in routes {
+            w.add_route(RED, IpAddr::V4(p), l, r).expect("route");
+        }
+        w.set_label(VM1_LABEL, NH_VM1).expect("label");
+        w.set_label(VM2_LABEL, NH_VM2).expect("label");
+        w.set_vni(VNI, RED).expect("vni");
+        w.publish();
+        let snat = Arc::new(snat);
+        let table = Arc::new(FlowTable::with_snat(flows, Arc::clone(&snat)));
+        let pipeline = Pipeline::new(table, Arc::clone(&snat), AgingConfig::millis());
+        let reader = w.reader();
+        Testbed {
+            writer: w,
+            reader,
+            pipeline,
+            snat,
+        }
+    }
+
+    /// Runs frames received on `vif` through the pipeline; returns each packet's
+    /// disposition and bytes afterwards.
+    pub fn run(&mut self, vif: VifId, frames: &[Vec<u8>], now: u64) -> Vec<(Disposition, Vec<u8>)> {
+        let mut bufs: Vec<VecBuf> = frames.iter().map(|f| VecBuf::new(f)).collect();
+        let mut out =
+            vec![Disposition::Drop(crate::pipeline::DropReason::InvalidPacket); bufs.len()];
+        let snap = Arc::clone(self.reader.load());
+        self.pipeline.process(&snap, vif, &mut bufs, &mut out, now);
+        out.into_iter()
+            .zip(bufs.iter().map(|b| b.data().to_vec()))
+            .collect()
+    }
+
+    /// Runs one frame.
+    pub fn run_one(&mut self, vif: VifId, frame: Vec<u8>, now: u64) -> (Disposition, Vec<u8>) {
+        self.run(vif, &[frame], now).remove(0)
+    }
+}
+
+/// An Ethernet + IPv4 + (TCP|UDP|ICMP echo) frame with valid checksums, built with our
+/// emitters. `flags` are TCP flags (proto 6); for ICMP `sport` is the echo identifier.
+#[allow(clippy::too_many_arguments)]
+pub fn ipv4_frame(
+    smac: MacAddr,
+    dmac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let l4_len = match proto {
+        6 => 20,
+        _ => 8,
+    } + payload.len();
+    let mut f = vec![0u8; 14 + 20 + l4_len];
+    wire::ethernet::Repr {
+        src: smac,
+        dst: dmac,
+        ethertype: EtherType::Ipv4,
+    }
+    .emit(&mut wire::ethernet::Frame::new_unchecked(&mut f[..14]));
+    wire::ipv4::Repr {
+        src,
+        dst,
+        protocol: IpProtocol::from(proto),
+        payload_len: l4_len,
+        ttl: 64,
+        tos: 0,
+        ident: 1,
+        dont_frag: true,
+        fragment: false,
+        first_fragment: true,
+    }
+    .emit(&mut f[14..34])
+    .expect("ipv4 header");
+    let l4 = &mut f[34..];
+    let ps = checksum::pseudo_v4(src, dst, proto, l4_len as u16);
+    match proto {
+        6 => {
+            wire::tcp::Repr {
+                src_port: sport,
+                dst_port: dport,
+                flags,
+                seq: 1,
+                ack: 0,
+            }
+            .emit(l4)
+            .expect("tcp");
+            l4[20..].copy_from_slice(payload);
+            wire::tcp::Packet::new_unchecked(l4).fill_checksum(ps);
+        }
+        1 => {
+            l4[0] = wire::icmp::ECHO_REQUEST_V4;
+            l4[4..6].copy_from_slice(&sport.to_be_bytes());
+            l4[6..8].copy_from_slice(&1u16.to_be_bytes());
+            l4[8..].copy_from_slice(payload);
+            wire::icmp::Packet::new_unchecked(l4).fill_checksum_v4();
+        }
+        _ => {
+            wire::udp::Repr {
+                src_port: sport,
+                dst_port: dport,
+                payload_len: payload.len(),
+            }
+            .emit(l4)
+            .expect("udp");
+            l4[8..].copy_from_slice(payload);
+            wire::udp::Packet::new_unchecked(l4).fill_checksum(ps);
+        }
+    }
+    f
+}
+
+/// A UDP frame from vm1's MAC to the vrouter (the VM's gateway).
+pub fn vm1_udp(dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let gw = GlobalConfig::default().vrouter_mac;
+    ipv4_frame(VM1_MAC, gw, VM1_IP, dst, 17, sport, dport, 0, payload)
+}
+
+/// Wraps an inner packet (IP for MPLS, Ethernet for VXLAN) in node B's tunnel to us.
+pub fn from_node_b(kind: TunnelKind, label: u32, inner: &[u8]) -> Vec<u8> {
+    let tunnel = match kind {
+        TunnelKind::MplsUdp => 8 + 4,
+        TunnelKind::MplsGre => 4 + 4,
+        TunnelKind::Vxlan => 8 + 8,
+    };
+    let mut f = vec![0u8; 14 + 20 + tunnel];
+    wire::ethernet::Repr {
+        src: NODE_B_MAC,
+        dst: FABRIC_MAC,
+        ethertype: EtherType::Ipv4,
+    }
+    .emit(&mut wire::ethernet::Frame::new_unchecked(&mut f[..14]));
+    let proto = if kind == TunnelKind::MplsGre {
+        IpProtocol::Gre
+    } else {
+        IpProtocol::Udp
+    };
+    wire::ipv4::Repr {
+        src: NODE_B,
+        dst: NODE_A,
+        protocol: proto,
+        payload_len: tunnel + inner.len(),
+        ttl: 64,
+        tos: 0,
+        ident: 0,
+        dont_frag: true,
+        fragment: false,
+        first_fragment: true,
+    }
+    .emit(&mut f[14..34])
+    .expect("outer ipv4");
+    let t = &mut f[34..];
+    let mpls = wire::mpls::Repr {
+        label,
+        tc: 0,
+        bos: true,
+        ttl: 64,
+    };
+    match kind {
+        TunnelKind::MplsUdp => {
+            wire::udp::Repr {
+                src_port: 50000,
+                dst_port: 6635,
+                payload_len: 4 + inner.len(),
+            }
+            .emit(t)
+            .expect("udp");
+            mpls.emit(&mut t[8..]).expect("label");
+        }
+        TunnelKind::MplsGre => {
+            wire::gre::Repr::emit_base(wire::gre::PROTO_MPLS, t).expect("gre");
+            mpls.emit(&mut t[4..]).expect("label");
+        }
+        TunnelKind::Vxlan => {
+            wire::udp::Repr {
+                src_port: 50000,
+                dst_port: 4789,
+                payload_len: 8 + inner.len(),
+            }
+            .emit(t)
+            .expect("udp");
+            wire::vxlan::Repr { vni: label }
+                .emit(&mut t[8..])
+                .expect("vni");
+        }
+    }
+    f.extend_from_slice(inner);
+    f
+}

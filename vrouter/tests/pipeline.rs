@@ -1,0 +1,652 @@
+//! The whole pipeline on real bytes: local forwarding, the three encapsulations and their
+//! decapsulation, ARP/ND answers, policy, ECMP, route changes, SNAT, and bad input. Every
+//! output is decoded by etherparse (an independent decoder) or checked for its drop reason.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
+use vrouter::nat::{PortPool, SnatPools};
+use vrouter::pipeline::{Disposition, DropReason};
+use vrouter::policy::{Action, Policy, Rule, RuleSet};
+use vrouter::tables::{GlobalConfig, RouteEntry, TunnelKind};
+use vrouter::testbed::*;
+use vrouter::wire::{self, MacAddr, checksum};
+
+fn gw() -> MacAddr {
+    GlobalConfig::default().vrouter_mac
+}
+
+/// Decodes an Ethernet/IPv4/L4 frame with etherparse, checking every checksum.
+struct Decoded {
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    payload: Vec<u8>,
+}
+
+fn decode(frame: &[u8]) -> Decoded {
+    let p = SlicedPacket::from_ethernet(frame).expect("etherparse decodes the frame");
+    let Some(LinkSlice::Ethernet2(eth)) = p.link else {
+        panic!("no Ethernet")
+    };
+    let Some(NetSlice::Ipv4(ip)) = p.net else {
+        panic!("not IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
+    let (sport, dport, payload) = match p.transport {
+        Some(TransportSlice::Udp(u)) => {
+            if u.checksum() != 0 {
+                assert_eq!(
+                    u.checksum(),
+                    u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap(),
+                    "UDP checksum"
+                );
+            }
+            (u.source_port(), u.destination_port(), u.payload().to_vec())
+        }
+        Some(TransportSlice::Tcp(t)) => {
+            assert_eq!(
+                t.checksum(),
+                t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap(),
+                "TCP checksum"
+            );
+            (t.source_port(), t.destination_port(), t.payload().to_vec())
+        }
+        Some(TransportSlice::Icmpv4(i)) => {
+            let ident = u16::from_be_bytes([i.slice()[4], i.slice()[5]]);
+            assert_eq!(
+                checksum::fold(checksum::sum(i.slice())),
+                0xffff,
+                "ICMP checksum"
+            );
+            (ident, 0, i.payload().to_vec())
+        }
+        _ => (0, 0, ip.payload().payload.to_vec()),
+    };
+    Decoded {
+        src_mac: eth.source(),
+        dst_mac: eth.destination(),
+        src: h.source.into(),
+        dst: h.destination.into(),
+        ttl: h.time_to_live,
+        proto: h.protocol.0,
+        sport,
+        dport,
+        payload,
+    }
+}
+
+#[test]
+fn vm_to_vm_on_the_same_node_rewrites_l2_and_decrements_ttl() {
+    let mut tb = Testbed::new(1024);
+    let (d, out) = tb.run_one(VM1, vm1_udp(VM2_IP, 4000, 53, b"query"), 1);
+    assert_eq!(d, Disposition::Tx(VM2));
+    let o = decode(&out);
+    assert_eq!((o.dst_mac, o.src_mac), (VM2_MAC.0, gw().0));
+    assert_eq!((o.src, o.dst, o.ttl), (VM1_IP, VM2_IP, 63));
+    assert_eq!(
+        (o.sport, o.dport, o.payload.as_slice()),
+        (4000, 53, &b"query"[..])
+    );
+    assert_eq!(
+        (
+            tb.pipeline.stats.flows_created,
+            tb.pipeline.stats.flow_misses
+        ),
+        (1, 1)
+    );
+    // The second packet hits the flow; the reply uses the reverse entry.
+    tb.run_one(VM1, vm1_udp(VM2_IP, 4000, 53, b"again"), 2);
+    let reply = ipv4_frame(VM2_MAC, gw(), VM2_IP, VM1_IP, 17, 53, 4000, 0, b"answer");
+    assert_eq!(tb.run_one(VM2, reply, 3).0, Disposition::Tx(VM1));
+    assert_eq!(tb.pipeline.stats.flow_hits, 2);
+    assert_eq!(tb.pipeline.stats.flows_created, 1);
+}
+
+fn set_encap(tb: &mut Testbed, first: TunnelKind) {
+    let mut g = tb.writer.tables().global.as_ref().clone();
+    g.encap_priority.retain(|k| *k != first);
+    g.encap_priority.insert(0, first);
+    tb.writer.set_global(g).unwrap();
+    tb.writer.publish();
+}
+
+/// Strips our outer Ethernet/IPv4 and checks it; returns the bytes after the outer IP.
+fn outer(frame: &[u8], proto: u8) -> Vec<u8> {
+    let o = decode(frame);
+    assert_eq!((o.src_mac, o.dst_mac), (FABRIC_MAC.0, NODE_B_MAC.0));
+    assert_eq!((o.src, o.dst, o.ttl, o.proto), (NODE_A, NODE_B, 64, proto));
+    let ihl = usize::from(frame[14] & 0xf) * 4;
+    frame[14 + ihl..].to_vec()
+}
+
+#[test]
+fn mpls_over_udp_encap_carries_the_inner_ip_packet_under_the_label() {
+    let mut tb = Testbed::new(1024);
+    let (d, out) = tb.run_one(VM1, vm1_udp(REMOTE_IP, 4000, 7, b"to-b"), 1);
+    assert_eq!(d, Disposition::Tx(FABRIC));
+    let o = decode(&out);
+    assert_eq!(o.dport, 6635);
+    assert!(o.sport >= 0xc000, "entropy source port {}", o.sport);
+    let mpls = wire::mpls::Repr::parse(&o.payload).unwrap();
+    assert_eq!((mpls.label, mpls.bos), (REMOTE_LABEL, true));
+    let inner = decode_ip(&o.payload[4..]);
+    assert_eq!((inner.0, inner.1, inner.2), (VM1_IP, REMOTE_IP, 63));
+    assert_eq!(tb.pipeline.stats.encap, 1);
+}
+
+/// Decodes a bare IPv4 packet with etherparse: (src, dst, ttl, payload).
+fn decode_ip(b: &[u8]) -> (Ipv4Addr, Ipv4Addr, u8, Vec<u8>) {
+    let p = SlicedPacket::from_ip(b).expect("inner IP decodes");
+    let Some(NetSlice::Ipv4(ip)) = p.net else {
+        panic!("inner not IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    (
+        h.source.into(),
+        h.destination.into(),
+        h.time_to_live,
+        ip.payload().payload.to_vec(),
+    )
+}
+
+#[test]
+fn vxlan_and_mpls_over_gre_follow_the_encap_priority() {
+    let mut tb = Testbed::new(1024);
+    set_encap(&mut tb, TunnelKind::Vxlan);
+    let (_, out) = tb.run_one(VM1, vm1_udp(REMOTE_IP, 4001, 7, b"vx"), 1);
+    let o = decode(&out);
+    assert_eq!(o.dport, 4789);
+    assert_eq!(
+        wire::vxlan::Repr::parse(&o.payload).unwrap().vni,
+        REMOTE_LABEL
+    );
+    let inner = decode(&o.payload[8..]);
+    assert_eq!(
+        (inner.src, inner.dst, inner.payload.as_slice()),
+        (VM1_IP, REMOTE_IP, &b"vx"[..])
+    );
+
+    set_encap(&mut tb, TunnelKind::MplsGre);
+    let (_, out) = tb.run_one(VM1, vm1_udp(REMOTE_IP, 4002, 7, b"gre"), 2);
+    let after_ip = outer(&out, 47);
+    let gre = wire::gre::Repr::parse(&after_ip).unwrap();
+    assert_eq!(gre.protocol, wire::gre::PROTO_MPLS);
+    assert_eq!(
+        wire::mpls::Repr::parse(&after_ip[4..]).unwrap().label,
+        REMOTE_LABEL
+    );
+    assert_eq!(decode_ip(&after_ip[8..]).1, REMOTE_IP);
+}
+
+#[test]
+fn tunnels_from_node_b_are_decapsulated_to_the_right_vm() {
+    let mut tb = Testbed::new(1024);
+    let inner_eth = ipv4_frame(
+        MacAddr([2, 0xb, 0, 0, 0, 5]),
+        gw(),
+        REMOTE_IP,
+        VM1_IP,
+        17,
+        9,
+        4000,
+        0,
+        b"hi",
+    );
+    let inner_ip = inner_eth[14..].to_vec();
+    for (kind, label, bytes) in [
+        (TunnelKind::MplsUdp, VM1_LABEL, &inner_ip),
+        (TunnelKind::MplsGre, VM1_LABEL, &inner_ip),
+        (TunnelKind::Vxlan, VNI, &inner_eth),
+    ] {
+        let (d, out) = tb.run_one(FABRIC, from_node_b(kind, label, bytes), 1);
+        assert_eq!(d, Disposition::Tx(VM1), "{kind:?}");
+        let o = decode(&out);
+        assert_eq!((o.dst_mac, o.src_mac), (VM1_MAC.0, gw().0), "{kind:?}");
+        assert_eq!(
+            (o.src, o.dst, o.ttl, o.payload.as_slice()),
+            (REMOTE_IP, VM1_IP, 63, &b"hi"[..])
+        );
+    }
+    assert_eq!(tb.pipeline.stats.decap, 3);
+    // Unknown label / VNI are dropped with their reason.
+    let (d, _) = tb.run_one(FABRIC, from_node_b(TunnelKind::MplsUdp, 999, &inner_ip), 2);
+    assert_eq!(d, Disposition::Drop(DropReason::InvalidLabel));
+    let (d, _) = tb.run_one(FABRIC, from_node_b(TunnelKind::Vxlan, 4242, &inner_eth), 2);
+    assert_eq!(d, Disposition::Drop(DropReason::InvalidVni));
+    assert_eq!(tb.pipeline.stats.drops.get(DropReason::InvalidLabel), 1);
+}
+
+#[test]
+fn arp_requests_are_answered_with_the_vrouter_mac() {
+    let mut tb = Testbed::new(64);
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&VM1_MAC.0);
+    f.extend_from_slice(&[0x08, 0x06]);
+    let req = wire::arp::Repr {
+        op: wire::arp::Operation::Request,
+        sha: VM1_MAC,
+        spa: VM1_IP,
+        tha: MacAddr::ZERO,
+        tpa: Ipv4Addr::new(10, 1, 1, 1),
+    };
+    f.resize(14 + 28, 0);
+    req.emit(&mut f[14..]).unwrap();
+    let (d, out) = tb.run_one(VM1, f.clone(), 1);
+    assert_eq!(d, Disposition::Tx(VM1));
+    let p = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(NetSlice::Arp(arp)) = p.net else {
+        panic!("ARP reply expected")
+    };
+    assert_eq!(arp.operation(), etherparse::ArpOperation::REPLY);
+    assert_eq!(arp.sender_hw_addr(), &gw().0);
+    assert_eq!(arp.sender_protocol_addr(), &[10, 1, 1, 1]);
+    assert_eq!(arp.target_hw_addr(), &VM1_MAC.0);
+    assert_eq!(&out[..6], &VM1_MAC.0);
+    // A gratuitous ARP (the VM announcing itself) is not answered.
+    let mut g = f.clone();
+    wire::arp::Repr { tpa: VM1_IP, ..req }
+        .emit(&mut g[14..])
+        .unwrap();
+    assert_eq!(
+        tb.run_one(VM1, g, 2).0,
+        Disposition::Drop(DropReason::Discard)
+    );
+    assert_eq!(tb.pipeline.stats.arp_replies, 1);
+}
+
+#[test]
+fn ipv6_neighbour_solicitation_gets_an_advertisement_with_a_valid_checksum() {
+    let mut tb = Testbed::new(64);
+    let src: Ipv6Addr = "fd00:1::3".parse().unwrap();
+    let target: Ipv6Addr = "fd00:1::1".parse().unwrap();
+    let ns = wire::icmp::NdpRepr {
+        msg_type: wire::icmp::NEIGHBOR_SOLICIT,
+        target,
+        lladdr: Some(VM1_MAC),
+        flags: 0,
+    };
+    let mut f = vec![0u8; 14 + 40 + 32];
+    wire::ethernet::Repr {
+        src: VM1_MAC,
+        dst: MacAddr([0x33, 0x33, 0xff, 0, 0, 1]),
+        ethertype: wire::EtherType::Ipv6,
+    }
+    .emit(&mut wire::ethernet::Frame::new_unchecked(&mut f[..14]));
+    let ip = wire::ipv6::Repr {
+        src,
+        dst: "ff02::1:ff00:1".parse().unwrap(),
+        protocol: wire::IpProtocol::Icmpv6,
+        hop_limit: 255,
+        traffic_class: 0,
+        flow_label: 0,
+        upper_offset: 40,
+        upper_len: 32,
+        fragment: wire::ipv6::Fragment::None,
+    };
+    ip.emit(&mut f[14..54], 32).unwrap();
+    ns.emit(&mut f[54..]).unwrap();
+    let ps = checksum::pseudo_v6(ip.src, ip.dst, 58, 32);
+    wire::icmp::Packet::new_unchecked(&mut f[54..]).fill_checksum_v6(ps);
+
+    let (d, out) = tb.run_one(VM1, f, 1);
+    assert_eq!(d, Disposition::Tx(VM1));
+    let p = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(NetSlice::Ipv6(ip6)) = p.net else {
+        panic!("IPv6 expected")
+    };
+    let (s, t) = (ip6.header().source_addr(), ip6.header().destination_addr());
+    assert_eq!((s, t), (target, src));
+    let icmp = &out[54..];
+    assert!(
+        wire::icmp::Packet::new_checked(icmp)
+            .unwrap()
+            .verify_checksum_v6(checksum::pseudo_v6(s, t, 58, 32))
+    );
+    let na = wire::icmp::NdpRepr::parse(&wire::icmp::Packet::new_checked(icmp).unwrap()).unwrap();
+    assert_eq!(
+        (na.msg_type, na.target, na.lladdr),
+        (wire::icmp::NEIGHBOR_ADVERT, target, Some(gw()))
+    );
+    assert_eq!(tb.pipeline.stats.nd_replies, 1);
+}
+
+#[test]
+fn security_group_allows_tcp_80_only_and_denied_flows_stay_denied() {
+    let mut tb = Testbed::new(1024);
+    let mut vm2 = tb.writer.tables().vifs.get(VM2.0).unwrap().as_ref().clone();
+    vm2.policy = Some(Arc::new(Policy {
+        ingress: vec![RuleSet {
+            name: "sg-web".into(),
+            rules: vec![Rule {
+                proto: Some(6),
+                dport: (80, 80),
+                ..Rule::any(Action::Pass)
+            }],
+            default: Action::Deny,
+        }],
+        egress: vec![],
+    }));
+    tb.writer.add_vif(vm2).unwrap();
+    tb.writer.publish();
+    let tcp = |dport| {
+        ipv4_frame(
+            VM1_MAC,
+            gw(),
+            VM1_IP,
+            VM2_IP,
+            6,
+            40000,
+            dport,
+            wire::tcp::flags::SYN,
+            b"",
+        )
+    };
+    assert_eq!(tb.run_one(VM1, tcp(80), 1).0, Disposition::Tx(VM2));
+    assert_eq!(
+        tb.run_one(VM1, tcp(81), 1).0,
+        Disposition::Drop(DropReason::PolicyDeny)
+    );
+    assert_eq!(
+        tb.run_one(VM1, vm1_udp(VM2_IP, 1, 80, b""), 1).0,
+        Disposition::Drop(DropReason::PolicyDeny)
+    );
+    assert_eq!(
+        tb.run_one(VM1, tcp(81), 2).0,
+        Disposition::Drop(DropReason::PolicyDeny),
+        "cached deny"
+    );
+    assert_eq!(tb.pipeline.stats.drops.get(DropReason::PolicyDeny), 3);
+    assert_eq!(
+        tb.pipeline.stats.flows_created, 3,
+        "the deny was set up once as a flow"
+    );
+}
+
+fn member_of(d: Disposition) -> &'static str {
+    match d {
+        Disposition::Tx(v) if v == VM1 => "vm1",
+        Disposition::Tx(v) if v == VM2 => "vm2",
+        Disposition::Tx(v) if v == FABRIC => "node-b",
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn service_vip_spreads_flows_and_keeps_them_on_their_member() {
+    let mut tb = Testbed::new(4096);
+    let mut first = HashMap::new();
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for sport in 0..600u16 {
+        let (d, _) = tb.run_one(VM1, vm1_udp(VIP, 10000 + sport, 80, b"x"), 1);
+        let m = member_of(d);
+        first.insert(sport, m);
+        *count.entry(m).or_default() += 1;
+    }
+    assert_eq!(count.len(), 3, "{count:?}");
+    assert!(
+        count.values().all(|c| *c > 120),
+        "spread over all three: {count:?}"
+    );
+
+    // Removing vm2 from the composite: flows on vm1 and node B keep their member; flows
+    // that were on vm2 move to another member.
+    let snap = tb.writer.tables().nexthops.get(NH_VIP.0).unwrap().clone();
+    let vrouter::tables::Nexthop::Composite(e) = snap.as_ref() else {
+        panic!()
+    };
+    let without = e
+        .without(&vrouter::tables::ecmp::Member {
+            nh: NH_VM2,
+            label: 0,
+        })
+        .unwrap();
+    tb.writer
+        .set_nexthop(
+            NH_VIP,
+            vrouter::tables::Nexthop::Composite(Arc::new(without)),
+        )
+        .unwrap();
+    // Any route change bumps the VRF generation so flows re-check their nexthop.
+    tb.writer
+        .add_route(
+            RED,
+            IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)),
+            32,
+            RouteEntry {
+                nh: NH_VM1,
+                label: 0,
+                attr: 0,
+            },
+        )
+        .unwrap();
+    tb.writer.publish();
+    for sport in 0..600u16 {
+        let (d, _) = tb.run_one(VM1, vm1_udp(VIP, 10000 + sport, 80, b"x"), 2);
+        let now = member_of(d);
+        if first[&sport] == "vm2" {
+            assert_ne!(now, "vm2");
+        } else {
+            assert_eq!(now, first[&sport], "flow {sport} moved");
+        }
+    }
+}
+
+#[test]
+fn route_change_moves_existing_flows_to_the_new_nexthop() {
+    let mut tb = Testbed::new(1024);
+    let f = || vm1_udp(REMOTE_IP, 5555, 7, b"m");
+    assert_eq!(tb.run_one(VM1, f(), 1).0, Disposition::Tx(FABRIC));
+    // REMOTE_IP moves to this node (vm2's interface).
+    tb.writer
+        .add_route(
+            RED,
+            IpAddr::V4(REMOTE_IP),
+            32,
+            RouteEntry {
+                nh: NH_VM2,
+                label: 0,
+                attr: 0,
+            },
+        )
+        .unwrap();
+    tb.writer.publish();
+    assert_eq!(tb.run_one(VM1, f(), 2).0, Disposition::Tx(VM2));
+    assert_eq!(tb.pipeline.stats.flows_reresolved, 1);
+    assert_eq!(tb.pipeline.stats.flows_created, 1, "same flow, re-resolved");
+    // The route goes away: the flow now drops with no_route.
+    tb.writer.del_route(RED, IpAddr::V4(REMOTE_IP), 32).unwrap();
+    tb.writer
+        .del_route(RED, IpAddr::V4(Ipv4Addr::new(10, 1, 2, 0)), 24)
+        .unwrap();
+    tb.writer
+        .del_route(RED, IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+        .unwrap();
+    tb.writer.publish();
+    assert_eq!(
+        tb.run_one(VM1, f(), 3).0,
+        Disposition::Drop(DropReason::NoRoute)
+    );
+}
+
+#[test]
+fn snat_translates_to_the_node_address_and_back() {
+    let mut tb = Testbed::new(1024);
+    let outside = Ipv4Addr::new(198, 51, 100, 7);
+    let syn = ipv4_frame(
+        VM1_MAC,
+        gw(),
+        VM1_IP,
+        outside,
+        6,
+        41000,
+        443,
+        wire::tcp::flags::SYN,
+        b"",
+    );
+    let (d, out) = tb.run_one(VM1, syn, 1);
+    assert_eq!(d, Disposition::Tx(FABRIC));
+    let o = decode(&out);
+    assert_eq!((o.src, o.dst, o.dport), (NODE_A, outside, 443));
+    assert_eq!((o.dst_mac, o.src_mac), (GATEWAY_MAC.0, FABRIC_MAC.0));
+    assert!(
+        (56000..=57023).contains(&o.sport),
+        "TCP SNAT port {}",
+        o.sport
+    );
+    assert_eq!(tb.snat.tcp.in_use(), 1);
+
+    let synack = ipv4_frame(
+        GATEWAY_MAC,
+        FABRIC_MAC,
+        outside,
+        NODE_A,
+        6,
+        443,
+        o.sport,
+        wire::tcp::flags::SYN | wire::tcp::flags::ACK,
+        b"",
+    );
+    let (d, back) = tb.run_one(FABRIC, synack, 2);
+    assert_eq!(d, Disposition::Tx(VM1));
+    let b = decode(&back);
+    assert_eq!(
+        (b.src, b.dst, b.sport, b.dport),
+        (outside, VM1_IP, 443, 41000)
+    );
+    assert_eq!(b.dst_mac, VM1_MAC.0);
+
+    // ICMP echo is translated by identifier; UDP uses the UDP range.
+    let ping = ipv4_frame(VM1_MAC, gw(), VM1_IP, outside, 1, 777, 0, 0, b"ping");
+    let o = decode(&tb.run_one(VM1, ping, 3).1);
+    assert!((57024..=58047).contains(&o.sport), "echo id {}", o.sport);
+    let reply = {
+        let mut f = ipv4_frame(
+            GATEWAY_MAC,
+            FABRIC_MAC,
+            outside,
+            NODE_A,
+            1,
+            o.sport,
+            0,
+            0,
+            b"ping",
+        );
+        f[34] = wire::icmp::ECHO_REPLY_V4;
+        wire::icmp::Packet::new_unchecked(&mut f[34..]).fill_checksum_v4();
+        f
+    };
+    let (d, back) = tb.run_one(FABRIC, reply, 4);
+    assert_eq!(d, Disposition::Tx(VM1));
+    let b = decode(&back);
+    assert_eq!((b.dst, b.sport), (VM1_IP, 777));
+
+    // Aging frees the ports.
+    tb.pipeline
+        .flows()
+        .age(1_000_000, &vrouter::flow::AgingConfig::millis());
+    assert_eq!((tb.snat.tcp.in_use(), tb.snat.udp.in_use()), (0, 0));
+}
+
+#[test]
+fn snat_port_exhaustion_is_counted_and_refused() {
+    let pools = SnatPools {
+        tcp: PortPool::new(56000, 56001),
+        udp: PortPool::new(57024, 57024),
+    };
+    let mut tb = Testbed::with_snat(1024, pools);
+    let outside = Ipv4Addr::new(198, 51, 100, 7);
+    let mut results = Vec::new();
+    for sport in 0..3u16 {
+        let f = ipv4_frame(
+            VM1_MAC,
+            gw(),
+            VM1_IP,
+            outside,
+            6,
+            1000 + sport,
+            80,
+            wire::tcp::flags::SYN,
+            b"",
+        );
+        results.push(tb.run_one(VM1, f, 1).0);
+    }
+    assert_eq!(
+        results[..2],
+        [Disposition::Tx(FABRIC), Disposition::Tx(FABRIC)]
+    );
+    assert_eq!(results[2], Disposition::Drop(DropReason::NatNoPort));
+    assert_eq!(tb.snat.tcp.exhausted(), 1);
+    assert_eq!(tb.pipeline.stats.drops.get(DropReason::NatNoPort), 1);
+}
+
+#[test]
+fn bad_input_is_dropped_with_a_reason_never_a_panic() {
+    let mut tb = Testbed::new(64);
+    let good = vm1_udp(VM2_IP, 1, 2, b"abc");
+    let mut bad_csum = good.clone();
+    bad_csum[24] ^= 0xff;
+    let mut ttl1 = good.clone();
+    ttl1[22] = 1;
+    wire::ipv4::Packet::new_unchecked(&mut ttl1[14..34]).fill_checksum();
+    let mut frag = good.clone();
+    frag[20] = 0x20; // more fragments
+    wire::ipv4::Packet::new_unchecked(&mut frag[14..34]).fill_checksum();
+    let no_route = vm1_udp(Ipv4Addr::new(10, 1, 1, 200), 1, 2, b"abc");
+    let cases: Vec<(Vec<u8>, DropReason)> = vec![
+        (good[..20].to_vec(), DropReason::InvalidPacket),
+        (good[..40].to_vec(), DropReason::InvalidPacket),
+        (bad_csum, DropReason::BadChecksum),
+        (ttl1, DropReason::TtlExpired),
+        (frag, DropReason::Fragment),
+        (vec![0u8; 60], DropReason::InvalidProtocol),
+    ];
+    for (frame, reason) in cases {
+        assert_eq!(
+            tb.run_one(VM1, frame, 1).0,
+            Disposition::Drop(reason),
+            "{reason:?}"
+        );
+    }
+    // 10.1.1.200 falls under the SNAT default route: remove it to see no_route.
+    tb.writer
+        .del_route(RED, IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+        .unwrap();
+    tb.writer.publish();
+    assert_eq!(
+        tb.run_one(VM1, no_route, 1).0,
+        Disposition::Drop(DropReason::NoRoute)
+    );
+    assert_eq!(
+        tb.run_one(vrouter::tables::VifId(40), good.clone(), 1).0,
+        Disposition::Drop(DropReason::InvalidVif)
+    );
+    // Host and non-tunnel fabric traffic are cross-connected.
+    assert_eq!(tb.run_one(HOST, good.clone(), 1).0, Disposition::Tx(FABRIC));
+    let to_host = ipv4_frame(
+        NODE_B_MAC,
+        FABRIC_MAC,
+        NODE_B,
+        NODE_A,
+        6,
+        1,
+        22,
+        wire::tcp::flags::SYN,
+        b"",
+    );
+    assert_eq!(tb.run_one(FABRIC, to_host, 1).0, Disposition::Tx(HOST));
+    assert_eq!(tb.pipeline.stats.drops.total(), 8);
+}
