@@ -6,7 +6,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all setup build run test lint fmt clean
+.PHONY: all setup build run test lint fmt clean bench fuzz
 
 all: build
 
@@ -28,6 +28,18 @@ lint: setup
 test: lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace
+
+# Criterion benchmarks of the datapath core (no DPDK): ns per packet and packets/s.
+bench: setup
+	$(CARGO) bench -p vrouter --bench pipeline
+
+# Coverage-guided fuzzing of the wire parsers and the whole pipeline (FUZZ_SECONDS each).
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd vrouter/fuzz && for t in wire pipeline; do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all

@@ -310,3 +310,24 @@ fn concurrent_writers_and_readers_never_see_a_torn_entry() {
     assert!(seen > 1000, "the readers found flows ({seen})");
     assert_eq!(t.stats().active, 0, "everything aged out");
 }
+
+#[test]
+fn half_full_table_of_structured_keys_refuses_nothing() {
+    // Sequential ports and one varying address octet, like real traffic from one subnet:
+    // two-choice placement into the less loaded bucket must absorb them at half load.
+    let t = FlowTable::new(1 << 17);
+    for i in 0..(1usize << 15) {
+        let k = FlowKey {
+            vrf: VrfId(1),
+            proto: 17,
+            src: IpAddr::from([10, 1, 2, 1 + (i % 250) as u8]),
+            dst: IpAddr::from([10, 1, 1, 3]),
+            sport: 1024 + (i / 250) as u16,
+            dport: 7,
+        };
+        t.insert_pair((&k, &fwd(1)), (&k.reversed(), &fwd(2)), 0, &AGING)
+            .unwrap();
+    }
+    let s = t.stats();
+    assert_eq!((s.refused, s.evicted, s.active), (0, 0, 1 << 16));
+}

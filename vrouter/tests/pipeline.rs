@@ -650,3 +650,61 @@ fn bad_input_is_dropped_with_a_reason_never_a_panic() {
     assert_eq!(tb.run_one(FABRIC, to_host, 1).0, Disposition::Tx(HOST));
     assert_eq!(tb.pipeline.stats.drops.total(), 8);
 }
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid_frames() -> Vec<Vec<u8>> {
+        let inner = vm1_udp(VM1_IP, 1, 2, b"x");
+        vec![
+            vm1_udp(VM2_IP, 1000, 53, b"payload"),
+            vm1_udp(REMOTE_IP, 1000, 53, b"payload"),
+            ipv4_frame(
+                VM1_MAC,
+                gw(),
+                VM1_IP,
+                VM2_IP,
+                6,
+                1,
+                80,
+                wire::tcp::flags::SYN,
+                b"",
+            ),
+            from_node_b(TunnelKind::MplsUdp, VM1_LABEL, &inner[14..]),
+            from_node_b(TunnelKind::MplsGre, VM1_LABEL, &inner[14..]),
+            from_node_b(TunnelKind::Vxlan, VNI, &inner),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Valid frames with bytes flipped and lengths cut, on every kind of interface:
+        /// each gets a disposition, none panics.
+        #[test]
+        fn mutated_frames_never_panic(
+            which in 0usize..6, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+            cut in any::<usize>(), vif in 0usize..3,
+        ) {
+            let mut tb = Testbed::new(256);
+            let mut f = valid_frames()[which].clone();
+            for (at, x) in flips {
+                let n = f.len();
+                f[at % n] ^= x;
+            }
+            let keep = f.len() - cut % (f.len() / 2);
+            f.truncate(keep);
+            let out = tb.run([VM1, FABRIC, HOST][vif], &[f], 1);
+            prop_assert_eq!(out.len(), 1);
+            prop_assert_eq!(tb.pipeline.stats.rx, 1);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), vif in 0usize..3) {
+            let mut tb = Testbed::new(64);
+            let out = tb.run([VM1, FABRIC, HOST][vif], &[bytes], 1);
+            prop_assert_eq!(out.len(), 1);
+        }
+    }
+}

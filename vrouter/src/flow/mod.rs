@@ -95,18 +95,23 @@ fn bits_addr(b: u128) -> IpAddr {
     }
 }
 
-/// Mixes packed key words into 64 bits (multiply-xorshift; written here because the
+/// Mixes packed key words into 64 bits (multiply-rotate per word, murmur3 finaliser; written here because the
 /// datapath needs a fixed, seedless, allocation-free hash identical on every lcore).
 #[inline]
 pub fn hash_words(w: &[u64; 5]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut h: u64 = 0x243f_6a88_85a3_08d3;
     for &x in w {
-        h = (h ^ x).wrapping_mul(K);
-        h ^= h >> 29;
+        h = (h ^ x).wrapping_mul(K).rotate_left(31);
     }
-    h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
-    h ^ (h >> 32)
+    // murmur3's 64-bit finaliser: every input bit reaches every output bit, so the bucket
+    // index (low bits) and the signature (high bits) are independent even for keys that
+    // differ only in a port or the last address octet.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// Which address and port a NAT entry rewrites.

@@ -2,7 +2,8 @@
 //!
 //! Layout, after `rte_hash`: buckets of 8 signature words (one half cache line) and a
 //! parallel array of 128-byte entries. A key may live in either of two buckets (the second
-//! derived from the signature, as in cuckoo hashing), so the table fills to high load
+//! derived from the signature, as in cuckoo hashing) and goes to the less loaded one, so
+//! the table fills to high load
 //! before a bucket pair is full. A lookup compares signatures first and reads an entry only
 //! on a signature match.
 //!
@@ -320,10 +321,22 @@ impl FlowTable {
         None
     }
 
-    /// Claims a free entry in one of the key's buckets (state busy).
+    /// Claims a free entry in one of the key's buckets (state busy), trying the less
+    /// loaded bucket first: with "power of two choices" the buckets stay balanced, where
+    /// filling the first bucket first overflows some of them at half load.
     fn claim(&self, hash: u64) -> Option<(usize, u64)> {
         let (_, starts) = self.buckets(hash);
-        for start in starts {
+        let free = |s: usize| {
+            (s..s + WAYS)
+                .filter(|&i| self.sigs[i].load(Ordering::Relaxed) == 0)
+                .count()
+        };
+        let order = if free(starts[1]) > free(starts[0]) {
+            [starts[1], starts[0]]
+        } else {
+            starts
+        };
+        for start in order {
             for i in start..start + WAYS {
                 let e = &self.entries[i];
                 let c = e.ctl.load(Ordering::Relaxed);
