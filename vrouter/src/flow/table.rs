@@ -265,6 +265,33 @@ impl FlowTable {
         (sig, [b1 as usize * WAYS, b2 as usize * WAYS])
     }
 
+    /// Prefetches the signature lines of both buckets of `hash` (first pass of a bulk
+    /// lookup over a burst).
+    #[inline]
+    pub fn prefetch_buckets(&self, hash: u64) {
+        let (_, starts) = self.buckets(hash);
+        dpdk_bindings::prefetch(&self.sigs[starts[0]]);
+        dpdk_bindings::prefetch(&self.sigs[starts[1]]);
+    }
+
+    /// Prefetches the entry whose signature matches `hash` (second pass, once the
+    /// signature lines are in cache): both of its cache lines, since a hit reads the key
+    /// and action from the first and counts into the second.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        let (sig, starts) = self.buckets(hash);
+        for start in starts {
+            for i in start..start + WAYS {
+                if self.sigs[i].load(Ordering::Relaxed) == sig {
+                    let e = &self.entries[i];
+                    dpdk_bindings::prefetch(&e.ctl);
+                    dpdk_bindings::prefetch(&e.w[PKTS]);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Looks a key up; `hash` is `key.hash()` (computed once by the caller).
     #[inline]
     pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<FlowHit> {
