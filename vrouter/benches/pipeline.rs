@@ -204,6 +204,11 @@ fn setup_rate(c: &mut Criterion) {
                 let t = Instant::now();
                 r.burst(1);
                 total += t.elapsed();
+                assert!(
+                    r.out.iter().all(|d| *d == Disposition::Tx(VM2)),
+                    "setup: {:?}",
+                    r.out[0]
+                );
                 if r.tb.pipeline.flows().stats().active > (1 << 19) {
                     r.tb.pipeline.flows().age(u64::MAX, &aging);
                 }
@@ -219,5 +224,59 @@ fn setup_rate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, established, setup_rate);
+/// LPM: lookups in a VRF of 100K IPv4 routes (lengths 8..=32), and route updates
+/// (insert + remove of a /24 and a /32 on the writer, publish not included).
+fn lpm(c: &mut Criterion) {
+    use vrouter::tables::lpm::LpmWriter;
+    use vrouter::tables::{NhId, RouteEntry};
+    let mut g = c.benchmark_group("lpm");
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut w = LpmWriter::<4>::default();
+    for i in 0..100_000u32 {
+        let r = rnd();
+        let len = 8 + (r % 25) as u8;
+        let e = RouteEntry {
+            nh: NhId(i % 1000),
+            label: 0,
+            attr: 0,
+        };
+        w.insert(((r >> 8) as u32).to_be_bytes(), len, e)
+            .expect("route");
+    }
+    let lpm = w.snapshot();
+    let addrs: Vec<[u8; 4]> = (0..1024).map(|_| (rnd() as u32).to_be_bytes()).collect();
+    g.throughput(Throughput::Elements(addrs.len() as u64));
+    g.bench_function("lookup_100k_routes", |b| {
+        b.iter(|| addrs.iter().filter_map(|a| lpm.lookup(a)).count())
+    });
+    g.throughput(Throughput::Elements(2));
+    let e = RouteEntry {
+        nh: NhId(1),
+        label: 0,
+        attr: 0,
+    };
+    let keep = w.snapshot(); // a published snapshot shares nodes: updates copy paths
+    g.bench_function("update_24_and_32", |b| {
+        b.iter(|| {
+            let a = (rnd() as u32).to_be_bytes();
+            w.insert(a, 24, e).expect("insert");
+            w.insert(a, 32, e).expect("insert");
+            w.remove(a, 32);
+            w.remove(a, 24);
+        })
+    });
+    drop(keep);
+    g.finish();
+}
+
+criterion_group!(benches, established, setup_rate, lpm);
 criterion_main!(benches);
