@@ -298,16 +298,8 @@ pub fn ipv4_frame(
     }
     .emit(&mut wire::ethernet::Frame::new_unchecked(&mut f[..14]));
     wire::ipv4::Repr {
-        src,
-        dst,
-        protocol: IpProtocol::from(proto),
-        payload_len: l4_len,
-        ttl: 64,
-        tos: 0,
         ident: 1,
-        dont_frag: true,
-        fragment: false,
-        first_fragment: true,
+        ..wire::ipv4::Repr::tunnel(src, dst, IpProtocol::from(proto), l4_len)
     }
     .emit(&mut f[14..34])
     .expect("ipv4 header");
@@ -374,20 +366,9 @@ pub fn from_node_b(kind: TunnelKind, label: u32, inner: &[u8]) -> Vec<u8> {
     } else {
         IpProtocol::Udp
     };
-    wire::ipv4::Repr {
-        src: NODE_B,
-        dst: NODE_A,
-        protocol: proto,
-        payload_len: tunnel + inner.len(),
-        ttl: 64,
-        tos: 0,
-        ident: 0,
-        dont_frag: true,
-        fragment: false,
-        first_fragment: true,
-    }
-    .emit(&mut f[14..34])
-    .expect("outer ipv4");
+    wire::ipv4::Repr::tunnel(NODE_B, NODE_A, proto, tunnel + inner.len())
+        .emit(&mut f[14..34])
+        .expect("outer ipv4");
     let t = &mut f[34..];
     let mpls = wire::mpls::Repr {
         label,

@@ -68,20 +68,9 @@ pub(super) fn push<B: PacketBuf>(
     } else {
         IpProtocol::Udp
     };
-    wire::ipv4::Repr {
-        src: t.src,
-        dst: t.dst,
-        protocol: proto,
-        payload_len: ip_payload,
-        ttl: 64,
-        tos: 0,
-        ident: 0,
-        dont_frag: true,
-        fragment: false,
-        first_fragment: true,
-    }
-    .emit(&mut h[hl..hl + 20])
-    .map_err(|_| DropReason::TooBig)?;
+    wire::ipv4::Repr::tunnel(t.src, t.dst, proto, ip_payload)
+        .emit(&mut h[hl..hl + 20])
+        .map_err(|_| DropReason::TooBig)?;
     let at = hl + 20;
     let bad = |_| DropReason::InvalidPacket;
     match kind {

@@ -16,18 +16,12 @@ pub enum Operation {
     Reply,
 }
 
-/// A view of an ARP packet.
-#[derive(Debug, Clone, Copy)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buf: T,
+view! {
+    /// A view of an ARP packet.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buf: T) -> Self {
-        Packet { buf }
-    }
-
     /// Wraps after checking the length.
     pub fn new_checked(buf: T) -> Result<Self> {
         need(buf.as_ref(), PACKET_LEN)?;

@@ -106,18 +106,12 @@ impl From<EtherType> for u16 {
 /// Ethernet header length.
 pub const HEADER_LEN: usize = 14;
 
-/// A view of an Ethernet frame.
-#[derive(Debug, Clone, Copy)]
-pub struct Frame<T: AsRef<[u8]>> {
-    buf: T,
+view! {
+    /// A view of an Ethernet frame.
+    Frame
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
-    /// Wraps without checking; accessors may panic on short buffers.
-    pub fn new_unchecked(buf: T) -> Self {
-        Frame { buf }
-    }
-
     /// Wraps after checking the header fits.
     pub fn new_checked(buf: T) -> Result<Self> {
         need(buf.as_ref(), HEADER_LEN)?;
@@ -146,11 +140,6 @@ impl<T: AsRef<[u8]>> Frame<T> {
     /// Bytes after the header.
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_LEN..]
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buf
     }
 }
 

@@ -26,18 +26,12 @@ pub const NEIGHBOR_ADVERT: u8 = 136;
 /// Header length (type, code, checksum, 4 bytes of rest-of-header).
 pub const HEADER_LEN: usize = 8;
 
-/// A view of an ICMP or ICMPv6 message.
-#[derive(Debug, Clone, Copy)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buf: T,
+view! {
+    /// A view of an ICMP or ICMPv6 message.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buf: T) -> Self {
-        Packet { buf }
-    }
-
     /// Wraps after checking the 8-byte header fits.
     pub fn new_checked(buf: T) -> Result<Self> {
         need(buf.as_ref(), HEADER_LEN)?;

@@ -8,18 +8,12 @@ use super::{IpProtocol, Result, WireError, be16, need, put16};
 /// Header length without options.
 pub const MIN_HEADER_LEN: usize = 20;
 
-/// A view of an IPv4 packet.
-#[derive(Debug, Clone, Copy)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buf: T,
+view! {
+    /// A view of an IPv4 packet.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps without checking; accessors may panic on short buffers.
-    pub fn new_unchecked(buf: T) -> Self {
-        Packet { buf }
-    }
-
     /// Wraps after checking: version 4, IHL >= 5, header and total length within the
     /// buffer, total length >= header length. Trailing bytes beyond the total length (an
     /// Ethernet pad) are allowed; `payload` excludes them.
@@ -249,6 +243,22 @@ pub struct Repr {
 }
 
 impl Repr {
+    /// The outer header of a tunnel packet: TTL 64, don't-fragment, identification 0.
+    pub fn tunnel(src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, payload_len: usize) -> Repr {
+        Repr {
+            src,
+            dst,
+            protocol,
+            payload_len,
+            ttl: 64,
+            tos: 0,
+            ident: 0,
+            dont_frag: true,
+            fragment: false,
+            first_fragment: true,
+        }
+    }
+
     /// Reads the header, refusing a bad checksum. Options are accepted and skipped;
     /// fragments are accepted and flagged.
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {

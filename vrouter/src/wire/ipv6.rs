@@ -11,18 +11,12 @@ pub const HEADER_LEN: usize = 40;
 /// rather than walked without bound).
 pub const MAX_EXT_HEADERS: usize = 8;
 
-/// A view of an IPv6 packet.
-#[derive(Debug, Clone, Copy)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buf: T,
+view! {
+    /// A view of an IPv6 packet.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buf: T) -> Self {
-        Packet { buf }
-    }
-
     /// Wraps after checking version 6 and that the payload length fits the buffer
     /// (trailing padding allowed).
     pub fn new_checked(buf: T) -> Result<Self> {

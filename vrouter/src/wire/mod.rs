@@ -5,6 +5,31 @@
 //! buffers we size ourselves (writing headers). A `Repr` is the parsed, owned form: `parse`
 //! reads it from a view, `emit` writes it into one. Views never allocate and never copy.
 
+/// Declares a header view: a struct over any `T: AsRef<[u8]>` with `new_unchecked` (for
+/// buffers we size ourselves) and `into_inner`; each module adds `new_checked` and the
+/// accessors of its header.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buf: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wraps without checking; accessors may panic on short buffers.
+            pub fn new_unchecked(buf: T) -> Self {
+                $name { buf }
+            }
+
+            /// The underlying buffer.
+            pub fn into_inner(self) -> T {
+                self.buf
+            }
+        }
+    };
+}
+
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;

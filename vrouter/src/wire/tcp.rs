@@ -20,18 +20,12 @@ pub mod flags {
     pub const ACK: u8 = 0x10;
 }
 
-/// A view of a TCP segment.
-#[derive(Debug, Clone, Copy)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buf: T,
+view! {
+    /// A view of a TCP segment.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buf: T) -> Self {
-        Packet { buf }
-    }
-
     /// Wraps after checking the header (with options) fits and data offset >= 5.
     pub fn new_checked(buf: T) -> Result<Self> {
         need(buf.as_ref(), MIN_HEADER_LEN)?;

@@ -6,18 +6,12 @@ use super::{Result, WireError, be16, need, put16};
 /// Header length.
 pub const HEADER_LEN: usize = 8;
 
-/// A view of a UDP datagram.
-#[derive(Debug, Clone, Copy)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buf: T,
+view! {
+    /// A view of a UDP datagram.
+    Packet
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buf: T) -> Self {
-        Packet { buf }
-    }
-
     /// Wraps after checking the header fits and the length field is within 8..=buffer.
     pub fn new_checked(buf: T) -> Result<Self> {
         need(buf.as_ref(), HEADER_LEN)?;

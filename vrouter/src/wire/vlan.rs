@@ -5,18 +5,12 @@ use super::{EtherType, Result, be16, need, put16};
 /// Tag length (TCI + inner EtherType).
 pub const HEADER_LEN: usize = 4;
 
-/// A view of a VLAN tag: TCI then the inner EtherType.
-#[derive(Debug, Clone, Copy)]
-pub struct Tag<T: AsRef<[u8]>> {
-    buf: T,
+view! {
+    /// A view of a VLAN tag: TCI then the inner EtherType.
+    Tag
 }
 
 impl<T: AsRef<[u8]>> Tag<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buf: T) -> Self {
-        Tag { buf }
-    }
-
     /// Wraps after checking the tag fits.
     pub fn new_checked(buf: T) -> Result<Self> {
         need(buf.as_ref(), HEADER_LEN)?;
