@@ -109,6 +109,19 @@ impl Burst {
         }
     }
 
+    /// Takes every mbuf out, in order; the ones the iterator does not yield are freed
+    /// when it is dropped.
+    pub fn drain(&mut self) -> Drain<'_> {
+        let n = self.len;
+        // From here on the burst does not own the slots: Drain does.
+        self.len = 0;
+        Drain {
+            burst: self,
+            next: 0,
+            end: n,
+        }
+    }
+
     /// Pointer to the first free slot, for DPDK calls that fill `spare()` slots.
     pub(crate) fn spare_ptr(&mut self) -> *mut *mut ffi::rte_mbuf {
         self.slots[self.len..].as_mut_ptr().cast()
@@ -155,6 +168,41 @@ impl Extend<Mbuf> for Burst {
             if let Err(m) = self.push(m) {
                 drop(m);
             }
+        }
+    }
+}
+
+/// Iterator of [`Burst::drain`].
+#[derive(Debug)]
+pub struct Drain<'a> {
+    burst: &'a mut Burst,
+    next: usize,
+    end: usize,
+}
+
+impl Iterator for Drain<'_> {
+    type Item = Mbuf;
+
+    fn next(&mut self) -> Option<Mbuf> {
+        if self.next == self.end {
+            return None;
+        }
+        let i = self.next;
+        self.next += 1;
+        // SAFETY: slots next..end were initialised when the drain started and each is read
+        // exactly once (next only grows); the burst's len is 0, so it never reads them.
+        Some(unsafe { self.burst.slots[i].assume_init_read() })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.end - self.next, Some(self.end - self.next))
+    }
+}
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        for m in self.by_ref() {
+            drop(m);
         }
     }
 }

@@ -20,7 +20,7 @@ mod mempool;
 mod port;
 mod ring;
 
-pub use burst::{Burst, MAX_BURST};
+pub use burst::{Burst, Drain, MAX_BURST};
 pub use eal::{Eal, EalBuilder};
 pub use error::{Error, Result};
 pub use ids::{LcoreId, PortId, QueueId, SocketId};

@@ -8,17 +8,19 @@
 //! ```
 //! Labels 17/18 and VNI 5001 lead to vm1/vm2 and VRF 1; node B's VMs are behind label 20.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use crate::config::{
+    Config, GlobalSection, LabelCfg, MemberCfg, NexthopCfg, NexthopKind, RouteCfg, VifCfg,
+    VifKindCfg, VniCfg, VrfCfg,
+};
 use crate::flow::{AgingConfig, FlowTable};
 use crate::nat::SnatPools;
 use crate::packet::{PacketBuf, VecBuf};
 use crate::pipeline::{Disposition, Pipeline};
-use crate::tables::ecmp::{Ecmp, Member};
 use crate::tables::{
-    EncapSet, GlobalConfig, Nexthop, NhId, RouteEntry, TableReader, TableSizes, TablesWriter,
-    Tunnel, TunnelKind, Vif, VifId, VifKind, VrfId,
+    GlobalConfig, NhId, TableReader, TableSizes, TablesWriter, TunnelKind, VifId, VrfId,
 };
 use crate::wire::{self, EtherType, IpProtocol, MacAddr, checksum};
 
@@ -88,25 +90,139 @@ pub struct Testbed {
     pub snat: Arc<SnatPools>,
 }
 
-fn vif(
-    id: VifId,
-    name: &str,
-    kind: VifKind,
-    mac: MacAddr,
-    vrf: VrfId,
-    ip: Option<Ipv4Addr>,
-) -> Vif {
-    Vif {
-        id,
+/// The topology as a configuration; `device(name)` gives each vif's DPDK device (none
+/// for the in-process testbed).
+pub fn config(device: impl Fn(&str) -> Option<String>) -> Config {
+    let vr_mac = GlobalConfig::default().vrouter_mac.to_string();
+    let m = |x: MacAddr| x.to_string();
+    let vif = |id: VifId, name: &str, kind, mac: String, vrf: VrfId, ip| VifCfg {
+        id: id.0,
         name: name.into(),
         kind,
+        device: device(name),
         mac,
-        vrf,
-        ip4: ip,
+        vrf: vrf.0,
+        ip4: Some(ip),
         ip6: None,
         mtu: 1500,
-        policy: None,
-        attr: 0,
+    };
+    let nh = |id: NhId, kind| NexthopCfg { id: id.0, kind };
+    let route = |prefix: String, nh: NhId, label| RouteCfg {
+        vrf: RED.0,
+        prefix,
+        nh: nh.0,
+        label,
+    };
+    Config {
+        global: GlobalSection {
+            encap_priority: vec![],
+            vrouter_mac: None,
+            fabric_vif: Some(FABRIC.0),
+            host_vif: Some(HOST.0),
+        },
+        vrfs: vec![VrfCfg { id: FABRIC_VRF.0 }, VrfCfg { id: RED.0 }],
+        vifs: vec![
+            vif(
+                FABRIC,
+                "fabric",
+                VifKindCfg::Physical,
+                m(FABRIC_MAC),
+                FABRIC_VRF,
+                NODE_A,
+            ),
+            vif(
+                HOST,
+                "vhost0",
+                VifKindCfg::Host,
+                m(FABRIC_MAC),
+                FABRIC_VRF,
+                NODE_A,
+            ),
+            vif(VM1, "vm1", VifKindCfg::Virtual, vr_mac.clone(), RED, VM1_IP),
+            vif(VM2, "vm2", VifKindCfg::Virtual, vr_mac.clone(), RED, VM2_IP),
+        ],
+        nexthops: vec![
+            nh(
+                NH_VM1,
+                NexthopKind::Encap {
+                    vif: VM1.0,
+                    dmac: m(VM1_MAC),
+                    smac: vr_mac.clone(),
+                },
+            ),
+            nh(
+                NH_VM2,
+                NexthopKind::Encap {
+                    vif: VM2.0,
+                    dmac: m(VM2_MAC),
+                    smac: vr_mac,
+                },
+            ),
+            nh(
+                NH_NODE_B,
+                NexthopKind::Tunnel {
+                    vif: FABRIC.0,
+                    src: NODE_A,
+                    dst: NODE_B,
+                    smac: m(FABRIC_MAC),
+                    dmac: m(NODE_B_MAC),
+                    encaps: vec![],
+                },
+            ),
+            nh(NhId(4), NexthopKind::Discard),
+            nh(
+                NH_SNAT,
+                NexthopKind::Snat {
+                    vif: FABRIC.0,
+                    ip: NODE_A,
+                    smac: m(FABRIC_MAC),
+                    dmac: m(GATEWAY_MAC),
+                },
+            ),
+            nh(
+                NH_VIP,
+                NexthopKind::Composite {
+                    members: vec![
+                        MemberCfg {
+                            nh: NH_VM1.0,
+                            label: 0,
+                            weight: 1,
+                        },
+                        MemberCfg {
+                            nh: NH_VM2.0,
+                            label: 0,
+                            weight: 1,
+                        },
+                        MemberCfg {
+                            nh: NH_NODE_B.0,
+                            label: REMOTE_LABEL,
+                            weight: 1,
+                        },
+                    ],
+                },
+            ),
+        ],
+        routes: vec![
+            route(format!("{VM1_IP}/32"), NH_VM1, 0),
+            route(format!("{VM2_IP}/32"), NH_VM2, 0),
+            route("10.1.2.0/24".into(), NH_NODE_B, REMOTE_LABEL),
+            route(format!("{VIP}/32"), NH_VIP, 0),
+            route("0.0.0.0/0".into(), NH_SNAT, 0),
+        ],
+        labels: vec![
+            LabelCfg {
+                label: VM1_LABEL,
+                nh: NH_VM1.0,
+            },
+            LabelCfg {
+                label: VM2_LABEL,
+                nh: NH_VM2.0,
+            },
+        ],
+        vnis: vec![VniCfg {
+            vni: VNI,
+            vrf: RED.0,
+        }],
     }
 }
 
@@ -125,121 +241,9 @@ impl Testbed {
             labels: 1024,
             attrs: 64,
         });
-        let vr_mac = GlobalConfig::default().vrouter_mac;
-        w.set_global(GlobalConfig {
-            fabric_vif: Some(FABRIC),
-            host_vif: Some(HOST),
-            ..GlobalConfig::default()
-        })
-        .expect("global config");
-        for v in [FABRIC_VRF, RED] {
-            w.add_vrf(v).expect("vrf");
-        }
-        let vifs = [
-            vif(
-                FABRIC,
-                "fabric",
-                VifKind::Physical,
-                FABRIC_MAC,
-                FABRIC_VRF,
-                Some(NODE_A),
-            ),
-            vif(
-                HOST,
-                "vhost0",
-                VifKind::Host,
-                FABRIC_MAC,
-                FABRIC_VRF,
-                Some(NODE_A),
-            ),
-            vif(VM1, "tap-vm1", VifKind::Virtual, vr_mac, RED, Some(VM1_IP)),
-            vif(VM2, "tap-vm2", VifKind::Virtual, vr_mac, RED, Some(VM2_IP)),
-        ];
-        for v in vifs {
-            w.add_vif(v).expect("vif");
-        }
-        let nhs = [
-            (
-                NH_VM1,
-                Nexthop::Encap {
-                    vif: VM1,
-                    dmac: VM1_MAC,
-                    smac: vr_mac,
-                },
-            ),
-            (
-                NH_VM2,
-                Nexthop::Encap {
-                    vif: VM2,
-                    dmac: VM2_MAC,
-                    smac: vr_mac,
-                },
-            ),
-            (
-                NH_NODE_B,
-                Nexthop::Tunnel(Tunnel {
-                    out_vif: FABRIC,
-                    src: NODE_A,
-                    dst: NODE_B,
-                    smac: FABRIC_MAC,
-                    dmac: NODE_B_MAC,
-                    encaps: EncapSet::ALL,
-                }),
-            ),
-            (NhId(4), Nexthop::Discard),
-            (
-                NH_SNAT,
-                Nexthop::Snat {
-                    vif: FABRIC,
-                    ip: NODE_A,
-                    smac: FABRIC_MAC,
-                    dmac: GATEWAY_MAC,
-                },
-            ),
-        ];
-        for (id, nh) in nhs {
-            w.set_nexthop(id, nh).expect("nexthop");
-        }
-        let ecmp = Ecmp::new(&[
-            (
-                Member {
-                    nh: NH_VM1,
-                    label: 0,
-                },
-                1,
-            ),
-            (
-                Member {
-                    nh: NH_VM2,
-                    label: 0,
-                },
-                1,
-            ),
-            (
-                Member {
-                    nh: NH_NODE_B,
-                    label: REMOTE_LABEL,
-                },
-                1,
-            ),
-        ])
-        .expect("ecmp");
-        w.set_nexthop(NH_VIP, Nexthop::Composite(Arc::new(ecmp)))
-            .expect("composite");
-        let e = |nh, label| RouteEntry { nh, label, attr: 0 };
-        let routes = [
-            (VM1_IP, 32, e(NH_VM1, 0)),
-            (VM2_IP, 32, e(NH_VM2, 0)),
-            (Ipv4Addr::new(10, 1, 2, 0), 24, e(NH_NODE_B, REMOTE_LABEL)),
-            (VIP, 32, e(NH_VIP, 0)),
-            (Ipv4Addr::UNSPECIFIED, 0, e(NH_SNAT, 0)),
-        ];
-        for (p, l, r) in routes {
-            w.add_route(RED, IpAddr::V4(p), l, r).expect("route");
-        }
-        w.set_label(VM1_LABEL, NH_VM1).expect("label");
-        w.set_label(VM2_LABEL, NH_VM2).expect("label");
-        w.set_vni(VNI, RED).expect("vni");
+        config(|_| None)
+            .apply(&mut w)
+            .expect("the testbed configuration applies");
         w.publish();
         let snat = Arc::new(snat);
         let table = Arc::new(FlowTable::with_snat(flows, Arc::clone(&snat)));

@@ -1,10 +1,16 @@
-//! The vrouter daemon. Today: `vrouter probe`, which checks that DPDK works here and shows
-//! the ports it finds. The forwarding daemon arrives with the lcore runtime.
+//! The vrouter daemon: `vrouter run --config FILE` forwards with the configured tables;
+//! `vrouter probe` checks that DPDK works here and shows the ports it finds.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dpdk_bindings::EalBuilder;
-use vrouter::probe;
+use vrouter::config::Config;
+use vrouter::{probe, runtime};
 
 #[derive(Parser, Debug)]
 #[command(name = "vrouter", version, about = "DPDK virtual router")]
@@ -27,6 +33,110 @@ enum Cmd {
         #[arg(last = true)]
         eal: Vec<String>,
     },
+    /// Forward packets with the tables of a configuration file until SIGINT/SIGTERM.
+    ///
+    /// Every vif's `device` becomes an EAL `--vdev` (or `-a` for a PCI address). EAL
+    /// arguments after `--` are added; the defaults (-l 0-1, memory, file prefix) apply
+    /// only where they give none.
+    Run {
+        /// The configuration (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Flow table entries.
+        #[arg(long, default_value_t = 1 << 19)]
+        flows: u32,
+        /// Mbufs in the pool.
+        #[arg(long, default_value_t = 16_383)]
+        mbufs: u32,
+        /// Stop after this many milliseconds without a received packet.
+        #[arg(long)]
+        exit_idle_ms: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration_s: Option<f64>,
+        /// Write the final report as JSON to this file.
+        #[arg(long)]
+        stats_json: Option<PathBuf>,
+        /// EAL arguments.
+        #[arg(last = true)]
+        eal: Vec<String>,
+    },
+}
+
+fn has(args: &[String], names: &[&str]) -> bool {
+    args.iter().any(|a| {
+        names
+            .iter()
+            .any(|n| a == n || a.starts_with(&format!("{n}=")))
+    })
+}
+
+/// EAL arguments for a run: devices from the config, then defaults the user did not set,
+/// then the user's own.
+fn run_eal_args(cfg: &Config, user: &[String]) -> Vec<String> {
+    let mut args = Vec::new();
+    for v in &cfg.vifs {
+        if let Some(dev) = &v.device {
+            let pci = dev.contains(':') && !dev.starts_with("net_");
+            args.push(if pci { "-a" } else { "--vdev" }.to_string());
+            args.push(dev.clone());
+        }
+    }
+    if !has(user, &["--no-huge", "-m", "--socket-mem"]) {
+        if probe::hugepages_available() {
+            args.extend(["--huge-unlink", "-m", "512"].map(String::from));
+        } else {
+            args.extend(["--no-huge", "-m", "512"].map(String::from));
+        }
+    }
+    if !has(user, &["-l", "--lcores", "-c"]) {
+        args.extend(["-l", "0-1"].map(String::from));
+    }
+    if !has(user, &["--file-prefix"]) {
+        args.extend([
+            "--file-prefix".to_string(),
+            format!("vrouter{}", std::process::id()),
+        ]);
+    }
+    if !has(user, &["--no-pci", "-a", "-b"]) && !args.iter().any(|a| a == "-a") {
+        args.push("--no-pci".into());
+    }
+    if !has(user, &["--log-level"]) {
+        args.extend(["--log-level", "lib.eal:error"].map(String::from));
+    }
+    args.extend(user.iter().cloned());
+    args
+}
+
+fn print_report(r: &runtime::Report) {
+    println!(
+        "ran {:.2}s on {} forwarding lcore(s): rx {} tx {} flows created {} hits {} decap {} encap {} arp replies {}",
+        r.seconds,
+        r.lcores,
+        r.rx,
+        r.tx,
+        r.flows_created,
+        r.flow_hits,
+        r.decap,
+        r.encap,
+        r.arp_replies
+    );
+    let mut vifs: Vec<_> = r.vifs.iter().collect();
+    vifs.sort_by(|a, b| a.0.cmp(b.0));
+    println!("{:<16} {:>10} {:>10} {:>10}", "vif", "rx", "tx", "tx_drop");
+    for (name, c) in vifs {
+        println!("{name:<16} {:>10} {:>10} {:>10}", c.rx, c.tx, c.tx_dropped);
+    }
+    let mut drops: Vec<_> = r.drops.iter().collect();
+    drops.sort();
+    for (reason, n) in drops {
+        println!("drop {reason:<22} {n}");
+    }
+    let f = &r.flow_table;
+    println!(
+        "flow table: active {} refused {} evicted {} aged {}",
+        f.active, f.refused, f.evicted, f.aged
+    );
 }
 
 fn default_eal_args() -> Vec<String> {
@@ -79,6 +189,44 @@ fn main() -> Result<()> {
                 !report.ports.is_empty(),
                 "no DPDK port found: add --vdev or -a DEVICE"
             );
+        }
+        Cmd::Run {
+            config,
+            flows,
+            mbufs,
+            exit_idle_ms,
+            duration_s,
+            stats_json,
+            eal,
+        } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let cfg = Config::from_toml(&text)
+                .with_context(|| format!("parsing {}", config.display()))?;
+            let args = run_eal_args(&cfg, &eal);
+            println!("EAL arguments: {}", args.join(" "));
+            let eal = EalBuilder::new("vrouter")
+                .args(args)
+                .init()
+                .context("starting the DPDK EAL")?;
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, Arc::clone(&stop))
+                    .context("installing signal handlers")?;
+            }
+            let opts = runtime::Options {
+                flows,
+                mbufs,
+                exit_idle: exit_idle_ms.map(Duration::from_millis),
+                duration: duration_s.map(Duration::from_secs_f64),
+                ..runtime::Options::default()
+            };
+            let report = runtime::run(&eal, &cfg, &opts, stop)?;
+            print_report(&report);
+            if let Some(p) = stats_json {
+                std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
         }
     }
     Ok(())

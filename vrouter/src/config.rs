@@ -1,0 +1,439 @@
+//! The vrouter's objects as configuration: a static start-up file (TOML) today, and the
+//! same objects over the control socket. [`Config::apply`] validates and applies them to a
+//! [`TablesWriter`]; on the first error it stops, and the caller (start-up) refuses to run.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tables::ecmp::{Ecmp, Member};
+use crate::tables::{
+    EncapSet, GlobalConfig, Nexthop, NhId, RouteEntry, TableError, TablesWriter, Tunnel,
+    TunnelKind, Vif, VifId, VifKind, VrfId,
+};
+use crate::wire::MacAddr;
+
+/// Encapsulation names as they appear in configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encap {
+    /// MPLS over UDP.
+    MplsUdp,
+    /// MPLS over GRE.
+    MplsGre,
+    /// VXLAN.
+    Vxlan,
+}
+
+impl From<Encap> for TunnelKind {
+    fn from(e: Encap) -> TunnelKind {
+        match e {
+            Encap::MplsUdp => TunnelKind::MplsUdp,
+            Encap::MplsGre => TunnelKind::MplsGre,
+            Encap::Vxlan => TunnelKind::Vxlan,
+        }
+    }
+}
+
+/// Node-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalSection {
+    /// Encapsulations in order of preference.
+    #[serde(default)]
+    pub encap_priority: Vec<Encap>,
+    /// The gateway MAC the vrouter answers ARP/ND with.
+    pub vrouter_mac: Option<String>,
+    /// The fabric vif.
+    pub fabric_vif: Option<u32>,
+    /// The host vif (vhost0).
+    pub host_vif: Option<u32>,
+}
+
+/// Interface kinds as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VifKindCfg {
+    /// Fabric NIC.
+    Physical,
+    /// vhost0.
+    Host,
+    /// Pod / VM interface.
+    Virtual,
+    /// Agent interface.
+    Agent,
+}
+
+/// An interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VifCfg {
+    /// Index.
+    pub id: u32,
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: VifKindCfg,
+    /// DPDK device: a vdev spec (`net_tap0,iface=tap1`, `net_pcap0,rx_pcap=in.pcap`) or a
+    /// PCI address. The part before the first comma is the port name.
+    pub device: Option<String>,
+    /// MAC the vrouter uses on it.
+    pub mac: String,
+    /// VRF.
+    pub vrf: u32,
+    /// IPv4 address (the VM's, or the node's on the fabric).
+    pub ip4: Option<Ipv4Addr>,
+    /// IPv6 address.
+    pub ip6: Option<Ipv6Addr>,
+    /// MTU.
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+fn default_mtu() -> u16 {
+    1500
+}
+
+/// One ECMP member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberCfg {
+    /// Member nexthop.
+    pub nh: u32,
+    /// Label / VNI.
+    #[serde(default)]
+    pub label: u32,
+    /// Weight.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A nexthop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum NexthopKind {
+    /// Drop.
+    Discard,
+    /// To the host.
+    Receive {
+        /// Host vif.
+        vif: u32,
+    },
+    /// Local delivery.
+    Encap {
+        /// Output vif.
+        vif: u32,
+        /// Destination MAC.
+        dmac: String,
+        /// Source MAC.
+        smac: String,
+    },
+    /// Tunnel to a remote node.
+    Tunnel {
+        /// Fabric vif.
+        vif: u32,
+        /// Our fabric address.
+        src: Ipv4Addr,
+        /// Remote node.
+        dst: Ipv4Addr,
+        /// Our fabric MAC.
+        smac: String,
+        /// Next hop MAC on the fabric.
+        dmac: String,
+        /// Encapsulations the remote accepts (all when empty).
+        #[serde(default)]
+        encaps: Vec<Encap>,
+    },
+    /// Unresolved neighbour.
+    Resolve {
+        /// Interface.
+        vif: u32,
+    },
+    /// Source NAT to the node's address.
+    Snat {
+        /// Fabric vif.
+        vif: u32,
+        /// Node address.
+        ip: Ipv4Addr,
+        /// Our fabric MAC.
+        smac: String,
+        /// Gateway MAC.
+        dmac: String,
+    },
+    /// ECMP.
+    Composite {
+        /// Members.
+        members: Vec<MemberCfg>,
+    },
+}
+
+/// A nexthop with its index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NexthopCfg {
+    /// Index.
+    pub id: u32,
+    /// What it does.
+    #[serde(flatten)]
+    pub kind: NexthopKind,
+}
+
+/// A route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCfg {
+    /// VRF.
+    pub vrf: u32,
+    /// `a.b.c.d/len` or `x::/len`.
+    pub prefix: String,
+    /// Nexthop.
+    pub nh: u32,
+    /// Label / VNI.
+    #[serde(default)]
+    pub label: u32,
+}
+
+/// A label mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelCfg {
+    /// MPLS label.
+    pub label: u32,
+    /// Nexthop.
+    pub nh: u32,
+}
+
+/// A VNI mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VniCfg {
+    /// VXLAN VNI.
+    pub vni: u32,
+    /// VRF.
+    pub vrf: u32,
+}
+
+/// A VRF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrfCfg {
+    /// Index.
+    pub id: u32,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Node-wide settings.
+    #[serde(default)]
+    pub global: GlobalSection,
+    /// VRFs.
+    #[serde(default, rename = "vrf")]
+    pub vrfs: Vec<VrfCfg>,
+    /// Interfaces.
+    #[serde(default, rename = "vif")]
+    pub vifs: Vec<VifCfg>,
+    /// Nexthops.
+    #[serde(default, rename = "nexthop")]
+    pub nexthops: Vec<NexthopCfg>,
+    /// Routes.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteCfg>,
+    /// MPLS labels.
+    #[serde(default, rename = "label")]
+    pub labels: Vec<LabelCfg>,
+    /// VXLAN VNIs.
+    #[serde(default, rename = "vni")]
+    pub vnis: Vec<VniCfg>,
+}
+
+/// A configuration error, naming the object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not parse.
+    #[error("{0}")]
+    Syntax(String),
+    /// A field's value is malformed.
+    #[error("{object}: {why}")]
+    Value {
+        /// Which object.
+        object: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The tables refused the object.
+    #[error("{object}: {source}")]
+    Table {
+        /// Which object.
+        object: String,
+        /// Why.
+        source: TableError,
+    },
+}
+
+fn mac(object: &str, s: &str) -> Result<MacAddr, ConfigError> {
+    s.parse().map_err(|why| ConfigError::Value {
+        object: object.into(),
+        why,
+    })
+}
+
+/// Parses `addr/len`.
+pub fn parse_prefix(s: &str) -> Result<(IpAddr, u8), String> {
+    let (a, l) = s
+        .split_once('/')
+        .ok_or_else(|| format!("prefix {s:?} needs /length"))?;
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| format!("prefix {s:?}: bad address"))?;
+    let len: u8 = l.parse().map_err(|_| format!("prefix {s:?}: bad length"))?;
+    Ok((addr, len))
+}
+
+impl Config {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
+    }
+
+    /// Applies everything to `w` (not published). Stops at the first refused object.
+    pub fn apply(&self, w: &mut TablesWriter) -> Result<(), ConfigError> {
+        let table = |object: String| move |source| ConfigError::Table { object, source };
+        let g = &self.global;
+        let mut global = GlobalConfig::default();
+        if !g.encap_priority.is_empty() {
+            global.encap_priority = g.encap_priority.iter().map(|e| (*e).into()).collect();
+        }
+        if let Some(m) = &g.vrouter_mac {
+            global.vrouter_mac = mac("global.vrouter_mac", m)?;
+        }
+        global.fabric_vif = g.fabric_vif.map(VifId);
+        global.host_vif = g.host_vif.map(VifId);
+        w.set_global(global).map_err(table("global".into()))?;
+        for v in &self.vrfs {
+            w.add_vrf(VrfId(v.id))
+                .map_err(table(format!("vrf {}", v.id)))?;
+        }
+        for v in &self.vifs {
+            let object = format!("vif {} ({})", v.id, v.name);
+            let vif = Vif {
+                id: VifId(v.id),
+                name: v.name.clone(),
+                kind: match v.kind {
+                    VifKindCfg::Physical => VifKind::Physical,
+                    VifKindCfg::Host => VifKind::Host,
+                    VifKindCfg::Virtual => VifKind::Virtual,
+                    VifKindCfg::Agent => VifKind::Agent,
+                },
+                mac: mac(&object, &v.mac)?,
+                vrf: VrfId(v.vrf),
+                ip4: v.ip4,
+                ip6: v.ip6,
+                mtu: v.mtu,
+                policy: None,
+                attr: 0,
+            };
+            w.add_vif(vif).map_err(table(object))?;
+        }
+        // Composites refer to other nexthops: plain ones first.
+        let (composites, plain): (Vec<_>, Vec<_>) = self
+            .nexthops
+            .iter()
+            .partition(|n| matches!(n.kind, NexthopKind::Composite { .. }));
+        for n in plain.into_iter().chain(composites) {
+            let object = format!("nexthop {}", n.id);
+            let nh = nexthop(&object, &n.kind)?;
+            w.set_nexthop(NhId(n.id), nh).map_err(table(object))?;
+        }
+        for r in &self.routes {
+            let object = format!("route {} in vrf {}", r.prefix, r.vrf);
+            let (addr, len) = parse_prefix(&r.prefix).map_err(|why| ConfigError::Value {
+                object: object.clone(),
+                why,
+            })?;
+            let e = RouteEntry {
+                nh: NhId(r.nh),
+                label: r.label,
+                attr: 0,
+            };
+            w.add_route(VrfId(r.vrf), addr, len, e)
+                .map_err(table(object))?;
+        }
+        for l in &self.labels {
+            w.set_label(l.label, NhId(l.nh))
+                .map_err(table(format!("label {}", l.label)))?;
+        }
+        for v in &self.vnis {
+            w.set_vni(v.vni, VrfId(v.vrf))
+                .map_err(table(format!("vni {}", v.vni)))?;
+        }
+        Ok(())
+    }
+}
+
+fn nexthop(object: &str, k: &NexthopKind) -> Result<Nexthop, ConfigError> {
+    Ok(match k {
+        NexthopKind::Discard => Nexthop::Discard,
+        NexthopKind::Receive { vif } => Nexthop::Receive { vif: VifId(*vif) },
+        NexthopKind::Resolve { vif } => Nexthop::Resolve { vif: VifId(*vif) },
+        NexthopKind::Encap { vif, dmac, smac } => Nexthop::Encap {
+            vif: VifId(*vif),
+            dmac: mac(object, dmac)?,
+            smac: mac(object, smac)?,
+        },
+        NexthopKind::Snat {
+            vif,
+            ip,
+            smac,
+            dmac,
+        } => Nexthop::Snat {
+            vif: VifId(*vif),
+            ip: *ip,
+            smac: mac(object, smac)?,
+            dmac: mac(object, dmac)?,
+        },
+        NexthopKind::Tunnel {
+            vif,
+            src,
+            dst,
+            smac,
+            dmac,
+            encaps,
+        } => Nexthop::Tunnel(Tunnel {
+            out_vif: VifId(*vif),
+            src: *src,
+            dst: *dst,
+            smac: mac(object, smac)?,
+            dmac: mac(object, dmac)?,
+            encaps: if encaps.is_empty() {
+                EncapSet::ALL
+            } else {
+                EncapSet(encaps.iter().fold(0, |a, e| a | TunnelKind::from(*e).bit()))
+            },
+        }),
+        NexthopKind::Composite { members } => {
+            let m: Vec<_> = members
+                .iter()
+                .map(|m| {
+                    (
+                        Member {
+                            nh: NhId(m.nh),
+                            label: m.label,
+                        },
+                        m.weight,
+                    )
+                })
+                .collect();
+            let e = Ecmp::new(&m).map_err(|e| ConfigError::Value {
+                object: object.into(),
+                why: e.to_string(),
+            })?;
+            Nexthop::Composite(Arc::new(e))
+        }
+    })
+}

@@ -1,0 +1,402 @@
+//! The DPDK runtime: ports for the configured vifs, forwarding lcores running the
+//! pipeline over their RX queues, and the control loop (aging, stats, stop).
+//!
+//! Layout as in DPDK's l3fwd: with N forwarding lcores every port gets N RX and N TX
+//! queues; lcore i owns RX queue i of every port (RSS spreads flows over them) and TX queue
+//! i of every port, so nothing on the fast path is shared but the flow table and the
+//! read-only table snapshot. Each lcore publishes its counters every few thousand polls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use dpdk_bindings::{
+    Burst, DEFAULT_DATA_ROOM, Eal, Mempool, Port, PortConfig, PortStats, RxQueue, SocketId, TxQueue,
+};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::flow::{AgingConfig, FlowTable, FlowTableStats};
+use crate::nat::SnatPools;
+use crate::pipeline::{Disposition, DropReason, LcoreStats, MAX_BURST, Pipeline};
+use crate::tables::{TableReader, TableSizes, TablesWriter, VifId};
+
+/// Run-time options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Flow table entries.
+    pub flows: u32,
+    /// Mbufs in the pool.
+    pub mbufs: u32,
+    /// RX/TX descriptors per queue.
+    pub descriptors: u16,
+    /// Stop after this long without a received packet (tests, replays).
+    pub exit_idle: Option<Duration>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            flows: 1 << 19,
+            mbufs: 16_383,
+            descriptors: 1024,
+            exit_idle: None,
+            duration: None,
+        }
+    }
+}
+
+/// Counters of one vif.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct VifCounters {
+    /// Packets received.
+    pub rx: u64,
+    /// Packets sent.
+    pub tx: u64,
+    /// Packets the TX queue did not take.
+    pub tx_dropped: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Forwarding lcores.
+    pub lcores: usize,
+    /// Seconds run.
+    pub seconds: f64,
+    /// Packets received.
+    pub rx: u64,
+    /// Packets sent or flooded.
+    pub tx: u64,
+    /// Drops by reason name (non-zero only).
+    pub drops: HashMap<String, u64>,
+    /// Flow counters.
+    pub flows_created: u64,
+    /// Flow hits.
+    pub flow_hits: u64,
+    /// ARP answers.
+    pub arp_replies: u64,
+    /// Tunnel packets decapsulated.
+    pub decap: u64,
+    /// Packets encapsulated.
+    pub encap: u64,
+    /// Per vif, by name.
+    pub vifs: HashMap<String, VifCounters>,
+    /// Flow table.
+    pub flow_table: FlowTableSummary,
+}
+
+/// Flow table counters for the report.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FlowTableSummary {
+    /// Active entries.
+    pub active: u64,
+    /// Pairs refused (table full).
+    pub refused: u64,
+    /// Pairs evicted.
+    pub evicted: u64,
+    /// Pairs aged out.
+    pub aged: u64,
+}
+
+impl From<FlowTableStats> for FlowTableSummary {
+    fn from(s: FlowTableStats) -> Self {
+        FlowTableSummary {
+            active: s.active,
+            refused: s.refused,
+            evicted: s.evicted,
+            aged: s.aged,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Published {
+    stats: LcoreStats,
+    vifs: Vec<VifCounters>,
+}
+
+/// What one forwarding lcore owns.
+struct LcoreCtx {
+    pipeline: Pipeline,
+    reader: TableReader,
+    rx: Vec<(VifId, RxQueue)>,
+    /// TX queue by vif index.
+    tx: Vec<Option<TxQueue>>,
+    out: Vec<Burst>,
+    vifs: Vec<VifCounters>,
+    shared: Arc<Mutex<Published>>,
+    stop: Arc<AtomicBool>,
+    tsc_per_ms: u64,
+}
+
+impl LcoreCtx {
+    fn run(mut self) {
+        let mut burst = Burst::new();
+        let mut disp = [Disposition::Drop(DropReason::InvalidPacket); MAX_BURST];
+        let mut polls: u64 = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            // One snapshot per poll round: every packet of the round sees one configuration.
+            let snap = Arc::clone(self.reader.load());
+            let now = dpdk_bindings::rdtsc() / self.tsc_per_ms;
+            for (vif, rxq) in self.rx.iter_mut() {
+                let n = rxq.rx_burst(&mut burst);
+                if n == 0 {
+                    continue;
+                }
+                self.vifs[vif.0 as usize].rx += n as u64;
+                self.pipeline
+                    .process(&snap, *vif, burst.as_mut_slice(), &mut disp[..n], now);
+                for (m, d) in burst.drain().zip(disp.iter()) {
+                    if let Disposition::Tx(out) = d {
+                        if let Some(b) = self.out.get_mut(out.0 as usize) {
+                            if let Err(m) = b.push(m) {
+                                drop(m);
+                            }
+                        }
+                    }
+                    // Drops were counted by the pipeline; floods need copies (not yet).
+                }
+                flush(
+                    &mut self.out,
+                    &mut self.tx,
+                    &mut self.vifs,
+                    &mut self.pipeline.stats,
+                );
+            }
+            polls += 1;
+            if polls % 4096 == 0 {
+                self.publish();
+            }
+        }
+        flush(
+            &mut self.out,
+            &mut self.tx,
+            &mut self.vifs,
+            &mut self.pipeline.stats,
+        );
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let mut p = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        p.stats = self.pipeline.stats.clone();
+        p.vifs = self.vifs.clone();
+    }
+}
+
+/// Sends every pending output burst on its vif's TX queue; what a queue does not take is
+/// freed and counted (`tx_queue_full`), and packets for a vif without a port likewise.
+fn flush(
+    out: &mut [Burst],
+    tx: &mut [Option<TxQueue>],
+    vifs: &mut [VifCounters],
+    stats: &mut LcoreStats,
+) {
+    for (i, b) in out.iter_mut().enumerate() {
+        if b.is_empty() {
+            continue;
+        }
+        let want = b.len() as u64;
+        let sent = match tx.get_mut(i).and_then(Option::as_mut) {
+            Some(q) => q.tx_burst(b) as u64,
+            None => 0,
+        };
+        vifs[i].tx += sent;
+        vifs[i].tx_dropped += want - sent;
+        for _ in 0..b.len() {
+            stats.drops.count(DropReason::TxFull);
+        }
+        b.clear();
+    }
+}
+
+/// The port name of a device spec: what comes before the first comma.
+pub fn port_name(device: &str) -> &str {
+    device.split(',').next().unwrap_or(device)
+}
+
+/// Runs the vrouter until `stop` is set or an option ends the run.
+pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Result<Report> {
+    let max_vif = cfg.vifs.iter().map(|v| v.id).max().unwrap_or(0);
+    let sizes = TableSizes {
+        vifs: (max_vif + 1).max(TableSizes::default().vifs),
+        ..TableSizes::default()
+    };
+    let mut writer = TablesWriter::new(sizes);
+    cfg.apply(&mut writer)
+        .context("applying the configuration")?;
+    writer.publish();
+
+    let workers = eal.worker_lcores();
+    let nq = workers.len().max(1);
+    let pool = Mempool::new(
+        eal,
+        "vr_mbufs",
+        opts.mbufs,
+        256.min(opts.mbufs / 4),
+        DEFAULT_DATA_ROOM,
+        SocketId::ANY,
+    )
+    .context(
+        "creating the mbuf pool (try --mbufs with a smaller number, or more memory with -m)",
+    )?;
+
+    // A port per vif with a device.
+    let mut ports: Vec<(VifId, String, Port)> = Vec::new();
+    for v in &cfg.vifs {
+        let Some(dev) = &v.device else { continue };
+        let name = port_name(dev);
+        let id = eal.port_by_name(name).with_context(|| {
+            format!(
+                "vif {} ({}): no DPDK port {name:?} (is it in the EAL arguments?)",
+                v.id, v.name
+            )
+        })?;
+        let pc = PortConfig {
+            rx_queues: nq as u16,
+            tx_queues: nq as u16,
+            rx_desc: opts.descriptors,
+            tx_desc: opts.descriptors,
+            ..PortConfig::default()
+        };
+        let port = Port::configure(eal, id, &pc, &pool)
+            .with_context(|| format!("vif {} ({}): port {name}", v.id, v.name))?;
+        ports.push((VifId(v.id), v.name.clone(), port));
+    }
+    if ports.is_empty() {
+        bail!("no vif has a device: nothing to forward");
+    }
+
+    let snat = Arc::new(SnatPools::default());
+    let flows = Arc::new(FlowTable::with_snat(opts.flows, Arc::clone(&snat)));
+    let aging = AgingConfig::millis();
+    let nvifs = sizes.vifs as usize;
+    let mut ctxs: Vec<LcoreCtx> = (0..nq)
+        .map(|_| LcoreCtx {
+            pipeline: Pipeline::new(Arc::clone(&flows), Arc::clone(&snat), aging),
+            reader: writer.reader(),
+            rx: Vec::new(),
+            tx: (0..nvifs).map(|_| None).collect(),
+            out: (0..nvifs).map(|_| Burst::new()).collect(),
+            vifs: vec![VifCounters::default(); nvifs],
+            shared: Arc::new(Mutex::new(Published::default())),
+            stop: Arc::clone(&stop),
+            tsc_per_ms: (eal.tsc_hz() / 1000).max(1),
+        })
+        .collect();
+    for (vif, _, port) in ports.iter_mut() {
+        let (rxqs, txqs) = port.take_queues().context("port queues")?;
+        for (q, (rx, tx)) in rxqs.into_iter().zip(txqs).enumerate() {
+            ctxs[q].rx.push((*vif, rx));
+            ctxs[q].tx[vif.0 as usize] = Some(tx);
+        }
+    }
+    let shared: Vec<_> = ctxs.iter().map(|c| Arc::clone(&c.shared)).collect();
+
+    // Forwarding lcores: EAL workers, or one plain thread when EAL runs a single lcore.
+    let start = Instant::now();
+    let mut joins = Vec::new();
+    let mut thread = None;
+    if workers.is_empty() {
+        let c = ctxs.pop().expect("one context");
+        thread = Some(
+            std::thread::Builder::new()
+                .name("vr-fwd".into())
+                .spawn(move || c.run())?,
+        );
+    } else {
+        for (c, l) in ctxs.into_iter().zip(&workers) {
+            joins.push(eal.launch(*l, move || c.run())?);
+        }
+    }
+
+    // Control loop: stop conditions and aging.
+    let total_rx = |shared: &[Arc<Mutex<Published>>]| -> u64 {
+        shared
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).stats.rx)
+            .sum()
+    };
+    let (mut last_rx, mut last_change, mut last_age) = (0, Instant::now(), Instant::now());
+    let tsc_per_ms = (eal.tsc_hz() / 1000).max(1);
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+        let rx = total_rx(&shared);
+        if rx != last_rx {
+            (last_rx, last_change) = (rx, Instant::now());
+        }
+        if opts.exit_idle.is_some_and(|d| last_change.elapsed() >= d)
+            || opts.duration.is_some_and(|d| start.elapsed() >= d)
+        {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if last_age.elapsed() >= Duration::from_secs(1) {
+            flows.age(dpdk_bindings::rdtsc() / tsc_per_ms, &aging);
+            last_age = Instant::now();
+            writer.reclaim();
+        }
+    }
+    for j in joins {
+        if j.join().is_err() {
+            bail!("a forwarding lcore panicked");
+        }
+    }
+    if let Some(t) = thread {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("the forwarding thread panicked"))?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+
+    let mut stats = LcoreStats::default();
+    let mut vif_counts = vec![VifCounters::default(); nvifs];
+    for s in &shared {
+        let p = s.lock().unwrap_or_else(|e| e.into_inner());
+        stats.rx += p.stats.rx;
+        stats.tx += p.stats.tx;
+        stats.drops.add(&p.stats.drops);
+        stats.flows_created += p.stats.flows_created;
+        stats.flow_hits += p.stats.flow_hits;
+        stats.arp_replies += p.stats.arp_replies;
+        stats.decap += p.stats.decap;
+        stats.encap += p.stats.encap;
+        for (a, b) in vif_counts.iter_mut().zip(&p.vifs) {
+            a.rx += b.rx;
+            a.tx += b.tx;
+            a.tx_dropped += b.tx_dropped;
+        }
+    }
+    let vifs = ports
+        .iter()
+        .map(|(v, name, _)| (name.clone(), vif_counts[v.0 as usize]))
+        .collect();
+    // Ports close here (net_pcap flushes its output files on close).
+    drop(ports);
+    Ok(Report {
+        lcores: nq,
+        seconds,
+        rx: stats.rx,
+        tx: stats.tx,
+        drops: stats
+            .drops
+            .nonzero()
+            .map(|(n, c)| (n.to_string(), c))
+            .collect(),
+        flows_created: stats.flows_created,
+        flow_hits: stats.flow_hits,
+        arp_replies: stats.arp_replies,
+        decap: stats.decap,
+        encap: stats.encap,
+        vifs,
+        flow_table: flows.stats().into(),
+    })
+}
+
+/// Port counters, for callers that keep ports (not used by `run`, which closes them).
+pub fn port_stats(p: &Port) -> Result<PortStats> {
+    Ok(p.stats()?)
+}
