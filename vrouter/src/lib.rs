@@ -3,6 +3,7 @@
 //! - [`wire`]: zero-copy header views (Ethernet ... VXLAN) with parse/emit.
 //! - [`tables`]: vifs, VRFs and routes, nexthops, labels, VNIs (snapshot + writer).
 //! - [`config`]: the objects as a start-up file (TOML), applied to the tables.
+//! - [`demo`]: the `make run` demo's configuration and traffic.
 //! - [`flow`]: the flow table (exact match, paired entries, aging, eviction).
 //! - [`nat`]: SNAT port pools.
 //! - [`packet`]: the buffer trait stages work on (`Mbuf` in the daemon, `VecBuf` in tests).
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod demo;
 pub mod flow;
 pub mod nat;
 pub mod packet;

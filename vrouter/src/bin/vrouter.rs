@@ -33,6 +33,12 @@ enum Cmd {
         #[arg(last = true)]
         eal: Vec<String>,
     },
+    /// Write the demo: a configuration with net_pcap vifs and the input captures.
+    Demo {
+        /// Directory to write into.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Forward packets with the tables of a configuration file until SIGINT/SIGTERM.
     ///
     /// Every vif's `device` becomes an EAL `--vdev` (or `-a` for a PCI address). EAL
@@ -189,6 +195,10 @@ fn main() -> Result<()> {
                 !report.ports.is_empty(),
                 "no DPDK port found: add --vdev or -a DEVICE"
             );
+        }
+        Cmd::Demo { out } => {
+            vrouter::demo::write(&out)?;
+            println!("wrote {}/vrouter.toml and input captures", out.display());
         }
         Cmd::Run {
             config,
