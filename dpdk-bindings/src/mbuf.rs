@@ -37,10 +37,20 @@ impl Mbuf {
         self.0.as_ptr()
     }
 
+    /// The mbuf header. Reading its fields here instead of through the C shim lets the
+    /// compiler inline `data()` and `len()`, which the pipeline calls several times per
+    /// packet (the shim calls were 6% of a forwarding profile).
+    #[inline(always)]
+    fn hdr(&self) -> &ffi::rte_mbuf {
+        // SAFETY: we own a valid mbuf; nothing else writes it while we hold it, and the
+        // reference does not outlive &self.
+        unsafe { self.0.as_ref() }
+    }
+
     /// Bytes of packet data in the first segment.
+    #[inline]
     pub fn len(&self) -> usize {
-        // SAFETY: we own a valid mbuf.
-        usize::from(unsafe { ffi::shim_pktmbuf_data_len(self.raw()) })
+        usize::from(self.hdr().data_len)
     }
 
     /// True when the first segment holds no data.

@@ -105,3 +105,26 @@ fn burst_holds_at_most_max_and_split_keeps_order() {
     drop((last, burst, odd));
     assert_eq!(pool.in_use_count(), 0, "dropping bursts frees every mbuf");
 }
+
+#[test]
+fn drain_yields_in_order_and_frees_what_it_does_not_yield() {
+    let eal = common::eal("drain", "0", &[]);
+    let pool = common::pool(&eal, "drain_pool", 127);
+    let mut burst = Burst::new();
+    for i in 0..10u8 {
+        let mut m = pool.alloc().unwrap();
+        assert!(m.extend_from_slice(&[i]));
+        burst.push(m).unwrap();
+    }
+    let firsts: Vec<u8> = burst.drain().take(4).map(|m| m.data()[0]).collect();
+    assert_eq!(firsts, vec![0, 1, 2, 3]);
+    assert!(burst.is_empty(), "the burst gave up all ten");
+    assert_eq!(
+        pool.in_use_count(),
+        0,
+        "the six not taken were freed with the drain"
+    );
+    // The burst is usable again.
+    burst.push(pool.alloc().unwrap()).unwrap();
+    assert_eq!(burst.len(), 1);
+}

@@ -102,3 +102,32 @@ pub fn write(dir: &Path) -> Result<()> {
     std::fs::write(dir.join("vrouter.toml"), text)?;
     Ok(())
 }
+
+/// Writes `perf.toml` and `perf_in.pcap` into `dir`: vm1 replays `flows` distinct 64-byte
+/// frames to node B's VMs without end (net_pcap `infinite_rx`), encapsulated with `encap`
+/// and sent to a `net_null` fabric. For forwarding-rate runs beside dpdk-testpmd on the
+/// same vdevs.
+pub fn write_perf(dir: &Path, flows: usize, encap: crate::config::Encap) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let frames: Vec<Vec<u8>> = (0..flows.max(1))
+        .map(|i| {
+            let dst = Ipv4Addr::new(10, 1, 2, 1 + (i % 250) as u8);
+            vm1_udp(dst, 1024 + (i / 250) as u16, 9001, &[0x5a; 18])
+        })
+        .collect();
+    pcap::write(dir.join("perf_in.pcap"), &frames)?;
+    let mut cfg = testbed::config(|name| match name {
+        "vm1" => Some(format!(
+            "net_pcap0,rx_pcap={}/perf_in.pcap,infinite_rx=1",
+            dir.display()
+        )),
+        "fabric" => Some("net_null0,no-rx=1".into()),
+        _ => None,
+    });
+    cfg.global.encap_priority = vec![encap];
+    std::fs::write(
+        dir.join("perf.toml"),
+        toml::to_string(&cfg).context("serialising")?,
+    )?;
+    Ok(())
+}

@@ -128,6 +128,8 @@ struct LcoreCtx {
     /// TX queue by vif index.
     tx: Vec<Option<TxQueue>>,
     out: Vec<Burst>,
+    /// Vifs whose output burst holds packets (flush visits only these).
+    pending: Vec<usize>,
     vifs: Vec<VifCounters>,
     shared: Arc<Mutex<Published>>,
     stop: Arc<AtomicBool>,
@@ -153,7 +155,11 @@ impl LcoreCtx {
                     .process(&snap, *vif, burst.as_mut_slice(), &mut disp[..n], now);
                 for (m, d) in burst.drain().zip(disp.iter()) {
                     if let Disposition::Tx(out) = d {
-                        if let Some(b) = self.out.get_mut(out.0 as usize) {
+                        let o = out.0 as usize;
+                        if let Some(b) = self.out.get_mut(o) {
+                            if b.is_empty() {
+                                self.pending.push(o);
+                            }
                             if let Err(m) = b.push(m) {
                                 drop(m);
                             }
@@ -163,6 +169,7 @@ impl LcoreCtx {
                 }
                 flush(
                     &mut self.out,
+                    &mut self.pending,
                     &mut self.tx,
                     &mut self.vifs,
                     &mut self.pipeline.stats,
@@ -175,6 +182,7 @@ impl LcoreCtx {
         }
         flush(
             &mut self.out,
+            &mut self.pending,
             &mut self.tx,
             &mut self.vifs,
             &mut self.pipeline.stats,
@@ -193,14 +201,13 @@ impl LcoreCtx {
 /// freed and counted (`tx_queue_full`), and packets for a vif without a port likewise.
 fn flush(
     out: &mut [Burst],
+    pending: &mut Vec<usize>,
     tx: &mut [Option<TxQueue>],
     vifs: &mut [VifCounters],
     stats: &mut LcoreStats,
 ) {
-    for (i, b) in out.iter_mut().enumerate() {
-        if b.is_empty() {
-            continue;
-        }
+    for i in pending.drain(..) {
+        let b = &mut out[i];
         let want = b.len() as u64;
         let sent = match tx.get_mut(i).and_then(Option::as_mut) {
             Some(q) => q.tx_burst(b) as u64,
@@ -283,6 +290,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
             rx: Vec::new(),
             tx: (0..nvifs).map(|_| None).collect(),
             out: (0..nvifs).map(|_| Burst::new()).collect(),
+            pending: Vec::with_capacity(nvifs),
             vifs: vec![VifCounters::default(); nvifs],
             shared: Arc::new(Mutex::new(Published::default())),
             stop: Arc::clone(&stop),

@@ -38,6 +38,12 @@ enum Cmd {
         /// Directory to write into.
         #[arg(long)]
         out: PathBuf,
+        /// Also write perf.toml and perf_in.pcap: this many flows replayed without end.
+        #[arg(long)]
+        perf_flows: Option<usize>,
+        /// Encapsulation of the perf run.
+        #[arg(long, value_enum, default_value = "vxlan")]
+        encap: EncapArg,
     },
     /// Forward packets with the tables of a configuration file until SIGINT/SIGTERM.
     ///
@@ -67,6 +73,13 @@ enum Cmd {
         #[arg(last = true)]
         eal: Vec<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EncapArg {
+    Vxlan,
+    MplsUdp,
+    MplsGre,
 }
 
 fn has(args: &[String], names: &[&str]) -> bool {
@@ -196,9 +209,25 @@ fn main() -> Result<()> {
                 "no DPDK port found: add --vdev or -a DEVICE"
             );
         }
-        Cmd::Demo { out } => {
+        Cmd::Demo {
+            out,
+            perf_flows,
+            encap,
+        } => {
             vrouter::demo::write(&out)?;
             println!("wrote {}/vrouter.toml and input captures", out.display());
+            if let Some(n) = perf_flows {
+                let e = match encap {
+                    EncapArg::Vxlan => vrouter::config::Encap::Vxlan,
+                    EncapArg::MplsUdp => vrouter::config::Encap::MplsUdp,
+                    EncapArg::MplsGre => vrouter::config::Encap::MplsGre,
+                };
+                vrouter::demo::write_perf(&out, n, e)?;
+                println!(
+                    "wrote {}/perf.toml and perf_in.pcap ({n} flows)",
+                    out.display()
+                );
+            }
         }
         Cmd::Run {
             config,
