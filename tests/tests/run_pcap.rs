@@ -65,7 +65,14 @@ fn run(dir: &Path, inputs: &[(&str, Vec<Vec<u8>>)]) -> serde_json::Value {
         .arg("run")
         .arg("--config")
         .arg(&cfg_path)
-        .args(["--exit-idle-ms", "400", "--mbufs", "4095", "--stats-json"])
+        .args([
+            "--exit-idle-ms",
+            "400",
+            "--mbufs",
+            "4095",
+            "--no-socket",
+            "--stats-json",
+        ])
         .arg(&stats)
         .args([
             "--",

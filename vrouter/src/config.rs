@@ -170,6 +170,11 @@ pub enum NexthopKind {
         /// Members.
         members: Vec<MemberCfg>,
     },
+    /// L2 flood to several nexthops.
+    L2Flood {
+        /// Member nexthops.
+        members: Vec<u32>,
+    },
 }
 
 /// A nexthop with its index.
@@ -301,44 +306,16 @@ impl Config {
         toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
     }
 
-    /// Applies everything to `w` (not published). Stops at the first refused object.
+    /// Applies everything to `w` (not published). Stops at the first refused object; the
+    /// caller decides whether to roll back (`TablesWriter::transaction`).
     pub fn apply(&self, w: &mut TablesWriter) -> Result<(), ConfigError> {
-        let table = |object: String| move |source| ConfigError::Table { object, source };
-        let g = &self.global;
-        let mut global = GlobalConfig::default();
-        if !g.encap_priority.is_empty() {
-            global.encap_priority = g.encap_priority.iter().map(|e| (*e).into()).collect();
-        }
-        if let Some(m) = &g.vrouter_mac {
-            global.vrouter_mac = mac("global.vrouter_mac", m)?;
-        }
-        global.fabric_vif = g.fabric_vif.map(VifId);
-        global.host_vif = g.host_vif.map(VifId);
-        w.set_global(global).map_err(table("global".into()))?;
+        apply_global(w, &self.global)?;
         for v in &self.vrfs {
             w.add_vrf(VrfId(v.id))
                 .map_err(table(format!("vrf {}", v.id)))?;
         }
         for v in &self.vifs {
-            let object = format!("vif {} ({})", v.id, v.name);
-            let vif = Vif {
-                id: VifId(v.id),
-                name: v.name.clone(),
-                kind: match v.kind {
-                    VifKindCfg::Physical => VifKind::Physical,
-                    VifKindCfg::Host => VifKind::Host,
-                    VifKindCfg::Virtual => VifKind::Virtual,
-                    VifKindCfg::Agent => VifKind::Agent,
-                },
-                mac: mac(&object, &v.mac)?,
-                vrf: VrfId(v.vrf),
-                ip4: v.ip4,
-                ip6: v.ip6,
-                mtu: v.mtu,
-                policy: None,
-                attr: 0,
-            };
-            w.add_vif(vif).map_err(table(object))?;
+            apply_vif(w, v)?;
         }
         // Composites refer to other nexthops: plain ones first.
         let (composites, plain): (Vec<_>, Vec<_>) = self
@@ -346,23 +323,10 @@ impl Config {
             .iter()
             .partition(|n| matches!(n.kind, NexthopKind::Composite { .. }));
         for n in plain.into_iter().chain(composites) {
-            let object = format!("nexthop {}", n.id);
-            let nh = nexthop(&object, &n.kind)?;
-            w.set_nexthop(NhId(n.id), nh).map_err(table(object))?;
+            apply_nexthop(w, n)?;
         }
         for r in &self.routes {
-            let object = format!("route {} in vrf {}", r.prefix, r.vrf);
-            let (addr, len) = parse_prefix(&r.prefix).map_err(|why| ConfigError::Value {
-                object: object.clone(),
-                why,
-            })?;
-            let e = RouteEntry {
-                nh: NhId(r.nh),
-                label: r.label,
-                attr: 0,
-            };
-            w.add_route(VrfId(r.vrf), addr, len, e)
-                .map_err(table(object))?;
+            apply_route(w, r)?;
         }
         for l in &self.labels {
             w.set_label(l.label, NhId(l.nh))
@@ -373,6 +337,155 @@ impl Config {
                 .map_err(table(format!("vni {}", v.vni)))?;
         }
         Ok(())
+    }
+}
+
+fn table(object: String) -> impl FnOnce(TableError) -> ConfigError {
+    move |source| ConfigError::Table { object, source }
+}
+
+/// Applies the node-wide settings.
+pub fn apply_global(w: &mut TablesWriter, g: &GlobalSection) -> Result<(), ConfigError> {
+    let mut global = GlobalConfig::default();
+    if !g.encap_priority.is_empty() {
+        global.encap_priority = g.encap_priority.iter().map(|e| (*e).into()).collect();
+    }
+    if let Some(m) = &g.vrouter_mac {
+        global.vrouter_mac = mac("global.vrouter_mac", m)?;
+    }
+    global.fabric_vif = g.fabric_vif.map(VifId);
+    global.host_vif = g.host_vif.map(VifId);
+    w.set_global(global).map_err(table("global".into()))
+}
+
+/// Adds or replaces an interface.
+pub fn apply_vif(w: &mut TablesWriter, v: &VifCfg) -> Result<(), ConfigError> {
+    let object = format!("vif {} ({})", v.id, v.name);
+    let vif = Vif {
+        id: VifId(v.id),
+        name: v.name.clone(),
+        kind: match v.kind {
+            VifKindCfg::Physical => VifKind::Physical,
+            VifKindCfg::Host => VifKind::Host,
+            VifKindCfg::Virtual => VifKind::Virtual,
+            VifKindCfg::Agent => VifKind::Agent,
+        },
+        mac: mac(&object, &v.mac)?,
+        vrf: VrfId(v.vrf),
+        ip4: v.ip4,
+        ip6: v.ip6,
+        mtu: v.mtu,
+        policy: None,
+        attr: 0,
+    };
+    w.add_vif(vif).map_err(table(object))
+}
+
+/// Adds or replaces a nexthop.
+pub fn apply_nexthop(w: &mut TablesWriter, n: &NexthopCfg) -> Result<(), ConfigError> {
+    let object = format!("nexthop {}", n.id);
+    let nh = nexthop(&object, &n.kind)?;
+    w.set_nexthop(NhId(n.id), nh).map_err(table(object))
+}
+
+/// Adds or replaces a route.
+pub fn apply_route(w: &mut TablesWriter, r: &RouteCfg) -> Result<(), ConfigError> {
+    let object = format!("route {} in vrf {}", r.prefix, r.vrf);
+    let (addr, len) = parse_prefix(&r.prefix).map_err(|why| ConfigError::Value {
+        object: object.clone(),
+        why,
+    })?;
+    let e = RouteEntry {
+        nh: NhId(r.nh),
+        label: r.label,
+        attr: 0,
+    };
+    w.add_route(VrfId(r.vrf), addr, len, e)
+        .map(|_| ())
+        .map_err(table(object))
+}
+
+impl VifCfg {
+    /// The configuration form of a table interface (for dumps).
+    pub fn from_vif(v: &Vif, device: Option<String>) -> VifCfg {
+        VifCfg {
+            id: v.id.0,
+            name: v.name.clone(),
+            kind: match v.kind {
+                VifKind::Physical => VifKindCfg::Physical,
+                VifKind::Host => VifKindCfg::Host,
+                VifKind::Virtual => VifKindCfg::Virtual,
+                VifKind::Agent => VifKindCfg::Agent,
+            },
+            device,
+            mac: v.mac.to_string(),
+            vrf: v.vrf.0,
+            ip4: v.ip4,
+            ip6: v.ip6,
+            mtu: v.mtu,
+        }
+    }
+}
+
+impl NexthopCfg {
+    /// The configuration form of a table nexthop (for dumps).
+    pub fn from_nexthop(id: NhId, n: &Nexthop) -> NexthopCfg {
+        let encaps = |set: EncapSet| {
+            [
+                (TunnelKind::MplsUdp, Encap::MplsUdp),
+                (TunnelKind::MplsGre, Encap::MplsGre),
+                (TunnelKind::Vxlan, Encap::Vxlan),
+            ]
+            .into_iter()
+            .filter(|(k, _)| set.has(*k))
+            .map(|(_, e)| e)
+            .collect()
+        };
+        let kind = match n {
+            Nexthop::Discard => NexthopKind::Discard,
+            Nexthop::Receive { vif } => NexthopKind::Receive { vif: vif.0 },
+            Nexthop::Resolve { vif } => NexthopKind::Resolve { vif: vif.0 },
+            Nexthop::Encap { vif, dmac, smac } => NexthopKind::Encap {
+                vif: vif.0,
+                dmac: dmac.to_string(),
+                smac: smac.to_string(),
+            },
+            Nexthop::Snat {
+                vif,
+                ip,
+                smac,
+                dmac,
+            } => NexthopKind::Snat {
+                vif: vif.0,
+                ip: *ip,
+                smac: smac.to_string(),
+                dmac: dmac.to_string(),
+            },
+            Nexthop::Tunnel(t) => NexthopKind::Tunnel {
+                vif: t.out_vif.0,
+                src: t.src,
+                dst: t.dst,
+                smac: t.smac.to_string(),
+                dmac: t.dmac.to_string(),
+                encaps: encaps(t.encaps),
+            },
+            Nexthop::Composite(e) => NexthopKind::Composite {
+                members: e
+                    .members()
+                    .iter()
+                    .zip(e.weights())
+                    .map(|(m, w)| MemberCfg {
+                        nh: m.nh.0,
+                        label: m.label,
+                        weight: *w,
+                    })
+                    .collect(),
+            },
+            Nexthop::L2Flood { members } => NexthopKind::L2Flood {
+                members: members.iter().map(|m| m.0).collect(),
+            },
+        };
+        NexthopCfg { id: id.0, kind }
     }
 }
 
@@ -435,5 +548,8 @@ fn nexthop(object: &str, k: &NexthopKind) -> Result<Nexthop, ConfigError> {
             })?;
             Nexthop::Composite(Arc::new(e))
         }
+        NexthopKind::L2Flood { members } => Nexthop::L2Flood {
+            members: members.iter().map(|m| NhId(*m)).collect(),
+        },
     })
 }

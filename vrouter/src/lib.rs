@@ -3,6 +3,7 @@
 //! - [`wire`]: zero-copy header views (Ethernet ... VXLAN) with parse/emit.
 //! - [`tables`]: vifs, VRFs and routes, nexthops, labels, VNIs (snapshot + writer).
 //! - [`config`]: the objects as a start-up file (TOML), applied to the tables.
+//! - [`control`]: the control socket (framed, versioned JSON) for the agent and `vrctl`.
 //! - [`demo`]: the `make run` demo's configuration and traffic.
 //! - [`flow`]: the flow table (exact match, paired entries, aging, eviction).
 //! - [`nat`]: SNAT port pools.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod flow;
 pub mod nat;

@@ -36,6 +36,8 @@ pub struct Options {
     pub exit_idle: Option<Duration>,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// Control socket path (none: no socket).
+    pub socket: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             descriptors: 1024,
             exit_idle: None,
             duration: None,
+            socket: None,
         }
     }
 }
@@ -118,6 +121,65 @@ impl From<FlowTableStats> for FlowTableSummary {
 struct Published {
     stats: LcoreStats,
     vifs: Vec<VifCounters>,
+}
+
+/// Reads the lcores' published counters into a [`Report`] (live, for the control
+/// socket's `stats`, and at the end of the run).
+#[derive(Clone)]
+struct StatsView {
+    shared: Vec<Arc<Mutex<Published>>>,
+    names: Vec<(VifId, String)>,
+    flows: Arc<FlowTable>,
+    start: Instant,
+    lcores: usize,
+}
+
+impl StatsView {
+    fn report(&self) -> Report {
+        let mut stats = LcoreStats::default();
+        let mut per_vif: HashMap<u32, VifCounters> = HashMap::new();
+        for s in &self.shared {
+            let p = s.lock().unwrap_or_else(|e| e.into_inner());
+            stats.rx += p.stats.rx;
+            stats.tx += p.stats.tx;
+            stats.drops.add(&p.stats.drops);
+            stats.flows_created += p.stats.flows_created;
+            stats.flow_hits += p.stats.flow_hits;
+            stats.arp_replies += p.stats.arp_replies;
+            stats.decap += p.stats.decap;
+            stats.encap += p.stats.encap;
+            for (v, _) in &self.names {
+                if let Some(c) = p.vifs.get(v.0 as usize) {
+                    let a = per_vif.entry(v.0).or_default();
+                    a.rx += c.rx;
+                    a.tx += c.tx;
+                    a.tx_dropped += c.tx_dropped;
+                }
+            }
+        }
+        Report {
+            lcores: self.lcores,
+            seconds: self.start.elapsed().as_secs_f64(),
+            rx: stats.rx,
+            tx: stats.tx,
+            drops: stats
+                .drops
+                .nonzero()
+                .map(|(n, c)| (n.to_string(), c))
+                .collect(),
+            flows_created: stats.flows_created,
+            flow_hits: stats.flow_hits,
+            arp_replies: stats.arp_replies,
+            decap: stats.decap,
+            encap: stats.encap,
+            vifs: self
+                .names
+                .iter()
+                .map(|(v, n)| (n.clone(), per_vif.get(&v.0).copied().unwrap_or_default()))
+                .collect(),
+            flow_table: self.flows.stats().into(),
+        }
+    }
 }
 
 /// What one forwarding lcore owns.
@@ -305,6 +367,31 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         }
     }
     let shared: Vec<_> = ctxs.iter().map(|c| Arc::clone(&c.shared)).collect();
+    let view = StatsView {
+        shared: shared.clone(),
+        names: ports.iter().map(|(v, n, _)| (*v, n.clone())).collect(),
+        flows: Arc::clone(&flows),
+        start: Instant::now(),
+        lcores: nq,
+    };
+    let live = view.clone();
+    let control = Arc::new(crate::control::ControlState {
+        writer: Mutex::new(writer),
+        flows: Arc::clone(&flows),
+        stats: Box::new(move || serde_json::to_value(live.report()).unwrap_or_default()),
+        devices: cfg
+            .vifs
+            .iter()
+            .filter_map(|v| v.device.clone().map(|d| (v.id, d)))
+            .collect(),
+    });
+    let server = match &opts.socket {
+        Some(path) => Some(
+            crate::control::serve(path, Arc::clone(&control), Arc::clone(&stop))
+                .with_context(|| format!("control socket {}", path.display()))?,
+        ),
+        None => None,
+    };
 
     // Forwarding lcores: EAL workers, or one plain thread when EAL runs a single lcore.
     let start = Instant::now();
@@ -346,7 +433,11 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         if last_age.elapsed() >= Duration::from_secs(1) {
             flows.age(dpdk_bindings::rdtsc() / tsc_per_ms, &aging);
             last_age = Instant::now();
-            writer.reclaim();
+            control
+                .writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .reclaim();
         }
     }
     for j in joins {
@@ -358,50 +449,13 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         t.join()
             .map_err(|_| anyhow::anyhow!("the forwarding thread panicked"))?;
     }
-    let seconds = start.elapsed().as_secs_f64();
-
-    let mut stats = LcoreStats::default();
-    let mut vif_counts = vec![VifCounters::default(); nvifs];
-    for s in &shared {
-        let p = s.lock().unwrap_or_else(|e| e.into_inner());
-        stats.rx += p.stats.rx;
-        stats.tx += p.stats.tx;
-        stats.drops.add(&p.stats.drops);
-        stats.flows_created += p.stats.flows_created;
-        stats.flow_hits += p.stats.flow_hits;
-        stats.arp_replies += p.stats.arp_replies;
-        stats.decap += p.stats.decap;
-        stats.encap += p.stats.encap;
-        for (a, b) in vif_counts.iter_mut().zip(&p.vifs) {
-            a.rx += b.rx;
-            a.tx += b.tx;
-            a.tx_dropped += b.tx_dropped;
-        }
+    if let Some(t) = server {
+        let _ = t.join();
     }
-    let vifs = ports
-        .iter()
-        .map(|(v, name, _)| (name.clone(), vif_counts[v.0 as usize]))
-        .collect();
+    let report = view.report();
     // Ports close here (net_pcap flushes its output files on close).
     drop(ports);
-    Ok(Report {
-        lcores: nq,
-        seconds,
-        rx: stats.rx,
-        tx: stats.tx,
-        drops: stats
-            .drops
-            .nonzero()
-            .map(|(n, c)| (n.to_string(), c))
-            .collect(),
-        flows_created: stats.flows_created,
-        flow_hits: stats.flow_hits,
-        arp_replies: stats.arp_replies,
-        decap: stats.decap,
-        encap: stats.encap,
-        vifs,
-        flow_table: flows.stats().into(),
-    })
+    Ok(report)
 }
 
 /// Port counters, for callers that keep ports (not used by `run`, which closes them).

@@ -69,6 +69,12 @@ enum Cmd {
         /// Write the final report as JSON to this file.
         #[arg(long)]
         stats_json: Option<PathBuf>,
+        /// Control socket for the agent and vrctl (mode 0600).
+        #[arg(long, default_value = vrouter::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Run without a control socket.
+        #[arg(long)]
+        no_socket: bool,
         /// EAL arguments.
         #[arg(last = true)]
         eal: Vec<String>,
@@ -236,6 +242,8 @@ fn main() -> Result<()> {
             exit_idle_ms,
             duration_s,
             stats_json,
+            socket,
+            no_socket,
             eal,
         } => {
             let text = std::fs::read_to_string(&config)
@@ -258,6 +266,7 @@ fn main() -> Result<()> {
                 mbufs,
                 exit_idle: exit_idle_ms.map(Duration::from_millis),
                 duration: duration_s.map(Duration::from_secs_f64),
+                socket: (!no_socket).then_some(socket),
                 ..runtime::Options::default()
             };
             let report = runtime::run(&eal, &cfg, &opts, stop)?;

@@ -119,6 +119,11 @@ impl Ecmp {
         &self.members
     }
 
+    /// Member weights, in member order.
+    pub fn weights(&self) -> &[u32] {
+        &self.weights
+    }
+
     /// Whether `m` is a member.
     pub fn contains(&self, m: &Member) -> bool {
         self.members.contains(m)

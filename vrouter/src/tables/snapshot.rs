@@ -197,7 +197,8 @@ struct VrfRoutes {
 #[derive(Debug)]
 pub struct TablesWriter {
     work: Snapshot,
-    routes: HashMap<VrfId, VrfRoutes>,
+    /// Per-VRF route state, copy-on-write so a transaction's saved copy is cheap.
+    routes: HashMap<VrfId, Arc<VrfRoutes>>,
     shared: Arc<ArcSwap<Snapshot>>,
     retired: Vec<Arc<Snapshot>>,
 }
@@ -248,6 +249,20 @@ impl TablesWriter {
         &self.work
     }
 
+    /// Runs `f` as one transaction: if it fails, every change it made is undone (the
+    /// working copy and the route state are restored), so nothing is half applied.
+    pub fn transaction<T, E>(
+        &mut self,
+        f: impl FnOnce(&mut TablesWriter) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let saved = (self.work.clone(), self.routes.clone());
+        let r = f(self);
+        if r.is_err() {
+            (self.work, self.routes) = saved;
+        }
+        r
+    }
+
     /// Makes the working copy visible to readers; returns its version. Frees old
     /// snapshots that no reader holds any more.
     pub fn publish(&mut self) -> u64 {
@@ -279,7 +294,7 @@ impl TablesWriter {
     pub fn add_vrf(&mut self, id: VrfId) -> Result<(), TableError> {
         check_range("vrf", id.0, self.work.vrfs.capacity())?;
         if self.work.vrfs.get(id.0).is_none() {
-            self.routes.insert(id, VrfRoutes::default());
+            self.routes.insert(id, Arc::new(VrfRoutes::default()));
             self.sync_vrf(id);
         }
         Ok(())
@@ -402,7 +417,7 @@ impl TablesWriter {
         if self.work.nexthops.get(entry.nh.0).is_none() {
             return Err(TableError::NoNexthop(entry.nh));
         }
-        let r = self.routes.get_mut(&vrf).ok_or(TableError::NoVrf(vrf))?;
+        let r = Arc::make_mut(self.routes.get_mut(&vrf).ok_or(TableError::NoVrf(vrf))?);
         let old = match prefix {
             IpAddr::V4(a) => r.v4.insert(a.octets(), len, entry)?,
             IpAddr::V6(a) => r.v6.insert(a.octets(), len, entry)?,
@@ -419,7 +434,7 @@ impl TablesWriter {
         prefix: IpAddr,
         len: u8,
     ) -> Result<RouteEntry, TableError> {
-        let r = self.routes.get_mut(&vrf).ok_or(TableError::NoVrf(vrf))?;
+        let r = Arc::make_mut(self.routes.get_mut(&vrf).ok_or(TableError::NoVrf(vrf))?);
         let old = match prefix {
             IpAddr::V4(a) => r.v4.remove(a.octets(), len),
             IpAddr::V6(a) => r.v6.remove(a.octets(), len),
@@ -451,7 +466,7 @@ impl TablesWriter {
         if self.work.nexthops.get(entry.nh.0).is_none() {
             return Err(TableError::NoNexthop(entry.nh));
         }
-        let r = self.routes.get_mut(&vrf).ok_or(TableError::NoVrf(vrf))?;
+        let r = Arc::make_mut(self.routes.get_mut(&vrf).ok_or(TableError::NoVrf(vrf))?);
         r.bridge.insert(mac, entry);
         self.sync_vrf(vrf);
         Ok(())
@@ -614,6 +629,42 @@ mod tests {
         assert!(w.reclaim() >= 1, "the snapshot we hold is kept");
         drop(snap);
         assert_eq!(w.reclaim(), 0, "nothing holds old snapshots any more");
+    }
+
+    #[test]
+    fn a_failed_transaction_changes_nothing() {
+        let mut w = TablesWriter::new(small());
+        w.add_vrf(VrfId(1)).unwrap();
+        w.set_nexthop(NhId(1), Nexthop::Discard).unwrap();
+        let e = RouteEntry {
+            nh: NhId(1),
+            label: 0,
+            attr: 0,
+        };
+        w.add_route(VrfId(1), "10.0.0.0".parse().unwrap(), 8, e)
+            .unwrap();
+        let r: Result<(), TableError> = w.transaction(|w| {
+            w.del_route(VrfId(1), "10.0.0.0".parse().unwrap(), 8)?;
+            w.add_vrf(VrfId(2))?;
+            w.set_nexthop(NhId(2), Nexthop::Discard)?;
+            w.add_route(
+                VrfId(1),
+                "10.1.0.0".parse().unwrap(),
+                16,
+                RouteEntry { nh: NhId(9), ..e },
+            )?;
+            Ok(())
+        });
+        assert_eq!(r, Err(TableError::NoNexthop(NhId(9))));
+        assert!(w.tables().vrfs.get(2).is_none());
+        assert!(w.tables().nexthops.get(2).is_none());
+        assert_eq!(
+            w.routes(VrfId(1)).unwrap().len(),
+            1,
+            "the deleted route is back"
+        );
+        let ok: Result<(), TableError> = w.transaction(|w| w.add_vrf(VrfId(2)));
+        assert!(ok.is_ok() && w.tables().vrfs.get(2).is_some());
     }
 
     #[test]

@@ -1,0 +1,230 @@
+//! The daemon's control socket with traffic running: `vrctl` dumps and changes the tables
+//! (a route change moves live traffic from the tunnel to a local VM), bad requests are
+//! refused without harm, malformed frames do not stop forwarding, SIGTERM ends cleanly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vr_tests::{unique_prefix, workspace_bin};
+use vrouter::control::{Client, Op};
+use vrouter::pcap;
+use vrouter::testbed::{self, vm1_udp};
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start() -> Daemon {
+    let dir = std::env::temp_dir().join(unique_prefix("vrctl"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let frames: Vec<Vec<u8>> = (0..64u16)
+        .map(|i| {
+            vm1_udp(
+                std::net::Ipv4Addr::new(10, 1, 2, 1 + (i % 8) as u8),
+                2000 + i,
+                9001,
+                &[0x5a; 18],
+            )
+        })
+        .collect();
+    pcap::write(dir.join("vm1.pcap"), &frames).unwrap();
+    let d = dir.display().to_string();
+    let cfg = testbed::config(|name| match name {
+        "vm1" => Some(format!("net_pcap0,rx_pcap={d}/vm1.pcap,infinite_rx=1")),
+        "fabric" => Some("net_null0,no-rx=1".into()),
+        "vm2" => Some("net_null1,no-rx=1".into()),
+        _ => None,
+    });
+    std::fs::write(dir.join("vr.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+    let socket = dir.join("vr.sock");
+    let child = Command::new(workspace_bin("vrouter"))
+        .args(["run", "--config"])
+        .arg(dir.join("vr.toml"))
+        .arg("--socket")
+        .arg(&socket)
+        .args([
+            "--mbufs",
+            "8191",
+            "--",
+            "--no-huge",
+            "-m",
+            "512",
+            "-l",
+            "0",
+            "--file-prefix",
+            &unique_prefix("vrctl"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon { child, socket, dir };
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        if let Ok(mut c) = Client::connect(&daemon.socket) {
+            if c.call(Op::Hello).map(|r| r.ok).unwrap_or(false) {
+                return daemon;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the vrouter did not open its control socket");
+}
+
+fn vrctl(socket: &Path, args: &[&str]) -> Output {
+    Command::new(workspace_bin("vrctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(socket: &Path, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let o = vrctl(socket, &a);
+    assert!(
+        o.status.success(),
+        "vrctl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn tx(socket: &Path, vif: &str) -> u64 {
+    json(socket, &["stats"])["vifs"][vif]["tx"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Waits until `f` holds, for at most 10 s.
+fn until(mut f: impl FnMut() -> bool, what: &str) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn vrctl_reprograms_a_running_vrouter_and_bad_requests_do_no_harm() {
+    let mut d = start();
+    let s = d.socket.clone();
+    until(|| tx(&s, "fabric") > 1000, "traffic to the fabric");
+
+    let routes = json(&s, &["rt", "--dump", "1"]);
+    let remote = routes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["prefix"] == "10.1.2.0/24")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (remote["nh"].as_u64(), remote["label"].as_u64()),
+        (Some(3), Some(20))
+    );
+    let text = String::from_utf8(vrctl(&s, &["vif"]).stdout).unwrap();
+    assert!(text.contains("vm1") && text.contains("net_pcap0"), "{text}");
+
+    // Move node B's subnet to vm2: established flows follow the route at once.
+    let o = vrctl(&s, &["rt", "--add", "1", "10.1.2.0/24", "--nh", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let vm2_before = tx(&s, "vm2");
+    until(
+        || tx(&s, "vm2") > vm2_before + 1000,
+        "traffic moving to vm2",
+    );
+    let fabric = tx(&s, "fabric");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        tx(&s, "fabric"),
+        fabric,
+        "nothing goes to the tunnel any more"
+    );
+
+    // Refused requests say why and change nothing.
+    let o = vrctl(&s, &["nh", "--delete", "999"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not-found"));
+    let o = vrctl(&s, &["rt", "--add", "1", "10.9.0.0/16", "--nh", "77"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        json(&s, &["rt", "--dump", "1"])["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        routes["items"].as_array().unwrap().len()
+    );
+
+    // Malformed frames: an error reply; an oversized one closes that connection only.
+    let mut c = Client::connect(&s).unwrap();
+    let r: Value = serde_json::from_slice(&c.raw(b"{not json").unwrap().unwrap()).unwrap();
+    assert_eq!(r["error"]["code"], "bad-request");
+    {
+        use std::io::{Read, Write};
+        let mut raw = std::os::unix::net::UnixStream::connect(&s).unwrap();
+        raw.write_all(&u32::MAX.to_be_bytes()).unwrap();
+        let mut buf = Vec::new();
+        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = raw.read_to_end(&mut buf);
+        assert!(String::from_utf8_lossy(&buf).contains("too-large"));
+    }
+    let before = tx(&s, "vm2");
+    until(
+        || tx(&s, "vm2") > before + 1000,
+        "forwarding after bad requests",
+    );
+
+    // Flows carry the new nexthop; drops are listed.
+    let flows = json(&s, &["flow", "-l"]);
+    let items = flows["items"].as_array().unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|f| f["forward"] == true && f["nh"] == 2 && f["packets"].as_u64() > Some(10))
+    );
+    assert!(vrctl(&s, &["dropstats"]).status.success());
+
+    // SIGTERM: a clean exit that removes the socket.
+    let pid = d.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!s.exists(), "the socket was removed");
+    let o = vrctl(&s, &["hello"]);
+    assert_eq!(o.status.code(), Some(2), "unreachable is exit 2");
+}

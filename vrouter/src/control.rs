@@ -1,0 +1,646 @@
+//! The control socket: how the agent and `vrctl` read and change the vrouter's tables.
+//!
+//! Wire format (version 1): each message is a frame of a 4-byte big-endian length followed
+//! by that many bytes of JSON (at most [`MAX_FRAME`]). A request is
+//! `{"version": 1, "id": N, "request": {"op": "<op>", "args": {...}}}`; the reply carries
+//! the same id: `{"version": 1, "id": N, "ok": true, "data": ...}` or
+//! `{"version": 1, "id": N, "ok": false, "error": {"code": "...", "message": "..."}}`.
+//! Codes: `bad-request` (not JSON, unknown op, wrong fields), `unsupported-version`,
+//! `not-found`, `in-use`, `invalid-argument`, `too-large` (the connection is closed then).
+//! Every change is validated; a refused request changes nothing, and a `batch` is applied
+//! all or nothing. Changes are published to the lcores when the request succeeds.
+//! Dumps are paged: `cursor` in, `next` out (absent at the end).
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::{
+    self, ConfigError, LabelCfg, NexthopCfg, RouteCfg, VifCfg, VniCfg, parse_prefix,
+};
+use crate::flow::FlowTable;
+use crate::tables::{NhId, TableError, TablesWriter, VifId, VrfId};
+
+/// Protocol version.
+pub const VERSION: u32 = 1;
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/var/run/vrouter/vrouter.sock";
+/// Largest frame accepted.
+pub const MAX_FRAME: usize = 16 << 20;
+/// Items per dump page.
+pub const PAGE: usize = 256;
+
+/// An operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "args", rename_all = "kebab-case")]
+pub enum Op {
+    /// Version and uptime check.
+    Hello,
+    /// Create a VRF.
+    AddVrf {
+        /// Index.
+        id: u32,
+    },
+    /// Delete a VRF.
+    DelVrf {
+        /// Index.
+        id: u32,
+    },
+    /// Add or replace an interface (in the tables; ports are set up at start).
+    AddVif(VifCfg),
+    /// Delete an interface.
+    DelVif {
+        /// Index.
+        id: u32,
+    },
+    /// Add or replace a nexthop.
+    SetNexthop(NexthopCfg),
+    /// Delete a nexthop.
+    DelNexthop {
+        /// Index.
+        id: u32,
+    },
+    /// Add or replace a route.
+    AddRoute(RouteCfg),
+    /// Delete a route.
+    DelRoute {
+        /// VRF.
+        vrf: u32,
+        /// Prefix.
+        prefix: String,
+    },
+    /// Map a label.
+    SetLabel(LabelCfg),
+    /// Unmap a label.
+    DelLabel {
+        /// Label.
+        label: u32,
+    },
+    /// Map a VNI.
+    SetVni(VniCfg),
+    /// Unmap a VNI.
+    DelVni {
+        /// VNI.
+        vni: u32,
+    },
+    /// Several changes, all or nothing.
+    Batch {
+        /// The changes, in order.
+        ops: Vec<Op>,
+    },
+    /// VRFs.
+    DumpVrfs,
+    /// Interfaces, from `cursor`.
+    DumpVifs {
+        /// First index.
+        #[serde(default)]
+        cursor: u32,
+    },
+    /// Nexthops, from `cursor`.
+    DumpNexthops {
+        /// First index.
+        #[serde(default)]
+        cursor: u32,
+    },
+    /// Routes of a VRF, from position `cursor`.
+    DumpRoutes {
+        /// VRF.
+        vrf: u32,
+        /// Position.
+        #[serde(default)]
+        cursor: u32,
+    },
+    /// Labels, from `cursor`.
+    DumpLabels {
+        /// First label.
+        #[serde(default)]
+        cursor: u32,
+    },
+    /// VNIs.
+    DumpVnis,
+    /// Flows, from entry `cursor`.
+    DumpFlows {
+        /// First entry index.
+        #[serde(default)]
+        cursor: u32,
+    },
+    /// Counters: per vif, drops by reason, flows.
+    Stats,
+}
+
+impl Op {
+    fn changes(&self) -> bool {
+        !matches!(
+            self,
+            Op::Hello
+                | Op::DumpVrfs
+                | Op::DumpVifs { .. }
+                | Op::DumpNexthops { .. }
+                | Op::DumpRoutes { .. }
+                | Op::DumpLabels { .. }
+                | Op::DumpVnis
+                | Op::DumpFlows { .. }
+                | Op::Stats
+        )
+    }
+}
+
+/// A request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version.
+    pub version: u32,
+    /// Echoed in the reply.
+    #[serde(default)]
+    pub id: u64,
+    /// The operation.
+    pub request: Op,
+}
+
+/// An error in a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code.
+    pub code: String,
+    /// What was wrong, naming the object.
+    pub message: String,
+}
+
+/// A reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    /// Protocol version.
+    pub version: u32,
+    /// The request's id.
+    pub id: u64,
+    /// Success.
+    pub ok: bool,
+    /// Result data on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// Error on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl Reply {
+    fn ok(id: u64, data: Value) -> Reply {
+        Reply {
+            version: VERSION,
+            id,
+            ok: true,
+            data: Some(data),
+            error: None,
+        }
+    }
+
+    fn err(id: u64, code: &str, message: impl Into<String>) -> Reply {
+        Reply {
+            version: VERSION,
+            id,
+            ok: false,
+            data: None,
+            error: Some(ErrorBody {
+                code: code.into(),
+                message: message.into(),
+            }),
+        }
+    }
+}
+
+/// What the handler needs: the tables' writer, the flow table, counters, device names.
+pub struct ControlState {
+    /// The single table writer.
+    pub writer: Mutex<TablesWriter>,
+    /// The flow table.
+    pub flows: Arc<FlowTable>,
+    /// Counters as JSON (the runtime's report so far).
+    pub stats: Box<dyn Fn() -> Value + Send + Sync>,
+    /// DPDK device of each vif, for dumps.
+    pub devices: Vec<(u32, String)>,
+}
+
+impl std::fmt::Debug for ControlState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlState")
+            .field("devices", &self.devices)
+            .finish_non_exhaustive()
+    }
+}
+
+fn code_of(e: &ConfigError) -> &'static str {
+    match e {
+        ConfigError::Syntax(_) | ConfigError::Value { .. } => "invalid-argument",
+        ConfigError::Table { source, .. } => match source {
+            TableError::NoVrf(_) | TableError::NoVif(_) | TableError::NoNexthop(_) => "not-found",
+            TableError::InUse { .. } => "in-use",
+            _ => "invalid-argument",
+        },
+    }
+}
+
+fn table_err(object: String) -> impl FnOnce(TableError) -> ConfigError {
+    move |source| ConfigError::Table { object, source }
+}
+
+/// Applies one change to the working tables.
+fn apply(w: &mut TablesWriter, op: &Op) -> Result<(), ConfigError> {
+    match op {
+        Op::AddVrf { id } => w
+            .add_vrf(VrfId(*id))
+            .map_err(table_err(format!("vrf {id}"))),
+        Op::DelVrf { id } => w
+            .del_vrf(VrfId(*id))
+            .map_err(table_err(format!("vrf {id}"))),
+        Op::AddVif(v) => config::apply_vif(w, v),
+        Op::DelVif { id } => w
+            .del_vif(VifId(*id))
+            .map(|_| ())
+            .map_err(table_err(format!("vif {id}"))),
+        Op::SetNexthop(n) => config::apply_nexthop(w, n),
+        Op::DelNexthop { id } => w
+            .del_nexthop(NhId(*id))
+            .map(|_| ())
+            .map_err(table_err(format!("nexthop {id}"))),
+        Op::AddRoute(r) => config::apply_route(w, r),
+        Op::DelRoute { vrf, prefix } => {
+            let object = format!("route {prefix} in vrf {vrf}");
+            let (a, l) = parse_prefix(prefix).map_err(|why| ConfigError::Value {
+                object: object.clone(),
+                why,
+            })?;
+            w.del_route(VrfId(*vrf), a, l)
+                .map(|_| ())
+                .map_err(table_err(object))
+        }
+        Op::SetLabel(l) => w
+            .set_label(l.label, NhId(l.nh))
+            .map_err(table_err(format!("label {}", l.label))),
+        Op::DelLabel { label } => w
+            .del_label(*label)
+            .map(|_| ())
+            .map_err(table_err(format!("label {label}"))),
+        Op::SetVni(v) => w
+            .set_vni(v.vni, VrfId(v.vrf))
+            .map_err(table_err(format!("vni {}", v.vni))),
+        Op::DelVni { vni } => w
+            .del_vni(*vni)
+            .map(|_| ())
+            .map_err(table_err(format!("vni {vni}"))),
+        Op::Batch { ops } => {
+            for (i, o) in ops.iter().enumerate() {
+                apply(w, o).map_err(|e| match e {
+                    ConfigError::Table { object, source } => ConfigError::Table {
+                        object: format!("batch item {i}: {object}"),
+                        source,
+                    },
+                    ConfigError::Value { object, why } => ConfigError::Value {
+                        object: format!("batch item {i}: {object}"),
+                        why,
+                    },
+                    other => other,
+                })?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn page<T: Serialize>(items: Vec<T>, next: Option<u32>) -> Value {
+    json!({ "items": items, "next": next })
+}
+
+/// Handles one request.
+pub fn handle(state: &ControlState, req: &Request) -> Reply {
+    let id = req.id;
+    if req.version != VERSION {
+        return Reply::err(
+            id,
+            "unsupported-version",
+            format!("version {} (this vrouter speaks {VERSION})", req.version),
+        );
+    }
+    let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
+    if req.request.changes() {
+        return match w.transaction(|w| apply(w, &req.request)) {
+            Ok(()) => {
+                let version = w.publish();
+                Reply::ok(id, json!({ "tables_version": version }))
+            }
+            Err(e) => Reply::err(id, code_of(&e), e.to_string()),
+        };
+    }
+    let t = w.tables();
+    let data = match &req.request {
+        Op::Hello => json!({ "version": VERSION, "tables_version": t.version }),
+        Op::DumpVrfs => json!(
+            t.vrfs
+                .iter()
+                .map(|(i, v)| json!({"id": i, "generation": v.generation}))
+                .collect::<Vec<_>>()
+        ),
+        Op::DumpVifs { cursor } => {
+            let device = |id: u32| {
+                state
+                    .devices
+                    .iter()
+                    .find(|(v, _)| *v == id)
+                    .map(|(_, d)| d.clone())
+            };
+            let items: Vec<_> = t
+                .vifs
+                .iter()
+                .filter(|(i, _)| i >= cursor)
+                .take(PAGE + 1)
+                .map(|(_, v)| VifCfg::from_vif(v, device(v.id.0)))
+                .collect();
+            paged(items, |v| v.id)
+        }
+        Op::DumpNexthops { cursor } => {
+            let items: Vec<_> = t
+                .nexthops
+                .iter()
+                .filter(|(i, _)| i >= cursor)
+                .take(PAGE + 1)
+                .map(|(i, n)| NexthopCfg::from_nexthop(NhId(i), n))
+                .collect();
+            paged(items, |n| n.id)
+        }
+        Op::DumpRoutes { vrf, cursor } => match w.routes(VrfId(*vrf)) {
+            None => return Reply::err(id, "not-found", format!("vrf {vrf} does not exist")),
+            Some(all) => {
+                let start = *cursor as usize;
+                let items: Vec<_> = all
+                    .iter()
+                    .skip(start)
+                    .take(PAGE)
+                    .map(|(a, l, e)| RouteCfg {
+                        vrf: *vrf,
+                        prefix: format!("{a}/{l}"),
+                        nh: e.nh.0,
+                        label: e.label,
+                    })
+                    .collect();
+                let next = (start + PAGE < all.len()).then_some((start + PAGE) as u32);
+                page(items, next)
+            }
+        },
+        Op::DumpLabels { cursor } => {
+            let items: Vec<_> = t
+                .labels
+                .iter()
+                .filter(|(l, _)| l >= cursor)
+                .take(PAGE + 1)
+                .map(|(l, nh)| LabelCfg { label: l, nh: nh.0 })
+                .collect();
+            paged(items, |l| l.label)
+        }
+        Op::DumpVnis => {
+            let mut v: Vec<_> = t
+                .vnis
+                .iter()
+                .map(|(vni, vrf)| VniCfg {
+                    vni: *vni,
+                    vrf: vrf.0,
+                })
+                .collect();
+            v.sort_by_key(|x| x.vni);
+            json!(v)
+        }
+        Op::DumpFlows { cursor } => {
+            let (flows, next) = state.flows.dump(*cursor, PAGE);
+            let items: Vec<_> = flows
+                .iter()
+                .map(|f| {
+                    json!({
+                        "index": f.idx.0, "rflow": f.rflow.0, "forward": f.forward,
+                        "vrf": f.key.vrf.0, "proto": f.key.proto,
+                        "src": f.key.src, "sport": f.key.sport, "dst": f.key.dst, "dport": f.key.dport,
+                        "action": match f.action.verdict {
+                            crate::flow::FlowVerdict::Forward => "forward".to_string(),
+                            crate::flow::FlowVerdict::Drop(r) => format!("drop:{}", r.name()),
+                        },
+                        "nh": f.action.nh.0, "label": f.action.label,
+                        "nat": f.action.nat.map(|n| json!({"source": n.source, "addr": n.addr, "port": n.port})),
+                        "tcp": format!("{:?}", f.tcp).to_lowercase(),
+                        "packets": f.packets, "bytes": f.bytes,
+                    })
+                })
+                .collect();
+            page(items, next)
+        }
+        Op::Stats => (state.stats)(),
+        _ => Value::Null,
+    };
+    Reply::ok(id, data)
+}
+
+/// A page of at most PAGE items fetched as PAGE + 1: the extra one gives the next cursor.
+fn paged<T: Serialize>(mut items: Vec<T>, key: impl Fn(&T) -> u32) -> Value {
+    let next = if items.len() > PAGE {
+        items.pop().map(|x| key(&x))
+    } else {
+        None
+    };
+    page(items, next)
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+pub fn read_frame(s: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match s.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {n} bytes exceeds {MAX_FRAME}"),
+        ));
+    }
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+/// Writes one frame.
+pub fn write_frame(s: &mut impl Write, body: &[u8]) -> io::Result<()> {
+    let n = u32::try_from(body.len())
+        .ok()
+        .filter(|n| (*n as usize) <= MAX_FRAME)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
+    s.write_all(&n.to_be_bytes())?;
+    s.write_all(body)?;
+    s.flush()
+}
+
+/// Handles one raw frame: a reply for anything, also bytes that are not a request.
+pub fn handle_frame(state: &ControlState, body: &[u8]) -> Reply {
+    match serde_json::from_slice::<Request>(body) {
+        Ok(req) => handle(state, &req),
+        Err(e) => {
+            // Echo the id if the frame is JSON with one.
+            let id = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v["id"].as_u64())
+                .unwrap_or(0);
+            Reply::err(id, "bad-request", e.to_string())
+        }
+    }
+}
+
+fn serve_client(state: &ControlState, mut s: UnixStream, stop: &AtomicBool) {
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let body = match read_frame(&mut s) {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                let r = Reply::err(0, "too-large", e.to_string());
+                let _ = write_frame(&mut s, &serde_json::to_vec(&r).unwrap_or_default());
+                return;
+            }
+            Err(_) => return,
+        };
+        let reply = handle_frame(state, &body);
+        let bytes = serde_json::to_vec(&reply).unwrap_or_default();
+        if write_frame(&mut s, &bytes).is_err() {
+            return;
+        }
+    }
+}
+
+/// Listens on `path` (mode 0600: root only) until `stop`; one thread per client.
+pub fn serve(
+    path: &Path,
+    state: Arc<ControlState>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A socket file left by an earlier run is replaced; a live vrouter's socket, or
+    // anything that is not a socket, is not touched.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another vrouter is listening on {}", path.display()),
+            ));
+        }
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    let path: PathBuf = path.to_owned();
+    std::thread::Builder::new()
+        .name("vr-control".into())
+        .spawn(move || {
+            let mut clients = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let (st, sp) = (Arc::clone(&state), Arc::clone(&stop));
+                        let _ = s.set_nonblocking(false);
+                        clients.push(std::thread::spawn(move || serve_client(&st, s, &sp)));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+                clients.retain(|c| !c.is_finished());
+            }
+            for c in clients {
+                let _ = c.join();
+            }
+            let _ = std::fs::remove_file(&path);
+        })
+}
+
+/// A client connection.
+#[derive(Debug)]
+pub struct Client {
+    s: UnixStream,
+    next_id: u64,
+}
+
+impl Client {
+    /// Connects to the socket.
+    pub fn connect(path: &Path) -> io::Result<Client> {
+        let s = UnixStream::connect(path)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Client { s, next_id: 1 })
+    }
+
+    /// Sends a request and waits for its reply.
+    pub fn call(&mut self, op: Op) -> io::Result<Reply> {
+        let req = Request {
+            version: VERSION,
+            id: self.next_id,
+            request: op,
+        };
+        self.next_id += 1;
+        write_frame(
+            &mut self.s,
+            &serde_json::to_vec(&req).map_err(io::Error::other)?,
+        )?;
+        let body = read_frame(&mut self.s)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the vrouter closed the connection",
+            )
+        })?;
+        serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Sends raw bytes as a frame and reads the reply frame (for tests of bad input).
+    pub fn raw(&mut self, body: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        write_frame(&mut self.s, body)?;
+        read_frame(&mut self.s)
+    }
+
+    /// All pages of a dump, concatenated.
+    pub fn dump_all(&mut self, mut op: impl FnMut(u32) -> Op) -> io::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let r = self.call(op(cursor))?;
+            let data = r
+                .data
+                .ok_or_else(|| io::Error::other(r.error.map(|e| e.message).unwrap_or_default()))?;
+            if let Some(items) = data["items"].as_array() {
+                out.extend(items.iter().cloned());
+            }
+            match data["next"].as_u64() {
+                Some(n) => cursor = n as u32,
+                None => return Ok(out),
+            }
+        }
+    }
+}

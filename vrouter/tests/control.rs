@@ -1,0 +1,193 @@
+//! The control protocol's handler on the testbed tables: changes, all-or-nothing
+//! batches, error codes, paging, and frames that are not requests.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use vrouter::config::{LabelCfg, RouteCfg};
+use vrouter::control::{ControlState, Op, PAGE, Reply, Request, VERSION, handle, handle_frame};
+use vrouter::flow::FlowTable;
+use vrouter::tables::{TableSizes, TablesWriter};
+use vrouter::testbed;
+
+fn state() -> ControlState {
+    let mut w = TablesWriter::new(TableSizes {
+        vifs: 64,
+        vrfs: 16,
+        nexthops: 1024,
+        labels: 1024,
+        attrs: 64,
+    });
+    testbed::config(|_| None).apply(&mut w).unwrap();
+    w.publish();
+    ControlState {
+        writer: Mutex::new(w),
+        flows: Arc::new(FlowTable::new(1024)),
+        stats: Box::new(|| json!({"rx": 0})),
+        devices: vec![(2, "net_tap0,iface=vm1".into())],
+    }
+}
+
+fn call(s: &ControlState, op: Op) -> Reply {
+    handle(
+        s,
+        &Request {
+            version: VERSION,
+            id: 7,
+            request: op,
+        },
+    )
+}
+
+fn routes(s: &ControlState, vrf: u32) -> usize {
+    call(s, Op::DumpRoutes { vrf, cursor: 0 }).data.unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+fn route(prefix: &str, nh: u32) -> RouteCfg {
+    RouteCfg {
+        vrf: 1,
+        prefix: prefix.into(),
+        nh,
+        label: 0,
+    }
+}
+
+#[test]
+fn changes_are_published_and_refusals_name_the_object() {
+    let s = state();
+    let r = call(&s, Op::Hello);
+    assert!(r.ok && r.id == 7);
+    let before = routes(&s, 1);
+    let r = call(&s, Op::AddRoute(route("10.7.0.0/16", 2)));
+    assert!(r.ok, "{r:?}");
+    assert!(r.data.unwrap()["tables_version"].as_u64().unwrap() >= 2);
+    assert_eq!(routes(&s, 1), before + 1);
+    let r = call(&s, Op::AddRoute(route("10.8.0.0/16", 999)));
+    let e = r.error.unwrap();
+    assert_eq!(e.code, "not-found");
+    assert!(
+        e.message.contains("route 10.8.0.0/16 in vrf 1") && e.message.contains("nh 999"),
+        "{}",
+        e.message
+    );
+    let r = call(&s, Op::AddRoute(route("10.8.0.0/40", 2)));
+    assert_eq!(r.error.unwrap().code, "invalid-argument");
+    let r = call(&s, Op::DelNexthop { id: 1 });
+    assert_eq!(
+        r.error.unwrap().code,
+        "in-use",
+        "vm1's nexthop is in the VIP composite"
+    );
+    assert_eq!(routes(&s, 1), before + 1);
+}
+
+#[test]
+fn a_batch_is_all_or_nothing() {
+    let s = state();
+    let before = routes(&s, 1);
+    let bad = Op::Batch {
+        ops: vec![
+            Op::AddRoute(route("10.20.0.0/16", 2)),
+            Op::SetLabel(LabelCfg { label: 30, nh: 2 }),
+            Op::DelRoute {
+                vrf: 1,
+                prefix: "10.1.1.3/32".into(),
+            },
+            Op::AddRoute(route("10.21.0.0/16", 555)),
+        ],
+    };
+    let r = call(&s, bad);
+    let e = r.error.unwrap();
+    assert!(e.message.starts_with("batch item 3"), "{}", e.message);
+    assert_eq!(routes(&s, 1), before, "nothing of the batch stayed");
+    let labels = call(&s, Op::DumpLabels { cursor: 0 }).data.unwrap();
+    assert!(
+        !labels["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["label"] == 30)
+    );
+    let good = Op::Batch {
+        ops: vec![
+            Op::AddRoute(route("10.20.0.0/16", 2)),
+            Op::SetLabel(LabelCfg { label: 30, nh: 2 }),
+        ],
+    };
+    assert!(call(&s, good).ok);
+    assert_eq!(routes(&s, 1), before + 1);
+}
+
+#[test]
+fn dumps_are_paged() {
+    let s = state();
+    let ops = (0..600u32)
+        .map(|i| Op::AddRoute(route(&format!("10.{}.{}.0/24", 100 + i / 256, i % 256), 2)))
+        .collect();
+    assert!(call(&s, Op::Batch { ops }).ok);
+    let total = 600 + 5;
+    let first = call(&s, Op::DumpRoutes { vrf: 1, cursor: 0 }).data.unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), PAGE);
+    let mut seen = first["items"].as_array().unwrap().len();
+    let mut cursor = first["next"].as_u64();
+    while let Some(c) = cursor {
+        let p = call(
+            &s,
+            Op::DumpRoutes {
+                vrf: 1,
+                cursor: c as u32,
+            },
+        )
+        .data
+        .unwrap();
+        seen += p["items"].as_array().unwrap().len();
+        cursor = p["next"].as_u64();
+    }
+    assert_eq!(seen, total);
+    let vifs = call(&s, Op::DumpVifs { cursor: 0 }).data.unwrap();
+    let vm1 = vifs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "vm1")
+        .unwrap()
+        .clone();
+    assert_eq!(vm1["device"], "net_tap0,iface=vm1");
+    let nhs = call(&s, Op::DumpNexthops { cursor: 0 }).data.unwrap();
+    let vip = nhs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["type"] == "composite")
+        .unwrap()
+        .clone();
+    assert_eq!(vip["members"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        call(&s, Op::DumpRoutes { vrf: 9, cursor: 0 })
+            .error
+            .unwrap()
+            .code,
+        "not-found"
+    );
+}
+
+#[test]
+fn frames_that_are_not_requests_get_an_error_reply() {
+    let s = state();
+    let r = handle_frame(&s, b"not json at all");
+    assert_eq!(r.error.unwrap().code, "bad-request");
+    let r = handle_frame(&s, br#"{"version":1,"id":42,"request":{"op":"explode"}}"#);
+    assert_eq!((r.id, r.error.unwrap().code.as_str()), (42, "bad-request"));
+    let r = handle_frame(&s, br#"{"version":9,"id":3,"request":{"op":"hello"}}"#);
+    assert_eq!(r.error.unwrap().code, "unsupported-version");
+    let r = handle_frame(
+        &s,
+        br#"{"version":1,"id":4,"request":{"op":"add-route","args":{"vrf":1}}}"#,
+    );
+    assert_eq!(r.error.unwrap().code, "bad-request");
+    let r = handle_frame(&s, br#"{"version":1,"id":5,"request":{"op":"add-route","args":{"vrf":1,"prefix":"10.9.0.0/16","nh":2,"label":0}}}"#);
+    assert!(r.ok, "{r:?}");
+}
