@@ -33,11 +33,12 @@ test: lint
 bench: setup
 	$(CARGO) bench -p vrouter --bench pipeline
 
-# Coverage-guided fuzzing of the wire parsers and the whole pipeline (FUZZ_SECONDS each).
+# Coverage-guided fuzzing of the wire parsers, the whole pipeline and the control-socket
+# handler (FUZZ_SECONDS each).
 FUZZ_SECONDS ?= 60
 fuzz: setup
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
-	cd vrouter/fuzz && for t in wire pipeline; do \
+	cd vrouter/fuzz && for t in wire pipeline control; do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 

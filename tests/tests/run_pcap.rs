@@ -7,6 +7,7 @@ use std::process::Command;
 
 use etherparse::{NetSlice, SlicedPacket};
 use vr_tests::{unique_prefix, workspace_bin};
+use vrouter::config::{ActionCfg, Config, Encap, PolicyCfg, RuleCfg};
 use vrouter::pcap;
 use vrouter::tables::TunnelKind;
 use vrouter::testbed::{self, *};
@@ -41,8 +42,16 @@ fn arp_request(target: std::net::Ipv4Addr) -> Vec<u8> {
     f
 }
 
-/// Writes the config and input captures, runs the daemon, returns (dir, stats JSON).
+/// Writes the config and input captures, runs the daemon, returns the stats JSON.
 fn run(dir: &Path, inputs: &[(&str, Vec<Vec<u8>>)]) -> serde_json::Value {
+    run_with(dir, inputs, |_| {})
+}
+
+fn run_with(
+    dir: &Path,
+    inputs: &[(&str, Vec<Vec<u8>>)],
+    tweak: impl FnOnce(&mut Config),
+) -> serde_json::Value {
     for name in VIFS {
         let frames = inputs
             .iter()
@@ -51,13 +60,14 @@ fn run(dir: &Path, inputs: &[(&str, Vec<Vec<u8>>)]) -> serde_json::Value {
             .unwrap_or_default();
         pcap::write(dir.join(format!("{name}_in.pcap")), &frames).unwrap();
     }
-    let cfg = testbed::config(|name| {
+    let mut cfg = testbed::config(|name| {
         let i = VIFS.iter().position(|v| *v == name).unwrap();
         Some(format!(
             "net_pcap{i},rx_pcap={d}/{name}_in.pcap,tx_pcap={d}/{name}_out.pcap",
             d = dir.display()
         ))
     });
+    tweak(&mut cfg);
     let cfg_path = dir.join("vrouter.toml");
     std::fs::write(&cfg_path, toml::to_string(&cfg).unwrap()).unwrap();
     let stats = dir.join("stats.json");
@@ -249,6 +259,75 @@ fn a_bad_configuration_is_refused_with_the_object_named() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("parsing"),
         "syntax error reported"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn policy_drops_vxlan_encap_and_ecmp_spread_through_the_daemon() {
+    let dir = scratch("vrpol");
+    let syn = wire::tcp::flags::SYN;
+    let tcp = |dst, sport, dport| ipv4_frame(VM1_MAC, gw(), VM1_IP, dst, 6, sport, dport, syn, b"");
+    let mut vm1 = vec![
+        tcp(VM2_IP, 1000, 80),
+        tcp(VM2_IP, 1001, 81),
+        vm1_udp(VM2_IP, 1002, 9000, b"udp"),
+    ];
+    vm1.extend((0..10u16).map(|i| vm1_udp(REMOTE_IP, 3000 + i, 9001, b"vx")));
+    vm1.extend((0..60u16).map(|i| tcp(VIP, 20000 + i, 80)));
+    let stats = run_with(&dir, &[("vm1", vm1)], |cfg| {
+        cfg.global.encap_priority = vec![Encap::Vxlan];
+        cfg.policies.push(PolicyCfg {
+            name: "sg-web".into(),
+            rules: vec![RuleCfg {
+                proto: Some(6),
+                src: Default::default(),
+                dst: Default::default(),
+                sport: None,
+                dport: Some((80, 80)),
+                action: ActionCfg::Pass,
+            }],
+            default: ActionCfg::Deny,
+        });
+        cfg.vifs
+            .iter_mut()
+            .find(|v| v.name == "vm2")
+            .unwrap()
+            .ingress = vec!["sg-web".into()];
+    });
+    // TCP 81 and UDP to vm2 were denied by its security group, and counted.
+    assert_eq!(stats["drops"]["policy_deny"], 2, "{stats}");
+
+    // Everything on the fabric is VXLAN with node B's VNI.
+    let fabric = output(&dir, "fabric");
+    assert!(
+        fabric.len() >= 10 + 10,
+        "remote traffic and a share of the VIP: {}",
+        fabric.len()
+    );
+    for f in &fabric {
+        let udp = &f[34..];
+        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4789);
+        assert_eq!(
+            wire::vxlan::Repr::parse(&udp[8..]).unwrap().vni,
+            REMOTE_LABEL
+        );
+    }
+    // The 60 VIP connections spread over vm1, vm2 and node B.
+    let vm2 = output(&dir, "vm2");
+    let vm1 = output(&dir, "vm1");
+    let vip_on = |frames: &[Vec<u8>]| {
+        frames
+            .iter()
+            .filter(|f| f.len() >= 38 && f[36..38] == 80u16.to_be_bytes())
+            .count()
+    };
+    let vip_fabric = fabric.len() - 10;
+    let (a, b, c) = (vip_on(&vm1), vip_on(&vm2) - 1, vip_fabric);
+    assert_eq!(a + b + c, 60, "vm1 {a} vm2 {b} node B {c}");
+    assert!(
+        a >= 10 && b >= 10 && c >= 10,
+        "spread: vm1 {a} vm2 {b} node B {c}"
     );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{Action, EndpointMatch, Policy, Rule, RuleSet};
 use crate::tables::ecmp::{Ecmp, Member};
 use crate::tables::{
     EncapSet, GlobalConfig, Nexthop, NhId, RouteEntry, TableError, TablesWriter, Tunnel,
@@ -89,6 +90,68 @@ pub struct VifCfg {
     /// MTU.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// Rule sets (by name) applied to flows arriving at the VM, all of which must pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<String>,
+    /// Rule sets (by name) applied to flows leaving the VM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
+}
+
+/// How a rule matches an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointCfg {
+    /// An address prefix, `a.b.c.d/len` or `x::/len`.
+    pub prefix: Option<String>,
+    /// A virtual network id.
+    pub vn: Option<u32>,
+    /// Tags that must all be present.
+    pub tags: Option<Vec<u32>>,
+}
+
+/// Pass or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionCfg {
+    /// Allow.
+    Pass,
+    /// Drop.
+    Deny,
+}
+
+/// One rule; absent fields match anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleCfg {
+    /// IP protocol number.
+    pub proto: Option<u8>,
+    /// Source endpoint.
+    #[serde(default)]
+    pub src: EndpointCfg,
+    /// Destination endpoint.
+    #[serde(default)]
+    pub dst: EndpointCfg,
+    /// Source ports `[first, last]`.
+    pub sport: Option<(u16, u16)>,
+    /// Destination ports `[first, last]`.
+    pub dport: Option<(u16, u16)>,
+    /// Action.
+    pub action: ActionCfg,
+}
+
+/// A named, ordered rule set (a security group, network policy or firewall policy as
+/// the agent compiles them): the first matching rule decides, else `default`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyCfg {
+    /// Name, referred to by vifs.
+    pub name: String,
+    /// Rules in order.
+    #[serde(default)]
+    pub rules: Vec<RuleCfg>,
+    /// When nothing matches.
+    pub default: ActionCfg,
 }
 
 fn default_mtu() -> u16 {
@@ -255,6 +318,9 @@ pub struct Config {
     /// VXLAN VNIs.
     #[serde(default, rename = "vni")]
     pub vnis: Vec<VniCfg>,
+    /// Rule sets that vifs refer to by name.
+    #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyCfg>,
 }
 
 /// A configuration error, naming the object.
@@ -315,7 +381,7 @@ impl Config {
                 .map_err(table(format!("vrf {}", v.id)))?;
         }
         for v in &self.vifs {
-            apply_vif(w, v)?;
+            apply_vif_with(w, v, &self.policies)?;
         }
         // Composites refer to other nexthops: plain ones first.
         let (composites, plain): (Vec<_>, Vec<_>) = self
@@ -358,9 +424,90 @@ pub fn apply_global(w: &mut TablesWriter, g: &GlobalSection) -> Result<(), Confi
     w.set_global(global).map_err(table("global".into()))
 }
 
-/// Adds or replaces an interface.
+/// Adds or replaces an interface that names no rule set.
 pub fn apply_vif(w: &mut TablesWriter, v: &VifCfg) -> Result<(), ConfigError> {
+    apply_vif_with(w, v, &[])
+}
+
+fn compile_endpoint(object: &str, e: &EndpointCfg) -> Result<EndpointMatch, ConfigError> {
+    let bad = |why: String| ConfigError::Value {
+        object: object.into(),
+        why,
+    };
+    match (&e.prefix, e.vn, &e.tags) {
+        (None, None, None) => Ok(EndpointMatch::Any),
+        (Some(p), None, None) => {
+            let (a, l) = parse_prefix(p).map_err(bad)?;
+            Ok(EndpointMatch::prefix(a, l))
+        }
+        (None, Some(vn), None) => Ok(EndpointMatch::Vn(vn)),
+        (None, None, Some(t)) => {
+            let mut t = t.clone();
+            t.sort_unstable();
+            Ok(EndpointMatch::Tags(t))
+        }
+        _ => Err(bad("an endpoint matches one of prefix, vn or tags".into())),
+    }
+}
+
+fn action(a: ActionCfg) -> Action {
+    match a {
+        ActionCfg::Pass => Action::Pass,
+        ActionCfg::Deny => Action::Deny,
+    }
+}
+
+/// Compiles a named rule set.
+pub fn compile_policy(p: &PolicyCfg) -> Result<RuleSet, ConfigError> {
+    let object = format!("policy {}", p.name);
+    let rules = p
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let o = format!("{object} rule {i}");
+            Ok(Rule {
+                proto: r.proto,
+                src: compile_endpoint(&o, &r.src)?,
+                dst: compile_endpoint(&o, &r.dst)?,
+                sport: r.sport.unwrap_or((0, u16::MAX)),
+                dport: r.dport.unwrap_or((0, u16::MAX)),
+                action: action(r.action),
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(RuleSet {
+        name: p.name.clone(),
+        rules,
+        default: action(p.default),
+    })
+}
+
+/// Adds or replaces an interface, resolving its rule-set names in `policies`.
+pub fn apply_vif_with(
+    w: &mut TablesWriter,
+    v: &VifCfg,
+    policies: &[PolicyCfg],
+) -> Result<(), ConfigError> {
     let object = format!("vif {} ({})", v.id, v.name);
+    let sets =
+        |names: &[String]| -> Result<Vec<RuleSet>, ConfigError> {
+            names
+                .iter()
+                .map(|n| {
+                    let p = policies.iter().find(|p| &p.name == n).ok_or_else(|| {
+                        ConfigError::Value {
+                            object: object.clone(),
+                            why: format!("policy {n:?} is not defined"),
+                        }
+                    })?;
+                    compile_policy(p)
+                })
+                .collect()
+        };
+    let (ingress, egress) = (sets(&v.ingress)?, sets(&v.egress)?);
+    let policy =
+        (!ingress.is_empty() || !egress.is_empty()).then(|| Arc::new(Policy { ingress, egress }));
     let vif = Vif {
         id: VifId(v.id),
         name: v.name.clone(),
@@ -375,7 +522,7 @@ pub fn apply_vif(w: &mut TablesWriter, v: &VifCfg) -> Result<(), ConfigError> {
         ip4: v.ip4,
         ip6: v.ip6,
         mtu: v.mtu,
-        policy: None,
+        policy,
         attr: 0,
     };
     w.add_vif(vif).map_err(table(object))
@@ -423,6 +570,16 @@ impl VifCfg {
             ip4: v.ip4,
             ip6: v.ip6,
             mtu: v.mtu,
+            ingress: v
+                .policy
+                .iter()
+                .flat_map(|p| p.ingress.iter().map(|r| r.name.clone()))
+                .collect(),
+            egress: v
+                .policy
+                .iter()
+                .flat_map(|p| p.egress.iter().map(|r| r.name.clone()))
+                .collect(),
         }
     }
 }

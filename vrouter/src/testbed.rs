@@ -105,6 +105,8 @@ pub fn config(device: impl Fn(&str) -> Option<String>) -> Config {
         ip4: Some(ip),
         ip6: None,
         mtu: 1500,
+        ingress: vec![],
+        egress: vec![],
     };
     let nh = |id: NhId, kind| NexthopCfg { id: id.0, kind };
     let route = |prefix: String, nh: NhId, label| RouteCfg {
@@ -223,6 +225,7 @@ pub fn config(device: impl Fn(&str) -> Option<String>) -> Config {
             vni: VNI,
             vrf: RED.0,
         }],
+        policies: vec![],
     }
 }
 

@@ -1,0 +1,35 @@
+//! Arbitrary frames at the control socket's handler: every one gets a reply, nothing
+//! panics, and a refused change leaves the tables as they were.
+#![no_main]
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use vrouter::control::{ControlState, handle_frame};
+use vrouter::flow::FlowTable;
+use vrouter::tables::{TableSizes, TablesWriter};
+
+fn state() -> &'static ControlState {
+    static S: OnceLock<ControlState> = OnceLock::new();
+    S.get_or_init(|| {
+        let mut w = TablesWriter::new(TableSizes { vifs: 64, vrfs: 16, nexthops: 1024, labels: 1024, attrs: 64 });
+        vrouter::testbed::config(|_| None).apply(&mut w).expect("testbed config");
+        w.publish();
+        ControlState {
+            writer: Mutex::new(w),
+            flows: Arc::new(FlowTable::new(1024)),
+            stats: Box::new(|| serde_json::Value::Null),
+            devices: Vec::new(),
+        }
+    })
+}
+
+fuzz_target!(|b: &[u8]| {
+    let s = state();
+    let before = s.writer.lock().unwrap().tables().version;
+    let r = handle_frame(s, b);
+    if !r.ok {
+        assert!(r.error.is_some());
+        assert_eq!(s.writer.lock().unwrap().tables().version, before, "a refusal published nothing");
+    }
+});
