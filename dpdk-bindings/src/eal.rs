@@ -223,6 +223,33 @@ impl Eal {
         Ok(PortId(id))
     }
 
+    /// Plugs a virtual device in while running (`net_tap1,iface=tap1`, `net_null2`) and
+    /// returns its port. The name is the part before the first comma.
+    pub fn hotplug_vdev(&self, devargs: &str) -> Result<PortId> {
+        let (name, args) = devargs.split_once(',').unwrap_or((devargs, ""));
+        let op = || format!("rte_eal_hotplug_add(vdev, {devargs})");
+        let bus = CString::new("vdev").map_err(|_| Error::invalid(op(), "bus name"))?;
+        let cname = CString::new(name).map_err(|_| Error::invalid(op(), "name contains NUL"))?;
+        let cargs =
+            CString::new(args).map_err(|_| Error::invalid(op(), "arguments contain NUL"))?;
+        // SAFETY: three valid C strings; EAL is initialised; hotplug is called from the
+        // thread that owns the Eal (the main lcore), as DPDK requires.
+        let ret = unsafe { ffi::rte_eal_hotplug_add(bus.as_ptr(), cname.as_ptr(), cargs.as_ptr()) };
+        crate::error::check(op, ret)?;
+        self.port_by_name(name)
+    }
+
+    /// Removes a virtual device plugged in with [`Eal::hotplug_vdev`]. Its port must be
+    /// closed first (drop the `Port` and every queue handle).
+    pub fn unplug_vdev(&self, name: &str) -> Result<()> {
+        let op = || format!("rte_eal_hotplug_remove(vdev, {name})");
+        let bus = CString::new("vdev").map_err(|_| Error::invalid(op(), "bus name"))?;
+        let cname = CString::new(name).map_err(|_| Error::invalid(op(), "name contains NUL"))?;
+        // SAFETY: valid C strings; EAL is initialised; called from the Eal's thread.
+        let ret = unsafe { ffi::rte_eal_hotplug_remove(bus.as_ptr(), cname.as_ptr()) };
+        crate::error::check(op, ret).map(|_| ())
+    }
+
     /// Runs `f` on worker lcore `lcore`; join the handle to get its result.
     pub fn launch<F, T>(&self, lcore: LcoreId, f: F) -> Result<crate::lcore::LcoreJoin<T>>
     where

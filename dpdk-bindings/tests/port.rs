@@ -110,3 +110,28 @@ fn bad_port_configuration_is_refused_with_a_reason() {
     // The refused configuration left the port usable.
     Port::configure(&eal, id, &PortConfig::default(), &pool).unwrap();
 }
+
+#[test]
+fn a_vdev_plugged_in_while_running_forwards_and_unplugs() {
+    let eal = common::eal("hotplug", "0", &[]);
+    let pool = common::pool(&eal, "hp_pool", 1023);
+    assert!(eal.ports().is_empty());
+    let id = eal.hotplug_vdev("net_ring7").expect("plug net_ring7");
+    assert_eq!(port_info(&eal, id).unwrap().name, "net_ring7");
+    let mut port = Port::configure(&eal, id, &PortConfig::default(), &pool).unwrap();
+    let (mut rx, mut tx) = port.take_queues().unwrap();
+    let mut b = Burst::new();
+    let mut m = pool.alloc().unwrap();
+    assert!(m.extend_from_slice(&common::frame(1)));
+    b.push(m).unwrap();
+    assert_eq!(tx[0].tx_burst(&mut b), 1);
+    assert_eq!(rx[0].rx_burst(&mut b), 1);
+    drop((b, rx, tx, port));
+    eal.unplug_vdev("net_ring7").expect("unplug");
+    assert!(eal.ports().is_empty(), "the port is gone");
+    assert!(
+        eal.unplug_vdev("net_ring7").is_err(),
+        "unplugging twice is an error"
+    );
+    assert!(eal.hotplug_vdev("net_nosuchdriver0").is_err());
+}

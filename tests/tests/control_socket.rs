@@ -228,3 +228,119 @@ fn vrctl_reprograms_a_running_vrouter_and_bad_requests_do_no_harm() {
     let o = vrctl(&s, &["hello"]);
     assert_eq!(o.status.code(), Some(2), "unreachable is exit 2");
 }
+
+#[test]
+fn interfaces_are_plugged_in_and_removed_while_traffic_runs() {
+    let d = start();
+    let s = d.socket.clone();
+    until(|| tx(&s, "fabric") > 1000, "traffic to the fabric");
+
+    // A new VM interface with its own (hot-plugged) device, a nexthop and a route to it.
+    let frag = d.dir.join("vm3.toml");
+    std::fs::write(
+        &frag,
+        r#"
+[[vif]]
+id = 4
+name = "vm3"
+kind = "virtual"
+device = "net_null2,no-rx=1"
+mac = "00:00:5e:00:01:00"
+vrf = 1
+ip4 = "10.1.2.9"
+
+[[nexthop]]
+id = 7
+type = "encap"
+vif = 4
+dmac = "02:00:00:00:01:09"
+smac = "00:00:5e:00:01:00"
+
+[[route]]
+vrf = 1
+prefix = "10.1.2.0/24"
+nh = 7
+"#,
+    )
+    .unwrap();
+    let o = vrctl(&s, &["apply", frag.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    until(
+        || {
+            json(&s, &["stats"])["vifs"]["vm3"]["tx"]
+                .as_u64()
+                .unwrap_or(0)
+                > 1000
+        },
+        "traffic on the new vif",
+    );
+    let vifs = json(&s, &["vif"]);
+    assert!(
+        vifs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "vm3" && v["device"] == "net_null2,no-rx=1")
+    );
+
+    // Take it away again: route back to the tunnel, then the nexthop, then the vif.
+    let o = vrctl(&s, &["vif", "--delete", "4"]);
+    assert_eq!(o.status.code(), Some(1), "refused while a nexthop uses it");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("in-use"));
+    for args in [
+        &[
+            "rt",
+            "--add",
+            "1",
+            "10.1.2.0/24",
+            "--nh",
+            "3",
+            "--label",
+            "20",
+        ][..],
+        &["nh", "--delete", "7"],
+        &["vif", "--delete", "4"],
+    ] {
+        let o = vrctl(&s, args);
+        assert!(
+            o.status.success(),
+            "vrctl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let stats = json(&s, &["stats"]);
+    assert!(stats["vifs"].get("vm3").is_none(), "vm3 is gone: {stats}");
+    let f = tx(&s, "fabric");
+    until(|| tx(&s, "fabric") > f + 1000, "traffic back on the tunnel");
+
+    // A device that does not exist: refused, and the vif does not stay in the tables.
+    let bad = d.dir.join("bad.toml");
+    std::fs::write(&bad, "[[vif]]\nid = 5\nname = \"ghost\"\nkind = \"virtual\"\ndevice = \"net_nosuchdriver0\"\nmac = \"02:00:00:00:00:05\"\nvrf = 1\n").unwrap();
+    let o = vrctl(&s, &["apply", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let vifs = json(&s, &["vif"]);
+    assert!(
+        !vifs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["id"] == 5)
+    );
+    // The same device name can be plugged in again after removal.
+    let o = vrctl(&s, &["apply", frag.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    until(
+        || {
+            json(&s, &["stats"])["vifs"]["vm3"]["tx"]
+                .as_u64()
+                .unwrap_or(0)
+                > 1000
+        },
+        "vm3 again",
+    );
+}

@@ -215,6 +215,24 @@ impl Reply {
     }
 }
 
+/// A request to the runtime to set a port up for a vif, or to tear it down.
+#[derive(Debug)]
+pub enum PortOp {
+    /// Plug the vif's device in and give its queues to the lcores.
+    Attach(VifCfg),
+    /// Take the vif's queues back from the lcores, close and unplug its device.
+    Detach(u32),
+}
+
+/// A [`PortOp`] with the channel its result goes back on.
+#[derive(Debug)]
+pub struct PortRequest {
+    /// What to do.
+    pub op: PortOp,
+    /// Where the outcome goes.
+    pub reply: std::sync::mpsc::Sender<Result<(), String>>,
+}
+
 /// What the handler needs: the tables' writer, the flow table, counters, device names.
 pub struct ControlState {
     /// The single table writer.
@@ -224,7 +242,42 @@ pub struct ControlState {
     /// Counters as JSON (the runtime's report so far).
     pub stats: Box<dyn Fn() -> Value + Send + Sync>,
     /// DPDK device of each vif, for dumps.
-    pub devices: Vec<(u32, String)>,
+    pub devices: Mutex<Vec<(u32, String)>>,
+    /// Where port attach/detach requests go (the runtime's main thread); none without a
+    /// runtime (devices are then only recorded).
+    pub ports: Option<Mutex<std::sync::mpsc::Sender<PortRequest>>>,
+}
+
+impl ControlState {
+    /// State over `writer` without a runtime behind it.
+    pub fn detached(writer: TablesWriter, flows: Arc<FlowTable>) -> ControlState {
+        ControlState {
+            writer: Mutex::new(writer),
+            flows,
+            stats: Box::new(|| Value::Null),
+            devices: Mutex::new(Vec::new()),
+            ports: None,
+        }
+    }
+
+    fn port_op(&self, op: PortOp) -> Result<(), String> {
+        let Some(tx) = &self.ports else { return Ok(()) };
+        let (reply, rx) = std::sync::mpsc::channel();
+        tx.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(PortRequest { op, reply })
+            .map_err(|_| "the vrouter is stopping".to_string())?;
+        rx.recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "no answer from the port manager".to_string())?
+    }
+
+    fn has_device(&self, vif: u32) -> bool {
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(v, _)| *v == vif)
+    }
 }
 
 impl std::fmt::Debug for ControlState {
@@ -328,6 +381,24 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
             format!("version {} (this vrouter speaks {VERSION})", req.version),
         );
     }
+    match &req.request {
+        Op::AddVif(v) if v.device.is_some() && !state.has_device(v.id) => {
+            return attach(state, id, v);
+        }
+        Op::DelVif { id: vif } if state.has_device(*vif) => return detach(state, id, *vif),
+        Op::Batch { ops }
+            if ops
+                .iter()
+                .any(|o| matches!(o, Op::AddVif(v) if v.device.is_some())) =>
+        {
+            return Reply::err(
+                id,
+                "invalid-argument",
+                "an interface with a device is added on its own, not in a batch",
+            );
+        }
+        _ => {}
+    }
     let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
     if req.request.changes() {
         return match w.transaction(|w| apply(w, &req.request)) {
@@ -339,6 +410,11 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
         };
     }
     let t = w.tables();
+    let devices = state
+        .devices
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let data = match &req.request {
         Op::Hello => json!({ "version": VERSION, "tables_version": t.version }),
         Op::DumpVrfs => json!(
@@ -349,8 +425,7 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
         ),
         Op::DumpVifs { cursor } => {
             let device = |id: u32| {
-                state
-                    .devices
+                devices
                     .iter()
                     .find(|(v, _)| *v == id)
                     .map(|(_, d)| d.clone())
@@ -441,6 +516,63 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
         _ => Value::Null,
     };
     Reply::ok(id, data)
+}
+
+/// Adds a vif with a device: the tables first (validated), then the port; if the port
+/// cannot be set up the vif is taken out of the tables again.
+fn attach(state: &ControlState, id: u64, v: &VifCfg) -> Reply {
+    let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = w.transaction(|w| config::apply_vif(w, v)) {
+        return Reply::err(id, code_of(&e), e.to_string());
+    }
+    drop(w);
+    if let Err(why) = state.port_op(PortOp::Attach(v.clone())) {
+        let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = w.del_vif(VifId(v.id));
+        return Reply::err(
+            id,
+            "invalid-argument",
+            format!("vif {} ({}): {why}", v.id, v.name),
+        );
+    }
+    let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
+    let version = w.publish();
+    if let Some(dev) = &v.device {
+        state
+            .devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((v.id, dev.clone()));
+    }
+    Reply::ok(id, json!({ "tables_version": version }))
+}
+
+/// Deletes a vif with a port: out of the tables (refused while a nexthop uses it), then
+/// its queues are taken back from the lcores and the device is closed.
+fn detach(state: &ControlState, id: u64, vif: u32) -> Reply {
+    let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = w.del_vif(VifId(vif)) {
+        let e = ConfigError::Table {
+            object: format!("vif {vif}"),
+            source: e,
+        };
+        return Reply::err(id, code_of(&e), e.to_string());
+    }
+    let version = w.publish();
+    drop(w);
+    state
+        .devices
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(v, _)| *v != vif);
+    match state.port_op(PortOp::Detach(vif)) {
+        Ok(()) => Reply::ok(id, json!({ "tables_version": version })),
+        Err(why) => Reply::err(
+            id,
+            "invalid-argument",
+            format!("vif {vif}: removed from the tables, but {why}"),
+        ),
+    }
 }
 
 /// A page of at most PAGE items fetched as PAGE + 1: the extra one gives the next cursor.

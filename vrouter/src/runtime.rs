@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dpdk_bindings::{
-    Burst, DEFAULT_DATA_ROOM, Eal, Mempool, Port, PortConfig, PortStats, RxQueue, SocketId, TxQueue,
+    Burst, DEFAULT_DATA_ROOM, Eal, Mempool, Port, PortConfig, PortStats, RxQueue, SocketId,
+    TxQueue, port_info,
 };
 use serde::Serialize;
 
@@ -128,7 +129,7 @@ struct Published {
 #[derive(Clone)]
 struct StatsView {
     shared: Vec<Arc<Mutex<Published>>>,
-    names: Vec<(VifId, String)>,
+    names: Arc<Mutex<Vec<(VifId, String)>>>,
     flows: Arc<FlowTable>,
     start: Instant,
     lcores: usize,
@@ -138,6 +139,7 @@ impl StatsView {
     fn report(&self) -> Report {
         let mut stats = LcoreStats::default();
         let mut per_vif: HashMap<u32, VifCounters> = HashMap::new();
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for s in &self.shared {
             let p = s.lock().unwrap_or_else(|e| e.into_inner());
             stats.rx += p.stats.rx;
@@ -148,7 +150,7 @@ impl StatsView {
             stats.arp_replies += p.stats.arp_replies;
             stats.decap += p.stats.decap;
             stats.encap += p.stats.encap;
-            for (v, _) in &self.names {
+            for (v, _) in &names {
                 if let Some(c) = p.vifs.get(v.0 as usize) {
                     let a = per_vif.entry(v.0).or_default();
                     a.rx += c.rx;
@@ -172,8 +174,7 @@ impl StatsView {
             arp_replies: stats.arp_replies,
             decap: stats.decap,
             encap: stats.encap,
-            vifs: self
-                .names
+            vifs: names
                 .iter()
                 .map(|(v, n)| (n.clone(), per_vif.get(&v.0).copied().unwrap_or_default()))
                 .collect(),
@@ -182,8 +183,24 @@ impl StatsView {
     }
 }
 
+/// Commands to a forwarding lcore.
+enum LcoreCmd {
+    /// Start polling `rx` and sending on `tx` for `vif`.
+    Attach {
+        vif: VifId,
+        rx: RxQueue,
+        tx: TxQueue,
+    },
+    /// Stop using `vif`'s queues (drop them) and say so.
+    Detach {
+        vif: VifId,
+        ack: std::sync::mpsc::Sender<()>,
+    },
+}
+
 /// What one forwarding lcore owns.
 struct LcoreCtx {
+    cmds: std::sync::mpsc::Receiver<LcoreCmd>,
     pipeline: Pipeline,
     reader: TableReader,
     rx: Vec<(VifId, RxQueue)>,
@@ -238,6 +255,9 @@ impl LcoreCtx {
                 );
             }
             polls += 1;
+            if polls % 256 == 0 {
+                self.commands();
+            }
             if polls % 4096 == 0 {
                 self.publish();
             }
@@ -250,6 +270,31 @@ impl LcoreCtx {
             &mut self.pipeline.stats,
         );
         self.publish();
+    }
+
+    /// Applies attach/detach commands (between poll rounds, so no burst is in flight).
+    fn commands(&mut self) {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                LcoreCmd::Attach { vif, rx, tx } => {
+                    self.rx.push((vif, rx));
+                    if let Some(slot) = self.tx.get_mut(vif.0 as usize) {
+                        *slot = Some(tx);
+                    }
+                }
+                LcoreCmd::Detach { vif, ack } => {
+                    self.rx.retain(|(v, _)| *v != vif);
+                    if let Some(slot) = self.tx.get_mut(vif.0 as usize) {
+                        *slot = None;
+                    }
+                    if let Some(b) = self.out.get_mut(vif.0 as usize) {
+                        b.clear();
+                    }
+                    self.pending.retain(|p| *p != vif.0 as usize);
+                    let _ = ack.send(());
+                }
+            }
+        }
     }
 
     fn publish(&self) {
@@ -345,8 +390,15 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     let flows = Arc::new(FlowTable::with_snat(opts.flows, Arc::clone(&snat)));
     let aging = AgingConfig::millis();
     let nvifs = sizes.vifs as usize;
+    let mut cmd_tx = Vec::new();
     let mut ctxs: Vec<LcoreCtx> = (0..nq)
-        .map(|_| LcoreCtx {
+        .map(|_| {
+            let (tx, cmds) = std::sync::mpsc::channel();
+            cmd_tx.push(tx);
+            (cmds, ())
+        })
+        .map(|(cmds, ())| LcoreCtx {
+            cmds,
             pipeline: Pipeline::new(Arc::clone(&flows), Arc::clone(&snat), aging),
             reader: writer.reader(),
             rx: Vec::new(),
@@ -367,23 +419,35 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         }
     }
     let shared: Vec<_> = ctxs.iter().map(|c| Arc::clone(&c.shared)).collect();
+    let cfg_devices: Vec<(u32, String)> = cfg
+        .vifs
+        .iter()
+        .filter_map(|v| v.device.clone().map(|d| (v.id, d)))
+        .collect();
     let view = StatsView {
         shared: shared.clone(),
-        names: ports.iter().map(|(v, n, _)| (*v, n.clone())).collect(),
+        names: Arc::new(Mutex::new(
+            ports.iter().map(|(v, n, _)| (*v, n.clone())).collect(),
+        )),
         flows: Arc::clone(&flows),
         start: Instant::now(),
         lcores: nq,
     };
     let live = view.clone();
+    let (port_tx, port_rx) = std::sync::mpsc::channel::<crate::control::PortRequest>();
+    let pc = PortConfig {
+        rx_queues: nq as u16,
+        tx_queues: nq as u16,
+        rx_desc: opts.descriptors,
+        tx_desc: opts.descriptors,
+        ..PortConfig::default()
+    };
     let control = Arc::new(crate::control::ControlState {
         writer: Mutex::new(writer),
         flows: Arc::clone(&flows),
         stats: Box::new(move || serde_json::to_value(live.report()).unwrap_or_default()),
-        devices: cfg
-            .vifs
-            .iter()
-            .filter_map(|v| v.device.clone().map(|d| (v.id, d)))
-            .collect(),
+        devices: Mutex::new(cfg_devices.clone()),
+        ports: Some(Mutex::new(port_tx)),
     });
     let server = match &opts.socket {
         Some(path) => Some(
@@ -430,6 +494,26 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         {
             stop.store(true, Ordering::Relaxed);
         }
+        while let Ok(req) = port_rx.try_recv() {
+            let r = match req.op {
+                crate::control::PortOp::Attach(v) => {
+                    attach_port(eal, &v, &pc, &pool, &cmd_tx, &mut ports).map(|name| {
+                        view.names
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((VifId(v.id), name));
+                    })
+                }
+                crate::control::PortOp::Detach(vif) => {
+                    view.names
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|(v, _)| v.0 != vif);
+                    detach_port(eal, VifId(vif), &cmd_tx, &mut ports, &cfg_devices)
+                }
+            };
+            let _ = req.reply.send(r);
+        }
         if last_age.elapsed() >= Duration::from_secs(1) {
             flows.age(dpdk_bindings::rdtsc() / tsc_per_ms, &aging);
             last_age = Instant::now();
@@ -456,6 +540,75 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     // Ports close here (net_pcap flushes its output files on close).
     drop(ports);
     Ok(report)
+}
+
+/// Sets a port up for a vif added while running: plugs its device in (unless it was
+/// probed at start), configures its queues and hands one pair to each lcore.
+fn attach_port(
+    eal: &Eal,
+    v: &crate::config::VifCfg,
+    pc: &PortConfig,
+    pool: &Mempool,
+    cmds: &[std::sync::mpsc::Sender<LcoreCmd>],
+    ports: &mut Vec<(VifId, String, Port)>,
+) -> Result<String, String> {
+    let dev = v.device.as_deref().ok_or("no device")?;
+    if ports.iter().any(|(x, _, _)| x.0 == v.id) {
+        return Err(format!("vif {} already has a port", v.id));
+    }
+    let name = port_name(dev);
+    let id = match eal.port_by_name(name) {
+        Ok(id) => id,
+        Err(_) => eal.hotplug_vdev(dev).map_err(|e| e.to_string())?,
+    };
+    let mut port = Port::configure(eal, id, pc, pool).map_err(|e| e.to_string())?;
+    let (rxqs, txqs) = port.take_queues().ok_or("port queues already taken")?;
+    for ((rx, tx), c) in rxqs.into_iter().zip(txqs).zip(cmds) {
+        c.send(LcoreCmd::Attach {
+            vif: VifId(v.id),
+            rx,
+            tx,
+        })
+        .map_err(|_| "a forwarding lcore has stopped")?;
+    }
+    ports.push((VifId(v.id), v.name.clone(), port));
+    Ok(v.name.clone())
+}
+
+/// Takes a vif's queues back from every lcore (waiting for each to let go), closes the
+/// port and unplugs a virtual device.
+fn detach_port(
+    eal: &Eal,
+    vif: VifId,
+    cmds: &[std::sync::mpsc::Sender<LcoreCmd>],
+    ports: &mut Vec<(VifId, String, Port)>,
+    _start_devices: &[(u32, String)],
+) -> Result<(), String> {
+    let Some(i) = ports.iter().position(|(v, _, _)| *v == vif) else {
+        return Err(format!("{vif} has no port"));
+    };
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+    for c in cmds {
+        c.send(LcoreCmd::Detach {
+            vif,
+            ack: ack_tx.clone(),
+        })
+        .map_err(|_| "a forwarding lcore has stopped")?;
+    }
+    for _ in cmds {
+        ack_rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| "a forwarding lcore did not let go of the port")?;
+    }
+    let (_, _, port) = ports.remove(i);
+    let name = port_info(eal, port.id())
+        .map(|i| i.name)
+        .unwrap_or_default();
+    drop(port); // last handle: stop and close
+    if name.starts_with("net_") {
+        eal.unplug_vdev(&name).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Port counters, for callers that keep ports (not used by `run`, which closes them).

@@ -24,7 +24,8 @@ fn state() -> ControlState {
         writer: Mutex::new(w),
         flows: Arc::new(FlowTable::new(1024)),
         stats: Box::new(|| json!({"rx": 0})),
-        devices: vec![(2, "net_tap0,iface=vm1".into())],
+        devices: Mutex::new(vec![(2, "net_tap0,iface=vm1".into())]),
+        ports: None,
     }
 }
 

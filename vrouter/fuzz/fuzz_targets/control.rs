@@ -2,7 +2,7 @@
 //! panics, and a refused change leaves the tables as they were.
 #![no_main]
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use vrouter::control::{ControlState, handle_frame};
@@ -15,12 +15,7 @@ fn state() -> &'static ControlState {
         let mut w = TablesWriter::new(TableSizes { vifs: 64, vrfs: 16, nexthops: 1024, labels: 1024, attrs: 64 });
         vrouter::testbed::config(|_| None).apply(&mut w).expect("testbed config");
         w.publish();
-        ControlState {
-            writer: Mutex::new(w),
-            flows: Arc::new(FlowTable::new(1024)),
-            stats: Box::new(|| serde_json::Value::Null),
-            devices: Vec::new(),
-        }
+        ControlState::detached(w, Arc::new(FlowTable::new(1024)))
     })
 }
 

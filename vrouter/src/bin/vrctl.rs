@@ -33,11 +33,14 @@ struct Cli {
 enum Cmd {
     /// Protocol version and table version.
     Hello,
-    /// Interfaces.
+    /// Interfaces (add them with `vrctl apply`).
     Vif {
         /// List them (the default).
         #[arg(long, short)]
         list: bool,
+        /// Delete vif ID (its port is closed and its device unplugged).
+        #[arg(long, value_name = "ID")]
+        delete: Option<u32>,
     },
     /// Nexthops.
     Nh {
@@ -118,7 +121,8 @@ enum Cmd {
     Dropstats,
     /// All counters: per vif, drops, flows.
     Stats,
-    /// Apply a TOML fragment (vrfs, vifs, nexthops, routes, labels, vnis) all or nothing.
+    /// Apply a TOML fragment: interfaces with a device first, one at a time (each gets
+    /// its port), then everything else in one all-or-nothing batch.
     Apply {
         /// The file.
         file: PathBuf,
@@ -132,6 +136,9 @@ fn need<T>(v: Option<T>, what: &str) -> Result<T> {
 fn op_of(cmd: &Cmd) -> Result<Op> {
     Ok(match cmd {
         Cmd::Hello => Op::Hello,
+        Cmd::Vif {
+            delete: Some(id), ..
+        } => Op::DelVif { id: *id },
         Cmd::Vif { .. } => Op::DumpVifs { cursor: 0 },
         Cmd::Nh {
             delete: Some(id), ..
@@ -196,7 +203,12 @@ fn op_of(cmd: &Cmd) -> Result<Op> {
             let c =
                 Config::from_toml(&text).with_context(|| format!("parsing {}", file.display()))?;
             let mut ops: Vec<Op> = c.vrfs.iter().map(|v| Op::AddVrf { id: v.id }).collect();
-            ops.extend(c.vifs.into_iter().map(Op::AddVif));
+            ops.extend(
+                c.vifs
+                    .into_iter()
+                    .filter(|v| v.device.is_none())
+                    .map(Op::AddVif),
+            );
             ops.extend(c.nexthops.into_iter().map(Op::SetNexthop));
             ops.extend(c.routes.into_iter().map(Op::AddRoute));
             ops.extend(c.labels.into_iter().map(Op::SetLabel));
@@ -257,7 +269,7 @@ fn print(cmd: &Cmd, data: &Value) {
             .unwrap_or_else(|| d.as_array().cloned().unwrap_or_default())
     };
     match cmd {
-        Cmd::Vif { .. } => table(
+        Cmd::Vif { delete: None, .. } => table(
             &items(data),
             &[
                 ("vif", "id"),
@@ -388,6 +400,37 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `apply`: interfaces with a device go first, each on its own.
+    if let Cmd::Apply { file } = &cli.cmd {
+        let vifs = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| Config::from_toml(&t).ok())
+            .map(|c| {
+                c.vifs
+                    .into_iter()
+                    .filter(|v| v.device.is_some())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for v in vifs {
+            let name = format!("vif {} ({})", v.id, v.name);
+            match client.call(Op::AddVif(v)) {
+                Ok(r) if r.ok => println!("{name}: attached"),
+                Ok(r) => {
+                    let e = r
+                        .error
+                        .map(|e| format!("({}): {}", e.code, e.message))
+                        .unwrap_or_default();
+                    eprintln!("vrctl: refused {e}");
+                    return ExitCode::from(1);
+                }
+                Err(e) => {
+                    eprintln!("vrctl: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
     // Listings follow the cursor to the end.
     let paged = matches!(
         op,
