@@ -160,6 +160,46 @@ fn vrctl_reprograms_a_running_vrouter_and_bad_requests_do_no_harm() {
         "nothing goes to the tunnel any more"
     );
 
+    // A bounded capture of vm2's traffic, written as pcap by the vrouter.
+    let cap = d.dir.join("vm2.pcap");
+    let o = vrctl(
+        &s,
+        &[
+            "vif",
+            "--capture",
+            "3",
+            "--file",
+            cap.to_str().unwrap(),
+            "--count",
+            "25",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let frames = pcap::read(&cap).unwrap();
+    assert_eq!(frames.len(), 25);
+    assert!(
+        frames.iter().all(|f| f[..6] == testbed::VM2_MAC.0),
+        "all sent to vm2"
+    );
+    let o = vrctl(
+        &s,
+        &["vif", "--capture", "1", "--file", cap.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "vhost0 has no port here");
+    let o = vrctl(
+        &s,
+        &[
+            "vif",
+            "--capture",
+            "3",
+            "--file",
+            cap.to_str().unwrap(),
+            "--count",
+            "0",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+
     // Refused requests say why and change nothing.
     let o = vrctl(&s, &["nh", "--delete", "999"]);
     assert_eq!(o.status.code(), Some(1));

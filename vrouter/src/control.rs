@@ -133,6 +133,23 @@ pub enum Op {
     },
     /// Counters: per vif, drops by reason, flows.
     Stats,
+    /// Capture up to `count` frames received or sent on `vif` into a pcap `file`,
+    /// waiting at most `timeout_ms`.
+    Capture {
+        /// Interface.
+        vif: u32,
+        /// Frames wanted (at most 100000).
+        count: u32,
+        /// Output pcap path (written by the vrouter).
+        file: String,
+        /// How long to wait for the frames.
+        #[serde(default = "default_capture_ms")]
+        timeout_ms: u64,
+    },
+}
+
+fn default_capture_ms() -> u64 {
+    10_000
 }
 
 impl Op {
@@ -148,6 +165,7 @@ impl Op {
                 | Op::DumpVnis
                 | Op::DumpFlows { .. }
                 | Op::Stats
+                | Op::Capture { .. }
         )
     }
 }
@@ -246,6 +264,8 @@ pub struct ControlState {
     /// Where port attach/detach requests go (the runtime's main thread); none without a
     /// runtime (devices are then only recorded).
     pub ports: Option<Mutex<std::sync::mpsc::Sender<PortRequest>>>,
+    /// The capture slot the lcores fill; none without a runtime.
+    pub capture: Option<Arc<crate::capture::Capture>>,
 }
 
 impl ControlState {
@@ -257,6 +277,7 @@ impl ControlState {
             stats: Box::new(|| Value::Null),
             devices: Mutex::new(Vec::new()),
             ports: None,
+            capture: None,
         }
     }
 
@@ -386,6 +407,14 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
             return attach(state, id, v);
         }
         Op::DelVif { id: vif } if state.has_device(*vif) => return detach(state, id, *vif),
+        Op::Capture {
+            vif,
+            count,
+            file,
+            timeout_ms,
+        } => {
+            return capture(state, id, *vif, *count, file, *timeout_ms);
+        }
         Op::Batch { ops }
             if ops
                 .iter()
@@ -516,6 +545,50 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
         _ => Value::Null,
     };
     Reply::ok(id, data)
+}
+
+/// Arms a capture, waits for the frames (or the timeout), writes the pcap file.
+fn capture(
+    state: &ControlState,
+    id: u64,
+    vif: u32,
+    count: u32,
+    file: &str,
+    timeout_ms: u64,
+) -> Reply {
+    let Some(cap) = &state.capture else {
+        return Reply::err(
+            id,
+            "invalid-argument",
+            "no forwarding runtime to capture from",
+        );
+    };
+    if !state.has_device(vif) {
+        return Reply::err(
+            id,
+            "not-found",
+            format!("vif {vif} has no port to capture on"),
+        );
+    }
+    if count == 0 || count > crate::capture::MAX_FRAMES {
+        return Reply::err(
+            id,
+            "invalid-argument",
+            format!("count {count} not in 1..={}", crate::capture::MAX_FRAMES),
+        );
+    }
+    if !cap.arm(vif, count) {
+        return Reply::err(id, "in-use", "another capture is running");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms.min(600_000));
+    while !cap.full() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let frames = cap.take();
+    match crate::pcap::write(file, &frames) {
+        Ok(()) => Reply::ok(id, json!({ "frames": frames.len(), "file": file })),
+        Err(e) => Reply::err(id, "invalid-argument", format!("writing {file}: {e}")),
+    }
 }
 
 /// Adds a vif with a device: the tables first (validated), then the port; if the port

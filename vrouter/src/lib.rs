@@ -2,6 +2,7 @@
 //!
 //! - [`wire`]: zero-copy header views (Ethernet ... VXLAN) with parse/emit.
 //! - [`tables`]: vifs, VRFs and routes, nexthops, labels, VNIs (snapshot + writer).
+//! - [`capture`]: bounded capture of a vif's frames.
 //! - [`config`]: the objects as a start-up file (TOML), applied to the tables.
 //! - [`control`]: the control socket (framed, versioned JSON) for the agent and `vrctl`.
 //! - [`demo`]: the `make run` demo's configuration and traffic.
@@ -16,6 +17,7 @@
 //! - [`probe`]: `vrouter probe`, the DPDK environment check.
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod config;
 pub mod control;
 pub mod demo;

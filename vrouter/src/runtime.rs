@@ -201,6 +201,7 @@ enum LcoreCmd {
 /// What one forwarding lcore owns.
 struct LcoreCtx {
     cmds: std::sync::mpsc::Receiver<LcoreCmd>,
+    capture: Arc<crate::capture::Capture>,
     pipeline: Pipeline,
     reader: TableReader,
     rx: Vec<(VifId, RxQueue)>,
@@ -224,10 +225,16 @@ impl LcoreCtx {
             // One snapshot per poll round: every packet of the round sees one configuration.
             let snap = Arc::clone(self.reader.load());
             let now = dpdk_bindings::rdtsc() / self.tsc_per_ms;
+            let capturing = self.capture.armed();
             for (vif, rxq) in self.rx.iter_mut() {
                 let n = rxq.rx_burst(&mut burst);
                 if n == 0 {
                     continue;
+                }
+                if capturing == Some(vif.0) {
+                    for m in burst.as_slice() {
+                        self.capture.offer(m.data());
+                    }
                 }
                 self.vifs[vif.0 as usize].rx += n as u64;
                 self.pipeline
@@ -245,6 +252,13 @@ impl LcoreCtx {
                         }
                     }
                     // Drops were counted by the pipeline; floods need copies (not yet).
+                }
+                if let Some(c) = capturing {
+                    if let Some(b) = self.out.get(c as usize) {
+                        for m in b.as_slice() {
+                            self.capture.offer(m.data());
+                        }
+                    }
                 }
                 flush(
                     &mut self.out,
@@ -390,6 +404,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     let flows = Arc::new(FlowTable::with_snat(opts.flows, Arc::clone(&snat)));
     let aging = AgingConfig::millis();
     let nvifs = sizes.vifs as usize;
+    let capture = Arc::new(crate::capture::Capture::default());
     let mut cmd_tx = Vec::new();
     let mut ctxs: Vec<LcoreCtx> = (0..nq)
         .map(|_| {
@@ -399,6 +414,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         })
         .map(|(cmds, ())| LcoreCtx {
             cmds,
+            capture: Arc::clone(&capture),
             pipeline: Pipeline::new(Arc::clone(&flows), Arc::clone(&snat), aging),
             reader: writer.reader(),
             rx: Vec::new(),
@@ -448,6 +464,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         stats: Box::new(move || serde_json::to_value(live.report()).unwrap_or_default()),
         devices: Mutex::new(cfg_devices.clone()),
         ports: Some(Mutex::new(port_tx)),
+        capture: Some(Arc::clone(&capture)),
     });
     let server = match &opts.socket {
         Some(path) => Some(

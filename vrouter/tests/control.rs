@@ -26,6 +26,7 @@ fn state() -> ControlState {
         stats: Box::new(|| json!({"rx": 0})),
         devices: Mutex::new(vec![(2, "net_tap0,iface=vm1".into())]),
         ports: None,
+        capture: None,
     }
 }
 

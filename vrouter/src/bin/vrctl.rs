@@ -41,6 +41,18 @@ enum Cmd {
         /// Delete vif ID (its port is closed and its device unplugged).
         #[arg(long, value_name = "ID")]
         delete: Option<u32>,
+        /// Capture frames received and sent on vif ID into --file (pcap).
+        #[arg(long, value_name = "ID")]
+        capture: Option<u32>,
+        /// Output file of --capture (written by the vrouter).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Frames to capture.
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
     },
     /// Nexthops.
     Nh {
@@ -139,6 +151,23 @@ fn op_of(cmd: &Cmd) -> Result<Op> {
         Cmd::Vif {
             delete: Some(id), ..
         } => Op::DelVif { id: *id },
+        Cmd::Vif {
+            capture: Some(vif),
+            file,
+            count,
+            timeout_s,
+            ..
+        } => {
+            let file = need(file.clone(), "--file")?;
+            // The vrouter writes the file: give it an absolute path.
+            let file = std::path::absolute(&file).unwrap_or(file);
+            Op::Capture {
+                vif: *vif,
+                count: *count,
+                file: file.display().to_string(),
+                timeout_ms: timeout_s * 1000,
+            }
+        }
         Cmd::Vif { .. } => Op::DumpVifs { cursor: 0 },
         Cmd::Nh {
             delete: Some(id), ..
@@ -269,7 +298,11 @@ fn print(cmd: &Cmd, data: &Value) {
             .unwrap_or_else(|| d.as_array().cloned().unwrap_or_default())
     };
     match cmd {
-        Cmd::Vif { delete: None, .. } => table(
+        Cmd::Vif {
+            delete: None,
+            capture: None,
+            ..
+        } => table(
             &items(data),
             &[
                 ("vif", "id"),
