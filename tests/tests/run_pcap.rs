@@ -136,6 +136,8 @@ fn pcap_replay_through_the_daemon_forwards_encaps_decaps_and_answers_arp() {
             "fabric",
             vec![
                 from_node_b(TunnelKind::MplsUdp, VM1_LABEL, &inner[14..]),
+                from_node_b(TunnelKind::MplsGre, VM1_LABEL, &inner[14..]),
+                from_node_b(TunnelKind::Vxlan, VNI, &inner),
                 // Truncated: the outer IPv4 header says more bytes than the frame has.
                 from_node_b(TunnelKind::MplsUdp, VM1_LABEL, &inner[14..])[..40].to_vec(),
             ],
@@ -203,26 +205,32 @@ fn pcap_replay_through_the_daemon_forwards_encaps_decaps_and_answers_arp() {
         );
     }
 
-    // vm1 got the ARP answer and the decapsulated packet from node B.
+    // vm1 got the ARP answer and the packets from node B, decapsulated from MPLSoUDP,
+    // MPLSoGRE and VXLAN alike.
     let vm1 = output(&dir, "vm1");
-    assert_eq!(vm1.len(), 2, "vm1 output");
+    assert_eq!(vm1.len(), 4, "vm1 output");
     assert!(
         vm1.iter().any(|f| f[12..14] == [0x08, 0x06] && f[21] == 2),
         "an ARP reply"
     );
-    assert!(
-        vm1.iter()
-            .any(|f| f.ends_with(b"from-b") && f[..6] == VM1_MAC.0),
-        "the decapsulated packet"
-    );
+    let decapped: Vec<_> = vm1.iter().filter(|f| f.ends_with(b"from-b")).collect();
+    assert_eq!(decapped.len(), 3);
+    for f in decapped {
+        assert_eq!(&f[..6], &VM1_MAC.0);
+        assert_eq!(
+            f.len(),
+            inner.len(),
+            "exactly the inner frame, outer headers gone"
+        );
+    }
 
     // The daemon's own counters agree, and the malformed frame was counted, not fatal.
-    assert_eq!(stats["rx"], 5);
-    assert_eq!(stats["tx"], 4);
+    assert_eq!(stats["rx"], 7);
+    assert_eq!(stats["tx"], 6);
     assert_eq!(stats["arp_replies"], 1);
     assert_eq!(
-        (stats["decap"].clone(), stats["encap"].clone()),
-        (1.into(), 1.into())
+        (stats["decap"].as_u64(), stats["encap"].as_u64()),
+        (Some(3), Some(1))
     );
     assert_eq!(stats["drops"]["invalid_packet"], 1);
     assert_eq!(stats["vifs"]["vm1"]["rx"], 3);

@@ -211,9 +211,18 @@ impl FlowTable {
     /// A table of at least `capacity` entries (rounded up to a power of two, min 16).
     pub fn new(capacity: u32) -> FlowTable {
         let n = capacity.max(16).next_power_of_two() as usize;
+        // Lookups land anywhere in these arrays: huge pages keep the TLB from thrashing.
+        // The advice is given before the first write, while no page is backed yet.
+        let mut sigs = Vec::with_capacity(n);
+        dpdk_bindings::advise_hugepages(sigs.spare_capacity_mut());
+        sigs.extend((0..n).map(|_| AtomicU32::new(0)));
+        let mut entries = Vec::with_capacity(n);
+        dpdk_bindings::advise_hugepages(entries.spare_capacity_mut());
+        entries.extend((0..n).map(|_| Entry::new()));
+        let (sigs, entries) = (sigs.into_boxed_slice(), entries.into_boxed_slice());
         FlowTable {
-            sigs: (0..n).map(|_| AtomicU32::new(0)).collect(),
-            entries: (0..n).map(|_| Entry::new()).collect(),
+            sigs,
+            entries,
             bucket_mask: (n / WAYS - 1) as u32,
             stats: std::array::from_fn(|_| AtomicU64::new(0)),
             snat: None,
