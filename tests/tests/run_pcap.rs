@@ -26,22 +26,6 @@ fn gw() -> MacAddr {
     vrouter::tables::GlobalConfig::default().vrouter_mac
 }
 
-fn arp_request(target: std::net::Ipv4Addr) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&VM1_MAC.0);
-    f.extend_from_slice(&[0x08, 0x06]);
-    f.resize(42, 0);
-    let r = wire::arp::Repr {
-        op: wire::arp::Operation::Request,
-        sha: VM1_MAC,
-        spa: VM1_IP,
-        tha: MacAddr::ZERO,
-        tpa: target,
-    };
-    r.emit(&mut f[14..]).unwrap();
-    f
-}
-
 /// Writes the config and input captures, runs the daemon, returns the stats JSON.
 fn run(dir: &Path, inputs: &[(&str, Vec<Vec<u8>>)]) -> serde_json::Value {
     run_with(dir, inputs, |_| {})

@@ -14,24 +14,6 @@ use crate::wire::{self, MacAddr};
 /// The vifs, in port order.
 pub const VIFS: [&str; 4] = ["fabric", "vhost0", "vm1", "vm2"];
 
-/// An ARP request from vm1 for `target`.
-pub fn arp_request(target: Ipv4Addr) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&VM1_MAC.0);
-    f.extend_from_slice(&[0x08, 0x06]);
-    f.resize(42, 0);
-    let r = wire::arp::Repr {
-        op: wire::arp::Operation::Request,
-        sha: VM1_MAC,
-        spa: VM1_IP,
-        tha: MacAddr::ZERO,
-        tpa: target,
-    };
-    // 42 bytes hold the request: emit cannot fail.
-    let _ = r.emit(&mut f[14..]);
-    f
-}
-
 /// Input traffic per vif.
 pub fn traffic() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let gw = GlobalConfig::default().vrouter_mac;

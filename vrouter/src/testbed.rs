@@ -229,6 +229,22 @@ pub fn config(device: impl Fn(&str) -> Option<String>) -> Config {
     }
 }
 
+/// Small tables holding the topology, published.
+pub fn writer() -> TablesWriter {
+    let mut w = TablesWriter::new(TableSizes {
+        vifs: 64,
+        vrfs: 16,
+        nexthops: 1024,
+        labels: 1024,
+        attrs: 64,
+    });
+    config(|_| None)
+        .apply(&mut w)
+        .expect("the testbed configuration applies");
+    w.publish();
+    w
+}
+
 impl Testbed {
     /// Builds the topology with a flow table of `flows` entries.
     pub fn new(flows: u32) -> Testbed {
@@ -237,17 +253,7 @@ impl Testbed {
 
     /// Builds the topology with given SNAT pools.
     pub fn with_snat(flows: u32, snat: SnatPools) -> Testbed {
-        let mut w = TablesWriter::new(TableSizes {
-            vifs: 64,
-            vrfs: 16,
-            nexthops: 1024,
-            labels: 1024,
-            attrs: 64,
-        });
-        config(|_| None)
-            .apply(&mut w)
-            .expect("the testbed configuration applies");
-        w.publish();
+        let w = writer();
         let snat = Arc::new(snat);
         let table = Arc::new(FlowTable::with_snat(flows, Arc::clone(&snat)));
         let pipeline = Pipeline::new(table, Arc::clone(&snat), AgingConfig::millis());
@@ -345,6 +351,24 @@ pub fn ipv4_frame(
             wire::udp::Packet::new_unchecked(l4).fill_checksum(ps);
         }
     }
+    f
+}
+
+/// An ARP request from vm1 for `target`.
+pub fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&VM1_MAC.0);
+    f.extend_from_slice(&[0x08, 0x06]);
+    f.resize(42, 0);
+    let r = wire::arp::Repr {
+        op: wire::arp::Operation::Request,
+        sha: VM1_MAC,
+        spa: VM1_IP,
+        tha: MacAddr::ZERO,
+        tpa: target,
+    };
+    // 42 bytes hold the request: emit cannot fail.
+    let _ = r.emit(&mut f[14..]);
     f
 }
 

@@ -3,30 +3,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde_json::json;
 use vrouter::config::{LabelCfg, RouteCfg};
 use vrouter::control::{ControlState, Op, PAGE, Reply, Request, VERSION, handle, handle_frame};
 use vrouter::flow::FlowTable;
-use vrouter::tables::{TableSizes, TablesWriter};
 use vrouter::testbed;
 
 fn state() -> ControlState {
-    let mut w = TablesWriter::new(TableSizes {
-        vifs: 64,
-        vrfs: 16,
-        nexthops: 1024,
-        labels: 1024,
-        attrs: 64,
-    });
-    testbed::config(|_| None).apply(&mut w).unwrap();
-    w.publish();
     ControlState {
-        writer: Mutex::new(w),
-        flows: Arc::new(FlowTable::new(1024)),
-        stats: Box::new(|| json!({"rx": 0})),
         devices: Mutex::new(vec![(2, "net_tap0,iface=vm1".into())]),
-        ports: None,
-        capture: None,
+        ..ControlState::detached(testbed::writer(), Arc::new(FlowTable::new(1024)))
     }
 }
 

@@ -233,18 +233,8 @@ fn tunnels_from_node_b_are_decapsulated_to_the_right_vm() {
 #[test]
 fn arp_requests_are_answered_with_the_vrouter_mac() {
     let mut tb = Testbed::new(64);
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&VM1_MAC.0);
-    f.extend_from_slice(&[0x08, 0x06]);
-    let req = wire::arp::Repr {
-        op: wire::arp::Operation::Request,
-        sha: VM1_MAC,
-        spa: VM1_IP,
-        tha: MacAddr::ZERO,
-        tpa: Ipv4Addr::new(10, 1, 1, 1),
-    };
-    f.resize(14 + 28, 0);
-    req.emit(&mut f[14..]).unwrap();
+    let f = arp_request(Ipv4Addr::new(10, 1, 1, 1));
+    let req = wire::arp::Repr::parse(&wire::arp::Packet::new_checked(&f[14..]).unwrap()).unwrap();
     let (d, out) = tb.run_one(VM1, f.clone(), 1);
     assert_eq!(d, Disposition::Tx(VM1));
     let p = SlicedPacket::from_ethernet(&out).unwrap();

@@ -7,16 +7,10 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use vrouter::control::{ControlState, handle_frame};
 use vrouter::flow::FlowTable;
-use vrouter::tables::{TableSizes, TablesWriter};
 
 fn state() -> &'static ControlState {
     static S: OnceLock<ControlState> = OnceLock::new();
-    S.get_or_init(|| {
-        let mut w = TablesWriter::new(TableSizes { vifs: 64, vrfs: 16, nexthops: 1024, labels: 1024, attrs: 64 });
-        vrouter::testbed::config(|_| None).apply(&mut w).expect("testbed config");
-        w.publish();
-        ControlState::detached(w, Arc::new(FlowTable::new(1024)))
-    })
+    S.get_or_init(|| ControlState::detached(vrouter::testbed::writer(), Arc::new(FlowTable::new(1024))))
 }
 
 fuzz_target!(|b: &[u8]| {

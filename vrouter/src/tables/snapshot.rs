@@ -350,18 +350,28 @@ impl TablesWriter {
         if self.work.vifs.get(id.0).is_none() {
             return Err(TableError::NoVif(id));
         }
-        if let Some((nh, _)) = self
+        self.unused(id.to_string(), |(_, vifs)| vifs.contains(&id))?;
+        self.work.vifs.remove(id.0).ok_or(TableError::NoVif(id))
+    }
+
+    /// Refuses (`InUse`) when a nexthop's references satisfy `uses`.
+    fn unused(
+        &self,
+        what: String,
+        uses: impl Fn(&(Vec<NhId>, Vec<VifId>)) -> bool,
+    ) -> Result<(), TableError> {
+        match self
             .work
             .nexthops
             .iter()
-            .find(|(_, nh)| nh.references().1.contains(&id))
+            .find(|(_, nh)| uses(&nh.references()))
         {
-            return Err(TableError::InUse {
-                what: id.to_string(),
-                by: NhId(nh).to_string(),
-            });
+            Some((by, _)) => Err(TableError::InUse {
+                what,
+                by: NhId(by).to_string(),
+            }),
+            None => Ok(()),
         }
-        self.work.vifs.remove(id.0).ok_or(TableError::NoVif(id))
     }
 
     /// Adds or replaces a nexthop; the interfaces and nexthops it names must exist.
@@ -384,17 +394,7 @@ impl TablesWriter {
     /// Deletes a nexthop. Routes and flows that still name it drop their packets with
     /// the "invalid nexthop" reason until they are changed.
     pub fn del_nexthop(&mut self, id: NhId) -> Result<Arc<Nexthop>, TableError> {
-        if let Some((by, _)) = self
-            .work
-            .nexthops
-            .iter()
-            .find(|(_, nh)| nh.references().0.contains(&id))
-        {
-            return Err(TableError::InUse {
-                what: id.to_string(),
-                by: NhId(by).to_string(),
-            });
-        }
+        self.unused(id.to_string(), |(nhs, _)| nhs.contains(&id))?;
         self.work
             .nexthops
             .remove(id.0)
