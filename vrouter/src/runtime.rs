@@ -251,7 +251,16 @@ impl LcoreCtx {
                             }
                         }
                     }
-                    // Drops were counted by the pipeline; floods need copies (not yet).
+                    // Drops were counted by the pipeline. Flooding needs copies of the
+                    // mbuf, which the runtime does not make yet: count it, never lose it
+                    // silently.
+                    if let Disposition::Flood(_) = d {
+                        self.pipeline.stats.tx -= 1;
+                        self.pipeline
+                            .stats
+                            .drops
+                            .count(DropReason::FloodUnsupported);
+                    }
                 }
                 if let Some(c) = capturing {
                     if let Some(b) = self.out.get(c as usize) {

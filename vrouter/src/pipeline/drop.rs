@@ -71,6 +71,8 @@ drop_reasons! {
     TxFull = "tx_queue_full",
     /// A packet for an L2 destination we do not know.
     NoBridgeEntry = "no_bridge_entry",
+    /// An L2 flood the runtime cannot copy yet.
+    FloodUnsupported = "flood_unsupported",
 }
 
 /// Number of reasons.
