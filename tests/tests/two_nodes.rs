@@ -1,0 +1,348 @@
+//! Two vrouter nodes over a fabric: each node is a vrouter process whose fabric port is a
+//! DPDK tap, the two taps joined by a Linux bridge, and whose pod port is a tap moved into
+//! the pod's network namespace as its eth0. A pod pings the other node's pod across the
+//! tunnel, once per encapsulation; the fabric traffic is captured by the vrouter and
+//! decoded by tshark, which must see the right labels / VNIs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use vr_tests::{unique_prefix, workspace_bin};
+use vrouter::control::{Client, Op};
+use vrouter::pcap;
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn ok(args: &[&str]) {
+    let o = sh(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A pod: address, gateway, MAC.
+type Pod = (&'static str, &'static str, &'static str);
+const POD_A: Pod = ("10.1.1.3", "10.1.1.1", "02:00:00:00:01:03");
+const POD_B: Pod = ("10.1.2.5", "10.1.2.1", "02:00:00:00:02:05");
+
+/// One side of the lab: fabric address and MAC, its pod, the pod's label / VNI, and the
+/// other side's pod subnet and label.
+struct Node {
+    name: &'static str,
+    ip: &'static str,
+    mac: &'static str,
+    pod: Pod,
+    label: u32,
+    remote_net: &'static str,
+    remote_label: u32,
+}
+
+const NODES: [Node; 2] = [
+    Node {
+        name: "a",
+        ip: "192.0.2.1",
+        mac: "02:fa:00:00:00:01",
+        pod: POD_A,
+        label: 17,
+        remote_net: "10.1.2.0/24",
+        remote_label: 20,
+    },
+    Node {
+        name: "b",
+        ip: "192.0.2.2",
+        mac: "02:fa:00:00:00:02",
+        pod: POD_B,
+        label: 20,
+        remote_net: "10.1.1.0/24",
+        remote_label: 17,
+    },
+];
+
+/// Everything the test creates; removed on drop, also when the test fails.
+struct Lab {
+    id: u32,
+    dir: PathBuf,
+    ns: Vec<String>,
+    bridge: String,
+    daemons: Vec<Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop();
+        for ns in &self.ns {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        let _ = sh(&["ip", "link", "del", &self.bridge]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let id = std::process::id() % 100_000;
+        let dir = std::env::temp_dir().join(unique_prefix("vr2n"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let bridge = format!("vrbr{id}");
+        let mut lab = Lab {
+            id,
+            dir,
+            ns: vec![],
+            bridge: bridge.clone(),
+            daemons: vec![],
+        };
+        ok(&["ip", "link", "add", &bridge, "type", "bridge"]);
+        ok(&["ip", "link", "set", &bridge, "up"]);
+        for n in &NODES {
+            let ns = format!("vr2{}{id}", n.name);
+            ok(&["ip", "netns", "add", &ns]);
+            ok(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+            lab.ns.push(ns);
+        }
+        lab
+    }
+
+    fn config(&self, encap: &str, n: &Node, peer: &Node) -> String {
+        let id = self.id;
+        format!(
+            r#"
+[global]
+encap_priority = ["{encap}"]
+fabric_vif = 0
+
+[[vrf]]
+id = 0
+[[vrf]]
+id = 1
+
+[[vif]]
+id = 0
+name = "fabric"
+kind = "physical"
+device = "net_tap0,iface=tf{node}{id}"
+mac = "{mac}"
+vrf = 0
+ip4 = "{ip}"
+
+[[vif]]
+id = 2
+name = "pod"
+kind = "virtual"
+device = "net_tap1,iface=tp{node}{id}"
+mac = "00:00:5e:00:01:00"
+vrf = 1
+ip4 = "{pod_ip}"
+
+[[nexthop]]
+id = 1
+type = "encap"
+vif = 2
+dmac = "{pod_mac}"
+smac = "00:00:5e:00:01:00"
+
+[[nexthop]]
+id = 3
+type = "tunnel"
+vif = 0
+src = "{ip}"
+dst = "{peer_ip}"
+smac = "{mac}"
+dmac = "{peer_mac}"
+
+[[route]]
+vrf = 1
+prefix = "{pod_ip}/32"
+nh = 1
+
+[[route]]
+vrf = 1
+prefix = "{remote_net}"
+nh = 3
+label = {remote_label}
+
+[[label]]
+label = {label}
+nh = 1
+
+[[vni]]
+vni = {label}
+vrf = 1
+"#,
+            node = n.name,
+            mac = n.mac,
+            ip = n.ip,
+            pod_ip = n.pod.0,
+            pod_mac = n.pod.2,
+            peer_ip = peer.ip,
+            peer_mac = peer.mac,
+            remote_net = n.remote_net,
+            remote_label = n.remote_label,
+            label = n.label,
+        )
+    }
+
+    /// Starts both nodes with `encap`, plugs their taps in; returns the control sockets.
+    fn start(&mut self, encap: &str) -> Vec<PathBuf> {
+        let mut sockets = Vec::new();
+        for (i, n) in NODES.iter().enumerate() {
+            let cfg = self.dir.join(format!("{}-{encap}.toml", n.name));
+            std::fs::write(&cfg, self.config(encap, n, &NODES[1 - i])).unwrap();
+            let socket = self.dir.join(format!("{}.sock", n.name));
+            let log = std::fs::File::create(self.dir.join(format!("{}.log", n.name))).unwrap();
+            let child = Command::new(workspace_bin("vrouter"))
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .arg("--socket")
+                .arg(&socket)
+                .args(["--mbufs", "4095", "--", "--no-huge", "-m", "256", "-l", "0"])
+                .args(["--file-prefix", &unique_prefix(&format!("vr2n{}", n.name))])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            self.daemons.push(child);
+            sockets.push(socket);
+        }
+        for (s, n) in sockets.iter().zip(&NODES) {
+            let t = Instant::now();
+            while Client::connect(s)
+                .and_then(|mut c| c.call(Op::Hello))
+                .is_err()
+            {
+                if t.elapsed() > Duration::from_secs(15) {
+                    let log = std::fs::read_to_string(self.dir.join(format!("{}.log", n.name)))
+                        .unwrap_or_default();
+                    panic!("vrouter {} did not start:\n{log}", n.name);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // The fabric taps join the bridge; each pod tap becomes its pod's eth0.
+        let id = self.id;
+        for (n, ns) in NODES.iter().zip(self.ns.clone()) {
+            let fabric = format!("tf{}{id}", n.name);
+            ok(&["ip", "link", "set", &fabric, "master", &self.bridge]);
+            ok(&["ip", "link", "set", &fabric, "up"]);
+            let tap = format!("tp{}{id}", n.name);
+            ok(&["ip", "link", "set", &tap, "netns", &ns]);
+            let addr = format!("{}/24", n.pod.0);
+            for cmd in [
+                vec!["ip", "link", "set", &tap, "name", "eth0"],
+                vec!["ip", "link", "set", "eth0", "address", n.pod.2],
+                vec!["ip", "addr", "add", &addr, "dev", "eth0"],
+                vec!["ip", "link", "set", "eth0", "up"],
+                vec!["ip", "route", "add", "default", "via", n.pod.1],
+            ] {
+                let mut full = vec!["ip", "netns", "exec", &ns];
+                full.extend(cmd);
+                ok(&full);
+            }
+        }
+        sockets
+    }
+
+    fn stop(&mut self) {
+        for mut d in self.daemons.drain(..) {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+}
+
+fn capture(
+    socket: &Path,
+    file: &Path,
+    count: u32,
+) -> std::thread::JoinHandle<std::process::Output> {
+    let (s, f) = (socket.to_owned(), file.to_owned());
+    std::thread::spawn(move || {
+        Command::new(workspace_bin("vrctl"))
+            .arg("--socket")
+            .arg(&s)
+            .args([
+                "vif",
+                "--capture",
+                "0",
+                "--count",
+                &count.to_string(),
+                "--timeout-s",
+                "10",
+                "--file",
+            ])
+            .arg(&f)
+            .output()
+            .unwrap()
+    })
+}
+
+fn tshark(file: &Path, fields: &[&str]) -> String {
+    let mut args = vec![
+        "-r".to_string(),
+        file.display().to_string(),
+        "-d".into(),
+        "udp.port==6635,mpls".into(),
+    ];
+    args.extend(["-T", "fields"].map(String::from));
+    for f in fields {
+        args.push("-e".into());
+        args.push((*f).into());
+    }
+    let o = Command::new("tshark").args(&args).output().expect("tshark");
+    assert!(
+        o.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn pods_on_two_nodes_ping_over_mpls_udp_mpls_gre_and_vxlan() {
+    let mut lab = Lab::new();
+    for (encap, field) in [
+        ("mpls-udp", "mpls.label"),
+        ("mpls-gre", "mpls.label"),
+        ("vxlan", "vxlan.vni"),
+    ] {
+        let sockets = lab.start(encap);
+        let cap = lab.dir.join(format!("fabric-{encap}.pcap"));
+        let capturing = capture(&sockets[0], &cap, 4);
+        std::thread::sleep(Duration::from_millis(200));
+        let o = sh(&[
+            "ip", "netns", "exec", &lab.ns[0], "ping", "-c", "3", "-i", "0.2", "-W", "2", POD_B.0,
+        ]);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success() && text.contains("3 received"),
+            "{encap}: ping failed:\n{text}"
+        );
+        assert!(text.contains("ttl=62"), "{encap}: two vrouter hops: {text}");
+        let c = capturing.join().unwrap();
+        assert!(
+            c.status.success(),
+            "{encap}: capture: {}",
+            String::from_utf8_lossy(&c.stderr)
+        );
+        assert_eq!(pcap::read(&cap).unwrap().len(), 4);
+        // tshark's own decoders: both directions, each with the receiving node's label.
+        let decoded = tshark(&cap, &["ip.src", "ip.dst", field]);
+        assert!(
+            decoded.contains("192.0.2.1,10.1.1.3\t192.0.2.2,10.1.2.5\t20"),
+            "{encap}: A->B:\n{decoded}"
+        );
+        assert!(
+            decoded.contains("192.0.2.2,10.1.2.5\t192.0.2.1,10.1.1.3\t17"),
+            "{encap}: B->A:\n{decoded}"
+        );
+        lab.stop();
+    }
+}
