@@ -506,8 +506,14 @@ impl FlowTable {
     #[inline]
     pub fn touch(&self, idx: FlowIdx, len: u64, now: u64, tcp_flags: u8) {
         let e = &self.entries[idx.0 as usize];
-        e.w[PKTS].fetch_add(1, Ordering::Relaxed);
-        e.w[BYTES].fetch_add(len, Ordering::Relaxed);
+        // Plain load + store, not fetch_add: a flow direction arrives on one RSS queue, so
+        // one lcore counts it and the counts are exact; the locked read-modify-writes cost
+        // about 10% of a flow hit. Were two lcores ever to count the same direction at the
+        // same instant, a count could be lost, nothing worse.
+        let p = e.w[PKTS].load(Ordering::Relaxed);
+        e.w[PKTS].store(p + 1, Ordering::Relaxed);
+        let b = e.w[BYTES].load(Ordering::Relaxed);
+        e.w[BYTES].store(b + len, Ordering::Relaxed);
         e.w[LAST].store(now, Ordering::Relaxed);
         if tcp_flags != 0 {
             e.w[TCP].fetch_or(u64::from(tcp_flags), Ordering::Relaxed);
