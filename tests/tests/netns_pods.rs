@@ -222,3 +222,124 @@ fn two_pods_ping_and_talk_udp_through_the_vrouter() {
         "UDP flow"
     );
 }
+
+#[test]
+fn a_security_group_allowing_tcp_80_only_blocks_81_and_udp_for_real_sockets() {
+    let mut p = pods();
+    let mut cfg = testbed::config(|name| match name {
+        "vm1" => Some(format!("net_af_packet0,iface={}", p.host_if[0])),
+        "vm2" => Some(format!("net_af_packet1,iface={}", p.host_if[1])),
+        "fabric" => Some("net_null0,no-rx=1".into()),
+        _ => None,
+    });
+    cfg.policies.push(vrouter::config::PolicyCfg {
+        name: "sg-web".into(),
+        rules: vec![vrouter::config::RuleCfg {
+            proto: Some(6),
+            src: Default::default(),
+            dst: Default::default(),
+            sport: None,
+            dport: Some((80, 80)),
+            action: vrouter::config::ActionCfg::Pass,
+        }],
+        default: vrouter::config::ActionCfg::Deny,
+    });
+    cfg.vifs
+        .iter_mut()
+        .find(|v| v.name == "vm2")
+        .unwrap()
+        .ingress = vec!["sg-web".into()];
+    std::fs::write(p.dir.join("vr.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+    let socket = p.dir.join("vr.sock");
+    p.daemon = Some(
+        Command::new(workspace_bin("vrouter"))
+            .args(["run", "--config"])
+            .arg(p.dir.join("vr.toml"))
+            .arg("--socket")
+            .arg(&socket)
+            .args([
+                "--mbufs",
+                "8191",
+                "--",
+                "--no-huge",
+                "-m",
+                "512",
+                "-l",
+                "0",
+                "--file-prefix",
+                &unique_prefix("vrsg"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while Client::connect(&socket)
+        .and_then(|mut c| c.call(Op::Hello))
+        .is_err()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the vrouter did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Pod b listens on TCP 80 and 81 and UDP 80.
+    let server = r#"
+import socket, threading
+def tcp(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(8)
+    while True:
+        c, _ = s.accept(); c.sendall(b"port %d" % port); c.close()
+for p in (80, 81):
+    threading.Thread(target=tcp, args=(p,), daemon=True).start()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 80))
+while True:
+    d, a = u.recvfrom(100); u.sendto(d, a)
+"#;
+    struct Reap(Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _srv = Reap(
+        Command::new("ip")
+            .args(["netns", "exec", &p.ns[1], "python3", "-c", server])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let probe = |kind: &str, port: u16| -> String {
+        let code = match kind {
+            "tcp" => format!(
+                "import socket\ntry:\n  c=socket.create_connection(('{VM2_IP}',{port}),timeout=2); print(c.recv(20).decode())\nexcept Exception as e: print('blocked')"
+            ),
+            _ => format!(
+                "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\ntry:\n  s.sendto(b'x',('{VM2_IP}',{port})); s.recvfrom(10); print('open')\nexcept Exception: print('blocked')"
+            ),
+        };
+        String::from_utf8_lossy(&in_ns(&p.ns[0], &["python3", "-c", &code]).stdout)
+            .trim()
+            .to_string()
+    };
+    assert_eq!(probe("tcp", 80), "port 80", "TCP 80 is allowed");
+    assert_eq!(probe("tcp", 81), "blocked", "TCP 81 is not");
+    assert_eq!(probe("udp", 80), "blocked", "UDP is not");
+    let stats = Client::connect(&socket)
+        .unwrap()
+        .call(Op::Stats)
+        .unwrap()
+        .data
+        .unwrap();
+    assert!(
+        stats["drops"]["policy_deny"].as_u64().unwrap_or(0) >= 2,
+        "denies counted: {}",
+        stats["drops"]
+    );
+}
