@@ -343,3 +343,90 @@ while True:
         stats["drops"]
     );
 }
+
+#[test]
+fn two_pods_ping_over_ipv6_with_neighbour_discovery_answered_by_the_vrouter() {
+    let mut p = pods();
+    let (a6, b6) = ("fd00:1::3", "fd00:1::4");
+    for (ns, addr) in p.ns.iter().zip([a6, b6]) {
+        let cidr = format!("{addr}/64");
+        // No duplicate-address detection: the address is usable at once.
+        let o = in_ns(
+            ns,
+            &["ip", "-6", "addr", "add", &cidr, "dev", "eth0", "nodad"],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let mut cfg = testbed::config(|name| match name {
+        "vm1" => Some(format!("net_af_packet0,iface={}", p.host_if[0])),
+        "vm2" => Some(format!("net_af_packet1,iface={}", p.host_if[1])),
+        "fabric" => Some("net_null0,no-rx=1".into()),
+        _ => None,
+    });
+    for (vif, addr, nh) in [("vm1", a6, 1), ("vm2", b6, 2)] {
+        cfg.vifs.iter_mut().find(|v| v.name == vif).unwrap().ip6 = Some(addr.parse().unwrap());
+        cfg.routes.push(vrouter::config::RouteCfg {
+            vrf: 1,
+            prefix: format!("{addr}/128"),
+            nh,
+            label: 0,
+        });
+    }
+    std::fs::write(p.dir.join("vr.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+    let socket = p.dir.join("vr.sock");
+    p.daemon = Some(
+        Command::new(workspace_bin("vrouter"))
+            .args(["run", "--config"])
+            .arg(p.dir.join("vr.toml"))
+            .arg("--socket")
+            .arg(&socket)
+            .args([
+                "--mbufs",
+                "8191",
+                "--",
+                "--no-huge",
+                "-m",
+                "512",
+                "-l",
+                "0",
+                "--file-prefix",
+                &unique_prefix("vrv6"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while Client::connect(&socket)
+        .and_then(|mut c| c.call(Op::Hello))
+        .is_err()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the vrouter did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = in_ns(
+        &p.ns[0],
+        &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", b6],
+    );
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success() && text.contains("3 received"),
+        "ping -6 failed:\n{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        text.contains("ttl=63"),
+        "one routed hop (iputils prints the hop limit as ttl): {text}"
+    );
+    let neigh =
+        String::from_utf8_lossy(&in_ns(&p.ns[0], &["ip", "-6", "neigh", "show", b6]).stdout)
+            .to_string();
+    assert!(
+        neigh.contains("00:00:5e:00:01:00") && neigh.contains("router"),
+        "the vrouter answered ND as a router: {neigh}"
+    );
+}
