@@ -25,3 +25,32 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 pub fn unique_prefix(tag: &str) -> String {
     format!("{tag}{}", std::process::id())
 }
+
+/// Prints the counters of the vrouters behind these control sockets if the test thread is
+/// panicking when it is dropped: which vif saw what, and drops by reason, so a failed
+/// end-to-end scenario says which hop lost the packet.
+#[derive(Debug)]
+pub struct DumpOnFailure(pub Vec<PathBuf>);
+
+impl Drop for DumpOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for s in &self.0 {
+            let stats = vrouter::control::Client::connect(s)
+                .and_then(|mut c| c.call(vrouter::control::Op::Stats))
+                .map(|r| r.data.unwrap_or_default());
+            match stats {
+                Ok(v) => eprintln!(
+                    "vrouter at {}: vifs {} drops {} flows {}",
+                    s.display(),
+                    v["vifs"],
+                    v["drops"],
+                    v["flow_table"]
+                ),
+                Err(e) => eprintln!("vrouter at {}: unreachable ({e})", s.display()),
+            }
+        }
+    }
+}

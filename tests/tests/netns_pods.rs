@@ -130,6 +130,7 @@ fn two_pods_ping_and_talk_udp_through_the_vrouter() {
             .spawn()
             .unwrap(),
     );
+    let _dump = vr_tests::DumpOnFailure(vec![socket.clone()]);
     let t = Instant::now();
     while Client::connect(&socket)
         .and_then(|mut c| c.call(Op::Hello))
@@ -274,6 +275,7 @@ fn a_security_group_allowing_tcp_80_only_blocks_81_and_udp_for_real_sockets() {
             .spawn()
             .unwrap(),
     );
+    let _dump = vr_tests::DumpOnFailure(vec![socket.clone()]);
     let t = Instant::now();
     while Client::connect(&socket)
         .and_then(|mut c| c.call(Op::Hello))
@@ -397,6 +399,7 @@ fn two_pods_ping_over_ipv6_with_neighbour_discovery_answered_by_the_vrouter() {
             .spawn()
             .unwrap(),
     );
+    let _dump = vr_tests::DumpOnFailure(vec![socket.clone()]);
     let t = Instant::now();
     while Client::connect(&socket)
         .and_then(|mut c| c.call(Op::Hello))

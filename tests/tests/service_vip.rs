@@ -198,6 +198,7 @@ fn vip_spreads_connections_and_a_removed_backend_keeps_its_established_ones() {
             .spawn()
             .unwrap(),
     );
+    let _dump = vr_tests::DumpOnFailure(vec![socket.clone()]);
     let t = Instant::now();
     while Client::connect(&socket)
         .and_then(|mut c| c.call(Op::Hello))

@@ -314,6 +314,7 @@ fn pods_on_two_nodes_ping_over_mpls_udp_mpls_gre_and_vxlan() {
         ("vxlan", "vxlan.vni"),
     ] {
         let sockets = lab.start(encap);
+        let _dump = vr_tests::DumpOnFailure(sockets.clone());
         let cap = lab.dir.join(format!("fabric-{encap}.pcap"));
         let capturing = capture(&sockets[0], &cap, 4);
         std::thread::sleep(Duration::from_millis(200));
