@@ -54,3 +54,110 @@ impl Drop for DumpOnFailure {
         }
     }
 }
+
+/// Runs a command, returning its output (panics only if it cannot be started).
+pub fn sh(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// Runs a command that must succeed.
+pub fn ok(args: &[&str]) {
+    let o = sh(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Runs a command inside network namespace `ns`.
+pub fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(args);
+    sh(&full)
+}
+
+/// A `vrouter run` started for a test, with its control socket and log in `dir`; killed
+/// when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its control socket.
+    pub socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `vrouter run --config CONFIG` without hugepages on lcore 0 and waits (15 s at
+    /// most) until its control socket answers; on failure the panic shows its log.
+    pub fn start(
+        dir: &std::path::Path,
+        name: &str,
+        config: &std::path::Path,
+        mbufs: u32,
+        mem_mb: u32,
+    ) -> Daemon {
+        let socket = dir.join(format!("{name}.sock"));
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("daemon log");
+        let child = std::process::Command::new(workspace_bin("vrouter"))
+            .args(["run", "--config"])
+            .arg(config)
+            .arg("--socket")
+            .arg(&socket)
+            .args([
+                "--mbufs",
+                &mbufs.to_string(),
+                "--",
+                "--no-huge",
+                "-m",
+                &mem_mb.to_string(),
+                "-l",
+                "0",
+            ])
+            .args(["--file-prefix", &unique_prefix(&format!("vr{name}"))])
+            .stdout(out.try_clone().expect("daemon log"))
+            .stderr(out)
+            .spawn()
+            .expect("start vrouter");
+        let d = Daemon { child, socket, log };
+        let t = std::time::Instant::now();
+        while vrouter::control::Client::connect(&d.socket)
+            .and_then(|mut c| c.call(vrouter::control::Op::Hello))
+            .is_err()
+        {
+            if t.elapsed() > std::time::Duration::from_secs(15) {
+                panic!("vrouter {name} did not start:\n{}", d.log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        d
+    }
+
+    /// What the daemon printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A helper process (a server in a pod) killed when dropped, also when a test fails.
+#[derive(Debug)]
+pub struct Reap(pub std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -3,30 +3,28 @@
 //! refused without harm, malformed frames do not stop forwarding, SIGTERM ends cleanly.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vr_tests::{unique_prefix, workspace_bin};
-use vrouter::control::{Client, Op};
+use vr_tests::{Daemon, unique_prefix, workspace_bin};
+use vrouter::control::Client;
 use vrouter::pcap;
 use vrouter::testbed::{self, vm1_udp};
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
+/// A running vrouter and its scratch directory (removed when dropped).
+struct Lab {
+    daemon: Daemon,
     dir: PathBuf,
 }
 
-impl Drop for Daemon {
+impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn start() -> Daemon {
+fn start() -> Lab {
     let dir = std::env::temp_dir().join(unique_prefix("vrctl"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -49,39 +47,8 @@ fn start() -> Daemon {
         _ => None,
     });
     std::fs::write(dir.join("vr.toml"), toml::to_string(&cfg).unwrap()).unwrap();
-    let socket = dir.join("vr.sock");
-    let child = Command::new(workspace_bin("vrouter"))
-        .args(["run", "--config"])
-        .arg(dir.join("vr.toml"))
-        .arg("--socket")
-        .arg(&socket)
-        .args([
-            "--mbufs",
-            "8191",
-            "--",
-            "--no-huge",
-            "-m",
-            "512",
-            "-l",
-            "0",
-            "--file-prefix",
-            &unique_prefix("vrctl"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon { child, socket, dir };
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(15) {
-        if let Ok(mut c) = Client::connect(&daemon.socket) {
-            if c.call(Op::Hello).map(|r| r.ok).unwrap_or(false) {
-                return daemon;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the vrouter did not open its control socket");
+    let daemon = Daemon::start(&dir, "vr", &dir.join("vr.toml"), 8191, 512);
+    Lab { daemon, dir }
 }
 
 fn vrctl(socket: &Path, args: &[&str]) -> Output {
@@ -126,7 +93,7 @@ fn until(mut f: impl FnMut() -> bool, what: &str) {
 #[test]
 fn vrctl_reprograms_a_running_vrouter_and_bad_requests_do_no_harm() {
     let mut d = start();
-    let s = d.socket.clone();
+    let s = d.daemon.socket.clone();
     until(|| tx(&s, "fabric") > 1000, "traffic to the fabric");
 
     let routes = json(&s, &["rt", "--dump", "1"]);
@@ -244,7 +211,7 @@ fn vrctl_reprograms_a_running_vrouter_and_bad_requests_do_no_harm() {
     assert!(vrctl(&s, &["dropstats"]).status.success());
 
     // SIGTERM: a clean exit that removes the socket.
-    let pid = d.child.id().to_string();
+    let pid = d.daemon.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -254,7 +221,7 @@ fn vrctl_reprograms_a_running_vrouter_and_bad_requests_do_no_harm() {
     );
     let t = Instant::now();
     let status = loop {
-        if let Some(st) = d.child.try_wait().unwrap() {
+        if let Some(st) = d.daemon.child.try_wait().unwrap() {
             break st;
         }
         assert!(
@@ -272,7 +239,7 @@ fn vrctl_reprograms_a_running_vrouter_and_bad_requests_do_no_harm() {
 #[test]
 fn interfaces_are_plugged_in_and_removed_while_traffic_runs() {
     let d = start();
-    let s = d.socket.clone();
+    let s = d.daemon.socket.clone();
     until(|| tx(&s, "fabric") > 1000, "traffic to the fabric");
 
     // A new VM interface with its own (hot-plugged) device, a nexthop and a route to it.

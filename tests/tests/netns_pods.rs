@@ -3,43 +3,25 @@
 //! for each other (the vrouter answers), ping and exchange UDP through the vrouter.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use vr_tests::{unique_prefix, workspace_bin};
+use vr_tests::{Daemon, Reap, in_ns, ok, sh, unique_prefix};
 use vrouter::control::{Client, Op};
 use vrouter::testbed::{self, VM1_IP, VM1_MAC, VM2_IP, VM2_MAC};
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn ok(args: &[&str]) {
-    let o = sh(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// Two pods and everything created for them; removed on drop, also when a test fails.
 struct Pods {
     ns: [String; 2],
     host_if: [String; 2],
-    daemon: Option<Child>,
+    daemon: Option<Daemon>,
     dir: PathBuf,
 }
 
 impl Drop for Pods {
     fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        // The daemon goes first: it holds the pods' host interfaces.
+        drop(self.daemon.take());
         for ns in &self.ns {
             let _ = sh(&["ip", "netns", "del", ns]);
         }
@@ -90,12 +72,6 @@ fn pods() -> Pods {
     p
 }
 
-fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
-    let mut full = vec!["ip", "netns", "exec", ns];
-    full.extend_from_slice(args);
-    sh(&full)
-}
-
 #[test]
 fn two_pods_ping_and_talk_udp_through_the_vrouter() {
     let mut p = pods();
@@ -106,42 +82,15 @@ fn two_pods_ping_and_talk_udp_through_the_vrouter() {
         _ => None,
     });
     std::fs::write(p.dir.join("vr.toml"), toml::to_string(&cfg).unwrap()).unwrap();
-    let socket = p.dir.join("vr.sock");
-    p.daemon = Some(
-        Command::new(workspace_bin("vrouter"))
-            .args(["run", "--config"])
-            .arg(p.dir.join("vr.toml"))
-            .arg("--socket")
-            .arg(&socket)
-            .args([
-                "--mbufs",
-                "8191",
-                "--",
-                "--no-huge",
-                "-m",
-                "512",
-                "-l",
-                "0",
-                "--file-prefix",
-                &unique_prefix("vrpods"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    p.daemon = Some(Daemon::start(
+        &p.dir,
+        "vr",
+        &p.dir.join("vr.toml"),
+        8191,
+        512,
+    ));
+    let socket = p.daemon.as_ref().unwrap().socket.clone();
     let _dump = vr_tests::DumpOnFailure(vec![socket.clone()]);
-    let t = Instant::now();
-    while Client::connect(&socket)
-        .and_then(|mut c| c.call(Op::Hello))
-        .is_err()
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "the vrouter did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     // ICMP: the pod's kernel ARPs for 10.1.1.4 (answered by the vrouter), then pings.
     let o = in_ns(
@@ -180,13 +129,6 @@ fn two_pods_ping_and_talk_udp_through_the_vrouter() {
         "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{VM2_IP}', 7000)); \
          s.settimeout(10); d,a=s.recvfrom(100); s.sendto(d.upper(), a)"
     );
-    struct Reap(Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut srv = Reap(
         Command::new("ip")
             .args(["netns", "exec", &p.ns[1], "python3", "-c", &server])
@@ -251,42 +193,15 @@ fn a_security_group_allowing_tcp_80_only_blocks_81_and_udp_for_real_sockets() {
         .unwrap()
         .ingress = vec!["sg-web".into()];
     std::fs::write(p.dir.join("vr.toml"), toml::to_string(&cfg).unwrap()).unwrap();
-    let socket = p.dir.join("vr.sock");
-    p.daemon = Some(
-        Command::new(workspace_bin("vrouter"))
-            .args(["run", "--config"])
-            .arg(p.dir.join("vr.toml"))
-            .arg("--socket")
-            .arg(&socket)
-            .args([
-                "--mbufs",
-                "8191",
-                "--",
-                "--no-huge",
-                "-m",
-                "512",
-                "-l",
-                "0",
-                "--file-prefix",
-                &unique_prefix("vrsg"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    p.daemon = Some(Daemon::start(
+        &p.dir,
+        "vr",
+        &p.dir.join("vr.toml"),
+        8191,
+        512,
+    ));
+    let socket = p.daemon.as_ref().unwrap().socket.clone();
     let _dump = vr_tests::DumpOnFailure(vec![socket.clone()]);
-    let t = Instant::now();
-    while Client::connect(&socket)
-        .and_then(|mut c| c.call(Op::Hello))
-        .is_err()
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "the vrouter did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
     // Pod b listens on TCP 80 and 81 and UDP 80.
     let server = r#"
 import socket, threading
@@ -301,13 +216,6 @@ u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 80))
 while True:
     d, a = u.recvfrom(100); u.sendto(d, a)
 "#;
-    struct Reap(Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _srv = Reap(
         Command::new("ip")
             .args(["netns", "exec", &p.ns[1], "python3", "-c", server])
@@ -375,42 +283,15 @@ fn two_pods_ping_over_ipv6_with_neighbour_discovery_answered_by_the_vrouter() {
         });
     }
     std::fs::write(p.dir.join("vr.toml"), toml::to_string(&cfg).unwrap()).unwrap();
-    let socket = p.dir.join("vr.sock");
-    p.daemon = Some(
-        Command::new(workspace_bin("vrouter"))
-            .args(["run", "--config"])
-            .arg(p.dir.join("vr.toml"))
-            .arg("--socket")
-            .arg(&socket)
-            .args([
-                "--mbufs",
-                "8191",
-                "--",
-                "--no-huge",
-                "-m",
-                "512",
-                "-l",
-                "0",
-                "--file-prefix",
-                &unique_prefix("vrv6"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    p.daemon = Some(Daemon::start(
+        &p.dir,
+        "vr",
+        &p.dir.join("vr.toml"),
+        8191,
+        512,
+    ));
+    let socket = p.daemon.as_ref().unwrap().socket.clone();
     let _dump = vr_tests::DumpOnFailure(vec![socket.clone()]);
-    let t = Instant::now();
-    while Client::connect(&socket)
-        .and_then(|mut c| c.call(Op::Hello))
-        .is_err()
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "the vrouter did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let o = in_ns(
         &p.ns[0],
         &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", b6],

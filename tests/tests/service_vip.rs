@@ -7,26 +7,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use vr_tests::{unique_prefix, workspace_bin};
-use vrouter::control::{Client, Op};
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn ok(args: &[&str]) {
-    let o = sh(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+use vr_tests::{Daemon, ok, sh, unique_prefix, workspace_bin};
 
 const VIP: &str = "10.1.1.100";
 /// (name, address, MAC) of the client and the backends.
@@ -38,6 +21,7 @@ const PODS: [(&str, &str, &str); 4] = [
 ];
 
 struct Lab {
+    daemon: Option<Daemon>,
     dir: PathBuf,
     ns: Vec<String>,
     host_if: Vec<String>,
@@ -50,6 +34,7 @@ impl Drop for Lab {
             let _ = p.kill();
             let _ = p.wait();
         }
+        drop(self.daemon.take());
         for ns in &self.ns {
             let _ = sh(&["ip", "netns", "del", ns]);
         }
@@ -138,6 +123,7 @@ fn vip_spreads_connections_and_a_removed_backend_keeps_its_established_ones() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut lab = Lab {
+        daemon: None,
         dir,
         ns: vec![],
         host_if: vec![],
@@ -173,45 +159,10 @@ fn vip_spreads_connections_and_a_removed_backend_keeps_its_established_ones() {
         }
     }
     std::fs::write(lab.dir.join("vr.toml"), config(&lab.host_if)).unwrap();
-    let socket = lab.dir.join("vr.sock");
-    let log = std::fs::File::create(lab.dir.join("vr.log")).unwrap();
-    lab.procs.push(
-        Command::new(workspace_bin("vrouter"))
-            .args(["run", "--config"])
-            .arg(lab.dir.join("vr.toml"))
-            .arg("--socket")
-            .arg(&socket)
-            .args([
-                "--mbufs",
-                "8191",
-                "--",
-                "--no-huge",
-                "-m",
-                "512",
-                "-l",
-                "0",
-                "--file-prefix",
-                &unique_prefix("vrvip"),
-            ])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = Daemon::start(&lab.dir, "vr", &lab.dir.join("vr.toml"), 8191, 512);
+    let socket = daemon.socket.clone();
+    lab.daemon = Some(daemon);
     let _dump = vr_tests::DumpOnFailure(vec![socket.clone()]);
-    let t = Instant::now();
-    while Client::connect(&socket)
-        .and_then(|mut c| c.call(Op::Hello))
-        .is_err()
-    {
-        if t.elapsed() > Duration::from_secs(15) {
-            panic!(
-                "vrouter did not start:\n{}",
-                std::fs::read_to_string(lab.dir.join("vr.log")).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     for (i, (name, _, _)) in PODS.iter().enumerate().skip(1) {
         let server = Command::new("ip")
             .args(["netns", "exec", &lab.ns[i], "python3", "-c", SERVER, name])

@@ -5,28 +5,11 @@
 //! decoded by tshark, which must see the right labels / VNIs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use vr_tests::{unique_prefix, workspace_bin};
-use vrouter::control::{Client, Op};
+use vr_tests::{Daemon, ok, sh, unique_prefix, workspace_bin};
 use vrouter::pcap;
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn ok(args: &[&str]) {
-    let o = sh(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// A pod: address, gateway, MAC.
 type Pod = (&'static str, &'static str, &'static str);
@@ -72,7 +55,7 @@ struct Lab {
     dir: PathBuf,
     ns: Vec<String>,
     bridge: String,
-    daemons: Vec<Child>,
+    daemons: Vec<Daemon>,
 }
 
 impl Drop for Lab {
@@ -196,35 +179,9 @@ vrf = 1
         for (i, n) in NODES.iter().enumerate() {
             let cfg = self.dir.join(format!("{}-{encap}.toml", n.name));
             std::fs::write(&cfg, self.config(encap, n, &NODES[1 - i])).unwrap();
-            let socket = self.dir.join(format!("{}.sock", n.name));
-            let log = std::fs::File::create(self.dir.join(format!("{}.log", n.name))).unwrap();
-            let child = Command::new(workspace_bin("vrouter"))
-                .args(["run", "--config"])
-                .arg(&cfg)
-                .arg("--socket")
-                .arg(&socket)
-                .args(["--mbufs", "4095", "--", "--no-huge", "-m", "256", "-l", "0"])
-                .args(["--file-prefix", &unique_prefix(&format!("vr2n{}", n.name))])
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            self.daemons.push(child);
-            sockets.push(socket);
-        }
-        for (s, n) in sockets.iter().zip(&NODES) {
-            let t = Instant::now();
-            while Client::connect(s)
-                .and_then(|mut c| c.call(Op::Hello))
-                .is_err()
-            {
-                if t.elapsed() > Duration::from_secs(15) {
-                    let log = std::fs::read_to_string(self.dir.join(format!("{}.log", n.name)))
-                        .unwrap_or_default();
-                    panic!("vrouter {} did not start:\n{log}", n.name);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let d = Daemon::start(&self.dir, n.name, &cfg, 4095, 256);
+            sockets.push(d.socket.clone());
+            self.daemons.push(d);
         }
         // The fabric taps join the bridge; each pod tap becomes its pod's eth0.
         let id = self.id;
@@ -251,10 +208,7 @@ vrf = 1
     }
 
     fn stop(&mut self) {
-        for mut d in self.daemons.drain(..) {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        self.daemons.clear();
     }
 }
 
