@@ -72,15 +72,21 @@ fn pods() -> Pods {
     p
 }
 
-#[test]
-fn two_pods_ping_and_talk_udp_through_the_vrouter() {
-    let mut p = pods();
-    let cfg = testbed::config(|name| match name {
+/// The testbed topology with vm1 and vm2 on the pods' host interfaces (af_packet) and the
+/// fabric a sink.
+fn config(p: &Pods) -> vrouter::config::Config {
+    testbed::config(|name| match name {
         "vm1" => Some(format!("net_af_packet0,iface={}", p.host_if[0])),
         "vm2" => Some(format!("net_af_packet1,iface={}", p.host_if[1])),
         "fabric" => Some("net_null0,no-rx=1".into()),
         _ => None,
-    });
+    })
+}
+
+#[test]
+fn two_pods_ping_and_talk_udp_through_the_vrouter() {
+    let mut p = pods();
+    let cfg = config(&p);
     std::fs::write(p.dir.join("vr.toml"), toml::to_string(&cfg).unwrap()).unwrap();
     p.daemon = Some(Daemon::start(
         &p.dir,
@@ -169,12 +175,7 @@ fn two_pods_ping_and_talk_udp_through_the_vrouter() {
 #[test]
 fn a_security_group_allowing_tcp_80_only_blocks_81_and_udp_for_real_sockets() {
     let mut p = pods();
-    let mut cfg = testbed::config(|name| match name {
-        "vm1" => Some(format!("net_af_packet0,iface={}", p.host_if[0])),
-        "vm2" => Some(format!("net_af_packet1,iface={}", p.host_if[1])),
-        "fabric" => Some("net_null0,no-rx=1".into()),
-        _ => None,
-    });
+    let mut cfg = config(&p);
     cfg.policies.push(vrouter::config::PolicyCfg {
         name: "sg-web".into(),
         rules: vec![vrouter::config::RuleCfg {
@@ -267,12 +268,7 @@ fn two_pods_ping_over_ipv6_with_neighbour_discovery_answered_by_the_vrouter() {
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    let mut cfg = testbed::config(|name| match name {
-        "vm1" => Some(format!("net_af_packet0,iface={}", p.host_if[0])),
-        "vm2" => Some(format!("net_af_packet1,iface={}", p.host_if[1])),
-        "fabric" => Some("net_null0,no-rx=1".into()),
-        _ => None,
-    });
+    let mut cfg = config(&p);
     for (vif, addr, nh) in [("vm1", a6, 1), ("vm2", b6, 2)] {
         cfg.vifs.iter_mut().find(|v| v.name == vif).unwrap().ip6 = Some(addr.parse().unwrap());
         cfg.routes.push(vrouter::config::RouteCfg {
