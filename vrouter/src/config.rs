@@ -211,6 +211,9 @@ pub enum NexthopKind {
         /// Encapsulations the remote accepts (all when empty).
         #[serde(default)]
         encaps: Vec<Encap>,
+        /// Inner destination MAC for VXLAN (a kernel VXLAN peer's device MAC).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inner_dmac: Option<String>,
     },
     /// Unresolved neighbour.
     Resolve {
@@ -625,6 +628,7 @@ impl NexthopCfg {
                 smac: t.smac.to_string(),
                 dmac: t.dmac.to_string(),
                 encaps: encaps(t.encaps),
+                inner_dmac: t.inner_dmac.map(|m| m.to_string()),
             },
             Nexthop::Composite(e) => NexthopKind::Composite {
                 members: e
@@ -674,12 +678,14 @@ fn nexthop(object: &str, k: &NexthopKind) -> Result<Nexthop, ConfigError> {
             smac,
             dmac,
             encaps,
+            inner_dmac,
         } => Nexthop::Tunnel(Tunnel {
             out_vif: VifId(*vif),
             src: *src,
             dst: *dst,
             smac: mac(object, smac)?,
             dmac: mac(object, dmac)?,
+            inner_dmac: inner_dmac.as_deref().map(|m| mac(object, m)).transpose()?,
             encaps: if encaps.is_empty() {
                 EncapSet::ALL
             } else {

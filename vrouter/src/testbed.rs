@@ -169,6 +169,7 @@ pub fn config(device: impl Fn(&str) -> Option<String>) -> Config {
                     smac: m(FABRIC_MAC),
                     dmac: m(NODE_B_MAC),
                     encaps: vec![],
+                    inner_dmac: None,
                 },
             ),
             nh(NhId(4), NexthopKind::Discard),

@@ -698,3 +698,33 @@ mod arbitrary_input {
         }
     }
 }
+
+#[test]
+fn arp_inside_vxlan_is_answered_back_through_the_tunnel() {
+    let mut tb = Testbed::new(64);
+    let mut req = arp_request(Ipv4Addr::new(10, 1, 1, 3));
+    req[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x50]); // a kernel VTEP's device
+    req[22..28].copy_from_slice(&[2, 0, 0, 0, 0, 0x50]);
+    req[28..32].copy_from_slice(&[10, 1, 1, 50]);
+    let (d, out) = tb.run_one(FABRIC, from_node_b(TunnelKind::Vxlan, VNI, &req), 1);
+    assert_eq!(d, Disposition::Tx(FABRIC));
+    let o = decode(&out);
+    assert_eq!(
+        (o.src, o.dst, o.dport),
+        (NODE_A, NODE_B, 4789),
+        "turned around to the VTEP"
+    );
+    assert_eq!((o.src_mac, o.dst_mac), (FABRIC_MAC.0, NODE_B_MAC.0));
+    assert_eq!(wire::vxlan::Repr::parse(&o.payload).unwrap().vni, VNI);
+    let inner = &o.payload[8..];
+    let reply =
+        wire::arp::Repr::parse(&wire::arp::Packet::new_checked(&inner[14..]).unwrap()).unwrap();
+    assert_eq!(reply.op, wire::arp::Operation::Reply);
+    assert_eq!((reply.sha, reply.spa), (gw(), Ipv4Addr::new(10, 1, 1, 3)));
+    assert_eq!(
+        (reply.tha, reply.tpa),
+        (MacAddr([2, 0, 0, 0, 0, 0x50]), Ipv4Addr::new(10, 1, 1, 50))
+    );
+    assert_eq!(&inner[..6], &[2, 0, 0, 0, 0, 0x50]);
+    assert_eq!(tb.pipeline.stats.arp_replies, 1);
+}

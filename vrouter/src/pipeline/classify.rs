@@ -177,7 +177,7 @@ fn from_fabric<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Me
                 .map(|b| u16::from_be_bytes([b[0], b[1]]));
             match dport {
                 Some(6635) => decap::mpls_udp(ctx, p, m, l4),
-                Some(wire::vxlan::UDP_PORT) => decap::vxlan(ctx, p, m, l4),
+                Some(wire::vxlan::UDP_PORT) => decap::vxlan(ctx, vif.id, p, m, l4),
                 _ => fabric_flow(p, vif.vrf, m),
             }
         }

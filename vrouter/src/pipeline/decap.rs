@@ -6,7 +6,7 @@
 use super::classify::parse_ip;
 use super::{Ctx, Disposition, DropReason, Meta};
 use crate::packet::PacketBuf;
-use crate::tables::Nexthop;
+use crate::tables::{Nexthop, VifId};
 use crate::wire::{self, EtherType};
 
 fn fail(m: &mut Meta, r: DropReason) {
@@ -61,8 +61,14 @@ fn mpls<B: PacketBuf>(ctx: &mut Ctx<'_>, p: &mut B, m: &mut Meta, at: usize) {
     m.label_nh = Some(nh_id);
 }
 
-/// VXLAN: `l4` is the offset of the outer UDP header.
-pub(super) fn vxlan<B: PacketBuf>(ctx: &mut Ctx<'_>, p: &mut B, m: &mut Meta, l4: usize) {
+/// VXLAN: `l4` is the offset of the outer UDP header; `vif` received it.
+pub(super) fn vxlan<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    vif: VifId,
+    p: &mut B,
+    m: &mut Meta,
+    l4: usize,
+) {
     let at = l4 + wire::udp::HEADER_LEN;
     let Some(Ok(vx)) = p.data().get(at..).map(wire::vxlan::Repr::parse) else {
         return fail(m, DropReason::InvalidPacket);
@@ -81,11 +87,66 @@ pub(super) fn vxlan<B: PacketBuf>(ctx: &mut Ctx<'_>, p: &mut B, m: &mut Meta, l4
     let v6 = match eth.ethertype() {
         EtherType::Ipv4 => false,
         EtherType::Ipv6 => true,
-        // L2 payloads (ARP ...) are not routed by the L3 overlay.
+        // A VTEP (a kernel VXLAN device, say) asking for an overlay address: the vrouter
+        // is every overlay address's gateway, so it answers, back through the tunnel.
+        EtherType::Arp => {
+            m.done = Some(vxlan_arp(ctx, vif, p, l4, inner));
+            return;
+        }
+        // Other L2 payloads are not routed by the L3 overlay.
         _ => return fail(m, DropReason::InvalidProtocol),
     };
     if !p.adj(inner) {
         return fail(m, DropReason::InvalidPacket);
     }
     parse_ip(p.data(), wire::ethernet::HEADER_LEN, v6, vrf, m);
+}
+
+/// Answers an ARP request that came inside VXLAN, in place: the inner frame becomes the
+/// reply from the vrouter MAC, and the outer headers are turned around towards the VTEP
+/// that sent it (addresses swapped: the IPv4 checksum stays valid; UDP to port 4789 with
+/// no checksum, as RFC 7348 allows).
+fn vxlan_arp<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    vif: VifId,
+    p: &mut B,
+    l4: usize,
+    inner: usize,
+) -> Disposition {
+    let hl = wire::ethernet::HEADER_LEN;
+    let d = p.data_mut();
+    let Some(Ok(req)) = d
+        .get(inner + hl..)
+        .map(|b| wire::arp::Packet::new_checked(b).and_then(|a| wire::arp::Repr::parse(&a)))
+    else {
+        return Disposition::Drop(DropReason::InvalidPacket);
+    };
+    if req.op != wire::arp::Operation::Request || req.spa.is_unspecified() || req.spa == req.tpa {
+        return Disposition::Drop(DropReason::Discard);
+    }
+    let mac = ctx.snap.global.vrouter_mac;
+    if req.reply_from(mac).emit(&mut d[inner + hl..]).is_err() {
+        return Disposition::Drop(DropReason::InvalidPacket);
+    }
+    let mut ie = wire::ethernet::Frame::new_unchecked(&mut d[inner..inner + hl]);
+    ie.set_dst(req.sha);
+    ie.set_src(mac);
+    // Outer Ethernet and IPv4: back to where it came from.
+    let (dst, src) = {
+        let e = wire::ethernet::Frame::new_unchecked(&d[..hl]);
+        (e.dst(), e.src())
+    };
+    let mut oe = wire::ethernet::Frame::new_unchecked(&mut d[..hl]);
+    oe.set_dst(src);
+    oe.set_src(dst);
+    let mut ip = wire::ipv4::Packet::new_unchecked(&mut d[hl..l4]);
+    let (s, t) = (ip.src(), ip.dst());
+    ip.set_src(t);
+    ip.set_dst(s);
+    let mut udp = wire::udp::Packet::new_unchecked(&mut d[l4..]);
+    udp.set_dst_port(wire::vxlan::UDP_PORT);
+    udp.set_src_port(wire::vxlan::UDP_PORT);
+    udp.set_checksum(0);
+    ctx.stats.arp_replies += 1;
+    Disposition::Tx(vif)
 }

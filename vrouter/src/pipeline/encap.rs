@@ -40,8 +40,10 @@ pub(super) fn push<B: PacketBuf>(
             m.l3 = 0;
         }
         TunnelKind::Vxlan => {
+            // The inner frame comes from the overlay gateway (the vrouter MAC, which the
+            // remote side learned from our ARP answers) to the remote's MAC if it needs one.
             let mac = ctx.snap.global.vrouter_mac;
-            super::forward::l2_rewrite(p, m, mac, t.smac)?;
+            super::forward::l2_rewrite(p, m, t.inner_dmac.unwrap_or(mac), mac)?;
         }
     }
     let inner = p.len();

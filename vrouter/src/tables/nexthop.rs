@@ -68,6 +68,9 @@ pub struct Tunnel {
     pub dmac: MacAddr,
     /// Encapsulations the remote node accepts.
     pub encaps: EncapSet,
+    /// Inner destination MAC for VXLAN, when the remote end only takes frames for its own
+    /// MAC (a kernel VXLAN device); by default the vrouter MAC, which vrouters accept.
+    pub inner_dmac: Option<MacAddr>,
 }
 
 /// A nexthop.
