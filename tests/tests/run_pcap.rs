@@ -61,7 +61,7 @@ fn run_with(
         .arg(&cfg_path)
         .args([
             "--exit-idle-ms",
-            "400",
+            "1500",
             "--mbufs",
             "4095",
             "--no-socket",
