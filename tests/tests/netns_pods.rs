@@ -32,6 +32,19 @@ impl Drop for Pods {
     }
 }
 
+impl Pods {
+    /// Starts the vrouter with `cfg`; returns its control socket and a guard that prints
+    /// its counters if the test fails.
+    fn start(&mut self, cfg: &vrouter::config::Config) -> (PathBuf, vr_tests::DumpOnFailure) {
+        let path = self.dir.join("vr.toml");
+        std::fs::write(&path, toml::to_string(cfg).unwrap()).unwrap();
+        let d = Daemon::start(&self.dir, "vr", &path, 8191, 512);
+        let socket = d.socket.clone();
+        self.daemon = Some(d);
+        (socket.clone(), vr_tests::DumpOnFailure(vec![socket]))
+    }
+}
+
 fn pods() -> Pods {
     let id = std::process::id() % 100_000;
     let dir = std::env::temp_dir().join(unique_prefix("vrpods"));
@@ -87,16 +100,7 @@ fn config(p: &Pods) -> vrouter::config::Config {
 fn two_pods_ping_and_talk_udp_through_the_vrouter() {
     let mut p = pods();
     let cfg = config(&p);
-    std::fs::write(p.dir.join("vr.toml"), toml::to_string(&cfg).unwrap()).unwrap();
-    p.daemon = Some(Daemon::start(
-        &p.dir,
-        "vr",
-        &p.dir.join("vr.toml"),
-        8191,
-        512,
-    ));
-    let socket = p.daemon.as_ref().unwrap().socket.clone();
-    let _dump = vr_tests::DumpOnFailure(vec![socket.clone()]);
+    let (socket, _dump) = p.start(&cfg);
 
     // ICMP: the pod's kernel ARPs for 10.1.1.4 (answered by the vrouter), then pings.
     let o = in_ns(
@@ -193,16 +197,7 @@ fn a_security_group_allowing_tcp_80_only_blocks_81_and_udp_for_real_sockets() {
         .find(|v| v.name == "vm2")
         .unwrap()
         .ingress = vec!["sg-web".into()];
-    std::fs::write(p.dir.join("vr.toml"), toml::to_string(&cfg).unwrap()).unwrap();
-    p.daemon = Some(Daemon::start(
-        &p.dir,
-        "vr",
-        &p.dir.join("vr.toml"),
-        8191,
-        512,
-    ));
-    let socket = p.daemon.as_ref().unwrap().socket.clone();
-    let _dump = vr_tests::DumpOnFailure(vec![socket.clone()]);
+    let (socket, _dump) = p.start(&cfg);
     // Pod b listens on TCP 80 and 81 and UDP 80.
     let server = r#"
 import socket, threading
@@ -278,16 +273,7 @@ fn two_pods_ping_over_ipv6_with_neighbour_discovery_answered_by_the_vrouter() {
             label: 0,
         });
     }
-    std::fs::write(p.dir.join("vr.toml"), toml::to_string(&cfg).unwrap()).unwrap();
-    p.daemon = Some(Daemon::start(
-        &p.dir,
-        "vr",
-        &p.dir.join("vr.toml"),
-        8191,
-        512,
-    ));
-    let socket = p.daemon.as_ref().unwrap().socket.clone();
-    let _dump = vr_tests::DumpOnFailure(vec![socket.clone()]);
+    let (_socket, _dump) = p.start(&cfg);
     let o = in_ns(
         &p.ns[0],
         &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", b6],
