@@ -271,6 +271,7 @@ fn two_pods_ping_over_ipv6_with_neighbour_discovery_answered_by_the_vrouter() {
             prefix: format!("{addr}/128"),
             nh,
             label: 0,
+            attr: 0,
         });
     }
     let (_socket, _dump) = p.start(&cfg);

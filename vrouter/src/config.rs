@@ -50,6 +50,8 @@ pub struct GlobalSection {
     pub fabric_vif: Option<u32>,
     /// The host vif (vhost0).
     pub host_vif: Option<u32>,
+    /// Interface table size (at least 4096, and above the largest configured index).
+    pub max_vifs: Option<u32>,
 }
 
 /// Interface kinds as configured.
@@ -96,6 +98,27 @@ pub struct VifCfg {
     /// Rule sets (by name) applied to flows leaving the VM.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<String>,
+    /// Endpoint attribute record (VN, tags) of the VM behind it, for policy (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attr: u32,
+}
+
+fn is_zero(x: &u32) -> bool {
+    *x == 0
+}
+
+/// An endpoint attribute record: the VN and tags that policy rules match on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttrCfg {
+    /// Record id (1 and up; vifs and routes refer to it).
+    pub id: u32,
+    /// Virtual network id.
+    #[serde(default)]
+    pub vn: u32,
+    /// Tag ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<u32>,
 }
 
 /// How a rule matches an endpoint.
@@ -266,6 +289,9 @@ pub struct RouteCfg {
     /// Label / VNI.
     #[serde(default)]
     pub label: u32,
+    /// Endpoint attribute record of the addresses behind it (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attr: u32,
 }
 
 /// A label mapping.
@@ -324,6 +350,9 @@ pub struct Config {
     /// Rule sets that vifs refer to by name.
     #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicyCfg>,
+    /// Endpoint attribute records.
+    #[serde(default, rename = "attr", skip_serializing_if = "Vec::is_empty")]
+    pub attrs: Vec<AttrCfg>,
 }
 
 /// A configuration error, naming the object.
@@ -383,8 +412,12 @@ impl Config {
             w.add_vrf(VrfId(v.id))
                 .map_err(table(format!("vrf {}", v.id)))?;
         }
+        for a in &self.attrs {
+            apply_attr(w, a)?;
+        }
+        let find = |n: &str| self.policies.iter().find(|p| p.name == n);
         for v in &self.vifs {
-            apply_vif_with(w, v, &self.policies)?;
+            apply_vif_with(w, v, &find)?;
         }
         // Composites refer to other nexthops: plain ones first.
         let (composites, plain): (Vec<_>, Vec<_>) = self
@@ -429,7 +462,23 @@ pub fn apply_global(w: &mut TablesWriter, g: &GlobalSection) -> Result<(), Confi
 
 /// Adds or replaces an interface that names no rule set.
 pub fn apply_vif(w: &mut TablesWriter, v: &VifCfg) -> Result<(), ConfigError> {
-    apply_vif_with(w, v, &[])
+    apply_vif_with(w, v, &|_| None)
+}
+
+/// Sets an endpoint attribute record.
+pub fn apply_attr(w: &mut TablesWriter, a: &AttrCfg) -> Result<(), ConfigError> {
+    let object = format!("attr {}", a.id);
+    if a.id == 0 {
+        return Err(ConfigError::Value {
+            object,
+            why: "record 0 is the empty record and cannot be set".into(),
+        });
+    }
+    let attr = crate::policy::EndpointAttr {
+        vn: a.vn,
+        tags: a.tags.clone(),
+    };
+    w.set_attr(a.id, attr).map_err(table(object))
 }
 
 fn compile_endpoint(object: &str, e: &EndpointCfg) -> Result<EndpointMatch, ConfigError> {
@@ -486,28 +535,25 @@ pub fn compile_policy(p: &PolicyCfg) -> Result<RuleSet, ConfigError> {
     })
 }
 
-/// Adds or replaces an interface, resolving its rule-set names in `policies`.
-pub fn apply_vif_with(
+/// Adds or replaces an interface, resolving its rule-set names with `find`.
+pub fn apply_vif_with<'p>(
     w: &mut TablesWriter,
     v: &VifCfg,
-    policies: &[PolicyCfg],
+    find: &dyn Fn(&str) -> Option<&'p PolicyCfg>,
 ) -> Result<(), ConfigError> {
     let object = format!("vif {} ({})", v.id, v.name);
-    let sets =
-        |names: &[String]| -> Result<Vec<RuleSet>, ConfigError> {
-            names
-                .iter()
-                .map(|n| {
-                    let p = policies.iter().find(|p| &p.name == n).ok_or_else(|| {
-                        ConfigError::Value {
-                            object: object.clone(),
-                            why: format!("policy {n:?} is not defined"),
-                        }
-                    })?;
-                    compile_policy(p)
-                })
-                .collect()
-        };
+    let sets = |names: &[String]| -> Result<Vec<RuleSet>, ConfigError> {
+        names
+            .iter()
+            .map(|n| {
+                let p = find(n).ok_or_else(|| ConfigError::Value {
+                    object: object.clone(),
+                    why: format!("policy {n:?} is not defined"),
+                })?;
+                compile_policy(p)
+            })
+            .collect()
+    };
     let (ingress, egress) = (sets(&v.ingress)?, sets(&v.egress)?);
     let policy =
         (!ingress.is_empty() || !egress.is_empty()).then(|| Arc::new(Policy { ingress, egress }));
@@ -526,7 +572,7 @@ pub fn apply_vif_with(
         ip6: v.ip6,
         mtu: v.mtu,
         policy,
-        attr: 0,
+        attr: v.attr,
     };
     w.add_vif(vif).map_err(table(object))
 }
@@ -548,7 +594,7 @@ pub fn apply_route(w: &mut TablesWriter, r: &RouteCfg) -> Result<(), ConfigError
     let e = RouteEntry {
         nh: NhId(r.nh),
         label: r.label,
-        attr: 0,
+        attr: r.attr,
     };
     w.add_route(VrfId(r.vrf), addr, len, e)
         .map(|_| ())
@@ -583,6 +629,7 @@ impl VifCfg {
                 .iter()
                 .flat_map(|p| p.egress.iter().map(|r| r.name.clone()))
                 .collect(),
+            attr: v.attr,
         }
     }
 }

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{
-    self, ConfigError, LabelCfg, NexthopCfg, RouteCfg, VifCfg, VniCfg, parse_prefix,
+    self, AttrCfg, ConfigError, LabelCfg, NexthopCfg, PolicyCfg, RouteCfg, VifCfg, VniCfg,
+    parse_prefix,
 };
 use crate::flow::FlowTable;
 use crate::tables::{NhId, TableError, TablesWriter, VifId, VrfId};
@@ -83,6 +84,20 @@ pub enum Op {
         /// Label.
         label: u32,
     },
+    /// Add or replace a named rule set; interfaces that use it are recompiled with it.
+    SetPolicy(PolicyCfg),
+    /// Delete a named rule set that no interface uses.
+    DelPolicy {
+        /// Name.
+        name: String,
+    },
+    /// Set an endpoint attribute record (VN, tags).
+    SetAttr(AttrCfg),
+    /// Delete an endpoint attribute record.
+    DelAttr {
+        /// Record id.
+        id: u32,
+    },
     /// Map a VNI.
     SetVni(VniCfg),
     /// Unmap a VNI.
@@ -125,6 +140,10 @@ pub enum Op {
     },
     /// VNIs.
     DumpVnis,
+    /// Named rule sets.
+    DumpPolicies,
+    /// Endpoint attribute records.
+    DumpAttrs,
     /// Flows, from entry `cursor`.
     DumpFlows {
         /// First entry index.
@@ -163,6 +182,8 @@ impl Op {
                 | Op::DumpRoutes { .. }
                 | Op::DumpLabels { .. }
                 | Op::DumpVnis
+                | Op::DumpPolicies
+                | Op::DumpAttrs
                 | Op::DumpFlows { .. }
                 | Op::Stats
                 | Op::Capture { .. }
@@ -255,6 +276,8 @@ pub struct PortRequest {
 pub struct ControlState {
     /// The single table writer.
     pub writer: Mutex<TablesWriter>,
+    /// Named rule sets that vifs refer to (locked after `writer`).
+    pub policies: Mutex<Policies>,
     /// The flow table.
     pub flows: Arc<FlowTable>,
     /// Counters as JSON (the runtime's report so far).
@@ -273,6 +296,7 @@ impl ControlState {
     pub fn detached(writer: TablesWriter, flows: Arc<FlowTable>) -> ControlState {
         ControlState {
             writer: Mutex::new(writer),
+            policies: Mutex::new(Policies::new()),
             flows,
             stats: Box::new(|| Value::Null),
             devices: Mutex::new(Vec::new()),
@@ -324,8 +348,41 @@ fn table_err(object: String) -> impl FnOnce(TableError) -> ConfigError {
     move |source| ConfigError::Table { object, source }
 }
 
+/// Named rule sets by name.
+pub type Policies = std::collections::BTreeMap<String, PolicyCfg>;
+
+/// Adds or replaces a rule set and recompiles the interfaces that name it.
+fn set_policy(w: &mut TablesWriter, pols: &mut Policies, p: &PolicyCfg) -> Result<(), ConfigError> {
+    config::compile_policy(p)?;
+    if p.name.is_empty() {
+        return Err(ConfigError::Value {
+            object: "policy".into(),
+            why: "the name is empty".into(),
+        });
+    }
+    pols.insert(p.name.clone(), p.clone());
+    let users: Vec<VifCfg> = w
+        .tables()
+        .vifs
+        .iter()
+        .filter(|(_, v)| {
+            v.policy.as_ref().is_some_and(|pol| {
+                pol.ingress
+                    .iter()
+                    .chain(pol.egress.iter())
+                    .any(|r| r.name == p.name)
+            })
+        })
+        .map(|(_, v)| VifCfg::from_vif(v, None))
+        .collect();
+    for v in &users {
+        config::apply_vif_with(w, v, &|n| pols.get(n))?;
+    }
+    Ok(())
+}
+
 /// Applies one change to the working tables.
-fn apply(w: &mut TablesWriter, op: &Op) -> Result<(), ConfigError> {
+fn apply(w: &mut TablesWriter, pols: &mut Policies, op: &Op) -> Result<(), ConfigError> {
     match op {
         Op::AddVrf { id } => w
             .add_vrf(VrfId(*id))
@@ -333,7 +390,37 @@ fn apply(w: &mut TablesWriter, op: &Op) -> Result<(), ConfigError> {
         Op::DelVrf { id } => w
             .del_vrf(VrfId(*id))
             .map_err(table_err(format!("vrf {id}"))),
-        Op::AddVif(v) => config::apply_vif(w, v),
+        Op::AddVif(v) => config::apply_vif_with(w, v, &|n| pols.get(n)),
+        Op::SetPolicy(p) => set_policy(w, pols, p),
+        Op::DelPolicy { name } => {
+            let object = format!("policy {name}");
+            let user = w.tables().vifs.iter().find_map(|(_, v)| {
+                v.policy
+                    .as_ref()
+                    .is_some_and(|pol| {
+                        pol.ingress
+                            .iter()
+                            .chain(pol.egress.iter())
+                            .any(|r| &r.name == name)
+                    })
+                    .then_some(v.id)
+            });
+            if let Some(vif) = user {
+                return Err(ConfigError::Table {
+                    object,
+                    source: TableError::InUse {
+                        what: format!("policy {name}"),
+                        by: format!("vif {}", vif.0),
+                    },
+                });
+            }
+            pols.remove(name).map(|_| ()).ok_or(ConfigError::Value {
+                object,
+                why: "is not defined".into(),
+            })
+        }
+        Op::SetAttr(a) => config::apply_attr(w, a),
+        Op::DelAttr { id } => w.del_attr(*id).map_err(table_err(format!("attr {id}"))),
         Op::DelVif { id } => w
             .del_vif(VifId(*id))
             .map(|_| ())
@@ -370,7 +457,7 @@ fn apply(w: &mut TablesWriter, op: &Op) -> Result<(), ConfigError> {
             .map_err(table_err(format!("vni {vni}"))),
         Op::Batch { ops } => {
             for (i, o) in ops.iter().enumerate() {
-                apply(w, o).map_err(|e| match e {
+                apply(w, pols, o).map_err(|e| match e {
                     ConfigError::Table { object, source } => ConfigError::Table {
                         object: format!("batch item {i}: {object}"),
                         source,
@@ -430,12 +517,17 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
     }
     let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
     if req.request.changes() {
-        return match w.transaction(|w| apply(w, &req.request)) {
+        let mut pols = state.policies.lock().unwrap_or_else(|e| e.into_inner());
+        let before = pols.clone();
+        return match w.transaction(|w| apply(w, &mut pols, &req.request)) {
             Ok(()) => {
                 let version = w.publish();
                 Reply::ok(id, json!({ "tables_version": version }))
             }
-            Err(e) => Reply::err(id, code_of(&e), e.to_string()),
+            Err(e) => {
+                *pols = before;
+                Reply::err(id, code_of(&e), e.to_string())
+            }
         };
     }
     let t = w.tables();
@@ -491,6 +583,7 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
                         prefix: format!("{a}/{l}"),
                         nh: e.nh.0,
                         label: e.label,
+                        attr: e.attr,
                     })
                     .collect();
                 let next = (start + PAGE < all.len()).then_some((start + PAGE) as u32);
@@ -541,6 +634,24 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
                 .collect();
             page(items, next)
         }
+        Op::DumpPolicies => json!(
+            state
+                .policies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .collect::<Vec<_>>()
+        ),
+        Op::DumpAttrs => json!(
+            t.attrs
+                .iter()
+                .map(|(id, a)| AttrCfg {
+                    id,
+                    vn: a.vn,
+                    tags: a.tags.clone(),
+                })
+                .collect::<Vec<_>>()
+        ),
         Op::Stats => (state.stats)(),
         _ => Value::Null,
     };
@@ -595,7 +706,10 @@ fn capture(
 /// cannot be set up the vif is taken out of the tables again.
 fn attach(state: &ControlState, id: u64, v: &VifCfg) -> Reply {
     let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(e) = w.transaction(|w| config::apply_vif(w, v)) {
+    let pols = state.policies.lock().unwrap_or_else(|e| e.into_inner());
+    let applied = w.transaction(|w| config::apply_vif_with(w, v, &|n| pols.get(n)));
+    drop(pols);
+    if let Err(e) = applied {
         return Reply::err(id, code_of(&e), e.to_string());
     }
     drop(w);

@@ -361,7 +361,9 @@ pub fn port_name(device: &str) -> &str {
 pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Result<Report> {
     let max_vif = cfg.vifs.iter().map(|v| v.id).max().unwrap_or(0);
     let sizes = TableSizes {
-        vifs: (max_vif + 1).max(TableSizes::default().vifs),
+        vifs: (max_vif + 1)
+            .max(TableSizes::default().vifs)
+            .max(cfg.global.max_vifs.unwrap_or(0)),
         ..TableSizes::default()
     };
     let mut writer = TablesWriter::new(sizes);
@@ -469,6 +471,12 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     };
     let control = Arc::new(crate::control::ControlState {
         writer: Mutex::new(writer),
+        policies: Mutex::new(
+            cfg.policies
+                .iter()
+                .map(|p| (p.name.clone(), p.clone()))
+                .collect(),
+        ),
         flows: Arc::clone(&flows),
         stats: Box::new(move || serde_json::to_value(live.report()).unwrap_or_default()),
         devices: Mutex::new(cfg_devices.clone()),

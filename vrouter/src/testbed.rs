@@ -107,6 +107,7 @@ pub fn config(device: impl Fn(&str) -> Option<String>) -> Config {
         mtu: 1500,
         ingress: vec![],
         egress: vec![],
+        attr: 0,
     };
     let nh = |id: NhId, kind| NexthopCfg { id: id.0, kind };
     let route = |prefix: String, nh: NhId, label| RouteCfg {
@@ -114,6 +115,7 @@ pub fn config(device: impl Fn(&str) -> Option<String>) -> Config {
         prefix,
         nh: nh.0,
         label,
+        attr: 0,
     };
     Config {
         global: GlobalSection {
@@ -121,6 +123,7 @@ pub fn config(device: impl Fn(&str) -> Option<String>) -> Config {
             vrouter_mac: None,
             fabric_vif: Some(FABRIC.0),
             host_vif: Some(HOST.0),
+            max_vifs: None,
         },
         vrfs: vec![VrfCfg { id: FABRIC_VRF.0 }, VrfCfg { id: RED.0 }],
         vifs: vec![
@@ -227,6 +230,7 @@ pub fn config(device: impl Fn(&str) -> Option<String>) -> Config {
             vrf: RED.0,
         }],
         policies: vec![],
+        attrs: vec![],
     }
 }
 

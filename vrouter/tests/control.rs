@@ -39,6 +39,7 @@ fn route(prefix: &str, nh: u32) -> RouteCfg {
         prefix: prefix.into(),
         nh,
         label: 0,
+        attr: 0,
     }
 }
 
@@ -177,4 +178,100 @@ fn frames_that_are_not_requests_get_an_error_reply() {
     assert_eq!(r.error.unwrap().code, "bad-request");
     let r = handle_frame(&s, br#"{"version":1,"id":5,"request":{"op":"add-route","args":{"vrf":1,"prefix":"10.9.0.0/16","nh":2,"label":0}}}"#);
     assert!(r.ok, "{r:?}");
+}
+
+fn policy(name: &str, dport: u16) -> vrouter::config::PolicyCfg {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "rules": [{"proto": 6, "dport": [dport, dport], "action": "pass"}],
+        "default": "deny",
+    }))
+    .unwrap()
+}
+
+fn vm2_rules(s: &ControlState) -> Vec<(u16, u16)> {
+    let w = s.writer.lock().unwrap();
+    let v = w.tables().vifs.get(3).unwrap().clone();
+    v.policy
+        .as_ref()
+        .map(|p| {
+            p.ingress
+                .iter()
+                .flat_map(|r| r.rules.iter().map(|r| r.dport))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn named_policies_are_set_recompiled_into_their_vifs_and_refused_while_used() {
+    let s = state();
+    let mut vm2: vrouter::config::VifCfg = serde_json::from_value(
+        call(&s, Op::DumpVifs { cursor: 0 }).data.unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "vm2")
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    vm2.device = None;
+    vm2.ingress = vec!["sg-web".into()];
+    let r = call(&s, Op::AddVif(vm2.clone()));
+    assert_eq!(
+        r.error.unwrap().code,
+        "invalid-argument",
+        "undefined policy"
+    );
+
+    assert!(call(&s, Op::SetPolicy(policy("sg-web", 80))).ok);
+    assert!(call(&s, Op::AddVif(vm2.clone())).ok);
+    assert_eq!(vm2_rules(&s), vec![(80, 80)]);
+    // Replacing the rule set recompiles the interface that uses it.
+    assert!(call(&s, Op::SetPolicy(policy("sg-web", 443))).ok);
+    assert_eq!(vm2_rules(&s), vec![(443, 443)]);
+    let r = call(
+        &s,
+        Op::DelPolicy {
+            name: "sg-web".into(),
+        },
+    );
+    assert_eq!(r.error.unwrap().code, "in-use");
+
+    // A failed batch leaves the rule sets as they were.
+    let r = call(
+        &s,
+        Op::Batch {
+            ops: vec![
+                Op::SetPolicy(policy("sg-web", 22)),
+                Op::DelRoute {
+                    vrf: 1,
+                    prefix: "10.99.0.0/16".into(),
+                },
+            ],
+        },
+    );
+    assert!(!r.ok);
+    assert_eq!(vm2_rules(&s), vec![(443, 443)]);
+    let pols = call(&s, Op::DumpPolicies).data.unwrap();
+    assert_eq!(pols[0]["rules"][0]["dport"], serde_json::json!([443, 443]));
+
+    // Endpoint attributes: set, dumped, record 0 refused, deleted.
+    let a: vrouter::config::AttrCfg =
+        serde_json::from_value(serde_json::json!({"id": 4, "vn": 7, "tags": [9, 3]})).unwrap();
+    assert!(call(&s, Op::SetAttr(a)).ok);
+    let attrs = call(&s, Op::DumpAttrs).data.unwrap();
+    assert_eq!(
+        attrs,
+        serde_json::json!([{"id": 4, "vn": 7, "tags": [3, 9]}])
+    );
+    let zero: vrouter::config::AttrCfg =
+        serde_json::from_value(serde_json::json!({"id": 0})).unwrap();
+    assert_eq!(
+        call(&s, Op::SetAttr(zero)).error.unwrap().code,
+        "invalid-argument"
+    );
+    assert!(call(&s, Op::DelAttr { id: 4 }).ok);
+    assert_eq!(call(&s, Op::DumpAttrs).data.unwrap(), serde_json::json!([]));
 }

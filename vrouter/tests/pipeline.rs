@@ -728,3 +728,86 @@ fn arp_inside_vxlan_is_answered_back_through_the_tunnel() {
     assert_eq!(&inner[..6], &[2, 0, 0, 0, 0, 0x50]);
     assert_eq!(tb.pipeline.stats.arp_replies, 1);
 }
+
+#[test]
+fn a_vn_reached_through_a_policy_answers_in_its_own_vrf_and_vn_rules_decide() {
+    // VM2 moves to a second VN (VRF 2, VN 2); the VRFs leak each other's VM route, as the
+    // agent does for a network policy between the two VNs. VM1's egress rules match on VN.
+    let mut tb = Testbed::new(1024);
+    let blue = vrouter::tables::VrfId(2);
+    let attr = |vn| vrouter::policy::EndpointAttr { vn, tags: vec![] };
+    tb.writer.set_attr(1, attr(1)).unwrap();
+    tb.writer.set_attr(2, attr(2)).unwrap();
+    tb.writer.add_vrf(blue).unwrap();
+    let mut vm1 = tb.writer.tables().vifs.get(VM1.0).unwrap().as_ref().clone();
+    vm1.attr = 1;
+    vm1.policy = Some(Arc::new(Policy {
+        ingress: vec![],
+        egress: vec![RuleSet {
+            name: "vn-red".into(),
+            rules: vec![Rule {
+                proto: Some(6),
+                dst: vrouter::policy::EndpointMatch::Vn(2),
+                ..Rule::any(Action::Pass)
+            }],
+            default: Action::Deny,
+        }],
+    }));
+    tb.writer.add_vif(vm1).unwrap();
+    let mut vm2 = tb.writer.tables().vifs.get(VM2.0).unwrap().as_ref().clone();
+    vm2.vrf = blue;
+    vm2.attr = 2;
+    tb.writer.add_vif(vm2).unwrap();
+    let entry = |nh| RouteEntry {
+        nh,
+        label: 0,
+        attr: 0,
+    };
+    tb.writer
+        .add_route(blue, IpAddr::V4(VM2_IP), 32, entry(NH_VM2))
+        .unwrap();
+    tb.writer
+        .add_route(blue, IpAddr::V4(VM1_IP), 32, entry(NH_VM1))
+        .unwrap();
+    tb.writer.publish();
+
+    let syn = ipv4_frame(
+        VM1_MAC,
+        gw(),
+        VM1_IP,
+        VM2_IP,
+        6,
+        40000,
+        80,
+        wire::tcp::flags::SYN,
+        b"",
+    );
+    let (d, out) = tb.run_one(VM1, syn, 1);
+    assert_eq!(d, Disposition::Tx(VM2));
+    assert_eq!(decode(&out).dst, VM2_IP);
+    let synack = ipv4_frame(
+        VM2_MAC,
+        gw(),
+        VM2_IP,
+        VM1_IP,
+        6,
+        80,
+        40000,
+        wire::tcp::flags::SYN | wire::tcp::flags::ACK,
+        b"",
+    );
+    let (d, out) = tb.run_one(VM2, synack, 2);
+    assert_eq!(d, Disposition::Tx(VM1), "the reply finds the reverse entry");
+    assert_eq!(decode(&out).dst_mac, VM1_MAC.0);
+    assert_eq!(
+        tb.pipeline.stats.flows_created, 1,
+        "one pair, no second setup"
+    );
+    assert_eq!(tb.pipeline.stats.flow_hits, 1);
+
+    // The VN rule passes TCP only.
+    assert_eq!(
+        tb.run_one(VM1, vm1_udp(VM2_IP, 5000, 53, b"q"), 3).0,
+        Disposition::Drop(DropReason::PolicyDeny)
+    );
+}

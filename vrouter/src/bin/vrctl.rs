@@ -183,6 +183,7 @@ fn op_of(cmd: &Cmd) -> Result<Op> {
             prefix: a[1].clone(),
             nh: need(*nh, "--nh")?,
             label: *label,
+            attr: 0,
         }),
         Cmd::Rt {
             delete: Some(d), ..

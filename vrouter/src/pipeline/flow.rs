@@ -226,7 +226,12 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
             ..FlowAction::drop(DropReason::NoRoute)
         },
     };
+    // Replies come from the destination's side: a local interface in another VRF (a VN
+    // reached through a network policy) sends them in its own VRF.
     let mut rev_key = k.reversed();
+    if let Some(v) = dst_vif {
+        rev_key.vrf = v.vrf;
+    }
 
     if let Nexthop::Snat {
         vif: fabric, ip, ..

@@ -521,6 +521,16 @@ impl TablesWriter {
         let _ = self.work.attrs.set(id, Arc::new(attr));
         Ok(())
     }
+
+    /// Deletes an endpoint attribute record (vifs and routes that still name it then
+    /// match as the empty record).
+    pub fn del_attr(&mut self, id: u32) -> Result<(), TableError> {
+        self.work
+            .attrs
+            .remove(id)
+            .map(|_| ())
+            .ok_or_else(|| TableError::Invalid(format!("attr {id} is not set")))
+    }
 }
 
 #[cfg(test)]
