@@ -1,5 +1,33 @@
-//! The control agent: holds VNC configuration (gRPC), resolves it into vrouter tables and
-//! programs them over the vrouter's control socket; hosts the Kubernetes integration.
+//! The control agent: holds VNC configuration (served over gRPC), resolves it into the
+//! vrouter's objects and programs them over the vrouter's control socket by diff.
 //!
-//! Nothing is implemented here yet: the crate fixes the workspace layout.
+//! - [`proto`]: the generated gRPC types and services (`proto/vnc.proto`).
+//! - [`kinds`]: the object types, their FQ-name shapes, parents and references.
+//! - [`store`]: the configuration database: validation, indexes, all-or-nothing batches.
+//! - [`persist`]: the embedded on-disk store (redb) that survives restarts.
+//! - [`oper`]: config -> the vrouter objects this node needs (VRFs, vifs, nexthops, ECMP,
+//!   routes, labels, VNIs, compiled policies), with stable ids.
+//! - [`program`]: the reconcile loop: diff against the vrouter's tables, apply.
+//! - [`routes`]: routes exchanged between nodes (etcd, or none on a single node).
+//! - [`api`]: the gRPC services.
+//! - [`metrics`]: the Prometheus text endpoint.
+
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod kinds;
+pub mod metrics;
+pub mod oper;
+pub mod persist;
+pub mod program;
+pub mod routes;
+pub mod store;
+
+/// Generated from `proto/vnc.proto`.
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+pub mod proto {
+    tonic::include_proto!("vnc.v1");
+
+    /// The encoded descriptors, for the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vnc_descriptor");
+}

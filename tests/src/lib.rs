@@ -161,3 +161,104 @@ impl Drop for Reap {
         let _ = self.0.wait();
     }
 }
+
+/// A free TCP port on loopback (bound and released; good enough for a test's listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An `agent` started for a test against a vrouter's control socket, with its store in
+/// `data`; killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Agent {
+    /// The process.
+    pub child: std::process::Child,
+    /// gRPC address.
+    pub target: String,
+    /// Metrics address.
+    pub metrics: String,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent and waits (20 s at most) until its gRPC port accepts connections.
+    pub fn start(
+        dir: &std::path::Path,
+        name: &str,
+        socket: &std::path::Path,
+        data: &std::path::Path,
+    ) -> Agent {
+        let target = format!("127.0.0.1:{}", free_port());
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("agent log");
+        let child = std::process::Command::new(workspace_bin("agent"))
+            .args([
+                "--listen",
+                &target,
+                "--metrics",
+                &metrics,
+                "--resync-ms",
+                "500",
+            ])
+            .arg("--vrouter-socket")
+            .arg(socket)
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(out.try_clone().expect("agent log"))
+            .stderr(out)
+            .spawn()
+            .expect("start agent");
+        let a = Agent {
+            child,
+            target,
+            metrics,
+            log,
+        };
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect(&a.target).is_err() {
+            if t.elapsed() > std::time::Duration::from_secs(20) {
+                panic!("agent {name} did not start:\n{}", a.log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        a
+    }
+
+    /// What the agent printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a script of `tests/python` with arguments; panics with its output on failure.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
+    let out = std::process::Command::new("python3")
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .output()
+        .expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} {args:?} failed:\n{text}");
+    text
+}

@@ -126,10 +126,13 @@ pub struct AttrCfg {
 #[serde(deny_unknown_fields)]
 pub struct EndpointCfg {
     /// An address prefix, `a.b.c.d/len` or `x::/len`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// A virtual network id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vn: Option<u32>,
     /// Tags that must all be present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<u32>>,
 }
 

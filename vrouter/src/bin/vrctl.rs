@@ -123,6 +123,10 @@ enum Cmd {
         #[arg(long, value_name = "ID")]
         delete: Option<u32>,
     },
+    /// Named rule sets (security groups, network and firewall policies as compiled).
+    Policy,
+    /// Endpoint attribute records (VN, tags) that rules match on.
+    Attr,
     /// Live flows with their counters.
     Flow {
         /// List them (the default).
@@ -226,6 +230,8 @@ fn op_of(cmd: &Cmd) -> Result<Op> {
         } => Op::DelVrf { id: *id },
         Cmd::Vrf { .. } => Op::DumpVrfs,
         Cmd::Flow { .. } => Op::DumpFlows { cursor: 0 },
+        Cmd::Policy => Op::DumpPolicies,
+        Cmd::Attr => Op::DumpAttrs,
         Cmd::Dropstats | Cmd::Stats => Op::Stats,
         Cmd::Apply { file } => {
             let text = std::fs::read_to_string(file)
@@ -352,6 +358,18 @@ fn print(cmd: &Cmd, data: &Value) {
         } => table(
             &items(data),
             &[("vrf", "id"), ("route generation", "generation")],
+        ),
+        Cmd::Policy => {
+            for p in items(data) {
+                println!("{} (default {})", s(&p["name"]), s(&p["default"]));
+                for (i, r) in p["rules"].as_array().into_iter().flatten().enumerate() {
+                    println!("  {i:>3}  {r}");
+                }
+            }
+        }
+        Cmd::Attr => table(
+            &items(data),
+            &[("id", "id"), ("vn", "vn"), ("tags", "tags")],
         ),
         Cmd::Flow { .. } => table(
             &items(data),

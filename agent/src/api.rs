@@ -1,0 +1,346 @@
+//! The gRPC services: `ConfigApi` (VNC objects: create, update, delete, get, list, watch,
+//! batch) and `AgentApi` (ports plugged on this node, status). Every change is validated
+//! and applied in memory, made durable in the store, then handed to the reconcile loop;
+//! a change that fails at any step leaves nothing behind.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
+use tonic::{Request, Response, Status};
+
+use crate::kinds::{Kind, kind_of, meta};
+use crate::persist::PortRec;
+use crate::program::Shared;
+use crate::proto::{self, agent_api_server::AgentApi, config_api_server::ConfigApi};
+use crate::store::{Change, Committed, Event};
+
+/// The services' state.
+#[derive(Debug, Clone)]
+pub struct Api {
+    shared: Arc<Shared>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Api {
+    /// Services over the shared state.
+    pub fn new(shared: Arc<Shared>) -> Api {
+        let (events, _) = broadcast::channel(65_536);
+        Api { shared, events }
+    }
+
+    /// Applies a batch: validated, durable, then published to watchers and the loop.
+    pub fn commit(&self, changes: Vec<Change>) -> Result<Committed, Status> {
+        let c = {
+            let mut db = self.shared.db.write().unwrap_or_else(|e| e.into_inner());
+            let c = db.apply(changes)?;
+            if let Err(e) = self.shared.store.save(&db, &c.touched) {
+                db.rollback(c);
+                return Err(Status::unavailable(format!(
+                    "the configuration store refused the change: {e:#}"
+                )));
+            }
+            c
+        };
+        for e in &c.events {
+            let _ = self.events.send(e.clone());
+        }
+        self.shared.kick();
+        Ok(c)
+    }
+}
+
+fn object(o: Option<proto::Object>) -> Result<proto::Object, Status> {
+    o.ok_or_else(|| Status::internal("no object stored"))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ConfigApi for Api {
+    async fn create(&self, r: Request<proto::Object>) -> Result<Response<proto::Object>, Status> {
+        let mut c = self.commit(vec![Change::Create(r.into_inner())])?;
+        Ok(Response::new(object(c.objects.pop().flatten())?))
+    }
+
+    async fn update(&self, r: Request<proto::Object>) -> Result<Response<proto::Object>, Status> {
+        let mut c = self.commit(vec![Change::Update(r.into_inner())])?;
+        Ok(Response::new(object(c.objects.pop().flatten())?))
+    }
+
+    async fn delete(
+        &self,
+        r: Request<proto::Ref>,
+    ) -> Result<Response<proto::DeleteResponse>, Status> {
+        let c = self.commit(vec![Change::Delete(r.into_inner())])?;
+        Ok(Response::new(proto::DeleteResponse {
+            revision: c.revision,
+        }))
+    }
+
+    async fn get(&self, r: Request<proto::Ref>) -> Result<Response<proto::Object>, Status> {
+        let r = r.into_inner();
+        let db = self.shared.db.read().unwrap_or_else(|e| e.into_inner());
+        let want =
+            if r.r#type.is_empty() {
+                None
+            } else {
+                Some(Kind::from_name(&r.r#type).ok_or_else(|| {
+                    Status::invalid_argument(format!("type: unknown {:?}", r.r#type))
+                })?)
+            };
+        db.resolve(&r, want)
+            .map(|o| Response::new(o.clone()))
+            .map_err(Status::not_found)
+    }
+
+    async fn list(
+        &self,
+        r: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListResponse>, Status> {
+        let r = r.into_inner();
+        let kind = Kind::from_name(&r.r#type)
+            .ok_or_else(|| Status::invalid_argument(format!("type: unknown {:?}", r.r#type)))?;
+        let db = self.shared.db.read().unwrap_or_else(|e| e.into_inner());
+        let objects = db
+            .list(kind)
+            .into_iter()
+            .filter(|o| {
+                let fq = meta(o).1;
+                r.parent_fq_name.is_empty()
+                    || (fq.len() > r.parent_fq_name.len() && fq.starts_with(&r.parent_fq_name))
+            })
+            .cloned()
+            .collect();
+        Ok(Response::new(proto::ListResponse { objects }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        r: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let r = r.into_inner();
+        let mut kinds = Vec::new();
+        for t in &r.types {
+            kinds.push(
+                Kind::from_name(t)
+                    .ok_or_else(|| Status::invalid_argument(format!("types: unknown {t:?}")))?,
+            );
+        }
+        let wanted = move |o: &proto::Object| {
+            kinds.is_empty() || kind_of(o).is_some_and(|k| kinds.contains(&k))
+        };
+        // Subscribe before the snapshot so that nothing falls between the two.
+        let rx = self.events.subscribe();
+        let initial: Vec<proto::WatchEvent> = if r.initial {
+            let db = self.shared.db.read().unwrap_or_else(|e| e.into_inner());
+            let rev = db.revision();
+            let mut v: Vec<_> = db.all().filter(|o| wanted(o)).cloned().collect();
+            v.sort_by(|a, b| (kind_of(a), meta(a).1).cmp(&(kind_of(b), meta(b).1)));
+            v.into_iter()
+                .map(|o| proto::WatchEvent {
+                    kind: 0,
+                    object: Some(o),
+                    revision: rev,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let live = BroadcastStream::new(rx).filter_map(move |e| match e {
+            Ok(e) if wanted(&e.object) => Some(Ok(proto::WatchEvent {
+                kind: e.kind,
+                object: Some(e.object),
+                revision: e.revision,
+            })),
+            Ok(_) => None,
+            Err(_) => Some(Err(Status::data_loss(
+                "the watcher fell behind; watch again with initial=true",
+            ))),
+        });
+        let s = tokio_stream::iter(initial.into_iter().map(Ok)).chain(live);
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn batch(
+        &self,
+        r: Request<proto::BatchRequest>,
+    ) -> Result<Response<proto::BatchResponse>, Status> {
+        let mut changes = Vec::new();
+        for (i, c) in r.into_inner().changes.into_iter().enumerate() {
+            changes.push(match c.change {
+                Some(proto::change::Change::Create(o)) => Change::Create(o),
+                Some(proto::change::Change::Update(o)) => Change::Update(o),
+                Some(proto::change::Change::Delete(r)) => Change::Delete(r),
+                None => {
+                    return Err(Status::invalid_argument(format!("changes[{i}]: empty")));
+                }
+            });
+        }
+        let c = self.commit(changes)?;
+        Ok(Response::new(proto::BatchResponse {
+            objects: c
+                .objects
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect(),
+            revision: c.revision,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl AgentApi for Api {
+    async fn add_port(&self, r: Request<proto::Port>) -> Result<Response<proto::PortInfo>, Status> {
+        let p = r.into_inner();
+        {
+            let db = self.shared.db.read().unwrap_or_else(|e| e.into_inner());
+            match db.get(&p.vmi_uuid) {
+                Some(o) if kind_of(o) == Some(Kind::VirtualMachineInterface) => {}
+                _ => {
+                    return Err(Status::not_found(format!(
+                        "vmi_uuid: virtual-machine-interface {:?} does not exist",
+                        p.vmi_uuid
+                    )));
+                }
+            }
+        }
+        if p.device.contains(char::is_whitespace) {
+            return Err(Status::invalid_argument(
+                "device: no whitespace in a device spec",
+            ));
+        }
+        let name = if p.name.is_empty() {
+            vrouter::runtime::port_name(&p.device).to_string()
+        } else {
+            p.name.clone()
+        };
+        let rec = PortRec {
+            vmi_uuid: p.vmi_uuid.clone(),
+            device: p.device.clone(),
+            name,
+        };
+        let shared = Arc::clone(&self.shared);
+        let vmi = p.vmi_uuid.clone();
+        tokio::task::spawn_blocking(move || {
+            let old = shared
+                .ports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(vmi.clone(), rec.clone());
+            if let Err(e) = shared.store.set_port(&vmi, Some(&rec)) {
+                let mut ports = shared.ports.lock().unwrap_or_else(|e| e.into_inner());
+                match old {
+                    Some(o) => ports.insert(vmi.clone(), o),
+                    None => ports.remove(&vmi),
+                };
+                return Err(Status::unavailable(format!(
+                    "the store refused the port: {e:#}"
+                )));
+            }
+            let g = shared.kick();
+            if !shared.wait_programmed(g, Duration::from_secs(20)) {
+                return Err(Status::unavailable(format!(
+                    "port recorded; the vrouter is not reachable yet ({})",
+                    shared
+                        .stats
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                )));
+            }
+            if let Some(why) = shared
+                .port_errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&vmi)
+            {
+                return Err(Status::invalid_argument(format!("device: {why}")));
+            }
+            shared
+                .desired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .ports
+                .get(&vmi)
+                .cloned()
+                .ok_or_else(|| {
+                    Status::failed_precondition("vmi_uuid: the interface has no network")
+                })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map(Response::new)
+    }
+
+    async fn delete_port(
+        &self,
+        r: Request<proto::PortRef>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let vmi = r.into_inner().vmi_uuid;
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            if shared
+                .ports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&vmi)
+                .is_none()
+            {
+                return Err(Status::not_found(format!("vmi_uuid: no port for {vmi:?}")));
+            }
+            shared
+                .store
+                .set_port(&vmi, None)
+                .map_err(|e| Status::unavailable(format!("{e:#}")))?;
+            let g = shared.kick();
+            shared.wait_programmed(g, Duration::from_secs(20));
+            Ok(Response::new(proto::Empty {}))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+
+    async fn list_ports(
+        &self,
+        _: Request<proto::Empty>,
+    ) -> Result<Response<proto::PortList>, Status> {
+        let d = self
+            .shared
+            .desired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Ok(Response::new(proto::PortList {
+            ports: d.ports.values().cloned().collect(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _: Request<proto::Empty>,
+    ) -> Result<Response<proto::AgentStatus>, Status> {
+        let s = &self.shared.stats;
+        Ok(Response::new(proto::AgentStatus {
+            vrouter_connected: s.connected.load(Ordering::Acquire),
+            config_revision: self
+                .shared
+                .db
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .revision(),
+            programmed_revision: s.programmed_revision.load(Ordering::Acquire),
+            reconciles: s.reconciles.load(Ordering::Relaxed),
+            vrouter_ops: s.ops.load(Ordering::Relaxed),
+            last_error: s
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }))
+    }
+}

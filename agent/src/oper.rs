@@ -1,0 +1,900 @@
+//! Config -> the vrouter objects this node needs. A pure function of the configuration,
+//! the local ports, the routes other nodes publish and the node's own facts; ids come from
+//! [`Ids`], which keeps them stable across runs so that a recomputation only differs
+//! where the configuration did.
+//!
+//! What is built:
+//! - a VRF per virtual network, its VNI mapped to it, an attribute record with its
+//!   network id (policy rules match on it);
+//! - per local port: a vif (the vrouter's MAC towards the VM, the VM's addresses), an
+//!   encap nexthop to the VM's MAC, an MPLS label, an attribute record (VN, tags, and its
+//!   security groups as tags);
+//! - routes: a /32 or /128 per address of a local interface, per address other nodes
+//!   publish (a tunnel nexthop per remote node and encapsulation), and an ECMP composite
+//!   where an address has several paths (a service VIP on several interfaces, here or on
+//!   other nodes); a network policy that passes traffic to another VN leaks that VN's
+//!   routes into the VRF;
+//! - compiled rule sets: per combination of security groups (ingress and egress, the
+//!   union of their rules, default deny), and per VN with network policies (the implicit
+//!   same-VN pass, then the policies' rules in order both ways for `<>`, default deny).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+use vrouter::config::{
+    ActionCfg, AttrCfg, Encap, EndpointCfg, MemberCfg, NexthopCfg, NexthopKind, PolicyCfg,
+    RouteCfg, RuleCfg, VifCfg, VifKindCfg,
+};
+
+use crate::kinds::{Kind, fq_string};
+use crate::persist::PortRec;
+use crate::proto::{self, object};
+use crate::store::Db;
+use crate::store::check::protocol_number;
+
+/// Prefix of the rule-set names the agent owns.
+pub const POLICY_PREFIX: &str = "agent/";
+/// Security groups appear in attribute records as tags with this bit set.
+pub const SG_TAG: u32 = 1 << 31;
+
+/// The node's own facts, read from the vrouter and the agent's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The fabric vif.
+    pub fabric_vif: u32,
+    /// The node's fabric address.
+    pub ip: Ipv4Addr,
+    /// The fabric interface's MAC.
+    pub mac: String,
+    /// The MAC the vrouter answers VMs with.
+    pub vrouter_mac: String,
+}
+
+/// Where the agent's ids start (below: objects of the vrouter's own start-up config,
+/// which the agent never touches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bases {
+    /// First VRF.
+    pub vrf: u32,
+    /// First vif.
+    pub vif: u32,
+    /// First nexthop.
+    pub nh: u32,
+    /// First MPLS label.
+    pub label: u32,
+    /// First attribute record.
+    pub attr: u32,
+}
+
+impl Default for Bases {
+    fn default() -> Self {
+        Bases {
+            vrf: 1,
+            vif: 16,
+            nh: 64,
+            label: 32,
+            attr: 1,
+        }
+    }
+}
+
+/// Stable id assignment per namespace (`vrf`, `vif`, `nh`, `label`, `attr`).
+#[derive(Debug, Clone, Default)]
+pub struct Ids {
+    map: BTreeMap<String, u32>,
+    used: HashMap<&'static str, BTreeSet<u32>>,
+    /// Next candidate per namespace.
+    next: HashMap<&'static str, u32>,
+    bases: Bases,
+    live: BTreeSet<String>,
+    /// Assignments made since the last [`Ids::take_changes`].
+    added: Vec<(String, u32)>,
+}
+
+const NAMESPACES: [&str; 5] = ["vrf", "vif", "nh", "label", "attr"];
+
+impl Ids {
+    /// From stored assignments.
+    pub fn new(bases: Bases, stored: BTreeMap<String, u32>) -> Ids {
+        let mut used: HashMap<&'static str, BTreeSet<u32>> = HashMap::new();
+        for (k, v) in &stored {
+            if let Some(ns) = NAMESPACES.iter().find(|n| k.starts_with(&format!("{n}/"))) {
+                used.entry(ns).or_default().insert(*v);
+            }
+        }
+        Ids {
+            map: stored,
+            used,
+            next: HashMap::new(),
+            bases,
+            live: BTreeSet::new(),
+            added: Vec::new(),
+        }
+    }
+
+    fn base(&self, ns: &str) -> u32 {
+        match ns {
+            "vrf" => self.bases.vrf,
+            "vif" => self.bases.vif,
+            "nh" => self.bases.nh,
+            "label" => self.bases.label,
+            _ => self.bases.attr,
+        }
+    }
+
+    /// The id of `key` in `ns`, assigned on first use.
+    pub fn get(&mut self, ns: &'static str, key: &str) -> u32 {
+        let k = format!("{ns}/{key}");
+        self.live.insert(k.clone());
+        if let Some(v) = self.map.get(&k) {
+            return *v;
+        }
+        let base = self.base(ns);
+        let mut v = self.next.get(ns).copied().unwrap_or(base).max(base);
+        let used = self.used.entry(ns).or_default();
+        while used.contains(&v) {
+            v += 1;
+        }
+        used.insert(v);
+        self.next.insert(ns, v + 1);
+        self.map.insert(k.clone(), v);
+        self.added.push((k, v));
+        v
+    }
+
+    /// Starts a computation: ids not asked for until [`Ids::unused`] are dead.
+    pub fn begin(&mut self) {
+        self.live.clear();
+    }
+
+    /// Keys not used by the last computation (free them once the vrouter dropped them).
+    pub fn unused(&self) -> Vec<String> {
+        self.map
+            .keys()
+            .filter(|k| !self.live.contains(*k))
+            .cloned()
+            .collect()
+    }
+
+    /// Frees keys.
+    pub fn release(&mut self, keys: &[String]) {
+        for k in keys {
+            if let Some(v) = self.map.remove(k)
+                && let Some(ns) = NAMESPACES.iter().find(|n| k.starts_with(&format!("{n}/")))
+            {
+                if let Some(u) = self.used.get_mut(ns) {
+                    u.remove(&v);
+                }
+                let n = self.next.entry(ns).or_insert(v);
+                *n = (*n).min(v);
+            }
+        }
+    }
+
+    /// New assignments since the last call.
+    pub fn take_changes(&mut self) -> Vec<(String, u32)> {
+        std::mem::take(&mut self.added)
+    }
+}
+
+/// A route another node publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteRoute {
+    /// The publishing node's fabric address.
+    pub node_ip: Ipv4Addr,
+    /// Its fabric MAC.
+    pub node_mac: String,
+    /// Virtual network UUID.
+    pub vn: String,
+    /// `a.b.c.d/32`.
+    pub prefix: String,
+    /// MPLS label of the interface.
+    pub label: u32,
+    /// VXLAN VNI of the VN.
+    pub vni: u32,
+    /// Encapsulations the node accepts.
+    pub encaps: Vec<String>,
+    /// Security group UUIDs of the interface.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// Tag UUIDs of the interface.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Everything the vrouter should hold of the agent's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    /// VRFs.
+    pub vrfs: BTreeSet<u32>,
+    /// Attribute records.
+    pub attrs: BTreeMap<u32, AttrCfg>,
+    /// Rule sets.
+    pub policies: BTreeMap<String, PolicyCfg>,
+    /// Interfaces.
+    pub vifs: BTreeMap<u32, VifCfg>,
+    /// Nexthops.
+    pub nexthops: BTreeMap<u32, NexthopCfg>,
+    /// Routes by (VRF, prefix).
+    pub routes: BTreeMap<(u32, String), RouteCfg>,
+    /// MPLS labels.
+    pub labels: BTreeMap<u32, u32>,
+    /// VNIs.
+    pub vnis: BTreeMap<u32, u32>,
+    /// The routes this node publishes (without the node fields, filled by the publisher).
+    pub published: Vec<RemoteRoute>,
+    /// Local ports as the CNI / port API reports them.
+    pub ports: BTreeMap<String, proto::PortInfo>,
+}
+
+/// Encapsulation names of the API.
+pub fn encap_of(name: &str) -> Option<Encap> {
+    match name {
+        "MPLSoUDP" => Some(Encap::MplsUdp),
+        "MPLSoGRE" => Some(Encap::MplsGre),
+        "VXLAN" => Some(Encap::Vxlan),
+        _ => None,
+    }
+}
+
+/// The configured encapsulation priority (default MPLSoUDP, MPLSoGRE, VXLAN).
+pub fn encap_priority(db: &Db) -> Vec<String> {
+    db.list(Kind::GlobalVrouterConfig)
+        .first()
+        .and_then(|o| match &o.kind {
+            Some(object::Kind::GlobalVrouterConfig(g))
+                if !g.encapsulation_priorities.is_empty() =>
+            {
+                Some(g.encapsulation_priorities.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| vec!["MPLSoUDP".into(), "MPLSoGRE".into(), "VXLAN".into()])
+}
+
+fn host_prefix(a: IpAddr) -> String {
+    match a {
+        IpAddr::V4(_) => format!("{a}/32"),
+        IpAddr::V6(_) => format!("{a}/128"),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Path {
+    nh: u32,
+    label: u32,
+    attr: u32,
+}
+
+struct Ctx<'a> {
+    db: &'a Db,
+    ids: &'a mut Ids,
+    out: Desired,
+    /// VN uuid -> (vrf, network id, vni).
+    vns: HashMap<String, (u32, u32, u32)>,
+    /// VN fq string -> uuid.
+    vn_by_fq: HashMap<String, String>,
+    /// SG fq string / uuid -> id.
+    sg_ids: HashMap<String, u32>,
+    /// Tag uuid -> id.
+    tag_ids: HashMap<String, u32>,
+    /// (VN uuid, prefix) -> paths.
+    paths: BTreeMap<(String, String), Vec<Path>>,
+}
+
+/// Computes the desired state.
+pub fn desired(
+    db: &Db,
+    node: &Node,
+    ports: &BTreeMap<String, PortRec>,
+    remote: &[RemoteRoute],
+    ids: &mut Ids,
+) -> Desired {
+    ids.begin();
+    let mut c = Ctx {
+        db,
+        ids,
+        out: Desired::default(),
+        vns: HashMap::new(),
+        vn_by_fq: HashMap::new(),
+        sg_ids: HashMap::new(),
+        tag_ids: HashMap::new(),
+        paths: BTreeMap::new(),
+    };
+    for o in db.list(Kind::SecurityGroup) {
+        if let Some(object::Kind::SecurityGroup(sg)) = &o.kind {
+            c.sg_ids
+                .insert(fq_string(&sg.fq_name), sg.security_group_id);
+            c.sg_ids.insert(sg.uuid.clone(), sg.security_group_id);
+        }
+    }
+    for o in db.list(Kind::Tag) {
+        if let Some(object::Kind::Tag(t)) = &o.kind {
+            c.tag_ids.insert(t.uuid.clone(), t.tag_id);
+        }
+    }
+    for o in db.list(Kind::VirtualNetwork) {
+        if let Some(object::Kind::VirtualNetwork(vn)) = &o.kind {
+            let vrf = c.ids.get("vrf", &vn.uuid);
+            c.out.vrfs.insert(vrf);
+            c.out.vnis.insert(vn.vxlan_network_identifier, vrf);
+            c.vns.insert(
+                vn.uuid.clone(),
+                (
+                    vrf,
+                    vn.virtual_network_network_id,
+                    vn.vxlan_network_identifier,
+                ),
+            );
+            c.vn_by_fq.insert(fq_string(&vn.fq_name), vn.uuid.clone());
+        }
+    }
+    // Instance IPs by interface.
+    let mut iips: HashMap<&str, Vec<&proto::InstanceIp>> = HashMap::new();
+    for o in db.list(Kind::InstanceIp) {
+        if let Some(object::Kind::InstanceIp(i)) = &o.kind {
+            for r in &i.virtual_machine_interface_refs {
+                iips.entry(r.uuid.as_str()).or_default().push(i);
+            }
+        }
+    }
+    let priority = encap_priority(db);
+    for (vmi_uuid, port) in ports {
+        let Some(proto::Object {
+            kind: Some(object::Kind::VirtualMachineInterface(vmi)),
+        }) = db.get(vmi_uuid)
+        else {
+            continue;
+        };
+        local_port(
+            &mut c,
+            node,
+            vmi,
+            port,
+            iips.get(vmi_uuid.as_str()),
+            &priority,
+        );
+    }
+    for r in remote {
+        remote_route(&mut c, node, r, &priority);
+    }
+    routes(&mut c);
+    vn_policies(&mut c, ports);
+    c.out
+}
+
+fn sgs_of(c: &Ctx<'_>, vmi: &proto::VirtualMachineInterface) -> Vec<u32> {
+    let mut v: Vec<u32> = vmi
+        .security_group_refs
+        .iter()
+        .filter_map(|r| c.sg_ids.get(&r.uuid).copied())
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn local_port(
+    c: &mut Ctx<'_>,
+    node: &Node,
+    vmi: &proto::VirtualMachineInterface,
+    port: &PortRec,
+    iips: Option<&Vec<&proto::InstanceIp>>,
+    priority: &[String],
+) {
+    let Some(vn_uuid) = vmi.virtual_network_ref.as_ref().map(|r| r.uuid.clone()) else {
+        return;
+    };
+    let Some(&(vrf, vn_id, vni)) = c.vns.get(&vn_uuid) else {
+        return;
+    };
+    let vif = c.ids.get("vif", &vmi.uuid);
+    let nh = c.ids.get("nh", &format!("vmi/{}", vmi.uuid));
+    let label = c.ids.get("label", &vmi.uuid);
+    let attr = c.ids.get("attr", &format!("vmi/{}", vmi.uuid));
+    let sgs = sgs_of(c, vmi);
+    let mut tags: Vec<u32> = vmi
+        .tag_refs
+        .iter()
+        .filter_map(|r| c.tag_ids.get(&r.uuid).copied())
+        .collect();
+    tags.extend(sgs.iter().map(|s| s | SG_TAG));
+    tags.sort_unstable();
+    tags.dedup();
+    c.out.attrs.insert(
+        attr,
+        AttrCfg {
+            id: attr,
+            vn: vn_id,
+            tags,
+        },
+    );
+    let (mut ingress, mut egress) = (Vec::new(), Vec::new());
+    if !vmi.security_group_refs.is_empty() {
+        let key = sgs.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let (i, e) = sg_sets(c, vmi, &key);
+        ingress.push(i.name.clone());
+        egress.push(e.name.clone());
+        c.out.policies.insert(i.name.clone(), i);
+        c.out.policies.insert(e.name.clone(), e);
+    }
+    if vn_has_policies(c.db, &vn_uuid) {
+        egress.push(vn_policy_name(&vn_uuid));
+    }
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    let mut info = proto::PortInfo {
+        vmi_uuid: vmi.uuid.clone(),
+        device: port.device.clone(),
+        name: port.name.clone(),
+        vif,
+        mac_address: vmi.mac_address.clone(),
+        ..Default::default()
+    };
+    let vn = c.db.vn(&vn_uuid).cloned();
+    let subnets = vn.as_ref().map(|v| c.db.vn_subnets(v)).unwrap_or_default();
+    for i in iips.into_iter().flatten() {
+        let Ok(a) = i.instance_ip_address.parse::<IpAddr>() else {
+            continue;
+        };
+        let iip_vn = i
+            .virtual_network_ref
+            .as_ref()
+            .map_or(vn_uuid.clone(), |r| r.uuid.clone());
+        c.paths
+            .entry((iip_vn, host_prefix(a)))
+            .or_default()
+            .push(Path { nh, label, attr });
+        if i.service_instance_ip {
+            continue;
+        }
+        addrs.push(a);
+        if let Some(s) = subnets.iter().find(|s| s.net.contains(a)) {
+            info.ip_addresses.push(format!("{a}/{}", s.net.len));
+            match a {
+                IpAddr::V4(_) => {
+                    info.gateway = s.gateway.to_string();
+                    info.dns_server = s.dns.to_string();
+                }
+                IpAddr::V6(_) => info.gateway6 = s.gateway.to_string(),
+            }
+        }
+    }
+    // Every address of the interface is published, service addresses included: the
+    // nodes that see several publishers build the ECMP composite.
+    for i in iips.into_iter().flatten() {
+        if let Ok(a) = i.instance_ip_address.parse::<IpAddr>() {
+            c.out.published.push(RemoteRoute {
+                node_ip: node.ip,
+                node_mac: node.mac.clone(),
+                vn: i
+                    .virtual_network_ref
+                    .as_ref()
+                    .map_or(vn_uuid.clone(), |r| r.uuid.clone()),
+                prefix: host_prefix(a),
+                label,
+                vni,
+                encaps: priority.to_vec(),
+                security_groups: vmi
+                    .security_group_refs
+                    .iter()
+                    .map(|r| r.uuid.clone())
+                    .collect(),
+                tags: vmi.tag_refs.iter().map(|r| r.uuid.clone()).collect(),
+            });
+        }
+    }
+    let name = if port.name.is_empty() {
+        format!("vmi-{}", &vmi.uuid[..8.min(vmi.uuid.len())])
+    } else {
+        port.name.clone()
+    };
+    c.out.vifs.insert(
+        vif,
+        VifCfg {
+            id: vif,
+            name,
+            kind: VifKindCfg::Virtual,
+            device: (!port.device.is_empty()).then(|| port.device.clone()),
+            mac: node.vrouter_mac.clone(),
+            vrf,
+            ip4: addrs.iter().find_map(|a| match a {
+                IpAddr::V4(v) => Some(*v),
+                _ => None,
+            }),
+            ip6: addrs.iter().find_map(|a| match a {
+                IpAddr::V6(v) => Some(*v),
+                _ => None,
+            }),
+            mtu: 1500,
+            ingress,
+            egress,
+            attr,
+        },
+    );
+    c.out.nexthops.insert(
+        nh,
+        NexthopCfg {
+            id: nh,
+            kind: NexthopKind::Encap {
+                vif,
+                dmac: vmi.mac_address.clone(),
+                smac: node.vrouter_mac.clone(),
+            },
+        },
+    );
+    c.out.labels.insert(label, nh);
+    c.out.ports.insert(vmi.uuid.clone(), info);
+}
+
+fn remote_route(c: &mut Ctx<'_>, node: &Node, r: &RemoteRoute, priority: &[String]) {
+    if r.node_ip == node.ip || !c.vns.contains_key(&r.vn) {
+        return;
+    }
+    let Some(encap) = priority
+        .iter()
+        .find(|e| r.encaps.contains(e))
+        .and_then(|e| encap_of(e))
+    else {
+        return;
+    };
+    let nh = c.ids.get("nh", &format!("tunnel/{}/{encap:?}", r.node_ip));
+    c.out.nexthops.insert(
+        nh,
+        NexthopCfg {
+            id: nh,
+            kind: NexthopKind::Tunnel {
+                vif: node.fabric_vif,
+                src: node.ip,
+                dst: r.node_ip,
+                smac: node.mac.clone(),
+                dmac: r.node_mac.clone(),
+                encaps: vec![encap],
+                inner_dmac: None,
+            },
+        },
+    );
+    let attr = c.ids.get("attr", &format!("route/{}/{}", r.vn, r.prefix));
+    let vn_id = c.vns[&r.vn].1;
+    let mut tags: Vec<u32> = r
+        .tags
+        .iter()
+        .filter_map(|t| c.tag_ids.get(t).copied())
+        .chain(
+            r.security_groups
+                .iter()
+                .filter_map(|s| c.sg_ids.get(s).map(|id| id | SG_TAG)),
+        )
+        .collect();
+    tags.sort_unstable();
+    tags.dedup();
+    c.out.attrs.insert(
+        attr,
+        AttrCfg {
+            id: attr,
+            vn: vn_id,
+            tags,
+        },
+    );
+    let label = if encap == Encap::Vxlan {
+        r.vni
+    } else {
+        r.label
+    };
+    c.paths
+        .entry((r.vn.clone(), r.prefix.clone()))
+        .or_default()
+        .push(Path { nh, label, attr });
+}
+
+/// The VNs whose routes a VN's VRF also holds: those a passing rule of its policies names.
+fn leaks(db: &Db, vn_uuid: &str, vn_by_fq: &HashMap<String, String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (_, np) in vn_policy_list(db, vn_uuid) {
+        for r in &np.network_policy_entries {
+            if r.action != "pass" {
+                continue;
+            }
+            for a in r.src_addresses.iter().chain(&r.dst_addresses) {
+                if let Some(u) = vn_by_fq.get(&a.virtual_network)
+                    && u != vn_uuid
+                {
+                    out.insert(u.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn routes(c: &mut Ctx<'_>) {
+    let paths = std::mem::take(&mut c.paths);
+    let vns: Vec<String> = c.vns.keys().cloned().collect();
+    // Which VRFs get each VN's routes: its own, and those leaking it.
+    let mut into: HashMap<String, Vec<u32>> = HashMap::new();
+    for vn in &vns {
+        into.entry(vn.clone()).or_default().push(c.vns[vn].0);
+        for other in leaks(c.db, vn, &c.vn_by_fq) {
+            into.entry(other).or_default().push(c.vns[vn].0);
+        }
+    }
+    for ((vn, prefix), mut ps) in paths {
+        let (nh, label, attr) = if ps.len() == 1 {
+            (ps[0].nh, ps[0].label, ps[0].attr)
+        } else {
+            ps.sort_by_key(|p| (p.nh, p.label));
+            ps.dedup_by_key(|p| (p.nh, p.label));
+            let id = c.ids.get("nh", &format!("ecmp/{vn}/{prefix}"));
+            c.out.nexthops.insert(
+                id,
+                NexthopCfg {
+                    id,
+                    kind: NexthopKind::Composite {
+                        members: ps
+                            .iter()
+                            .map(|p| MemberCfg {
+                                nh: p.nh,
+                                label: p.label,
+                                weight: 1,
+                            })
+                            .collect(),
+                    },
+                },
+            );
+            (id, 0, ps[0].attr)
+        };
+        for vrf in into.get(&vn).into_iter().flatten() {
+            c.out.routes.insert(
+                (*vrf, prefix.clone()),
+                RouteCfg {
+                    vrf: *vrf,
+                    prefix: prefix.clone(),
+                    nh,
+                    label,
+                    attr,
+                },
+            );
+        }
+    }
+}
+
+fn vn_policy_name(vn: &str) -> String {
+    format!("{POLICY_PREFIX}vn/{vn}")
+}
+
+fn vn_policy_list<'a>(db: &'a Db, vn_uuid: &str) -> Vec<(String, &'a proto::NetworkPolicy)> {
+    let Some(vn) = db.vn(vn_uuid) else {
+        return vec![];
+    };
+    vn.network_policy_refs
+        .iter()
+        .filter_map(|r| match db.get(&r.uuid).map(|o| &o.kind) {
+            Some(Some(object::Kind::NetworkPolicy(np))) => Some((r.uuid.clone(), np)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn vn_has_policies(db: &Db, vn_uuid: &str) -> bool {
+    !vn_policy_list(db, vn_uuid).is_empty()
+}
+
+fn vn_policies(c: &mut Ctx<'_>, ports: &BTreeMap<String, PortRec>) {
+    let _ = ports;
+    let used: BTreeSet<String> = c
+        .out
+        .vifs
+        .values()
+        .flat_map(|v| v.egress.iter())
+        .filter(|n| n.starts_with(&format!("{POLICY_PREFIX}vn/")))
+        .cloned()
+        .collect();
+    for name in used {
+        let vn_uuid = name
+            .trim_start_matches(&format!("{POLICY_PREFIX}vn/"))
+            .to_string();
+        let own = c.vns.get(&vn_uuid).map_or(0, |v| v.1);
+        let mut rules = vec![RuleCfg {
+            proto: None,
+            src: EndpointCfg::default(),
+            dst: EndpointCfg {
+                vn: Some(own),
+                ..Default::default()
+            },
+            sport: None,
+            dport: None,
+            action: ActionCfg::Pass,
+        }];
+        for (_, np) in vn_policy_list(c.db, &vn_uuid) {
+            for r in &np.network_policy_entries {
+                let action = if r.action == "deny" {
+                    ActionCfg::Deny
+                } else {
+                    ActionCfg::Pass
+                };
+                let forward = expand(c, r, own, false, action);
+                rules.extend(forward);
+                if r.direction == "<>" {
+                    rules.extend(expand(c, r, own, true, action));
+                }
+            }
+        }
+        c.out.policies.insert(
+            name.clone(),
+            PolicyCfg {
+                name,
+                rules,
+                default: ActionCfg::Deny,
+            },
+        );
+    }
+}
+
+/// An address of a rule as an endpoint match; none when it names something unknown
+/// (the rule then matches nothing and is left out).
+fn endpoint(c: &Ctx<'_>, a: &proto::AddressType, own_vn: u32) -> Option<EndpointCfg> {
+    if !a.subnet.is_empty() {
+        return Some(EndpointCfg {
+            prefix: Some(a.subnet.clone()),
+            ..Default::default()
+        });
+    }
+    if !a.security_group.is_empty() && a.security_group != "local" {
+        let id = *c.sg_ids.get(&a.security_group)?;
+        return Some(EndpointCfg {
+            tags: Some(vec![id | SG_TAG]),
+            ..Default::default()
+        });
+    }
+    match a.virtual_network.as_str() {
+        "" | "any" => Some(EndpointCfg::default()),
+        "local" => Some(EndpointCfg {
+            vn: Some(own_vn),
+            ..Default::default()
+        }),
+        fq => {
+            let u = c.vn_by_fq.get(fq)?;
+            Some(EndpointCfg {
+                vn: Some(c.vns.get(u)?.1),
+                ..Default::default()
+            })
+        }
+    }
+}
+
+fn port_list(p: &[proto::PortRange]) -> Vec<Option<(u16, u16)>> {
+    if p.is_empty() {
+        return vec![None];
+    }
+    p.iter()
+        .map(|r| {
+            let (s, e) = (r.start_port as u16, r.end_port as u16);
+            (s != 0 || e != 65535).then_some((s, e))
+        })
+        .collect()
+}
+
+fn addr_list(c: &Ctx<'_>, a: &[proto::AddressType], own: u32) -> Vec<EndpointCfg> {
+    if a.is_empty() {
+        return vec![EndpointCfg::default()];
+    }
+    a.iter().filter_map(|x| endpoint(c, x, own)).collect()
+}
+
+/// A network-policy rule as vrouter rules; `mirror` swaps the sides (the `<>` reverse).
+fn expand(
+    c: &Ctx<'_>,
+    r: &proto::PolicyRule,
+    own: u32,
+    mirror: bool,
+    action: ActionCfg,
+) -> Vec<RuleCfg> {
+    let proto = protocol_number(&r.protocol).flatten();
+    let (mut sa, mut da) = (
+        addr_list(c, &r.src_addresses, own),
+        addr_list(c, &r.dst_addresses, own),
+    );
+    let (mut sp, mut dp) = (port_list(&r.src_ports), port_list(&r.dst_ports));
+    if mirror {
+        std::mem::swap(&mut sa, &mut da);
+        std::mem::swap(&mut sp, &mut dp);
+    }
+    let mut out = Vec::new();
+    for s in &sa {
+        for d in &da {
+            for spr in &sp {
+                for dpr in &dp {
+                    out.push(RuleCfg {
+                        proto,
+                        src: s.clone(),
+                        dst: d.clone(),
+                        sport: *spr,
+                        dport: *dpr,
+                        action,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The ingress and egress rule sets of a combination of security groups: the union of
+/// their rules (allow), default deny.
+fn sg_sets(c: &Ctx<'_>, vmi: &proto::VirtualMachineInterface, key: &str) -> (PolicyCfg, PolicyCfg) {
+    let own = vmi
+        .virtual_network_ref
+        .as_ref()
+        .and_then(|r| c.vns.get(&r.uuid))
+        .map_or(0, |v| v.1);
+    let mut ingress = Vec::new();
+    let mut egress = Vec::new();
+    let mut groups: Vec<&proto::SecurityGroup> = vmi
+        .security_group_refs
+        .iter()
+        .filter_map(|r| match c.db.get(&r.uuid).map(|o| &o.kind) {
+            Some(Some(object::Kind::SecurityGroup(sg))) => Some(sg),
+            _ => None,
+        })
+        .collect();
+    groups.sort_by_key(|g| g.security_group_id);
+    for sg in groups {
+        for r in &sg.security_group_entries {
+            let local_dst = r.dst_addresses.iter().any(|a| a.security_group == "local");
+            let proto = protocol_number(&r.protocol).flatten();
+            let family = |e: EndpointCfg| {
+                if e == EndpointCfg::default() && !r.ethertype.is_empty() {
+                    EndpointCfg {
+                        prefix: Some(
+                            if r.ethertype == "IPv6" {
+                                "::/0"
+                            } else {
+                                "0.0.0.0/0"
+                            }
+                            .into(),
+                        ),
+                        ..Default::default()
+                    }
+                } else {
+                    e
+                }
+            };
+            let remote: Vec<&proto::AddressType> = if local_dst {
+                r.src_addresses.iter().collect()
+            } else {
+                r.dst_addresses.iter().collect()
+            };
+            let remote: Vec<EndpointCfg> = if remote.is_empty() {
+                vec![EndpointCfg::default()]
+            } else {
+                remote.iter().filter_map(|a| endpoint(c, a, own)).collect()
+            };
+            for e in remote {
+                let e = family(e);
+                for sp in port_list(&r.src_ports) {
+                    for dp in port_list(&r.dst_ports) {
+                        let rule = |src, dst| RuleCfg {
+                            proto,
+                            src,
+                            dst,
+                            sport: sp,
+                            dport: dp,
+                            action: ActionCfg::Pass,
+                        };
+                        if local_dst {
+                            ingress.push(rule(e.clone(), EndpointCfg::default()));
+                        } else {
+                            egress.push(rule(EndpointCfg::default(), e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let set = |dir: &str, rules| PolicyCfg {
+        name: format!("{POLICY_PREFIX}sg/{key}/{dir}"),
+        rules,
+        default: ActionCfg::Deny,
+    };
+    (set("in", ingress), set("out", egress))
+}

@@ -1,0 +1,237 @@
+//! The configuration database on its own: all-or-nothing batches, address management,
+//! references that block deletes, and fields the API assigns and keeps.
+
+use agent::proto::{self, Object, Ref, object::Kind as K};
+use agent::store::{Change, Db};
+use tonic::Code;
+
+const P: [&str; 2] = ["default-domain", "p"];
+
+fn fq(name: &str) -> Vec<String> {
+    P.iter()
+        .map(|s| s.to_string())
+        .chain([name.to_string()])
+        .collect()
+}
+
+fn r(t: &str, fq_name: Vec<String>) -> Ref {
+    Ref {
+        r#type: t.into(),
+        uuid: String::new(),
+        fq_name,
+    }
+}
+
+fn obj(k: K) -> Object {
+    Object { kind: Some(k) }
+}
+
+fn vn(name: &str, ipam: &str, prefix: &str) -> Object {
+    obj(K::VirtualNetwork(proto::VirtualNetwork {
+        fq_name: fq(name),
+        network_ipam_refs: vec![proto::IpamRef {
+            ipam: Some(r("network-ipam", fq(ipam))),
+            subnets: if prefix.is_empty() {
+                vec![]
+            } else {
+                vec![proto::Subnet {
+                    prefix: prefix.into(),
+                    ..Default::default()
+                }]
+            },
+        }],
+        ..Default::default()
+    }))
+}
+
+fn iip(name: &str, net: &str, addr: &str) -> Object {
+    obj(K::InstanceIp(proto::InstanceIp {
+        fq_name: vec![name.into()],
+        instance_ip_address: addr.into(),
+        virtual_network_ref: Some(r("virtual-network", fq(net))),
+        ..Default::default()
+    }))
+}
+
+fn base() -> Db {
+    let mut db = Db::new();
+    db.apply(vec![
+        Change::Create(obj(K::Project(proto::Project {
+            fq_name: P.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }))),
+        Change::Create(obj(K::NetworkIpam(proto::NetworkIpam {
+            fq_name: fq("ipam"),
+            ..Default::default()
+        }))),
+        Change::Create(obj(K::NetworkIpam(proto::NetworkIpam {
+            fq_name: fq("flat"),
+            ipam_subnet_method: "flat-subnet".into(),
+            ipam_subnets: vec![proto::Subnet {
+                prefix: "10.32.0.0/12".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }))),
+    ])
+    .unwrap();
+    db
+}
+
+fn addr(o: &Object) -> String {
+    match &o.kind {
+        Some(K::InstanceIp(i)) => i.instance_ip_address.clone(),
+        _ => panic!("not an instance-ip"),
+    }
+}
+
+#[test]
+fn a_failed_batch_leaves_no_trace() {
+    let mut db = base();
+    let (n, rev) = (db.len(), db.revision());
+    let e = db
+        .apply(vec![
+            Change::Create(vn("red", "ipam", "10.1.0.0/24")),
+            Change::Create(iip("a", "red", "10.1.0.3")),
+            Change::Create(iip("b", "red", "10.1.0.3")),
+        ])
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert!(e.message().starts_with("change 2:"), "{}", e.message());
+    assert_eq!((db.len(), db.revision()), (n, rev));
+    // The indexes were rolled back too: the same names and address are free.
+    db.apply(vec![
+        Change::Create(vn("red", "ipam", "10.1.0.0/24")),
+        Change::Create(iip("a", "red", "10.1.0.3")),
+    ])
+    .unwrap();
+}
+
+#[test]
+fn addresses_are_allocated_without_duplicates_and_reused_after_delete() {
+    let mut db = base();
+    db.apply(vec![Change::Create(vn("small", "ipam", "10.9.0.0/29"))])
+        .unwrap();
+    // .0 network, .1 gateway, .2 DNS, .7 broadcast: .3 to .6 remain.
+    let mut got = Vec::new();
+    for i in 0..4 {
+        let c = db
+            .apply(vec![Change::Create(iip(&format!("i{i}"), "small", ""))])
+            .unwrap();
+        got.push(addr(c.objects[0].as_ref().unwrap()));
+    }
+    assert_eq!(got, ["10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"]);
+    let e = db
+        .apply(vec![Change::Create(iip("i4", "small", ""))])
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    db.apply(vec![Change::Delete(r("instance-ip", vec!["i1".into()]))])
+        .unwrap();
+    let c = db
+        .apply(vec![Change::Create(iip("i5", "small", ""))])
+        .unwrap();
+    assert_eq!(addr(c.objects[0].as_ref().unwrap()), "10.9.0.4");
+    for (a, code) in [
+        ("10.9.0.1", Code::InvalidArgument),
+        ("10.9.0.7", Code::InvalidArgument),
+        ("10.9.1.3", Code::InvalidArgument),
+        ("10.9.0.3", Code::AlreadyExists),
+        ("not-an-ip", Code::InvalidArgument),
+    ] {
+        let e = db
+            .apply(vec![Change::Create(iip("x", "small", a))])
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{a}: {}", e.message());
+        assert!(
+            e.message().contains("instance_ip_address"),
+            "{}",
+            e.message()
+        );
+    }
+}
+
+#[test]
+fn a_flat_subnet_is_one_address_space_across_networks() {
+    let mut db = base();
+    db.apply(vec![
+        Change::Create(vn("pods-a", "flat", "")),
+        Change::Create(vn("pods-b", "flat", "")),
+        Change::Create(iip("a", "pods-a", "10.32.0.10")),
+    ])
+    .unwrap();
+    let e = db
+        .apply(vec![Change::Create(iip("b", "pods-b", "10.32.0.10"))])
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{}", e.message());
+    // A user-defined subnet next to a flat ipam must not carry its own subnets.
+    let e = db
+        .apply(vec![Change::Create(vn("bad", "flat", "10.99.0.0/24"))])
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[test]
+fn referenced_objects_cannot_be_deleted_and_names_cannot_change() {
+    let mut db = base();
+    let c = db
+        .apply(vec![
+            Change::Create(vn("red", "ipam", "10.1.0.0/24")),
+            Change::Create(iip("a", "red", "")),
+        ])
+        .unwrap();
+    let red = c.objects[0].clone().unwrap();
+    let e = db
+        .apply(vec![Change::Delete(r("virtual-network", fq("red")))])
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("instance-ip a"), "{}", e.message());
+    let e = db
+        .apply(vec![Change::Delete(r(
+            "project",
+            P.iter().map(|s| s.to_string()).collect(),
+        ))])
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::FailedPrecondition,
+        "children block a delete"
+    );
+
+    // Updates keep the assigned fields; the FQ name is fixed.
+    let Some(K::VirtualNetwork(mut v)) = red.kind.clone() else {
+        unreachable!()
+    };
+    let id = v.virtual_network_network_id;
+    v.virtual_network_network_id = 0;
+    v.vxlan_network_identifier = 0;
+    let c = db
+        .apply(vec![Change::Update(obj(K::VirtualNetwork(v.clone())))])
+        .unwrap();
+    let Some(K::VirtualNetwork(after)) = c.objects[0].clone().unwrap().kind else {
+        unreachable!()
+    };
+    assert_eq!(after.virtual_network_network_id, id);
+    assert_ne!(after.vxlan_network_identifier, 0);
+    v.fq_name = fq("blue");
+    let e = db
+        .apply(vec![Change::Update(obj(K::VirtualNetwork(v.clone())))])
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // Shrinking the subnets under a used address is refused.
+    v.fq_name = fq("red");
+    v.network_ipam_refs[0].subnets[0].prefix = "10.2.0.0/24".into();
+    let e = db
+        .apply(vec![Change::Update(obj(K::VirtualNetwork(v)))])
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+
+    db.apply(vec![
+        Change::Delete(r("instance-ip", vec!["a".into()])),
+        Change::Delete(r("virtual-network", fq("red"))),
+    ])
+    .unwrap();
+    assert!(
+        db.by_fq(agent::kinds::Kind::VirtualNetwork, &fq("red"))
+            .is_none()
+    );
+}
