@@ -53,6 +53,13 @@ struct Args {
     /// First MPLS label the agent uses.
     #[arg(long, default_value_t = Bases::default().label)]
     label_base: u32,
+    /// etcd endpoints for the route exchange between nodes (repeat or comma-separate);
+    /// none: a single node.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Seconds a node's published routes outlive its agent.
+    #[arg(long, default_value_t = 30)]
+    route_ttl: i64,
     /// Full resync with the vrouter at least this often (milliseconds).
     #[arg(long, default_value_t = 5000)]
     resync_ms: u64,
@@ -100,6 +107,15 @@ async fn main() -> Result<()> {
                 tracing::error!("metrics endpoint: {e:#}");
             }
         });
+    }
+
+    if !args.etcd.is_empty() {
+        let (s, e, ttl) = (
+            Arc::clone(&shared),
+            args.etcd.clone(),
+            args.route_ttl.max(2),
+        );
+        tokio::spawn(agent::routes::run(e, s, ttl));
     }
 
     let api = Api::new(Arc::clone(&shared));

@@ -191,6 +191,17 @@ impl Agent {
         socket: &std::path::Path,
         data: &std::path::Path,
     ) -> Agent {
+        Agent::start_with(dir, name, socket, data, &[])
+    }
+
+    /// [`Agent::start`] with more arguments.
+    pub fn start_with(
+        dir: &std::path::Path,
+        name: &str,
+        socket: &std::path::Path,
+        data: &std::path::Path,
+        extra: &[&str],
+    ) -> Agent {
         let target = format!("127.0.0.1:{}", free_port());
         let metrics = format!("127.0.0.1:{}", free_port());
         let log = dir.join(format!("{name}.log"));
@@ -212,6 +223,7 @@ impl Agent {
             .arg(socket)
             .arg("--data-dir")
             .arg(data)
+            .args(extra)
             .stdout(out.try_clone().expect("agent log"))
             .stderr(out)
             .spawn()

@@ -120,8 +120,22 @@ fn a_tcp_stream_survives_the_agent_being_killed_and_restarted() {
     for (ns, p) in lab.ns.iter().zip(&ports) {
         for cmd in [
             vec!["ip", "link", "set", "lo", "up"],
-            vec!["ip", "link", "set", "eth0", "address", p["mac"].as_str().unwrap()],
-            vec!["ip", "addr", "add", p["ip"].as_str().unwrap(), "dev", "eth0"],
+            vec![
+                "ip",
+                "link",
+                "set",
+                "eth0",
+                "address",
+                p["mac"].as_str().unwrap(),
+            ],
+            vec![
+                "ip",
+                "addr",
+                "add",
+                p["ip"].as_str().unwrap(),
+                "dev",
+                "eth0",
+            ],
             vec!["ip", "link", "set", "eth0", "up"],
             vec!["ethtool", "-K", "eth0", "tx", "off"],
         ] {
@@ -130,8 +144,17 @@ fn a_tcp_stream_survives_the_agent_being_killed_and_restarted() {
             ok(&full);
         }
     }
-    let ip_b = ports[1]["ip"].as_str().unwrap().split('/').next().unwrap().to_string();
-    let o = in_ns(&lab.ns[0], &["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip_b]);
+    let ip_b = ports[1]["ip"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let o = in_ns(
+        &lab.ns[0],
+        &["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip_b],
+    );
     assert!(
         o.status.success(),
         "ping through the agent-programmed vrouter: {}",
@@ -181,7 +204,10 @@ fn a_tcp_stream_survives_the_agent_being_killed_and_restarted() {
         String::from_utf8_lossy(&tx.stderr)
     );
     let sent: u64 = String::from_utf8_lossy(&tx.stdout).trim().parse().unwrap();
-    let got: u64 = String::from_utf8_lossy(&rx.stdout).trim().parse().unwrap_or(0);
+    let got: u64 = String::from_utf8_lossy(&rx.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     assert!(sent > 1_000_000, "the stream ran: {sent} bytes");
     assert_eq!(got, sent, "every byte arrived across the agent's restart");
     assert!(t.elapsed() < Duration::from_secs(20));

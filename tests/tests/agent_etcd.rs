@@ -1,0 +1,239 @@
+//! Two nodes exchange routes through a real etcd: each agent publishes its pod's address,
+//! the other programs a route to it over a tunnel nexthop with the publisher's label, and a
+//! service VIP backed by a pod on each node becomes an ECMP composite of a local and a
+//! remote member on both. Unplugging a pod withdraws its route from the other node.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vr_tests::{Agent, Daemon, Reap, free_port, python, unique_prefix, workspace_bin};
+
+fn node(ip: &str) -> String {
+    format!(
+        r#"
+[global]
+fabric_vif = 0
+
+[[vrf]]
+id = 0
+
+[[vif]]
+id = 0
+name = "fabric"
+kind = "physical"
+device = "net_null0,no-rx=1"
+mac = "02:fa:00:00:00:0{}"
+vrf = 0
+ip4 = "{ip}"
+"#,
+        &ip[ip.len() - 1..]
+    )
+}
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for f in ["a.log", "b.log", "agent-a.log", "agent-b.log", "etcd.log"] {
+                eprintln!(
+                    "--- {f}:\n{}",
+                    std::fs::read_to_string(self.0.join(f)).unwrap_or_default()
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn vrctl(socket: &Path, args: &[&str]) -> Value {
+    let out = Command::new(workspace_bin("vrctl"))
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.get("items").cloned().unwrap_or(v)
+}
+
+/// The agent VRF's routes as prefix -> (nexthop, label).
+fn routes(socket: &Path) -> Vec<(String, u64, u64)> {
+    let vrf = vrctl(socket, &["vrf"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_u64().unwrap())
+        .find(|id| *id >= 1)
+        .expect("the agent made a VRF");
+    vrctl(socket, &["rt", "--dump", &vrf.to_string()])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["prefix"].as_str().unwrap().to_string(),
+                r["nh"].as_u64().unwrap(),
+                r["label"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn nh(socket: &Path, id: u64) -> Value {
+    vrctl(socket, &["nh"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"].as_u64() == Some(id))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The label a node's vrouter maps to its local vif `name`.
+fn label_of(socket: &Path, name: &str) -> u64 {
+    let vif = vrctl(socket, &["vif"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap()["id"]
+        .clone();
+    let nhs = vrctl(socket, &["nh"]);
+    let nh = nhs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["type"] == "encap" && n["vif"] == vif)
+        .unwrap()["id"]
+        .clone();
+    vrctl(socket, &["mpls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["nh"] == nh)
+        .unwrap()["label"]
+        .as_u64()
+        .unwrap()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(20), "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_nodes_learn_each_others_routes_through_etcd() {
+    let dir = std::env::temp_dir().join(unique_prefix("agetcd"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = Dir(dir.clone());
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let _etcd = Reap(
+        Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(dir.join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("etcd.log")).unwrap())
+            .spawn()
+            .expect("etcd (Debian's etcd-server) runs"),
+    );
+    let mut vr = Vec::new();
+    let mut agents = Vec::new();
+    for (n, ip) in [("a", "192.0.2.1"), ("b", "192.0.2.2")] {
+        std::fs::write(dir.join(format!("{n}.toml")), node(ip)).unwrap();
+        let v = Daemon::start(&dir, n, &dir.join(format!("{n}.toml")), 2047, 256);
+        agents.push(Agent::start_with(
+            &dir,
+            &format!("agent-{n}"),
+            &v.socket,
+            &dir.join(format!("data-{n}")),
+            &["--etcd", &url, "--route-ttl", "5"],
+        ));
+        vr.push(v);
+    }
+    python(
+        "agent_multi.py",
+        &[&agents[0].target, &agents[1].target, "build"],
+    );
+    let (sa, sb) = (vr[0].socket.clone(), vr[1].socket.clone());
+    wait_for("node a learns pod b", || {
+        routes(&sa).iter().any(|r| r.0 == "10.60.0.11/32")
+    });
+    wait_for("node b learns pod a", || {
+        routes(&sb).iter().any(|r| r.0 == "10.60.0.10/32")
+    });
+
+    // Node a: pod b over a tunnel to 192.0.2.2 with node b's label for pod b.
+    let label_b = label_of(&sb, "pod-b");
+    let r = routes(&sa);
+    let to_b = r.iter().find(|r| r.0 == "10.60.0.11/32").unwrap();
+    let t = nh(&sa, to_b.1);
+    assert_eq!(t["type"], "tunnel", "{t}");
+    assert_eq!(t["dst"], "192.0.2.2");
+    assert_eq!(t["src"], "192.0.2.1");
+    assert_eq!(
+        t["dmac"], "02:fa:00:00:00:02",
+        "the remote node's fabric MAC"
+    );
+    assert_eq!(to_b.2, label_b, "node b's label");
+
+    // The VIP: a composite of the local pod and the tunnel to the other node, on both.
+    for (s, other_ip) in [(&sa, "192.0.2.2"), (&sb, "192.0.2.1")] {
+        wait_for("the VIP has two paths", || {
+            let r = routes(s);
+            r.iter()
+                .find(|r| r.0 == "10.60.0.100/32")
+                .is_some_and(|v| nh(s, v.1)["type"] == "composite")
+        });
+        let r = routes(s);
+        let vip = r.iter().find(|r| r.0 == "10.60.0.100/32").unwrap();
+        let members = nh(s, vip.1)["members"].as_array().unwrap().clone();
+        let mut kinds: Vec<String> = members
+            .iter()
+            .map(|m| {
+                let n = nh(s, m["nh"].as_u64().unwrap());
+                match n["type"].as_str().unwrap() {
+                    "tunnel" => format!("tunnel:{}", n["dst"].as_str().unwrap()),
+                    k => k.to_string(),
+                }
+            })
+            .collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            vec!["encap".to_string(), format!("tunnel:{other_ip}")]
+        );
+    }
+
+    // Pod b unplugged: node a withdraws its route, and the VIP is local only.
+    python(
+        "agent_multi.py",
+        &[&agents[0].target, &agents[1].target, "unplug-b"],
+    );
+    wait_for("node a withdraws pod b", || {
+        !routes(&sa).iter().any(|r| r.0 == "10.60.0.11/32")
+    });
+    let r = routes(&sa);
+    let vip = r.iter().find(|r| r.0 == "10.60.0.100/32").unwrap();
+    assert_eq!(nh(&sa, vip.1)["type"], "encap");
+    drop(d);
+}
