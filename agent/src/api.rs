@@ -278,6 +278,66 @@ impl AgentApi for Api {
         .map(Response::new)
     }
 
+    async fn add_ports(
+        &self,
+        r: Request<proto::Ports>,
+    ) -> Result<Response<proto::PortList>, Status> {
+        let ports = r.into_inner().ports;
+        let mut recs = Vec::with_capacity(ports.len());
+        {
+            let db = self.shared.db.read().unwrap_or_else(|e| e.into_inner());
+            for (i, p) in ports.iter().enumerate() {
+                if db
+                    .get(&p.vmi_uuid)
+                    .is_none_or(|o| kind_of(o) != Some(Kind::VirtualMachineInterface))
+                {
+                    return Err(Status::not_found(format!(
+                        "ports[{i}].vmi_uuid: virtual-machine-interface {:?} does not exist",
+                        p.vmi_uuid
+                    )));
+                }
+                if !p.device.is_empty() {
+                    return Err(Status::invalid_argument(format!(
+                        "ports[{i}].device: ports with a device are added one at a time (AddPort)"
+                    )));
+                }
+                recs.push(PortRec {
+                    vmi_uuid: p.vmi_uuid.clone(),
+                    device: String::new(),
+                    name: p.name.clone(),
+                });
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            shared
+                .store
+                .set_ports(&recs)
+                .map_err(|e| Status::unavailable(format!("the store refused the ports: {e:#}")))?;
+            {
+                let mut map = shared.ports.lock().unwrap_or_else(|e| e.into_inner());
+                for r in &recs {
+                    map.insert(r.vmi_uuid.clone(), r.clone());
+                }
+            }
+            let g = shared.kick();
+            if !shared.wait_programmed(g, Duration::from_secs(300)) {
+                return Err(Status::unavailable(
+                    "ports recorded; the vrouter is not reachable yet",
+                ));
+            }
+            let d = shared.desired.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(Response::new(proto::PortList {
+                ports: recs
+                    .iter()
+                    .filter_map(|r| d.ports.get(&r.vmi_uuid).cloned())
+                    .collect(),
+            }))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+
     async fn delete_port(
         &self,
         r: Request<proto::PortRef>,

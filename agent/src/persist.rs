@@ -137,6 +137,19 @@ impl Store {
         Ok(())
     }
 
+    /// Records several ports in one transaction.
+    pub fn set_ports(&self, ports: &[PortRec]) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(PORTS)?;
+            for p in ports {
+                t.insert(p.vmi_uuid.as_str(), serde_json::to_string(p)?.as_str())?;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
     /// The id assignments.
     pub fn ids(&self) -> Result<BTreeMap<String, u32>> {
         let r = self.db.begin_read()?;

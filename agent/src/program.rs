@@ -132,15 +132,21 @@ pub fn run(shared: Arc<Shared>, opts: Options) {
     let mut ids = Ids::new(opts.bases, stored);
     let mut client: Option<Client> = None;
     let mut seen = u64::MAX;
+    // What the vrouter holds after the last successful reconcile; read again after a
+    // reconnect, an error, or a quiet resync period (to repair drift).
+    let mut cache: Option<(Node, Actual)> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let generation = {
             let mut g = shared.generation.lock().unwrap_or_else(|e| e.into_inner());
             if *g == seen {
-                g = shared
+                let (ng, t) = shared
                     .wake
                     .wait_timeout(g, opts.resync)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                    .unwrap_or_else(|e| e.into_inner());
+                g = ng;
+                if t.timed_out() {
+                    cache = None;
+                }
             }
             *g
         };
@@ -152,6 +158,7 @@ pub fn run(shared: Arc<Shared>, opts: Options) {
                 Ok(c) => {
                     tracing::info!(socket = %opts.socket.display(), "connected to the vrouter");
                     client = Some(c);
+                    cache = None;
                 }
                 Err(e) => {
                     fail(&shared, format!("vrouter {}: {e}", opts.socket.display()));
@@ -161,7 +168,7 @@ pub fn run(shared: Arc<Shared>, opts: Options) {
             }
         }
         let c = client.as_mut().expect("connected");
-        match reconcile(&shared, c, &opts, &mut ids) {
+        match reconcile(&shared, c, &opts, &mut ids, &mut cache) {
             Ok(n) => {
                 seen = generation;
                 shared
@@ -178,6 +185,7 @@ pub fn run(shared: Arc<Shared>, opts: Options) {
             Err(e) => {
                 fail(&shared, format!("{e:#}"));
                 client = None;
+                cache = None;
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
@@ -242,8 +250,8 @@ fn node(c: &mut Client, opts: &Options) -> Result<Node> {
 }
 
 /// What the vrouter holds of the agent's.
-#[derive(Debug, Default)]
-struct Actual {
+#[derive(Debug, Default, Clone)]
+pub struct Actual {
     vrfs: BTreeSet<u32>,
     attrs: BTreeMap<u32, AttrCfg>,
     policies: BTreeMap<String, PolicyCfg>,
@@ -313,6 +321,22 @@ fn actual(c: &mut Client, b: &Bases) -> Result<Actual> {
         }
     }
     Ok(a)
+}
+
+impl Actual {
+    /// The state the vrouter is in once `d` is applied.
+    fn from_desired(d: &Desired) -> Actual {
+        Actual {
+            vrfs: d.vrfs.clone(),
+            attrs: d.attrs.clone(),
+            policies: d.policies.clone(),
+            vifs: d.vifs.clone(),
+            nexthops: d.nexthops.clone(),
+            routes: d.routes.clone(),
+            labels: d.labels.clone(),
+            vnis: d.vnis.clone(),
+        }
+    }
 }
 
 fn same_nh(a: &NexthopCfg, b: &NexthopCfg) -> bool {
@@ -447,9 +471,18 @@ fn send_batches(c: &mut Client, ops: Vec<Op>) -> Result<()> {
 }
 
 /// One reconcile; returns the number of operations sent.
-fn reconcile(shared: &Shared, c: &mut Client, opts: &Options, ids: &mut Ids) -> Result<usize> {
+fn reconcile(
+    shared: &Shared,
+    c: &mut Client,
+    opts: &Options,
+    ids: &mut Ids,
+    cache: &mut Option<(Node, Actual)>,
+) -> Result<usize> {
     call(c, Op::Hello)?;
-    let node = node(c, opts)?;
+    let (node, a) = match cache.take() {
+        Some(x) => x,
+        None => (node(c, opts)?, actual(c, &opts.bases)?),
+    };
     let (d, revision) = {
         let db = shared.db.read().unwrap_or_else(|e| e.into_inner());
         let ports = shared
@@ -467,7 +500,6 @@ fn reconcile(shared: &Shared, c: &mut Client, opts: &Options, ids: &mut Ids) -> 
             db.revision(),
         )
     };
-    let a = actual(c, &opts.bases)?;
     let [pre, vifs, main, vif_dels, post] = plan(&d, &a);
     let n = pre.len() + vifs.len() + main.len() + vif_dels.len() + post.len();
     send_batches(c, pre)?;
@@ -514,6 +546,7 @@ fn reconcile(shared: &Shared, c: &mut Client, opts: &Options, ids: &mut Ids) -> 
     if let Err(e) = shared.store.save_ids(&added, &unused) {
         bail!("saving ids: {e:#}");
     }
+    *cache = Some((node, Actual::from_desired(&d)));
     *shared.desired.lock().unwrap_or_else(|e| e.into_inner()) = d;
     shared
         .stats

@@ -134,6 +134,8 @@ impl EalBuilder {
             .map_err(|_| Error::invalid("rte_eal_init", "too many arguments"))?;
         argv.push(std::ptr::null_mut());
         let argv = argv.leak();
+        // The CPUs the process may use, before EAL pins this thread to the main lcore.
+        let _ = ALLOWED_CPUS.set(crate::current_thread_cpus());
         // SAFETY: argv holds argc valid NUL-terminated strings followed by NULL and is never
         // freed; STATE guarantees this is the only call in the process.
         let ret = unsafe { ffi::rte_eal_init(argc, argv.as_mut_ptr()) };
@@ -151,6 +153,8 @@ impl EalBuilder {
         })
     }
 }
+
+static ALLOWED_CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
 
 /// The initialised EAL. Not `Send`: DPDK wants cleanup on the main lcore.
 #[derive(Debug)]
@@ -183,6 +187,23 @@ impl Eal {
             id = unsafe { ffi::rte_get_next_lcore(id, 1, 0) };
         }
         out
+    }
+
+    /// The CPUs left for control threads: those the process was allowed before EAL
+    /// started, minus the CPUs of every lcore (the polling threads). Empty when the lcores
+    /// take them all.
+    pub fn control_cpus(&self) -> Vec<usize> {
+        let mut lcores = self.worker_lcores();
+        lcores.push(self.main_lcore());
+        let busy: Vec<usize> = lcores
+            .iter()
+            // SAFETY: EAL is initialised; a read-only lookup in the lcore config.
+            .map(|l| unsafe { ffi::rte_lcore_to_cpu_id(l.0 as _) } as usize)
+            .collect();
+        ALLOWED_CPUS
+            .get()
+            .map(|all| all.iter().copied().filter(|c| !busy.contains(c)).collect())
+            .unwrap_or_default()
     }
 
     /// The NUMA socket of the calling lcore.

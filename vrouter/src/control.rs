@@ -289,6 +289,9 @@ pub struct ControlState {
     pub ports: Option<Mutex<std::sync::mpsc::Sender<PortRequest>>>,
     /// The capture slot the lcores fill; none without a runtime.
     pub capture: Option<Arc<crate::capture::Capture>>,
+    /// CPUs the control threads run on, away from the polling lcores (empty: wherever
+    /// they were started).
+    pub cpus: Vec<usize>,
 }
 
 impl ControlState {
@@ -302,6 +305,7 @@ impl ControlState {
             devices: Mutex::new(Vec::new()),
             ports: None,
             capture: None,
+            cpus: Vec::new(),
         }
     }
 
@@ -880,6 +884,9 @@ pub fn serve(
     std::thread::Builder::new()
         .name("vr-control".into())
         .spawn(move || {
+            if let Err(e) = dpdk_bindings::pin_current_thread(&state.cpus) {
+                eprintln!("control socket: could not move off the lcores' CPUs: {e}");
+            }
             let mut clients = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {

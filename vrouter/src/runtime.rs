@@ -482,6 +482,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         devices: Mutex::new(cfg_devices.clone()),
         ports: Some(Mutex::new(port_tx)),
         capture: Some(Arc::clone(&capture)),
+        cpus: eal.control_cpus(),
     });
     let server = match &opts.socket {
         Some(path) => Some(
