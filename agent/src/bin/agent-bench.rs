@@ -12,7 +12,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agent::proto::{self, Object, Ref, object::Kind as K};
@@ -84,7 +84,7 @@ fn row(what: &str, n: u64, t: Duration) {
     );
 }
 
-fn socket_bench(socket: &PathBuf, interfaces: u32, routes: u32) -> Result<()> {
+fn socket_bench(socket: &Path, interfaces: u32, routes: u32) -> Result<()> {
     let mut c = Client::connect(socket).context("the vrouter's control socket")?;
     let vrf = 4000;
     call(&mut c, Op::AddVrf { id: vrf })?;
@@ -147,7 +147,6 @@ fn socket_bench(socket: &PathBuf, interfaces: u32, routes: u32) -> Result<()> {
         }));
     }
     let n = ops.len();
-    let mut ops = ops;
     while !ops.is_empty() {
         let rest = ops.split_off(ops.len().min(2000));
         call(&mut c, Op::Batch { ops })?;
@@ -239,7 +238,7 @@ async fn programmed(a: &mut AgentC) -> Result<()> {
     bail!("not programmed in 600 s")
 }
 
-fn count(socket: &PathBuf, op: impl FnMut(u32) -> Op, f: impl Fn(&Value) -> bool) -> Result<usize> {
+fn count(socket: &Path, op: impl FnMut(u32) -> Op, f: impl Fn(&Value) -> bool) -> Result<usize> {
     let mut c = Client::connect(socket)?;
     Ok(c.dump_all(op)?.iter().filter(|v| f(v)).count())
 }
