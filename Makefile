@@ -6,7 +6,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all setup build run test lint fmt clean bench fuzz
+.PHONY: all setup build run test lint fmt clean bench bench-agent fuzz
 
 all: build
 
@@ -32,6 +32,12 @@ test: lint
 # Criterion benchmarks of the datapath core (no DPDK): ns per packet and packets/s.
 bench: setup
 	$(CARGO) bench -p vrouter --bench pipeline
+
+# Configuration on its way to the vrouter: control-socket route update rates, then 10K
+# interfaces, 1K service VIPs x 4 backends and 1K security groups through the agent, with
+# the same interfaces programmed straight through the socket as the reference.
+bench-agent: setup
+	bash scripts/bench-agent
 
 # Coverage-guided fuzzing of the wire parsers, the whole pipeline and the control-socket
 # handler (FUZZ_SECONDS each).
