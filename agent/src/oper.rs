@@ -400,16 +400,7 @@ fn local_port(
         .filter_map(|r| c.tag_ids.get(&r.uuid).copied())
         .collect();
     tags.extend(sgs.iter().map(|s| s | SG_TAG));
-    tags.sort_unstable();
-    tags.dedup();
-    c.out.attrs.insert(
-        attr,
-        AttrCfg {
-            id: attr,
-            vn: vn_id,
-            tags,
-        },
-    );
+    set_attr(c, attr, vn_id, tags);
     let (mut ingress, mut egress) = (Vec::new(), Vec::new());
     if !vmi.security_group_refs.is_empty() {
         let key = sgs.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
@@ -527,6 +518,13 @@ fn local_port(
     c.out.ports.insert(vmi.uuid.clone(), info);
 }
 
+/// An attribute record (tags sorted, as the vrouter keeps them, so that diffs compare).
+fn set_attr(c: &mut Ctx<'_>, id: u32, vn: u32, mut tags: Vec<u32>) {
+    tags.sort_unstable();
+    tags.dedup();
+    c.out.attrs.insert(id, AttrCfg { id, vn, tags });
+}
+
 fn remote_route(c: &mut Ctx<'_>, node: &Node, r: &RemoteRoute, priority: &[String]) {
     if r.node_ip == node.ip || !c.vns.contains_key(&r.vn) {
         return;
@@ -556,7 +554,7 @@ fn remote_route(c: &mut Ctx<'_>, node: &Node, r: &RemoteRoute, priority: &[Strin
     );
     let attr = c.ids.get("attr", &format!("route/{}/{}", r.vn, r.prefix));
     let vn_id = c.vns[&r.vn].1;
-    let mut tags: Vec<u32> = r
+    let tags: Vec<u32> = r
         .tags
         .iter()
         .filter_map(|t| c.tag_ids.get(t).copied())
@@ -566,16 +564,7 @@ fn remote_route(c: &mut Ctx<'_>, node: &Node, r: &RemoteRoute, priority: &[Strin
                 .filter_map(|s| c.sg_ids.get(s).map(|id| id | SG_TAG)),
         )
         .collect();
-    tags.sort_unstable();
-    tags.dedup();
-    c.out.attrs.insert(
-        attr,
-        AttrCfg {
-            id: attr,
-            vn: vn_id,
-            tags,
-        },
-    );
+    set_attr(c, attr, vn_id, tags);
     let label = if encap == Encap::Vxlan {
         r.vni
     } else {

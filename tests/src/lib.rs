@@ -274,3 +274,49 @@ pub fn python(script: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "{script} {args:?} failed:\n{text}");
     text
 }
+
+/// The start-up configuration of a vrouter run by an agent: VRF 0 and a fabric vif on
+/// `net_null` with the node's address `ip` and MAC `02:fa:00:00:00:0<n>` (n: the last
+/// digit of `ip`); the agent adds everything else.
+pub fn agent_node_config(ip: &str) -> String {
+    format!(
+        r#"[global]
+fabric_vif = 0
+max_vifs = 16384
+
+[[vrf]]
+id = 0
+
+[[vif]]
+id = 0
+name = "fabric"
+kind = "physical"
+device = "net_null0,no-rx=1"
+mac = "02:fa:00:00:00:0{}"
+vrf = 0
+ip4 = "{ip}"
+"#,
+        &ip[ip.len() - 1..]
+    )
+}
+
+/// `vrctl --json ARGS` against `socket`: the items of a dump, or the reply's data.
+pub fn vrctl_json(socket: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(workspace_bin("vrctl"))
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("vrctl");
+    assert!(
+        out.status.success(),
+        "vrctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("vrctl --json");
+    match v.get("items") {
+        Some(items) => items.clone(),
+        None => v,
+    }
+}

@@ -6,29 +6,9 @@
 //! ids; the vrouter restarting under a running agent is reprogrammed.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use vr_tests::{Agent, Daemon, python, unique_prefix, workspace_bin};
-
-/// A vrouter for the agent: the fabric on net_null, nothing else (the agent adds the rest).
-const NODE: &str = r#"
-[global]
-fabric_vif = 0
-max_vifs = 16384
-
-[[vrf]]
-id = 0
-
-[[vif]]
-id = 0
-name = "fabric"
-kind = "physical"
-device = "net_null0,no-rx=1"
-mac = "02:fa:00:00:00:01"
-vrf = 0
-ip4 = "192.0.2.1"
-"#;
 
 struct Lab {
     dir: PathBuf,
@@ -39,7 +19,11 @@ impl Lab {
         let dir = std::env::temp_dir().join(unique_prefix(tag));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("vr.toml"), NODE).unwrap();
+        std::fs::write(
+            dir.join("vr.toml"),
+            vr_tests::agent_node_config("192.0.2.1"),
+        )
+        .unwrap();
         Lab { dir }
     }
 
@@ -66,26 +50,6 @@ impl Drop for Lab {
     }
 }
 
-fn vrctl(socket: &Path, args: &[&str]) -> Value {
-    let out = Command::new(workspace_bin("vrctl"))
-        .arg("--socket")
-        .arg(socket)
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "vrctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    match v.get("items") {
-        Some(items) => items.clone(),
-        None => v,
-    }
-}
-
 /// The agent's objects in the vrouter (ids from the agent's bases up).
 fn agent_tables(socket: &Path) -> Value {
     let keep = |v: Value, key: &str, from: u64| -> Value {
@@ -98,20 +62,20 @@ fn agent_tables(socket: &Path) -> Value {
                 .collect(),
         )
     };
-    let vrfs = keep(vrctl(socket, &["vrf"]), "id", 1);
+    let vrfs = keep(vr_tests::vrctl_json(socket, &["vrf"]), "id", 1);
     let routes: Vec<Value> = vrfs
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| vrctl(socket, &["rt", "--dump", &v["id"].to_string()]))
+        .map(|v| vr_tests::vrctl_json(socket, &["rt", "--dump", &v["id"].to_string()]))
         .collect();
     serde_json::json!({
-        "vifs": keep(vrctl(socket, &["vif"]), "id", 16),
-        "nhs": keep(vrctl(socket, &["nh"]), "id", 64),
-        "labels": keep(vrctl(socket, &["mpls"]), "label", 32),
+        "vifs": keep(vr_tests::vrctl_json(socket, &["vif"]), "id", 16),
+        "nhs": keep(vr_tests::vrctl_json(socket, &["nh"]), "id", 64),
+        "labels": keep(vr_tests::vrctl_json(socket, &["mpls"]), "label", 32),
         "vrfs": vrfs.as_array().unwrap().iter().map(|v| v["id"].clone()).collect::<Vec<_>>(),
         "routes": routes,
-        "vnis": vrctl(socket, &["vxlan"]),
+        "vnis": vr_tests::vrctl_json(socket, &["vxlan"]),
     })
 }
 
@@ -187,13 +151,13 @@ fn a_killed_agent_leaves_the_tables_and_a_restarted_one_repairs_drift_with_the_s
         .as_str()
         .unwrap()
         .to_string();
-    vrctl(&vr.socket, &["rt", "--delete", &vrf, &prefix]);
+    vr_tests::vrctl_json(&vr.socket, &["rt", "--delete", &vrf, &prefix]);
     std::fs::write(
         lab.dir.join("stray.toml"),
         "[[nexthop]]\nid = 999\ntype = \"discard\"\n",
     )
     .unwrap();
-    vrctl(
+    vr_tests::vrctl_json(
         &vr.socket,
         &["apply", &lab.dir.join("stray.toml").display().to_string()],
     );

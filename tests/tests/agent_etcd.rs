@@ -8,29 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vr_tests::{Agent, Daemon, Reap, free_port, python, unique_prefix, workspace_bin};
-
-fn node(ip: &str) -> String {
-    format!(
-        r#"
-[global]
-fabric_vif = 0
-
-[[vrf]]
-id = 0
-
-[[vif]]
-id = 0
-name = "fabric"
-kind = "physical"
-device = "net_null0,no-rx=1"
-mac = "02:fa:00:00:00:0{}"
-vrf = 0
-ip4 = "{ip}"
-"#,
-        &ip[ip.len() - 1..]
-    )
-}
+use vr_tests::{Agent, Daemon, Reap, free_port, python, unique_prefix};
 
 struct Dir(PathBuf);
 
@@ -48,29 +26,16 @@ impl Drop for Dir {
     }
 }
 
-fn vrctl(socket: &Path, args: &[&str]) -> Value {
-    let out = Command::new(workspace_bin("vrctl"))
-        .arg("--socket")
-        .arg(socket)
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.get("items").cloned().unwrap_or(v)
-}
-
 /// The agent VRF's routes as prefix -> (nexthop, label).
 fn routes(socket: &Path) -> Vec<(String, u64, u64)> {
-    let vrf = vrctl(socket, &["vrf"])
+    let vrf = vr_tests::vrctl_json(socket, &["vrf"])
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v["id"].as_u64().unwrap())
         .find(|id| *id >= 1)
         .expect("the agent made a VRF");
-    vrctl(socket, &["rt", "--dump", &vrf.to_string()])
+    vr_tests::vrctl_json(socket, &["rt", "--dump", &vrf.to_string()])
         .as_array()
         .unwrap()
         .iter()
@@ -85,7 +50,7 @@ fn routes(socket: &Path) -> Vec<(String, u64, u64)> {
 }
 
 fn nh(socket: &Path, id: u64) -> Value {
-    vrctl(socket, &["nh"])
+    vr_tests::vrctl_json(socket, &["nh"])
         .as_array()
         .unwrap()
         .iter()
@@ -96,14 +61,14 @@ fn nh(socket: &Path, id: u64) -> Value {
 
 /// The label a node's vrouter maps to its local vif `name`.
 fn label_of(socket: &Path, name: &str) -> u64 {
-    let vif = vrctl(socket, &["vif"])
+    let vif = vr_tests::vrctl_json(socket, &["vif"])
         .as_array()
         .unwrap()
         .iter()
         .find(|v| v["name"] == name)
         .unwrap()["id"]
         .clone();
-    let nhs = vrctl(socket, &["nh"]);
+    let nhs = vr_tests::vrctl_json(socket, &["nh"]);
     let nh = nhs
         .as_array()
         .unwrap()
@@ -111,7 +76,7 @@ fn label_of(socket: &Path, name: &str) -> u64 {
         .find(|n| n["type"] == "encap" && n["vif"] == vif)
         .unwrap()["id"]
         .clone();
-    vrctl(socket, &["mpls"])
+    vr_tests::vrctl_json(socket, &["mpls"])
         .as_array()
         .unwrap()
         .iter()
@@ -159,7 +124,11 @@ fn two_nodes_learn_each_others_routes_through_etcd() {
     let mut vr = Vec::new();
     let mut agents = Vec::new();
     for (n, ip) in [("a", "192.0.2.1"), ("b", "192.0.2.2")] {
-        std::fs::write(dir.join(format!("{n}.toml")), node(ip)).unwrap();
+        std::fs::write(
+            dir.join(format!("{n}.toml")),
+            vr_tests::agent_node_config(ip),
+        )
+        .unwrap();
         let v = Daemon::start(&dir, n, &dir.join(format!("{n}.toml")), 2047, 256);
         agents.push(Agent::start_with(
             &dir,

@@ -10,23 +10,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vr_tests::{Agent, Daemon, in_ns, ok, python, sh, unique_prefix, workspace_bin};
 
-const NODE: &str = r#"
-[global]
-fabric_vif = 0
-
-[[vrf]]
-id = 0
-
-[[vif]]
-id = 0
-name = "fabric"
-kind = "physical"
-device = "net_null0,no-rx=1"
-mac = "02:fa:00:00:00:01"
-vrf = 0
-ip4 = "192.0.2.1"
-"#;
-
 struct Lab {
     ns: Vec<String>,
     host_if: Vec<String>,
@@ -67,19 +50,6 @@ impl Drop for Lab {
     }
 }
 
-fn vrctl(socket: &std::path::Path, args: &[&str]) -> Value {
-    let out = Command::new(workspace_bin("vrctl"))
-        .arg("--socket")
-        .arg(socket)
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.get("items").cloned().unwrap_or(v)
-}
-
 #[test]
 fn a_tcp_stream_survives_the_agent_being_killed_and_restarted() {
     let id = std::process::id() % 100_000;
@@ -100,7 +70,11 @@ fn a_tcp_stream_survives_the_agent_being_killed_and_restarted() {
         ]);
         ok(&["ip", "link", "set", h, "up"]);
     }
-    std::fs::write(lab.dir.join("vr.toml"), NODE).unwrap();
+    std::fs::write(
+        lab.dir.join("vr.toml"),
+        vr_tests::agent_node_config("192.0.2.1"),
+    )
+    .unwrap();
     let vr = Daemon::start(&lab.dir, "vr", &lab.dir.join("vr.toml"), 8191, 512);
     let socket = vr.socket.clone();
     lab.vrouter = Some(vr);
@@ -160,7 +134,10 @@ fn a_tcp_stream_survives_the_agent_being_killed_and_restarted() {
         "ping through the agent-programmed vrouter: {}",
         String::from_utf8_lossy(&o.stdout)
     );
-    let before = (vrctl(&socket, &["vif"]), vrctl(&socket, &["nh"]));
+    let before = (
+        vr_tests::vrctl_json(&socket, &["vif"]),
+        vr_tests::vrctl_json(&socket, &["nh"]),
+    );
 
     // A receiver in pod b counts bytes; a sender in pod a streams for 6 s.
     let server = format!(
@@ -212,7 +189,10 @@ fn a_tcp_stream_survives_the_agent_being_killed_and_restarted() {
     assert_eq!(got, sent, "every byte arrived across the agent's restart");
     assert!(t.elapsed() < Duration::from_secs(20));
     assert_eq!(
-        (vrctl(&socket, &["vif"]), vrctl(&socket, &["nh"])),
+        (
+            vr_tests::vrctl_json(&socket, &["vif"]),
+            vr_tests::vrctl_json(&socket, &["nh"])
+        ),
         before,
         "the restarted agent changed nothing under the flow"
     );
