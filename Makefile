@@ -6,7 +6,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all setup build run test lint fmt clean bench bench-agent fuzz
+.PHONY: all setup build run test lint fmt clean bench bench-core bench-agent fuzz
 
 all: build
 
@@ -29,8 +29,16 @@ test: lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace
 
+# vrperf's standard set: every scenario through the real vrouter beside dpdk-testpmd and
+# OVS-DPDK on the same vdevs, sweeps over frame size, flows and lcores, latency; writes
+# perf/results/ (table, JSON, CSV, plots). About 7 minutes on 2 cores.
+bench:
+	@bash scripts/setup --bench
+	$(CARGO) build --release --workspace --bins
+	./target/release/vrperf standard --out perf/results
+
 # Criterion benchmarks of the datapath core (no DPDK): ns per packet and packets/s.
-bench: setup
+bench-core: setup
 	$(CARGO) bench -p vrouter --bench pipeline
 
 # Configuration on its way to the vrouter: control-socket route update rates, then 10K

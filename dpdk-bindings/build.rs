@@ -56,6 +56,9 @@ fn main() {
         }
         // -Wl,--as-needed and friends: rustc already links --as-needed on Linux.
     }
+    // The ring PMD's rte_eth_from_rings (in-process traffic): a driver library, which the
+    // shared libdpdk.pc leaves to the plugin loader.
+    println!("cargo:rustc-link-lib=dylib=rte_net_ring");
 
     let bindings = bindgen::Builder::default()
         .header("src/shim.h")

@@ -383,7 +383,14 @@ impl RxQueue {
     /// Receives into the free slots of `burst`; returns how many arrived.
     #[inline]
     pub fn rx_burst(&mut self, burst: &mut Burst) -> usize {
-        let spare = burst.spare() as u16;
+        self.rx_burst_max(burst, usize::MAX)
+    }
+
+    /// Receives at most `max` packets into the free slots of `burst` (the burst size of
+    /// a forwarding loop); returns how many arrived.
+    #[inline]
+    pub fn rx_burst_max(&mut self, burst: &mut Burst, max: usize) -> usize {
+        let spare = burst.spare().min(max) as u16;
         if spare == 0 {
             return 0;
         }

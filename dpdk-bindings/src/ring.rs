@@ -51,6 +51,15 @@ impl Ring {
         Ok(Ring { ptr, sync })
     }
 
+    /// The sync mode it was created with.
+    pub fn sync(&self) -> RingSync {
+        self.sync
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut ffi::rte_ring {
+        self.ptr.as_ptr()
+    }
+
     /// Mbufs queued.
     pub fn count(&self) -> usize {
         // SAFETY: live ring; read-only.

@@ -135,3 +135,51 @@ fn a_vdev_plugged_in_while_running_forwards_and_unplugs() {
     );
     assert!(eal.hotplug_vdev("net_nosuchdriver0").is_err());
 }
+
+#[test]
+fn port_from_rings_reads_and_writes_the_callers_rings() {
+    use dpdk_bindings::{Ring, RingSync};
+    use std::sync::Arc;
+    let eal = common::eal("fromrings", "0", &[]);
+    let pool = common::pool(&eal, "fr_pool", 1023);
+    let inq = Arc::new(Ring::new(&eal, "fr_in", 256, RingSync::MultiMulti).unwrap());
+    let outq = Arc::new(Ring::new(&eal, "fr_out", 256, RingSync::MultiMulti).unwrap());
+    let single = Arc::new(Ring::new(&eal, "fr_single", 256, RingSync::SingleSingle).unwrap());
+    assert!(
+        eal.port_from_rings("fr_bad", &[Arc::clone(&single)], &[Arc::clone(&outq)])
+            .is_err(),
+        "single-producer rings are refused"
+    );
+    let id = eal
+        .port_from_rings("fr_port", &[Arc::clone(&inq)], &[Arc::clone(&outq)])
+        .unwrap();
+    assert_eq!(eal.port_by_name("net_ring_fr_port").unwrap(), id);
+    let mut port = Port::configure(&eal, id, &PortConfig::default(), &pool).unwrap();
+    let (mut rx, mut tx) = port.take_queues().unwrap();
+
+    // What the caller enqueues arrives on the port's RX queue, in order.
+    let mut b = Burst::new();
+    for seq in 0..10u16 {
+        let mut m = pool.alloc().unwrap();
+        assert!(m.extend_from_slice(&common::frame(seq)));
+        b.push(m).unwrap();
+    }
+    assert_eq!(inq.enqueue_burst_shared(&mut b), Some(10));
+    let mut got = Burst::new();
+    assert_eq!(
+        rx[0].rx_burst_max(&mut got, 4),
+        4,
+        "at most the asked burst"
+    );
+    assert_eq!(rx[0].rx_burst(&mut got), 6);
+    for (seq, m) in got.as_slice().iter().enumerate() {
+        assert_eq!(m.data(), common::frame(seq as u16).as_slice());
+    }
+    // What the port sends lands in the caller's TX ring.
+    assert_eq!(tx[0].tx_burst(&mut got), 10);
+    let mut back = Burst::new();
+    assert_eq!(outq.dequeue_burst_shared(&mut back), Some(10));
+    assert_eq!(back.as_slice()[9].data(), common::frame(9).as_slice());
+    drop(back);
+    assert_eq!(pool.in_use_count(), 0);
+}

@@ -1,5 +1,19 @@
-//! vrperf: performance scenarios for the vrouter, measured side by side with dpdk-testpmd
-//! and OVS-DPDK on the same vdevs.
+//! vrperf: testpmd-style performance runs of the vrouter, measured side by side with
+//! dpdk-testpmd and OVS-DPDK on the same vdevs, in the same run.
 //!
-//! Nothing is implemented here yet: the crate fixes the workspace layout.
+//! A [`scenario::Scenario`] (one file each under `scenarios/`) says where traffic enters
+//! and leaves and how the tables look; [`runner`] writes the captures, runs the real
+//! `vrouter` daemon on a replaying net_pcap (`infinite_rx`) into net_null, then
+//! dpdk-testpmd (io, macswap) and OVS-DPDK on the same devices; [`report`] and [`plot`]
+//! write the table, JSON, CSV and PNG files. [`latency`] measures per-packet latency at
+//! an offered rate with stamped frames through ring-backed ports, in process.
 #![forbid(unsafe_code)]
+
+pub mod frames;
+pub mod latency;
+pub mod ovs;
+pub mod plot;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod scenarios;

@@ -39,6 +39,14 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Control socket path (none: no socket).
     pub socket: Option<std::path::PathBuf>,
+    /// Packets one RX call takes at most (1..=64).
+    pub burst: usize,
+    /// Stop once this many packets were received (spread evenly over the lcores; each
+    /// lcore stops at its share).
+    pub max_packets: Option<u64>,
+    /// Counters are also taken after this long: the report's `window` covers the rest of
+    /// the run (the steady state, without start-up and first-packet flow setup).
+    pub warmup: Option<Duration>,
 }
 
 impl Default for Options {
@@ -50,6 +58,9 @@ impl Default for Options {
             exit_idle: None,
             duration: None,
             socket: None,
+            burst: 32,
+            max_packets: None,
+            warmup: None,
         }
     }
 }
@@ -92,6 +103,30 @@ pub struct Report {
     pub vifs: HashMap<String, VifCounters>,
     /// Flow table.
     pub flow_table: FlowTableSummary,
+    /// TSC ticks per second.
+    pub tsc_hz: u64,
+    /// TSC ticks the lcores spent in poll rounds that received packets (summed over
+    /// lcores): divided by `rx`, the cycles per packet.
+    pub busy_cycles: u64,
+    /// RX burst size.
+    pub burst: usize,
+    /// The run after the warm-up (`Options::warmup`), when it lasted that long.
+    pub window: Option<Window>,
+}
+
+/// Counters over the steady part of a run.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Window {
+    /// Seconds.
+    pub seconds: f64,
+    /// Packets received.
+    pub rx: u64,
+    /// Packets sent or flooded.
+    pub tx: u64,
+    /// Flow pairs created.
+    pub flows_created: u64,
+    /// TSC ticks in poll rounds that received packets.
+    pub busy_cycles: u64,
 }
 
 /// Flow table counters for the report.
@@ -105,15 +140,21 @@ pub struct FlowTableSummary {
     pub evicted: u64,
     /// Pairs aged out.
     pub aged: u64,
+    /// Entries the table holds.
+    pub capacity: u64,
+    /// Bytes the table takes (entries and bucket index).
+    pub memory_bytes: u64,
 }
 
-impl From<FlowTableStats> for FlowTableSummary {
-    fn from(s: FlowTableStats) -> Self {
+impl FlowTableSummary {
+    fn new(s: FlowTableStats, t: &FlowTable) -> Self {
         FlowTableSummary {
             active: s.active,
             refused: s.refused,
             evicted: s.evicted,
             aged: s.aged,
+            capacity: t.capacity() as u64,
+            memory_bytes: t.memory_bytes() as u64,
         }
     }
 }
@@ -122,6 +163,7 @@ impl From<FlowTableStats> for FlowTableSummary {
 struct Published {
     stats: LcoreStats,
     vifs: Vec<VifCounters>,
+    busy_cycles: u64,
 }
 
 /// Reads the lcores' published counters into a [`Report`] (live, for the control
@@ -133,11 +175,14 @@ struct StatsView {
     flows: Arc<FlowTable>,
     start: Instant,
     lcores: usize,
+    tsc_hz: u64,
+    burst: usize,
 }
 
 impl StatsView {
     fn report(&self) -> Report {
         let mut stats = LcoreStats::default();
+        let mut busy_cycles = 0;
         let mut per_vif: HashMap<u32, VifCounters> = HashMap::new();
         let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for s in &self.shared {
@@ -150,6 +195,7 @@ impl StatsView {
             stats.arp_replies += p.stats.arp_replies;
             stats.decap += p.stats.decap;
             stats.encap += p.stats.encap;
+            busy_cycles += p.busy_cycles;
             for (v, _) in &names {
                 if let Some(c) = p.vifs.get(v.0 as usize) {
                     let a = per_vif.entry(v.0).or_default();
@@ -178,7 +224,11 @@ impl StatsView {
                 .iter()
                 .map(|(v, n)| (n.clone(), per_vif.get(&v.0).copied().unwrap_or_default()))
                 .collect(),
-            flow_table: self.flows.stats().into(),
+            flow_table: FlowTableSummary::new(self.flows.stats(), &self.flows),
+            tsc_hz: self.tsc_hz,
+            busy_cycles,
+            burst: self.burst,
+            window: None,
         }
     }
 }
@@ -214,6 +264,12 @@ struct LcoreCtx {
     shared: Arc<Mutex<Published>>,
     stop: Arc<AtomicBool>,
     tsc_per_ms: u64,
+    burst: usize,
+    /// Stop after receiving this many packets.
+    max_rx: Option<u64>,
+    busy_cycles: u64,
+    /// Lcores that have left their loop.
+    finished: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl LcoreCtx {
@@ -221,16 +277,20 @@ impl LcoreCtx {
         let mut burst = Burst::new();
         let mut disp = [Disposition::Drop(DropReason::InvalidPacket); MAX_BURST];
         let mut polls: u64 = 0;
+        let mut received: u64 = 0;
         while !self.stop.load(Ordering::Relaxed) {
             // One snapshot per poll round: every packet of the round sees one configuration.
             let snap = Arc::clone(self.reader.load());
-            let now = dpdk_bindings::rdtsc() / self.tsc_per_ms;
+            let t0 = dpdk_bindings::rdtsc();
+            let now = t0 / self.tsc_per_ms;
             let capturing = self.capture.armed();
+            let mut round = 0;
             for (vif, rxq) in self.rx.iter_mut() {
-                let n = rxq.rx_burst(&mut burst);
+                let n = rxq.rx_burst_max(&mut burst, self.burst);
                 if n == 0 {
                     continue;
                 }
+                round += n;
                 if capturing == Some(vif.0) {
                     for m in burst.as_slice() {
                         self.capture.offer(m.data());
@@ -277,6 +337,14 @@ impl LcoreCtx {
                     &mut self.pipeline.stats,
                 );
             }
+            if round > 0 {
+                // Cycles of rounds that moved packets, as testpmd's --record-core-cycles.
+                self.busy_cycles += dpdk_bindings::rdtsc() - t0;
+                received += round as u64;
+                if self.max_rx.is_some_and(|m| received >= m) {
+                    break;
+                }
+            }
             polls += 1;
             if polls % 256 == 0 {
                 self.commands();
@@ -293,6 +361,7 @@ impl LcoreCtx {
             &mut self.pipeline.stats,
         );
         self.publish();
+        self.finished.fetch_add(1, Ordering::Release);
     }
 
     /// Applies attach/detach commands (between poll rounds, so no burst is in flight).
@@ -324,6 +393,7 @@ impl LcoreCtx {
         let mut p = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         p.stats = self.pipeline.stats.clone();
         p.vifs = self.vifs.clone();
+        p.busy_cycles = self.busy_cycles;
     }
 }
 
@@ -416,6 +486,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     let aging = AgingConfig::millis();
     let nvifs = sizes.vifs as usize;
     let capture = Arc::new(crate::capture::Capture::default());
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut cmd_tx = Vec::new();
     let mut ctxs: Vec<LcoreCtx> = (0..nq)
         .map(|_| {
@@ -436,6 +507,10 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
             shared: Arc::new(Mutex::new(Published::default())),
             stop: Arc::clone(&stop),
             tsc_per_ms: (eal.tsc_hz() / 1000).max(1),
+            burst: opts.burst.clamp(1, MAX_BURST),
+            max_rx: opts.max_packets.map(|m| m.div_ceil(nq as u64).max(1)),
+            busy_cycles: 0,
+            finished: Arc::clone(&finished),
         })
         .collect();
     for (vif, _, port) in ports.iter_mut() {
@@ -459,6 +534,8 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         flows: Arc::clone(&flows),
         start: Instant::now(),
         lcores: nq,
+        tsc_hz: eal.tsc_hz(),
+        burst: opts.burst.clamp(1, MAX_BURST),
     };
     let live = view.clone();
     let (port_tx, port_rx) = std::sync::mpsc::channel::<crate::control::PortRequest>();
@@ -518,8 +595,15 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     };
     let (mut last_rx, mut last_change, mut last_age) = (0, Instant::now(), Instant::now());
     let tsc_per_ms = (eal.tsc_hz() / 1000).max(1);
+    let mut warm: Option<(Instant, Report)> = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
+        if finished.load(Ordering::Acquire) == nq {
+            break;
+        }
+        if warm.is_none() && opts.warmup.is_some_and(|w| start.elapsed() >= w) {
+            warm = Some((Instant::now(), view.report()));
+        }
         let rx = total_rx(&shared);
         if rx != last_rx {
             (last_rx, last_change) = (rx, Instant::now());
@@ -559,6 +643,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
                 .reclaim();
         }
     }
+    let stopped_at = Instant::now();
     for j in joins {
         if j.join().is_err() {
             bail!("a forwarding lcore panicked");
@@ -571,7 +656,16 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     if let Some(t) = server {
         let _ = t.join();
     }
-    let report = view.report();
+    let mut report = view.report();
+    if let Some((at, w)) = warm {
+        report.window = Some(Window {
+            seconds: stopped_at.duration_since(at).as_secs_f64(),
+            rx: report.rx - w.rx,
+            tx: report.tx - w.tx,
+            flows_created: report.flows_created - w.flows_created,
+            busy_cycles: report.busy_cycles - w.busy_cycles,
+        });
+    }
     // Ports close here (net_pcap flushes its output files on close).
     drop(ports);
     Ok(report)

@@ -66,6 +66,16 @@ enum Cmd {
         /// Stop after this many seconds.
         #[arg(long)]
         duration_s: Option<f64>,
+        /// Stop after receiving this many packets (shared evenly by the lcores).
+        #[arg(long)]
+        max_packets: Option<u64>,
+        /// Also count from this many seconds into the run on: the report's `window` is
+        /// the steady state without start-up.
+        #[arg(long)]
+        warmup_s: Option<f64>,
+        /// Packets one RX call takes at most (1-64).
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=64))]
+        burst: u16,
         /// Write the final report as JSON to this file.
         #[arg(long)]
         stats_json: Option<PathBuf>,
@@ -146,6 +156,22 @@ fn print_report(r: &runtime::Report) {
         r.encap,
         r.arp_replies
     );
+    if r.rx > 0 {
+        println!(
+            "{:.1} cycles/packet in busy poll rounds (burst {})",
+            r.busy_cycles as f64 / r.rx as f64,
+            r.burst
+        );
+    }
+    if let Some(w) = &r.window {
+        println!(
+            "after warm-up: {:.2}s, rx {} tx {} ({:.3} Mpps)",
+            w.seconds,
+            w.rx,
+            w.tx,
+            w.tx as f64 / w.seconds.max(1e-9) / 1e6
+        );
+    }
     let mut vifs: Vec<_> = r.vifs.iter().collect();
     vifs.sort_by(|a, b| a.0.cmp(b.0));
     println!("{:<16} {:>10} {:>10} {:>10}", "vif", "rx", "tx", "tx_drop");
@@ -241,6 +267,9 @@ fn main() -> Result<()> {
             mbufs,
             exit_idle_ms,
             duration_s,
+            max_packets,
+            warmup_s,
+            burst,
             stats_json,
             socket,
             no_socket,
@@ -267,6 +296,9 @@ fn main() -> Result<()> {
                 exit_idle: exit_idle_ms.map(Duration::from_millis),
                 duration: duration_s.map(Duration::from_secs_f64),
                 socket: (!no_socket).then_some(socket),
+                burst: usize::from(burst),
+                max_packets,
+                warmup: warmup_s.map(Duration::from_secs_f64),
                 ..runtime::Options::default()
             };
             let report = runtime::run(&eal, &cfg, &opts, stop)?;
