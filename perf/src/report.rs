@@ -5,13 +5,13 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::runner::{Measure, Row};
 use crate::scenario::Kind;
 
 /// What the figures were measured on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     /// CPU model.
     pub cpu: String,
@@ -63,7 +63,7 @@ impl Machine {
 }
 
 /// A whole run's results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
     /// Where.
     pub machine: Machine,
@@ -132,6 +132,31 @@ pub fn table(rows: &[Row]) -> String {
         }
     }
     t
+}
+
+/// What the tables were measured on and how.
+pub fn header(res: &Results) -> String {
+    let m = &res.machine;
+    format!(
+        "{} ({} CPUs), Linux {}, DPDK {}{}, {}; {} s measured after {} s warm-up per run; {}\n\
+         Mpps/lc and Gb/s/lc per forwarding lcore (Gbit/s on the wire at the input size); cyc/pkt: TSC cycles of busy poll rounds per packet; tp: dpdk-testpmd on the same vdevs\n",
+        m.cpu,
+        m.cpus,
+        m.kernel,
+        m.dpdk,
+        m.ovs
+            .as_deref()
+            .map(|o| format!(", {o}"))
+            .unwrap_or_default(),
+        if m.hugepages {
+            "hugepages"
+        } else {
+            "no hugepages"
+        },
+        res.duration_s,
+        res.warmup_s,
+        m.date,
+    )
 }
 
 /// The latency runs as a text table.
@@ -233,7 +258,7 @@ pub fn write(dir: &Path, res: &Results) -> Result<()> {
     w.flush()?;
     std::fs::write(
         dir.join("table.txt"),
-        table(&res.rows) + &latency_table(&res.latency),
+        header(res) + &table(&res.rows) + &latency_table(&res.latency),
     )?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::frames::{FCS, Size};
 use crate::ovs;
@@ -51,7 +51,7 @@ pub struct Point {
 }
 
 /// A rate and what it costs.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Measure {
     /// Million packets per second, all lcores.
     pub mpps: f64,
@@ -76,7 +76,7 @@ impl Measure {
 }
 
 /// The result of one point.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// Scenario name.
     pub scenario: String,

@@ -7,7 +7,7 @@ use vrouter::config::{Config, Encap};
 use crate::scenarios;
 
 /// What a run measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// Forwarding rate in the steady state: flows are set up during the warm-up.
     Forward,

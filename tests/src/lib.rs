@@ -320,3 +320,123 @@ pub fn vrctl_json(socket: &std::path::Path, args: &[&str]) -> serde_json::Value 
         None => v,
     }
 }
+
+/// Pods as network namespaces, each behind a veth whose host end a vrouter port takes,
+/// with the vrouter and agent that serve them. Dropping it stops both and removes every
+/// namespace and link; when a test fails it prints their logs and the drop counters first.
+#[derive(Debug)]
+pub struct PodLab {
+    /// Namespaces, one per pod.
+    pub ns: Vec<String>,
+    /// Host ends of the pods' veths.
+    pub host_if: Vec<String>,
+    /// Scratch directory (configuration, logs, agent data).
+    pub dir: PathBuf,
+    /// The agent.
+    pub agent: Option<Agent>,
+    /// The vrouter.
+    pub vrouter: Option<Daemon>,
+}
+
+impl PodLab {
+    /// Creates `pods` namespaces with an `eth0` each (names from `tag` and the process
+    /// id) and starts a vrouter with the agent node configuration and an agent.
+    pub fn start(tag: &str, pods: usize) -> PodLab {
+        let id = std::process::id() % 100_000;
+        let dir = std::env::temp_dir().join(unique_prefix(tag));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        let mut lab = PodLab {
+            ns: (0..pods).map(|i| format!("{tag}{i}n{id}")).collect(),
+            host_if: (0..pods).map(|i| format!("{tag}{i}h{id}")).collect(),
+            dir,
+            agent: None,
+            vrouter: None,
+        };
+        for (ns, h) in lab.ns.iter().zip(&lab.host_if) {
+            ok(&["ip", "netns", "add", ns]);
+            ok(&[
+                "ip", "link", "add", h, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ]);
+            ok(&["ip", "link", "set", h, "up"]);
+        }
+        std::fs::write(lab.dir.join("vr.toml"), agent_node_config("192.0.2.1"))
+            .expect("vrouter configuration");
+        let vr = Daemon::start(&lab.dir, "vr", &lab.dir.join("vr.toml"), 8191, 512);
+        let socket = vr.socket.clone();
+        lab.vrouter = Some(vr);
+        lab.agent = Some(Agent::start(&lab.dir, "agent", &socket, &lab.data()));
+        lab
+    }
+
+    /// The vrouter's control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.vrouter.as_ref().expect("vrouter").socket.clone()
+    }
+
+    /// The agent's data directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The agent's gRPC address.
+    pub fn target(&self) -> String {
+        self.agent.as_ref().expect("agent").target.clone()
+    }
+
+    /// Gives pod `i`'s eth0 the MAC and address of its port (a JSON line of the test
+    /// scripts: mac, ip, gateway), with a default route through the gateway.
+    pub fn plug(&self, i: usize, port: &serde_json::Value) {
+        let s = |k: &str| port[k].as_str().unwrap_or_default().to_string();
+        let (mac, ip, gw) = (s("mac"), s("ip"), s("gateway"));
+        let mut cmds = vec![
+            vec!["ip", "link", "set", "lo", "up"],
+            vec!["ip", "link", "set", "eth0", "address", &mac],
+            vec!["ip", "addr", "add", &ip, "dev", "eth0"],
+            vec!["ip", "link", "set", "eth0", "up"],
+            vec!["ethtool", "-K", "eth0", "tx", "off"],
+        ];
+        if !gw.is_empty() {
+            cmds.push(vec![
+                "ip", "route", "add", "default", "via", &gw, "dev", "eth0",
+            ]);
+        }
+        for cmd in cmds {
+            let mut full = vec!["ip", "netns", "exec", self.ns[i].as_str()];
+            full.extend(cmd);
+            ok(&full);
+        }
+    }
+}
+
+impl Drop for PodLab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for f in ["vr.log", "agent.log"] {
+                eprintln!(
+                    "--- {f}:\n{}",
+                    std::fs::read_to_string(self.dir.join(f)).unwrap_or_default()
+                );
+            }
+            if let Some(v) = &self.vrouter {
+                let out = std::process::Command::new(workspace_bin("vrctl"))
+                    .arg("--socket")
+                    .arg(&v.socket)
+                    .arg("dropstats")
+                    .output();
+                if let Ok(o) = out {
+                    eprintln!("--- dropstats:\n{}", String::from_utf8_lossy(&o.stdout));
+                }
+            }
+        }
+        drop(self.agent.take());
+        drop(self.vrouter.take());
+        for ns in &self.ns {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        for h in &self.host_if {
+            let _ = sh(&["ip", "link", "del", h]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

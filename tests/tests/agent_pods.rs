@@ -3,87 +3,21 @@
 //! with SIGKILL and started again: the vrouter forwards headless, and the restarted agent's
 //! reconcile changes nothing under the established flow.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vr_tests::{Agent, Daemon, in_ns, ok, python, sh, unique_prefix, workspace_bin};
-
-struct Lab {
-    ns: Vec<String>,
-    host_if: Vec<String>,
-    dir: PathBuf,
-    agent: Option<Agent>,
-    vrouter: Option<Daemon>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for f in ["vr.log", "agent.log"] {
-                eprintln!(
-                    "--- {f}:\n{}",
-                    std::fs::read_to_string(self.dir.join(f)).unwrap_or_default()
-                );
-            }
-            if let Some(v) = &self.vrouter {
-                let out = Command::new(workspace_bin("vrctl"))
-                    .arg("--socket")
-                    .arg(&v.socket)
-                    .arg("dropstats")
-                    .output();
-                if let Ok(o) = out {
-                    eprintln!("--- dropstats:\n{}", String::from_utf8_lossy(&o.stdout));
-                }
-            }
-        }
-        drop(self.agent.take());
-        drop(self.vrouter.take());
-        for ns in &self.ns {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
-        for h in &self.host_if {
-            let _ = sh(&["ip", "link", "del", h]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use vr_tests::{Agent, PodLab, in_ns, python};
 
 #[test]
 fn a_tcp_stream_survives_the_agent_being_killed_and_restarted() {
-    let id = std::process::id() % 100_000;
-    let dir = std::env::temp_dir().join(unique_prefix("agpods"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut lab = Lab {
-        ns: vec![format!("agpa{id}"), format!("agpb{id}")],
-        host_if: vec![format!("aha{id}"), format!("ahb{id}")],
-        dir,
-        agent: None,
-        vrouter: None,
-    };
-    for (ns, h) in lab.ns.iter().zip(&lab.host_if) {
-        ok(&["ip", "netns", "add", ns]);
-        ok(&[
-            "ip", "link", "add", h, "type", "veth", "peer", "name", "eth0", "netns", ns,
-        ]);
-        ok(&["ip", "link", "set", h, "up"]);
-    }
-    std::fs::write(
-        lab.dir.join("vr.toml"),
-        vr_tests::agent_node_config("192.0.2.1"),
-    )
-    .unwrap();
-    let vr = Daemon::start(&lab.dir, "vr", &lab.dir.join("vr.toml"), 8191, 512);
-    let socket = vr.socket.clone();
-    lab.vrouter = Some(vr);
-    let data = lab.dir.join("data");
-    let agent = Agent::start(&lab.dir, "agent", &socket, &data);
-    let mut args = vec![agent.target.as_str()];
+    let mut lab = PodLab::start("agp", 2);
+    let socket = lab.socket();
+    let data = lab.data();
+    let target = lab.target();
+    let mut args = vec![target.as_str()];
     args.extend(lab.host_if.iter().map(String::as_str));
     let out = python("agent_pods.py", &args);
-    lab.agent = Some(agent);
     let ports: Vec<Value> = out
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -91,32 +25,8 @@ fn a_tcp_stream_survives_the_agent_being_killed_and_restarted() {
         .collect();
     assert_eq!(ports.len(), 2, "{out}");
     // Each pod gets the MAC and address the agent gave its interface.
-    for (ns, p) in lab.ns.iter().zip(&ports) {
-        for cmd in [
-            vec!["ip", "link", "set", "lo", "up"],
-            vec![
-                "ip",
-                "link",
-                "set",
-                "eth0",
-                "address",
-                p["mac"].as_str().unwrap(),
-            ],
-            vec![
-                "ip",
-                "addr",
-                "add",
-                p["ip"].as_str().unwrap(),
-                "dev",
-                "eth0",
-            ],
-            vec!["ip", "link", "set", "eth0", "up"],
-            vec!["ethtool", "-K", "eth0", "tx", "off"],
-        ] {
-            let mut full = vec!["ip", "netns", "exec", ns.as_str()];
-            full.extend(cmd);
-            ok(&full);
-        }
+    for (i, p) in ports.iter().enumerate() {
+        lab.plug(i, p);
     }
     let ip_b = ports[1]["ip"]
         .as_str()

@@ -140,6 +140,23 @@ fn testpmd_runs_on_the_same_vdevs_and_sweeps_are_plotted() {
     let png = std::fs::read(dir.join("mpps_vs_size.png")).expect("size plot written");
     assert_eq!(&png[1..4], b"PNG");
     assert!(r["machine"]["cpus"].as_u64().unwrap() >= 1);
+    // `report` rewrites the same table and CSV from the JSON.
+    let again = dir.join("again");
+    vrperf(&[
+        "report",
+        "--from",
+        dir.join("results.json").to_str().unwrap(),
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    for f in ["results.csv", "table.txt"] {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(f)).unwrap(),
+            std::fs::read_to_string(again.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert!(again.join("mpps_vs_size.png").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

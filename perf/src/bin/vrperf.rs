@@ -71,6 +71,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite the table, CSV and plots from a results.json (after changing the plots,
+    /// or to compare runs).
+    Report {
+        /// A results.json written by `run` or `standard`.
+        #[arg(long)]
+        from: PathBuf,
+        /// Where to write.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     /// The standard set (`make bench`): every scenario at 64 bytes and 64K flows, then
     /// VXLAN encapsulation over frame sizes, flow counts and lcores, then latency at
     /// three offered rates.
@@ -343,15 +353,7 @@ fn run(points: Vec<Point>, latency_rates: &[f64], c: &Common) -> Result<()> {
         rows,
         latency,
     };
-    println!(
-        "vrouter, dpdk-testpmd (tp) and OVS-DPDK per forwarding lcore; {} lcore(s) on {} CPUs ({}), {} s per run after {} s warm-up, burst {}",
-        points.iter().map(|p| p.lcores).max().unwrap_or(1),
-        results.machine.cpus,
-        results.machine.cpu,
-        env.duration,
-        env.warmup,
-        c.burst,
-    );
+    print!("{}", report::header(&results));
     print!("{}", report::table(&results.rows));
     print!("{}", report::latency_table(&results.latency));
     if let Some(dir) = &c.out {
@@ -444,6 +446,17 @@ fn main() -> Result<()> {
             } else {
                 print!("{}", report::latency_table(std::slice::from_ref(&l)));
             }
+        }
+        Cmd::Report { from, out } => {
+            let res: Results = serde_json::from_slice(
+                &std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?,
+            )
+            .with_context(|| format!("{}: not a vrperf results file", from.display()))?;
+            report::write(&out, &res)?;
+            let plots = perf::plot::write(&out, &res.rows)?;
+            print!("{}{}", report::header(&res), report::table(&res.rows));
+            print!("{}", report::latency_table(&res.latency));
+            println!("wrote {} ({} plots)", out.display(), plots.len());
         }
         Cmd::Standard { common } => {
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
