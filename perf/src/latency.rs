@@ -151,7 +151,9 @@ pub fn run(o: &Options) -> Result<Latency> {
             .context("generator pool")?,
     );
     let hz = eal.tsc_hz() as f64;
-    let cpus = eal.control_cpus();
+    // The generator shares CPU 0 with the main lcore (asleep in the control loop); the
+    // forwarding lcore has CPU 1 to itself (the --lcores list above).
+    let cpus = vec![0usize];
     let (rate, warm, total) = (o.rate_pps, o.warmup, o.warmup + o.duration);
 
     let gen_stop = Arc::new(AtomicBool::new(false));

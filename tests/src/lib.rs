@@ -440,3 +440,11 @@ impl Drop for PodLab {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The JSON objects a test script printed, one per line (other lines are skipped).
+pub fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}

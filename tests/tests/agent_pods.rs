@@ -6,7 +6,6 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use vr_tests::{Agent, PodLab, in_ns, python};
 
 #[test]
@@ -18,11 +17,7 @@ fn a_tcp_stream_survives_the_agent_being_killed_and_restarted() {
     let mut args = vec![target.as_str()];
     args.extend(lab.host_if.iter().map(String::as_str));
     let out = python("agent_pods.py", &args);
-    let ports: Vec<Value> = out
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let ports = vr_tests::json_lines(&out);
     assert_eq!(ports.len(), 2, "{out}");
     // Each pod gets the MAC and address the agent gave its interface.
     for (i, p) in ports.iter().enumerate() {

@@ -6,7 +6,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
 use vr_tests::{PodLab, in_ns, python, vrctl_json};
 
 /// A process killed when the test ends.
@@ -48,11 +47,7 @@ fn network_policy_decides_what_crosses_between_two_networks() {
         "agent_vns.py",
         &[&target, "setup", &lab.host_if[0], &lab.host_if[1]],
     );
-    let ports: Vec<Value> = out
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let ports = vr_tests::json_lines(&out);
     assert_eq!(ports.len(), 2, "{out}");
     for (i, p) in ports.iter().enumerate() {
         lab.plug(i, p);
