@@ -274,31 +274,31 @@ impl FlowTable {
         (sig, [b1 as usize * WAYS, b2 as usize * WAYS])
     }
 
-    /// Prefetches the signature lines of both buckets of `hash` (first pass of a bulk
-    /// lookup over a burst).
+    /// Prefetches the signature line of the primary bucket of `hash` (first pass of a
+    /// bulk lookup over a burst). Inserts fill the primary bucket first, so the
+    /// secondary is fetched only when the primary has no match (`prefetch_entry`).
     #[inline]
     pub fn prefetch_buckets(&self, hash: u64) {
         let (_, starts) = self.buckets(hash);
         dpdk_bindings::prefetch(&self.sigs[starts[0]]);
-        dpdk_bindings::prefetch(&self.sigs[starts[1]]);
     }
 
-    /// Prefetches the entry whose signature matches `hash` (second pass, once the
-    /// signature lines are in cache): both of its cache lines, since a hit reads the key
-    /// and action from the first and counts into the second.
+    /// Prefetches the entry whose signature matches `hash` in the primary bucket (second
+    /// pass, once its signature line is in cache): both of the entry's cache lines, since
+    /// a hit reads the key and action from the first and counts into the second. Without
+    /// a match there, prefetches the secondary bucket's signature line instead.
     #[inline]
     pub fn prefetch_entry(&self, hash: u64) {
         let (sig, starts) = self.buckets(hash);
-        for start in starts {
-            for i in start..start + WAYS {
-                if self.sigs[i].load(Ordering::Relaxed) == sig {
-                    let e = &self.entries[i];
-                    dpdk_bindings::prefetch(&e.ctl);
-                    dpdk_bindings::prefetch(&e.w[PKTS]);
-                    return;
-                }
+        for i in starts[0]..starts[0] + WAYS {
+            if self.sigs[i].load(Ordering::Relaxed) == sig {
+                let e = &self.entries[i];
+                dpdk_bindings::prefetch(&e.ctl);
+                dpdk_bindings::prefetch(&e.w[PKTS]);
+                return;
             }
         }
+        dpdk_bindings::prefetch(&self.sigs[starts[1]]);
     }
 
     /// Looks a key up; `hash` is `key.hash()` (computed once by the caller).
@@ -361,13 +361,18 @@ impl FlowTable {
     /// loaded bucket first: with "power of two choices" the buckets stay balanced, where
     /// filling the first bucket first overflows some of them at half load.
     fn claim(&self, hash: u64) -> Option<(usize, u64)> {
+        /// Free slots below which the primary bucket stops being preferred.
+        const SPARE: usize = 3;
         let (_, starts) = self.buckets(hash);
         let free = |s: usize| {
             (s..s + WAYS)
                 .filter(|&i| self.sigs[i].load(Ordering::Relaxed) == 0)
                 .count()
         };
-        let order = if free(starts[1]) > free(starts[0]) {
+        // The primary bucket while it has room to spare (lookups then touch one signature
+        // line), else the less loaded of the two (which keeps refusals away until both
+        // are nearly full).
+        let order = if free(starts[0]) < SPARE && free(starts[1]) > free(starts[0]) {
             [starts[1], starts[0]]
         } else {
             starts
