@@ -49,7 +49,16 @@ pub struct Node {
     pub mac: String,
     /// The MAC the vrouter answers VMs with.
     pub vrouter_mac: String,
+    /// The host vif (vhost0), if the vrouter has one.
+    pub host_vif: Option<u32>,
+    /// The VRF of the host and fabric vifs: the ip-fabric network's.
+    pub fabric_vrf: u32,
 }
+
+/// The network that stands for the underlay: its VRF is the vrouter's fabric VRF, and the
+/// node's own address in it is delivered to the host. A network policy between it and a
+/// pod network lets the host (kubelet probes, node services) and the pods reach each other.
+pub const IP_FABRIC: &str = "default-domain:default-project:ip-fabric";
 
 /// Where the agent's ids start (below: objects of the vrouter's own start-up config,
 /// which the agent never touches).
@@ -314,11 +323,18 @@ pub fn desired(
             c.tag_ids.insert(t.uuid.clone(), t.tag_id);
         }
     }
+    let mut ip_fabric = None;
     for o in db.list(Kind::VirtualNetwork) {
         if let Some(object::Kind::VirtualNetwork(vn)) = &o.kind {
-            let vrf = c.ids.get("vrf", &vn.uuid);
-            c.out.vrfs.insert(vrf);
-            c.out.vnis.insert(vn.vxlan_network_identifier, vrf);
+            let vrf = if fq_string(&vn.fq_name) == IP_FABRIC {
+                ip_fabric = Some((vn.uuid.clone(), vn.virtual_network_network_id));
+                node.fabric_vrf
+            } else {
+                let vrf = c.ids.get("vrf", &vn.uuid);
+                c.out.vrfs.insert(vrf);
+                c.out.vnis.insert(vn.vxlan_network_identifier, vrf);
+                vrf
+            };
             c.vns.insert(
                 vn.uuid.clone(),
                 (
@@ -358,6 +374,9 @@ pub fn desired(
     }
     for r in remote {
         remote_route(&mut c, node, r, &priority);
+    }
+    if let (Some((uuid, vn_id)), Some(host)) = (ip_fabric, node.host_vif) {
+        host_route(&mut c, node, host, &uuid, vn_id);
     }
     routes(&mut c);
     vn_policies(&mut c, ports);
@@ -516,6 +535,24 @@ fn local_port(
     );
     c.out.labels.insert(label, nh);
     c.out.ports.insert(vmi.uuid.clone(), info);
+}
+
+/// The node's address in the ip-fabric network: delivered to the host through vhost0.
+fn host_route(c: &mut Ctx<'_>, node: &Node, host: u32, vn_uuid: &str, vn_id: u32) {
+    let nh = c.ids.get("nh", "receive/host");
+    c.out.nexthops.insert(
+        nh,
+        NexthopCfg {
+            id: nh,
+            kind: NexthopKind::Receive { vif: host },
+        },
+    );
+    let attr = c.ids.get("attr", "host");
+    set_attr(c, attr, vn_id, vec![]);
+    c.paths
+        .entry((vn_uuid.to_string(), host_prefix(IpAddr::V4(node.ip))))
+        .or_default()
+        .push(Path { nh, label: 0, attr });
 }
 
 /// An attribute record (tags sorted, as the vrouter keeps them, so that diffs compare).

@@ -226,6 +226,9 @@ fn items<T: serde::de::DeserializeOwned>(v: Vec<Value>) -> Result<Vec<T>> {
 fn node(c: &mut Client, opts: &Options) -> Result<Node> {
     let vifs: Vec<VifCfg> = items(c.dump_all(|cursor| Op::DumpVifs { cursor })?)?;
     let fabric = vifs.iter().find(|v| v.kind == VifKindCfg::Physical);
+    let host = vifs.iter().find(|v| v.kind == VifKindCfg::Host);
+    let host_vif = host.map(|h| h.id);
+    let fabric_vrf = host.or(fabric).map_or(0, |v| v.vrf);
     let mac: vrouter::wire::MacAddr = opts
         .vrouter_mac
         .parse()
@@ -239,12 +242,16 @@ fn node(c: &mut Client, opts: &Options) -> Result<Node> {
                 .ok_or_else(|| anyhow!("the fabric vif has no address and --node-ip is not set"))?,
             mac: f.mac.clone(),
             vrouter_mac: mac.to_string(),
+            host_vif,
+            fabric_vrf,
         },
         None => Node {
             fabric_vif: 0,
             ip: opts.node_ip.unwrap_or(Ipv4Addr::LOCALHOST),
             mac: "00:00:00:00:00:00".into(),
             vrouter_mac: mac.to_string(),
+            host_vif,
+            fabric_vrf,
         },
     })
 }
@@ -262,7 +269,7 @@ pub struct Actual {
     vnis: BTreeMap<u32, u32>,
 }
 
-fn actual(c: &mut Client, b: &Bases) -> Result<Actual> {
+fn actual(c: &mut Client, b: &Bases, fabric_vrf: u32) -> Result<Actual> {
     let mut a = Actual::default();
     for v in call(c, Op::DumpVrfs)?.as_array().into_iter().flatten() {
         let id = v["id"].as_u64().unwrap_or(0) as u32;
@@ -318,6 +325,16 @@ fn actual(c: &mut Client, b: &Bases) -> Result<Actual> {
     for vrf in a.vrfs.clone() {
         for r in items::<RouteCfg>(c.dump_all(|cursor| Op::DumpRoutes { vrf, cursor })?)? {
             a.routes.insert((vrf, r.prefix.clone()), r);
+        }
+    }
+    // The fabric VRF is the vrouter's own; the agent's routes there (the ip-fabric
+    // network's) are those through its nexthops.
+    if !a.vrfs.contains(&fabric_vrf) {
+        let vrf = fabric_vrf;
+        for r in items::<RouteCfg>(c.dump_all(|cursor| Op::DumpRoutes { vrf, cursor })?)? {
+            if r.nh >= b.nh {
+                a.routes.insert((vrf, r.prefix.clone()), r);
+            }
         }
     }
     Ok(a)
@@ -481,7 +498,11 @@ fn reconcile(
     call(c, Op::Hello)?;
     let (node, a) = match cache.take() {
         Some(x) => x,
-        None => (node(c, opts)?, actual(c, &opts.bases)?),
+        None => {
+            let n = node(c, opts)?;
+            let a = actual(c, &opts.bases, n.fabric_vrf)?;
+            (n, a)
+        }
     };
     let (d, revision) = {
         let db = shared.db.read().unwrap_or_else(|e| e.into_inner());

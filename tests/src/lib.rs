@@ -162,6 +162,39 @@ impl Drop for Reap {
     }
 }
 
+/// Whether two pings from namespace `ns` to `ip` are answered.
+pub fn pings(ns: &str, ip: &str) -> bool {
+    in_ns(ns, &["ping", "-c", "2", "-i", "0.2", "-W", "1", ip])
+        .status
+        .success()
+}
+
+/// Whether a TCP connection from namespace `ns` to `ip`:`port` is accepted (2 s timeout).
+pub fn tcp_connects(ns: &str, ip: &str, port: u16) -> bool {
+    let code = format!(
+        "import socket\ntry:\n    socket.create_connection(('{ip}', {port}), timeout=2).close(); print('ok')\n\
+         except OSError as e:\n    print('blocked', e)"
+    );
+    let o = in_ns(ns, &["python3", "-c", &code]);
+    String::from_utf8_lossy(&o.stdout).starts_with("ok")
+}
+
+/// A TCP server in namespace `ns` on `ip`:`port` that accepts and closes every
+/// connection; stopped when dropped.
+pub fn tcp_acceptor(ns: &str, ip: &str, port: u16) -> Reap {
+    let server = format!(
+        "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{ip}', {port})); s.listen(16)\nwhile True:\n    c,_=s.accept(); c.close()"
+    );
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", &server])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start a TCP server");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    Reap(child)
+}
+
 /// A free TCP port on loopback (bound and released; good enough for a test's listener).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -336,12 +369,30 @@ pub struct PodLab {
     pub agent: Option<Agent>,
     /// The vrouter.
     pub vrouter: Option<Daemon>,
+    /// The host's namespace, whose `vhost0` is the peer of the vrouter's host vif
+    /// ([`PodLab::start_with_host`]).
+    pub host_ns: Option<String>,
 }
+
+/// The node address of a [`PodLab`] (the fabric vif's, and vhost0's in the host).
+pub const LAB_NODE_IP: &str = "192.0.2.1";
+/// The fabric MAC of a [`PodLab`], which vhost0 shares.
+pub const LAB_NODE_MAC: &str = "02:fa:00:00:00:01";
 
 impl PodLab {
     /// Creates `pods` namespaces with an `eth0` each (names from `tag` and the process
     /// id) and starts a vrouter with the agent node configuration and an agent.
     pub fn start(tag: &str, pods: usize) -> PodLab {
+        Self::start_inner(tag, pods, false)
+    }
+
+    /// [`PodLab::start`] with the host as a namespace too: its `vhost0` (the node address
+    /// /24, the fabric MAC) is a veth whose other end is the vrouter's host vif.
+    pub fn start_with_host(tag: &str, pods: usize) -> PodLab {
+        Self::start_inner(tag, pods, true)
+    }
+
+    fn start_inner(tag: &str, pods: usize, host: bool) -> PodLab {
         let id = std::process::id() % 100_000;
         let dir = std::env::temp_dir().join(unique_prefix(tag));
         let _ = std::fs::remove_dir_all(&dir);
@@ -352,6 +403,7 @@ impl PodLab {
             dir,
             agent: None,
             vrouter: None,
+            host_ns: None,
         };
         for (ns, h) in lab.ns.iter().zip(&lab.host_if) {
             ok(&["ip", "netns", "add", ns]);
@@ -360,8 +412,44 @@ impl PodLab {
             ]);
             ok(&["ip", "link", "set", h, "up"]);
         }
-        std::fs::write(lab.dir.join("vr.toml"), agent_node_config("192.0.2.1"))
-            .expect("vrouter configuration");
+        let mut config = agent_node_config(LAB_NODE_IP);
+        if host {
+            let ns = format!("{tag}Hn{id}");
+            let end = format!("{tag}vh{id}");
+            ok(&["ip", "netns", "add", &ns]);
+            ok(&[
+                "ip", "link", "add", &end, "type", "veth", "peer", "name", "vhost0", "netns", &ns,
+            ]);
+            ok(&["ip", "link", "set", &end, "up"]);
+            let addr = format!("{LAB_NODE_IP}/24");
+            for cmd in [
+                vec!["ip", "link", "set", "lo", "up"],
+                vec!["ip", "link", "set", "vhost0", "address", LAB_NODE_MAC],
+                vec!["ip", "addr", "add", &addr, "dev", "vhost0"],
+                vec!["ip", "link", "set", "vhost0", "up"],
+                vec!["ethtool", "-K", "vhost0", "tx", "off"],
+            ] {
+                let mut full = vec!["ip", "netns", "exec", ns.as_str()];
+                full.extend(cmd);
+                ok(&full);
+            }
+            config = config.replace("[global]\n", "[global]\nhost_vif = 1\n");
+            config.push_str(&format!(
+                r#"
+[[vif]]
+id = 1
+name = "vhost0"
+kind = "host"
+device = "net_af_packet99,iface={end}"
+mac = "{LAB_NODE_MAC}"
+vrf = 0
+ip4 = "{LAB_NODE_IP}"
+"#
+            ));
+            // The veth goes with the namespace.
+            lab.host_ns = Some(ns);
+        }
+        std::fs::write(lab.dir.join("vr.toml"), config).expect("vrouter configuration");
         let vr = Daemon::start(&lab.dir, "vr", &lab.dir.join("vr.toml"), 8191, 512);
         let socket = vr.socket.clone();
         lab.vrouter = Some(vr);
@@ -431,7 +519,7 @@ impl Drop for PodLab {
         }
         drop(self.agent.take());
         drop(self.vrouter.take());
-        for ns in &self.ns {
+        for ns in self.ns.iter().chain(&self.host_ns) {
             let _ = sh(&["ip", "netns", "del", ns]);
         }
         for h in &self.host_if {

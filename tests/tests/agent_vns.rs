@@ -3,35 +3,7 @@
 //! and still stops ICMP (counted as policy drops); one passing everything lets ping
 //! through; removing it cuts the networks apart again.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use vr_tests::{PodLab, in_ns, python, vrctl_json};
-
-/// A process killed when the test ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn pings(ns: &str, ip: &str) -> bool {
-    in_ns(ns, &["ping", "-c", "2", "-i", "0.2", "-W", "1", ip])
-        .status
-        .success()
-}
-
-fn connects(ns: &str, ip: &str, port: u16) -> bool {
-    let code = format!(
-        "import socket\ntry:\n    socket.create_connection(('{ip}', {port}), timeout=2).close(); print('ok')\n\
-         except OSError as e:\n    print('blocked', e)"
-    );
-    let o = in_ns(ns, &["python3", "-c", &code]);
-    String::from_utf8_lossy(&o.stdout).starts_with("ok")
-}
+use vr_tests::{PodLab, pings, python, tcp_acceptor, tcp_connects as connects, vrctl_json};
 
 fn drops(lab: &PodLab, reason: &str) -> u64 {
     vrctl_json(&lab.socket(), &["stats"])["drops"][reason]
@@ -63,18 +35,7 @@ fn network_policy_decides_what_crosses_between_two_networks() {
     };
     let (red, blue) = (ip(0), ip(1));
     assert!(red.starts_with("10.45.1.") && blue.starts_with("10.45.2."));
-    let server = format!(
-        "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-         s.bind(('{blue}', 80)); s.listen(16)\nwhile True:\n    c,_=s.accept(); c.close()"
-    );
-    let _server = Killed(
-        Command::new("ip")
-            .args(["netns", "exec", &lab.ns[1], "python3", "-c", &server])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _server = tcp_acceptor(&lab.ns[1], &blue, 80);
 
     // No policy: red's VRF has no route to blue.
     let before = drops(&lab, "no_route");

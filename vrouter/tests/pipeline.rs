@@ -811,3 +811,110 @@ fn a_vn_reached_through_a_policy_answers_in_its_own_vrf_and_vn_rules_decide() {
         Disposition::Drop(DropReason::PolicyDeny)
     );
 }
+
+/// The host reaches vm1 (and vm1 the host) once the fabric VRF holds vm1's route and the
+/// VN's VRF the node's address as a receive nexthop, as a policy with the ip-fabric
+/// network leaks them. Everything else from the host stays the underlay's.
+#[test]
+fn host_and_pods_reach_each_other_through_vhost0_when_routes_are_leaked() {
+    use vrouter::tables::{Nexthop, NhId};
+    let mut tb = Testbed::new(1024);
+    let host_mac = FABRIC_MAC;
+    let from_host = |dst: Ipv4Addr, sport: u16| {
+        ipv4_frame(
+            host_mac,
+            gw(),
+            NODE_A,
+            dst,
+            6,
+            sport,
+            80,
+            wire::tcp::flags::SYN,
+            b"",
+        )
+    };
+    // Nothing leaked yet: the host's packet to vm1 is underlay traffic.
+    assert_eq!(
+        tb.run_one(HOST, from_host(VM1_IP, 1000), 1).0,
+        Disposition::Tx(FABRIC)
+    );
+    let receive = NhId(9);
+    tb.writer
+        .set_nexthop(receive, Nexthop::Receive { vif: HOST })
+        .unwrap();
+    let entry = |nh| RouteEntry {
+        nh,
+        label: 0,
+        attr: 0,
+    };
+    for (vrf, addr, nh) in [
+        (FABRIC_VRF, VM1_IP, NH_VM1),
+        (FABRIC_VRF, NODE_A, receive),
+        (RED, NODE_A, receive),
+    ] {
+        tb.writer
+            .add_route(vrf, IpAddr::V4(addr), 32, entry(nh))
+            .unwrap();
+    }
+    tb.writer.publish();
+
+    // ARP from the host for vm1 is answered by the vrouter; for another address it is
+    // the underlay's.
+    let mut arp = arp_request(VM1_IP);
+    arp[6..12].copy_from_slice(&host_mac.0);
+    let r = wire::arp::Repr {
+        op: wire::arp::Operation::Request,
+        sha: host_mac,
+        spa: NODE_A,
+        tha: MacAddr::ZERO,
+        tpa: VM1_IP,
+    };
+    r.emit(&mut arp[14..]).unwrap();
+    let (d, reply) = tb.run_one(HOST, arp.clone(), 2);
+    assert_eq!(d, Disposition::Tx(HOST));
+    let a = wire::arp::Repr::parse(&wire::arp::Packet::new_checked(&reply[14..]).unwrap()).unwrap();
+    assert_eq!(
+        (a.op, a.sha, a.spa),
+        (wire::arp::Operation::Reply, gw(), VM1_IP)
+    );
+    let mut other = arp.clone();
+    wire::arp::Repr {
+        tpa: Ipv4Addr::new(192, 0, 2, 254),
+        ..r
+    }
+    .emit(&mut other[14..])
+    .unwrap();
+    assert_eq!(tb.run_one(HOST, other, 2).0, Disposition::Tx(FABRIC));
+
+    // Host -> vm1 and vm1's answer back to the host's MAC.
+    let (d, out) = tb.run_one(HOST, from_host(VM1_IP, 1001), 3);
+    assert_eq!(d, Disposition::Tx(VM1));
+    let o = decode(&out);
+    assert_eq!(
+        (o.dst_mac, o.src, o.dst, o.ttl),
+        (VM1_MAC.0, NODE_A, VM1_IP, 63)
+    );
+    let answer = ipv4_frame(VM1_MAC, gw(), VM1_IP, NODE_A, 6, 80, 1001, 0x12, b"");
+    let (d, out) = tb.run_one(VM1, answer, 4);
+    assert_eq!(d, Disposition::Tx(HOST));
+    let o = decode(&out);
+    assert_eq!((o.dst_mac, o.src_mac), (host_mac.0, gw().0));
+    assert_eq!((o.src, o.dst, o.sport, o.dport), (VM1_IP, NODE_A, 80, 1001));
+    assert_eq!(
+        tb.pipeline.stats.flows_created, 1,
+        "the answer hit the pair"
+    );
+
+    // vm1 -> host (the receive route in the VN's VRF), and the host's reply back.
+    let (d, out) = tb.run_one(VM1, vm1_udp(NODE_A, 7000, 53, b"q"), 5);
+    assert_eq!(d, Disposition::Tx(HOST));
+    assert_eq!(decode(&out).dst_mac, host_mac.0);
+    let back = ipv4_frame(host_mac, gw(), NODE_A, VM1_IP, 17, 53, 7000, 0, b"a");
+    assert_eq!(tb.run_one(HOST, back, 6).0, Disposition::Tx(VM1));
+    assert_eq!(tb.pipeline.stats.flows_created, 2);
+
+    // The host's own underlay traffic still leaves on the fabric untouched.
+    let under = ipv4_frame(host_mac, NODE_B_MAC, NODE_A, NODE_B, 17, 1, 2, 0, b"u");
+    let (d, out) = tb.run_one(HOST, under.clone(), 7);
+    assert_eq!((d, out), (Disposition::Tx(FABRIC), under));
+}

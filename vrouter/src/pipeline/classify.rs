@@ -1,12 +1,13 @@
 //! Stage 1: what is this packet? Reads the Ethernet header by the receiving interface's
 //! kind, answers ARP and IPv6 neighbour solicitations for the VN gateway itself, hands
-//! tunnel packets to decap, cross-connects host traffic, and extracts the flow key.
+//! tunnel packets to decap, cross-connects the host's underlay traffic, and extracts the
+//! flow key.
 
 use std::net::IpAddr;
 
 use super::{Ctx, Disposition, DropReason, Meta, decap};
 use crate::packet::PacketBuf;
-use crate::tables::{Vif, VifId, VifKind, VrfId};
+use crate::tables::{Nexthop, Vif, VifId, VifKind, VrfId};
 use crate::wire::{self, EtherType, IpProtocol, checksum, icmp};
 
 pub(super) fn run<B: PacketBuf>(
@@ -24,7 +25,7 @@ pub(super) fn run<B: PacketBuf>(
             match vif.kind {
                 VifKind::Virtual => from_vm(ctx, vif, p, &mut m),
                 VifKind::Physical => from_fabric(ctx, vif, p, &mut m),
-                VifKind::Host => m.done = Some(cross(ctx.snap.global.fabric_vif)),
+                VifKind::Host => from_host(ctx, vif, p, &mut m),
                 VifKind::Agent => m.done = Some(Disposition::Drop(DropReason::InvalidVif)),
             }
         }
@@ -148,6 +149,70 @@ fn nd<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &Meta) -> Dispos
     icmp::Packet::new_unchecked(&mut d[54..]).fill_checksum_v6(ps);
     ctx.stats.nd_replies += 1;
     Disposition::Tx(vif.id)
+}
+
+/// From the host (vhost0). An address the host's VRF routes into the overlay (a pod
+/// network that a policy connects with the ip-fabric network leaks its routes there) is
+/// reached through the flow table like a VM's traffic, and an ARP request for it is
+/// answered with the vrouter MAC. Everything else is the underlay's: cross-connected to
+/// the fabric untouched.
+fn from_host<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Meta) {
+    let fabric = ctx.snap.global.fabric_vif;
+    let d = p.data();
+    let Ok(eth) = wire::ethernet::Frame::new_checked(d) else {
+        m.done = drop(DropReason::InvalidPacket);
+        return;
+    };
+    let hl = wire::ethernet::HEADER_LEN;
+    let (dst, v6): (IpAddr, bool) = match eth.ethertype() {
+        EtherType::Arp => {
+            match wire::arp::Packet::new_checked(&d[hl..]).map(|a| wire::arp::Repr::parse(&a)) {
+                Ok(Ok(a)) if a.op == wire::arp::Operation::Request => (a.tpa.into(), false),
+                _ => {
+                    m.done = Some(cross(fabric));
+                    return;
+                }
+            }
+        }
+        EtherType::Ipv4 => match wire::ipv4::Packet::new_checked(&d[hl..]) {
+            Ok(ip) => (ip.dst().into(), false),
+            Err(_) => {
+                m.done = drop(DropReason::InvalidPacket);
+                return;
+            }
+        },
+        EtherType::Ipv6 => match wire::ipv6::Packet::new_checked(&d[hl..]) {
+            Ok(ip) => (ip.dst().into(), true),
+            Err(_) => {
+                m.done = drop(DropReason::InvalidPacket);
+                return;
+            }
+        },
+        _ => {
+            m.done = Some(cross(fabric));
+            return;
+        }
+    };
+    if !overlay_route(ctx, vif.vrf, dst) {
+        m.done = Some(cross(fabric));
+        return;
+    }
+    if eth.ethertype() == EtherType::Arp {
+        m.done = Some(arp(ctx, vif, p));
+        return;
+    }
+    parse_ip(p.data(), hl, v6, vif.vrf, m);
+}
+
+/// Whether `vrf` routes `dst` somewhere other than back to the host.
+fn overlay_route(ctx: &Ctx<'_>, vrf: VrfId, dst: IpAddr) -> bool {
+    let Some(r) = ctx.snap.vrfs.get(vrf.0).and_then(|v| v.lookup(dst)) else {
+        return false;
+    };
+    !matches!(
+        ctx.snap.nexthops.get(r.nh.0).map(|n| &**n),
+        Some(Nexthop::Receive { .. }) | None
+    )
 }
 
 fn from_fabric<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Meta) {

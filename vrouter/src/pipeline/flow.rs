@@ -228,8 +228,13 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
     };
     // Replies come from the destination's side: a local interface in another VRF (a VN
     // reached through a network policy) sends them in its own VRF.
+    // Packets delivered to the host answer from the host vif, in its VRF.
     let mut rev_key = k.reversed();
-    if let Some(v) = dst_vif {
+    let reply_vif = match &**nh {
+        Nexthop::Receive { vif } => snap.vifs.get(vif.0),
+        _ => dst_vif,
+    };
+    if let Some(v) = reply_vif {
         rev_key.vrf = v.vrf;
     }
 

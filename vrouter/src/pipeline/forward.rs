@@ -40,7 +40,14 @@ fn forward<B: PacketBuf>(
     match &**nh {
         Nexthop::Discard => Err(DropReason::Discard),
         Nexthop::Resolve { .. } => Err(DropReason::Unresolved),
-        Nexthop::Receive { vif } => Ok(Disposition::Tx(*vif)),
+        Nexthop::Receive { vif } => {
+            // To the host stack: addressed to the host interface's MAC.
+            let host = snap.vifs.get(vif.0).ok_or(DropReason::InvalidVif)?.mac;
+            decrement_ttl(p, m)?;
+            l2_rewrite(p, m, host, snap.global.vrouter_mac)?;
+            check_mtu(ctx, *vif, p.len() - wire::ethernet::HEADER_LEN)?;
+            Ok(Disposition::Tx(*vif))
+        }
         Nexthop::L2Flood { .. } => Ok(Disposition::Flood(nh_id)),
         // Flows keep the member chosen at setup; a composite reached here (e.g. through an
         // MPLS label) picks one by the flow hash. Composites do not nest.

@@ -42,7 +42,8 @@ pub struct Vif {
     /// Kind.
     pub kind: VifKind,
     /// The MAC the vrouter uses on this interface (source of frames it sends there, and
-    /// the answer to ARP/ND for the VN gateway).
+    /// the answer to ARP/ND for the VN gateway); for the host vif, the host interface's
+    /// own MAC, which packets delivered to the host (receive nexthops) are addressed to.
     pub mac: MacAddr,
     /// The VRF packets from this interface are routed in.
     pub vrf: VrfId,
