@@ -11,10 +11,12 @@
 //! - [`routes`]: routes exchanged between nodes (etcd, or none on a single node).
 //! - [`api`]: the gRPC services.
 //! - [`metrics`]: the Prometheus text endpoint.
+//! - [`k8s`]: kube-manager: Kubernetes objects -> VNC objects through the agent's API.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod k8s;
 pub mod kinds;
 pub mod metrics;
 pub mod oper;

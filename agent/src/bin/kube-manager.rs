@@ -1,0 +1,143 @@
+//! `kube-manager`: translates Kubernetes objects into VNC objects and keeps one or more
+//! agents in sync with them.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agent::k8s::{Cluster, KubeConfig, manifest, sync, translate};
+use agent::proto::config_api_client::ConfigApiClient;
+use anyhow::{Context, Result};
+use clap::Parser;
+
+/// Kubernetes -> VNC: namespaces become projects, pods virtual-machines with an interface
+/// and an instance-ip, labels tags; isolated namespaces get their own pod and service
+/// networks. The source is a set of manifests (files, directories, or `-` for standard
+/// input, applied in order like `kubectl apply -f`). Every agent given gets the same
+/// objects, in one all-or-nothing batch each.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// gRPC address of an agent (repeat for several nodes).
+    #[arg(long, required = true, default_value = "http://127.0.0.1:50051")]
+    agent: Vec<String>,
+    /// A file with a `[KUBERNETES]` section (Contrail's contrail-kubernetes.conf).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides `cluster_name`.
+    #[arg(long)]
+    cluster_name: Option<String>,
+    /// Overrides `pod_subnets` (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pod_subnets: Vec<String>,
+    /// Overrides `service_subnets` (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    service_subnets: Vec<String>,
+    /// Overrides `cluster_project` (`domain:project`).
+    #[arg(long)]
+    cluster_project: Option<String>,
+    /// Overrides `cluster_network` (an existing network's FQ name).
+    #[arg(long)]
+    cluster_network: Option<String>,
+    /// Manifests: files, directories (their .yaml/.yml/.json files) or `-`.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Keep running: read the manifests again and re-sync every --interval-ms.
+    #[arg(long)]
+    watch: bool,
+    /// Poll interval with --watch.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+}
+
+fn config(a: &Args) -> Result<KubeConfig> {
+    let mut c = match &a.config {
+        Some(p) => KubeConfig::load(p)?,
+        None => KubeConfig::default(),
+    };
+    if let Some(n) = &a.cluster_name {
+        c.cluster_name = n.clone();
+    }
+    if !a.pod_subnets.is_empty() {
+        c.pod_subnets = a.pod_subnets.clone();
+    }
+    if !a.service_subnets.is_empty() {
+        c.service_subnets = a.service_subnets.clone();
+    }
+    if a.cluster_project.is_some() {
+        c.cluster_project = a.cluster_project.clone();
+    }
+    if a.cluster_network.is_some() {
+        c.cluster_network = a.cluster_network.clone();
+    }
+    c.check()?;
+    Ok(c)
+}
+
+fn read(files: &[PathBuf]) -> Result<Cluster> {
+    let mut cluster = Cluster::default();
+    for f in files {
+        let skipped = cluster.apply(manifest::read(f)?);
+        for s in skipped {
+            eprintln!("kube-manager: {s}: kind not translated, left out");
+        }
+    }
+    Ok(cluster)
+}
+
+async fn once(cfg: &KubeConfig, agents: &[String], cluster: &Cluster, quiet: bool) -> Result<()> {
+    for a in agents {
+        let mut c = ConfigApiClient::connect(a.clone())
+            .await
+            .with_context(|| format!("connecting to the agent at {a}"))?;
+        let networks = sync::networks(&mut c).await?;
+        let t = translate::translate(cfg, cluster, &networks);
+        let r = sync::apply(cfg, &mut c, &t)
+            .await
+            .with_context(|| format!("agent {a}"))?;
+        let changed = r != sync::Report::default();
+        if changed || !quiet {
+            println!(
+                "{a}: {} pods, {} created, {} updated, {} deleted",
+                t.pods.len(),
+                r.created,
+                r.updated,
+                r.deleted
+            );
+            for e in &t.events {
+                eprintln!("kube-manager: event: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let a = Args::parse();
+    let cfg = config(&a)?;
+    if !a.watch {
+        let cluster = read(&a.files)?;
+        return once(&cfg, &a.agent, &cluster, false).await;
+    }
+    let mut first = true;
+    loop {
+        // A manifest that does not parse or an agent that is away is reported and tried
+        // again; nothing is applied from a half-read set of manifests.
+        match read(&a.files) {
+            Ok(cluster) => {
+                if let Err(e) = once(&cfg, &a.agent, &cluster, !first).await {
+                    eprintln!("kube-manager: {e:#}");
+                } else {
+                    first = false;
+                }
+            }
+            Err(e) => eprintln!("kube-manager: {e:#}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(a.interval_ms)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}

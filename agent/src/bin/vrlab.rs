@@ -1,0 +1,839 @@
+//! `vrlab`: a one-host cluster lab. Nodes are vrouter + agent process pairs, pods are
+//! network namespaces plugged into them, Kubernetes manifests go through kube-manager's
+//! translation, and `probe` opens real connections between pods.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent::k8s::{Cluster, KubeConfig, manifest, sync, translate};
+use agent::proto::agent_api_client::AgentApiClient;
+use agent::proto::config_api_client::ConfigApiClient;
+use agent::proto::{self};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+/// A one-host cluster lab: `up` starts the nodes (a vrouter and an agent each), `apply`
+/// takes Kubernetes manifests (namespaces, pods, services, network policies) through
+/// kube-manager and plugs every pod in as a network namespace listening on its
+/// containerPorts, `probe` opens a real connection between pods, `down` removes it all.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Where the lab keeps its state, configuration and logs.
+    #[arg(long, env = "VRLAB_DIR", default_value = "/run/vrlab")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Starts the nodes.
+    Up {
+        /// Number of nodes (this version runs one).
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        /// A `[KUBERNETES]` configuration file for kube-manager.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Applies manifests (files, directories or `-`), like `kubectl apply -f`.
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Deletes the objects of manifests, like `kubectl delete -f`.
+    Delete {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Lists the pods: namespace/name, address, network.
+    Pods,
+    /// Opens a connection from a pod: exit 0 if it connects, 1 if it is blocked. With
+    /// --matrix, every pod to every pod, printed as a truth table.
+    Probe {
+        /// The client pod, `namespace/name`.
+        #[arg(long, required_unless_present = "matrix")]
+        from: Option<String>,
+        /// The server: `namespace/name` or an address.
+        #[arg(long, required_unless_present = "matrix")]
+        to: Option<String>,
+        /// Port.
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        /// TCP or UDP.
+        #[arg(long, default_value = "TCP")]
+        protocol: String,
+        /// Every pair of pods.
+        #[arg(long)]
+        matrix: bool,
+        /// How long to wait for an answer.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Stops the nodes and removes every namespace, link and file of the lab.
+    Down,
+    /// (inside a pod) Listens on ports, answering each connection or datagram with NAME.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        name: String,
+        /// `PORT/PROTOCOL`, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        ports: Vec<String>,
+    },
+    /// (inside a pod) Connects and prints what the server answered.
+    #[command(hide = true)]
+    Connect {
+        addr: IpAddr,
+        port: u16,
+        protocol: String,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+}
+
+/// A node of the lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Node {
+    name: String,
+    ip: String,
+    socket: PathBuf,
+    grpc: String,
+    pids: Vec<u32>,
+}
+
+/// A pod plugged into a node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct PodState {
+    netns: String,
+    veth: String,
+    node: usize,
+    vmi_uuid: String,
+    ip: String,
+    mac: String,
+    network: String,
+    server_pid: Option<u32>,
+    ports: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    nodes: Vec<Node>,
+    /// By `namespace/name`.
+    pods: BTreeMap<String, PodState>,
+    /// Next af_packet device number.
+    next_dev: u32,
+}
+
+struct Lab {
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    fn load(&self) -> Result<State> {
+        let p = self.state_path();
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("no lab at {} (run `vrlab up`)", self.dir.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("reading {}", p.display()))
+    }
+    fn save(&self, s: &State) -> Result<()> {
+        let tmp = self.dir.join("state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(s)?)?;
+        std::fs::rename(&tmp, self.state_path())?;
+        Ok(())
+    }
+    fn cluster(&self) -> Result<Cluster> {
+        let p = self.dir.join("cluster.yaml");
+        let mut c = Cluster::default();
+        if p.exists() {
+            c.apply(manifest::read(&p)?);
+        }
+        Ok(c)
+    }
+    fn kube_config(&self) -> Result<KubeConfig> {
+        let p = self.dir.join("kubernetes.conf");
+        if p.exists() {
+            KubeConfig::load(&p)
+        } else {
+            Ok(KubeConfig::default())
+        }
+    }
+}
+
+/// A binary of this installation: next to `vrlab`, else on PATH.
+fn bin(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn run(args: &[&str]) -> Result<String> {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {}", args[0]))?;
+    if !o.status.success() {
+        bail!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(args);
+    run(&full)
+}
+
+/// Starts a process in its own process group (it outlives `vrlab`), output to `log`.
+fn spawn(cmd: &mut Command, log: &Path) -> Result<u32> {
+    let out = std::fs::File::create(log).with_context(|| format!("{}", log.display()))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    Ok(child.id())
+}
+
+fn kill(pid: u32) {
+    let _ = Command::new("kill")
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn wait_for(what: &str, log: &Path, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let t = Instant::now();
+    while !ready() {
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!(
+                "{what} did not start:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
+    if nodes != 1 {
+        bail!("--nodes {nodes}: this version of vrlab runs one node");
+    }
+    if lab.state_path().exists() {
+        bail!(
+            "a lab is already up in {} (`vrlab down` first)",
+            lab.dir.display()
+        );
+    }
+    std::fs::create_dir_all(&lab.dir)?;
+    if let Some(c) = config {
+        KubeConfig::load(&c)?;
+        std::fs::copy(&c, lab.dir.join("kubernetes.conf"))?;
+    }
+    let mut state = State::default();
+    for i in 1..=nodes {
+        let name = format!("node{i}");
+        let dir = lab.dir.join(&name);
+        std::fs::create_dir_all(&dir)?;
+        let ip = format!("192.0.2.{i}");
+        let cfg = dir.join("vrouter.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[global]\nfabric_vif = 0\nmax_vifs = 16384\n\n[[vrf]]\nid = 0\n\n[[vif]]\nid = 0\n\
+                 name = \"fabric\"\nkind = \"physical\"\ndevice = \"net_null0,no-rx=1\"\n\
+                 mac = \"02:fa:00:00:00:{i:02x}\"\nvrf = 0\nip4 = \"{ip}\"\n"
+            ),
+        )?;
+        let socket = dir.join("vrouter.sock");
+        let log = dir.join("vrouter.log");
+        let vr = spawn(
+            Command::new(bin("vrouter"))
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .arg("--socket")
+                .arg(&socket)
+                .args(["--mbufs", "8191", "--", "--no-huge", "-m", "512", "-l", "0"])
+                .args(["--file-prefix", &format!("vrlab{}-{i}", std::process::id())]),
+            &log,
+        )?;
+        let mut node = Node {
+            name: name.clone(),
+            ip,
+            socket: socket.clone(),
+            grpc: String::new(),
+            pids: vec![vr],
+        };
+        state.nodes.push(node.clone());
+        lab.save(&state)?;
+        wait_for("vrouter", &log, || {
+            vrouter::control::Client::connect(&socket)
+                .and_then(|mut c| c.call(vrouter::control::Op::Hello))
+                .is_ok()
+        })?;
+        let port = free_port()?;
+        let alog = dir.join("agent.log");
+        let ag = spawn(
+            Command::new(bin("agent"))
+                .args(["--listen", &format!("127.0.0.1:{port}"), "--vrouter-socket"])
+                .arg(&socket)
+                .arg("--data-dir")
+                .arg(dir.join("agent-data"))
+                .args(["--resync-ms", "500"]),
+            &alog,
+        )?;
+        node.pids.push(ag);
+        node.grpc = format!("http://127.0.0.1:{port}");
+        state.nodes[(i - 1) as usize] = node;
+        lab.save(&state)?;
+        wait_for("agent", &alog, || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })?;
+        println!(
+            "{name}: vrouter {} agent 127.0.0.1:{port}",
+            socket.display()
+        );
+    }
+    Ok(())
+}
+
+fn netns_name(ns: &str, pod: &str) -> String {
+    format!("vrlab-{ns}-{pod}")
+}
+
+/// Interface names are at most 15 bytes: a short stable hash of the pod.
+fn veth_name(ns: &str, pod: &str) -> String {
+    let h = ns
+        .bytes()
+        .chain([b'/'])
+        .chain(pod.bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    format!("vl{:08x}", h as u32)
+}
+
+async fn connect_node(
+    n: &Node,
+) -> Result<(
+    ConfigApiClient<tonic::transport::Channel>,
+    AgentApiClient<tonic::transport::Channel>,
+)> {
+    let ch = tonic::transport::Endpoint::from_shared(n.grpc.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("{}: agent at {}", n.name, n.grpc))?;
+    Ok((ConfigApiClient::new(ch.clone()), AgentApiClient::new(ch)))
+}
+
+async fn wait_programmed(a: &mut AgentApiClient<tonic::transport::Channel>) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        let s = a.status(proto::Empty {}).await?.into_inner();
+        if s.vrouter_connected && s.programmed_revision >= s.config_revision {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "the agent did not program the vrouter in 30 s: {}",
+                s.last_error
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Translates the cluster, syncs every node's agent, and makes the pods match.
+async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
+    let cfg = lab.kube_config()?;
+    let mut state = lab.load()?;
+    let mut placements = Vec::new();
+    for n in &state.nodes {
+        let (mut c, mut a) = connect_node(n).await?;
+        let nets = sync::networks(&mut c).await?;
+        let t = translate::translate(&cfg, cluster, &nets);
+        let r = sync::apply(&cfg, &mut c, &t).await?;
+        wait_programmed(&mut a).await?;
+        if placements.is_empty() {
+            println!(
+                "{}: {} created, {} updated, {} deleted",
+                n.name, r.created, r.updated, r.deleted
+            );
+            for e in &t.events {
+                println!("event: {e}");
+            }
+        }
+        placements = t.pods;
+    }
+    // Pods that went away.
+    let keep: Vec<String> = placements
+        .iter()
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect();
+    let gone: Vec<String> = state
+        .pods
+        .keys()
+        .filter(|k| !keep.contains(k))
+        .cloned()
+        .collect();
+    for k in gone {
+        if let Some(p) = state.pods.remove(&k) {
+            unplug(&state, &p).await;
+            println!("pod {k} removed");
+        }
+        lab.save(&state)?;
+    }
+    // New pods, and pods whose address or listeners changed.
+    for (i, p) in placements.iter().enumerate() {
+        let key = format!("{}/{}", p.namespace, p.name);
+        let node_ix = i % state.nodes.len();
+        let node = state.nodes[node_ix].clone();
+        let (mut c, mut a) = connect_node(&node).await?;
+        let vmi = c
+            .get(proto::Ref {
+                r#type: "virtual-machine-interface".into(),
+                uuid: String::new(),
+                fq_name: p.vmi.clone(),
+            })
+            .await
+            .map_err(|s| anyhow!("{key}: interface: {}", s.message()))?
+            .into_inner();
+        let Some(proto::object::Kind::VirtualMachineInterface(vmi)) = vmi.kind else {
+            bail!("{key}: not an interface");
+        };
+        let ports: Vec<String> = p.ports.iter().map(|(n, pr)| format!("{n}/{pr}")).collect();
+        let existing = state.pods.get(&key).cloned();
+        let mut ps = match existing {
+            Some(ps) if ps.vmi_uuid == vmi.uuid => ps,
+            other => {
+                if let Some(old) = other {
+                    unplug(&state, &old).await;
+                }
+                let dev = state.next_dev;
+                state.next_dev += 1;
+                let ps = plug(&mut a, &key, p, &vmi.uuid, node_ix, dev).await?;
+                state.pods.insert(key.clone(), ps.clone());
+                lab.save(&state)?;
+                println!("pod {key} {} on {}", ps.ip, node.name);
+                ps
+            }
+        };
+        // The address follows the interface (a pod moved to another network).
+        let info = a
+            .list_ports(proto::Empty {})
+            .await?
+            .into_inner()
+            .ports
+            .into_iter()
+            .find(|x| x.vmi_uuid == vmi.uuid)
+            .ok_or_else(|| anyhow!("{key}: port not plugged"))?;
+        let ip = info.ip_addresses.first().cloned().unwrap_or_default();
+        if ip != ps.ip {
+            address(&ps.netns, &ps.ip, &ip, &info.gateway)?;
+            println!("pod {key} {} -> {ip}", ps.ip);
+            ps.ip = ip;
+        }
+        ps.network = p.network.join(":");
+        if ps.ports != ports || ps.server_pid.is_none() {
+            if let Some(pid) = ps.server_pid.take() {
+                kill(pid);
+            }
+            ps.ports = ports;
+            ps.server_pid = serve(lab, &key, &ps)?;
+        }
+        state.pods.insert(key, ps);
+        lab.save(&state)?;
+        wait_programmed(&mut a).await?;
+    }
+    Ok(())
+}
+
+fn address(netns: &str, old: &str, new: &str, gw: &str) -> Result<()> {
+    if !old.is_empty() {
+        in_ns(netns, &["ip", "addr", "del", old, "dev", "eth0"])?;
+    }
+    in_ns(netns, &["ip", "addr", "add", new, "dev", "eth0"])?;
+    if !gw.is_empty() {
+        in_ns(
+            netns,
+            &[
+                "ip", "route", "replace", "default", "via", gw, "dev", "eth0",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+async fn plug(
+    a: &mut AgentApiClient<tonic::transport::Channel>,
+    key: &str,
+    p: &translate::PodPlacement,
+    vmi_uuid: &str,
+    node: usize,
+    dev: u32,
+) -> Result<PodState> {
+    let netns = netns_name(&p.namespace, &p.name);
+    let veth = veth_name(&p.namespace, &p.name);
+    let _ = run(&["ip", "netns", "del", &netns]);
+    let _ = run(&["ip", "link", "del", &veth]);
+    run(&["ip", "netns", "add", &netns])?;
+    run(&[
+        "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+    ])?;
+    run(&["ip", "link", "set", &veth, "up"])?;
+    let info = a
+        .add_port(proto::Port {
+            vmi_uuid: vmi_uuid.into(),
+            device: format!("net_af_packet{dev},iface={veth}"),
+            name: format!("pod-{}", &vmi_uuid[..8]),
+        })
+        .await
+        .map_err(|s| anyhow!("{key}: plugging: {}", s.message()))?
+        .into_inner();
+    let ip = info.ip_addresses.first().cloned().unwrap_or_default();
+    for cmd in [
+        vec!["ip", "link", "set", "lo", "up"],
+        vec!["ip", "link", "set", "eth0", "address", &info.mac_address],
+        vec!["ip", "link", "set", "eth0", "up"],
+        vec!["ethtool", "-K", "eth0", "tx", "off"],
+    ] {
+        in_ns(&netns, &cmd)?;
+    }
+    address(&netns, "", &ip, &info.gateway)?;
+    Ok(PodState {
+        netns,
+        veth,
+        node,
+        vmi_uuid: vmi_uuid.into(),
+        ip,
+        mac: info.mac_address,
+        network: p.network.join(":"),
+        server_pid: None,
+        ports: vec![],
+    })
+}
+
+async fn unplug(state: &State, p: &PodState) {
+    if let Some(pid) = p.server_pid {
+        kill(pid);
+    }
+    if let Some(n) = state.nodes.get(p.node)
+        && let Ok((_, mut a)) = connect_node(n).await
+    {
+        let _ = a
+            .delete_port(proto::PortRef {
+                vmi_uuid: p.vmi_uuid.clone(),
+            })
+            .await;
+    }
+    let _ = run(&["ip", "netns", "del", &p.netns]);
+    let _ = run(&["ip", "link", "del", &p.veth]);
+}
+
+fn serve(lab: &Lab, key: &str, p: &PodState) -> Result<Option<u32>> {
+    if p.ports.is_empty() {
+        return Ok(None);
+    }
+    let log = lab.dir.join(format!("{}.log", p.netns));
+    let pid = spawn(
+        Command::new("ip")
+            .args(["netns", "exec", &p.netns])
+            .arg(bin("vrlab"))
+            .args(["serve", "--name", key, "--ports", &p.ports.join(",")]),
+        &log,
+    )?;
+    // Until it listens (a probe right after apply must find it).
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("listening")
+    {
+        if t.elapsed() > Duration::from_secs(5) {
+            bail!("{key}: the pod's listener did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Some(pid))
+}
+
+fn serve_ports(name: &str, ports: &[String]) -> Result<()> {
+    let mut threads = Vec::new();
+    for spec in ports {
+        let (port, proto) = spec.split_once('/').unwrap_or((spec.as_str(), "TCP"));
+        let port: u16 = port.parse().with_context(|| format!("port {spec:?}"))?;
+        let reply = format!("{name}\n").into_bytes();
+        match proto.to_ascii_uppercase().as_str() {
+            "TCP" => {
+                let l = TcpListener::bind(("0.0.0.0", port))?;
+                threads.push(std::thread::spawn(move || {
+                    for mut s in l.incoming().flatten() {
+                        let _ = s.write_all(&reply);
+                    }
+                }));
+            }
+            "UDP" => {
+                let s = UdpSocket::bind(("0.0.0.0", port))?;
+                threads.push(std::thread::spawn(move || {
+                    let mut buf = [0u8; 1500];
+                    while let Ok((_, from)) = s.recv_from(&mut buf) {
+                        let _ = s.send_to(&reply, from);
+                    }
+                }));
+            }
+            other => bail!("protocol {other:?} (TCP or UDP)"),
+        }
+    }
+    println!("listening on {}", ports.join(","));
+    std::io::stdout().flush()?;
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+/// Connects and returns the server's answer.
+fn connect(addr: IpAddr, port: u16, protocol: &str, timeout: Duration) -> Result<String> {
+    let to = SocketAddr::new(addr, port);
+    let mut buf = [0u8; 256];
+    match protocol.to_ascii_uppercase().as_str() {
+        "TCP" => {
+            let mut s = TcpStream::connect_timeout(&to, timeout)?;
+            s.set_read_timeout(Some(timeout))?;
+            let n = s.read(&mut buf)?;
+            Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+        }
+        "UDP" => {
+            let s = UdpSocket::bind(("0.0.0.0", 0))?;
+            s.set_read_timeout(Some(timeout / 3))?;
+            for _ in 0..3 {
+                s.send_to(b"probe", to)?;
+                if let Ok((n, _)) = s.recv_from(&mut buf) {
+                    return Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+                }
+            }
+            bail!("no answer")
+        }
+        other => bail!("protocol {other:?} (TCP or UDP)"),
+    }
+}
+
+/// One probe from a pod: `Ok(answer)` if it connected.
+fn probe_one(
+    state: &State,
+    from: &str,
+    to: &str,
+    port: u16,
+    protocol: &str,
+    timeout_ms: u64,
+) -> Result<std::result::Result<String, String>> {
+    let src = state
+        .pods
+        .get(from)
+        .ok_or_else(|| anyhow!("no pod {from}"))?;
+    let addr = match to.parse::<IpAddr>() {
+        Ok(a) => a.to_string(),
+        Err(_) => state
+            .pods
+            .get(to)
+            .ok_or_else(|| anyhow!("no pod {to}"))?
+            .ip
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let o = Command::new("ip")
+        .args(["netns", "exec", &src.netns])
+        .arg(bin("vrlab"))
+        .args([
+            "connect",
+            &addr,
+            &port.to_string(),
+            protocol,
+            "--timeout-ms",
+            &timeout_ms.to_string(),
+        ])
+        .output()?;
+    Ok(if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+    })
+}
+
+fn matrix(state: &State, port: u16, protocol: &str, timeout_ms: u64) -> Result<()> {
+    let pods: Vec<String> = state.pods.keys().cloned().collect();
+    let mut jobs = Vec::new();
+    for f in &pods {
+        for t in &pods {
+            let (f, t, p) = (f.clone(), t.clone(), protocol.to_string());
+            let st = State {
+                nodes: vec![],
+                pods: state.pods.clone(),
+                next_dev: 0,
+            };
+            jobs.push(std::thread::spawn(move || {
+                let r = probe_one(&st, &f, &t, port, &p, timeout_ms);
+                (f, t, r)
+            }));
+        }
+    }
+    let mut cells: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for j in jobs {
+        let (f, t, r) = j.join().map_err(|_| anyhow!("a probe panicked"))?;
+        cells.insert((f, t), r?.is_ok());
+    }
+    println!("{port}/{protocol}: rows from, columns to; . connects, X blocked");
+    let w = pods.iter().map(String::len).max().unwrap_or(4);
+    print!("{:w$}", "");
+    for (i, _) in pods.iter().enumerate() {
+        print!(" {i:>2}");
+    }
+    println!();
+    for (i, f) in pods.iter().enumerate() {
+        print!("{f:w$}");
+        for t in &pods {
+            print!(
+                "  {}",
+                if cells[&(f.clone(), t.clone())] {
+                    "."
+                } else {
+                    "X"
+                }
+            );
+        }
+        println!("   {i}");
+    }
+    Ok(())
+}
+
+fn down(lab: &Lab) -> Result<()> {
+    let state = lab.load()?;
+    for p in state.pods.values() {
+        if let Some(pid) = p.server_pid {
+            kill(pid);
+        }
+        let _ = run(&["ip", "netns", "del", &p.netns]);
+        let _ = run(&["ip", "link", "del", &p.veth]);
+    }
+    for n in &state.nodes {
+        for pid in n.pids.iter().rev() {
+            kill(*pid);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::remove_dir_all(&lab.dir).with_context(|| format!("removing {}", lab.dir.display()))?;
+    println!("down");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let a = Args::parse();
+    match real_main(a) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("vrlab: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(a: Args) -> Result<u8> {
+    let lab = Lab { dir: a.dir.clone() };
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    match a.cmd {
+        Cmd::Up { nodes, config } => up(&lab, nodes, config)?,
+        Cmd::Apply { files } => {
+            let mut cluster = lab.cluster()?;
+            for f in &files {
+                for s in cluster.apply(manifest::read(f)?) {
+                    println!("{s}: kind not translated, left out");
+                }
+            }
+            rt()?.block_on(converge(&lab, &cluster))?;
+            std::fs::write(lab.dir.join("cluster.yaml"), cluster.to_yaml()?)?;
+        }
+        Cmd::Delete { files } => {
+            let mut cluster = lab.cluster()?;
+            for f in &files {
+                cluster.delete(&manifest::read(f)?);
+            }
+            rt()?.block_on(converge(&lab, &cluster))?;
+            std::fs::write(lab.dir.join("cluster.yaml"), cluster.to_yaml()?)?;
+        }
+        Cmd::Pods => {
+            let s = lab.load()?;
+            for (k, p) in &s.pods {
+                println!("{k}\t{}\t{}\tnode{}", p.ip, p.network, p.node + 1);
+            }
+        }
+        Cmd::Probe {
+            from,
+            to,
+            port,
+            protocol,
+            matrix: all,
+            timeout_ms,
+        } => {
+            let s = lab.load()?;
+            if all {
+                matrix(&s, port, &protocol, timeout_ms)?;
+                return Ok(0);
+            }
+            let (from, to) = (from.unwrap_or_default(), to.unwrap_or_default());
+            return Ok(
+                match probe_one(&s, &from, &to, port, &protocol, timeout_ms)? {
+                    Ok(answer) => {
+                        println!("{from} -> {to} {port}/{protocol}: connected ({answer})");
+                        0
+                    }
+                    Err(why) => {
+                        println!("{from} -> {to} {port}/{protocol}: blocked ({why})");
+                        1
+                    }
+                },
+            );
+        }
+        Cmd::Down => down(&lab)?,
+        Cmd::Serve { name, ports } => serve_ports(&name, &ports)?,
+        Cmd::Connect {
+            addr,
+            port,
+            protocol,
+            timeout_ms,
+        } => {
+            let answer = connect(addr, port, &protocol, Duration::from_millis(timeout_ms))?;
+            println!("{answer}");
+        }
+    }
+    Ok(0)
+}

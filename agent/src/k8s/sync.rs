@@ -1,0 +1,221 @@
+//! Brings the agent's configuration to a translation: kube-manager's objects (those whose
+//! FQ name carries the cluster name) that the translation lacks are deleted, missing ones
+//! created, changed ones updated, all in one batch, which the agent applies entirely or
+//! not at all. Fields the agent assigns (UUIDs, MACs, VNIs, ids, addresses) are kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context, Result};
+use tonic::transport::Channel;
+
+use super::KubeConfig;
+use super::translate::{ORDER, Translation};
+use crate::kinds::{self, Kind, fq_string};
+use crate::proto::config_api_client::ConfigApiClient;
+use crate::proto::{self, Object, change, object};
+
+/// What a sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Objects created.
+    pub created: usize,
+    /// Objects updated.
+    pub updated: usize,
+    /// Objects deleted.
+    pub deleted: usize,
+}
+
+/// Whether an object with this FQ name is kube-manager's.
+pub fn owned(cfg: &KubeConfig, kind: Kind, fq: &[String]) -> bool {
+    let c = &cfg.cluster_name;
+    let mine = |s: &String| s.starts_with(&format!("{c}-")) || s.starts_with(&format!("{c}__"));
+    match kind {
+        // Tags in a shared cluster project carry only the namespace / label in their name.
+        Kind::Tag => {
+            fq.len() == 3
+                && (mine(&fq[1])
+                    || cfg
+                        .cluster_project
+                        .as_deref()
+                        .is_some_and(|p| fq_string(&fq[..2]) == p))
+        }
+        _ => fq.last().is_some_and(mine) || (kind == Kind::Project && fq.iter().any(mine)),
+    }
+}
+
+fn owned_obj(cfg: &KubeConfig, o: &Object) -> bool {
+    owned(
+        cfg,
+        kinds::kind_of(o).unwrap_or(Kind::Project),
+        kinds::meta(o).1,
+    )
+}
+
+/// The object as compared: no UUIDs, references by type and FQ name only, assigned
+/// fields cleared.
+fn comparable(o: &Object) -> Object {
+    let mut o = o.clone();
+    if let Some((uuid, _)) = kinds::meta_mut(&mut o) {
+        uuid.clear();
+    }
+    for (_, _, r) in kinds::refs_mut(&mut o) {
+        r.uuid.clear();
+    }
+    match &mut o.kind {
+        Some(object::Kind::VirtualNetwork(v)) => {
+            v.vxlan_network_identifier = 0;
+            v.virtual_network_network_id = 0;
+        }
+        Some(object::Kind::VirtualMachineInterface(v)) => v.mac_address.clear(),
+        Some(object::Kind::InstanceIp(i)) => i.instance_ip_address.clear(),
+        Some(object::Kind::SecurityGroup(s)) => s.security_group_id = 0,
+        Some(object::Kind::Tag(t)) => t.tag_id = 0,
+        _ => {}
+    }
+    o
+}
+
+/// `desired` with what the agent assigned to `actual`.
+fn adopt(desired: &Object, actual: &Object) -> Object {
+    let mut o = desired.clone();
+    let uuid = kinds::meta(actual).0.to_string();
+    if let Some((u, _)) = kinds::meta_mut(&mut o) {
+        *u = uuid;
+    }
+    match (&mut o.kind, &actual.kind) {
+        (Some(object::Kind::VirtualNetwork(d)), Some(object::Kind::VirtualNetwork(a))) => {
+            d.vxlan_network_identifier = a.vxlan_network_identifier;
+            d.virtual_network_network_id = a.virtual_network_network_id;
+        }
+        (
+            Some(object::Kind::VirtualMachineInterface(d)),
+            Some(object::Kind::VirtualMachineInterface(a)),
+        ) => d.mac_address = a.mac_address.clone(),
+        (Some(object::Kind::InstanceIp(d)), Some(object::Kind::InstanceIp(a)))
+            if d.instance_ip_address.is_empty() =>
+        {
+            d.instance_ip_address = a.instance_ip_address.clone();
+        }
+        (Some(object::Kind::SecurityGroup(d)), Some(object::Kind::SecurityGroup(a))) => {
+            d.security_group_id = a.security_group_id;
+        }
+        (Some(object::Kind::Tag(d)), Some(object::Kind::Tag(a))) => d.tag_id = a.tag_id,
+        _ => {}
+    }
+    o
+}
+
+/// The changes that take `actual` (the agent's objects of the kinds kube-manager makes)
+/// to `desired`: creates and updates in dependency order, then deletes of kube-manager's
+/// own objects that are no longer desired, in reverse order. Objects it did not create
+/// (a shared cluster project) are used as they are.
+pub fn plan(cfg: &KubeConfig, desired: &[Object], actual: &[Object]) -> Vec<proto::Change> {
+    let key = |o: &Object| {
+        let k = kinds::kind_of(o).unwrap_or(Kind::Project);
+        (
+            ORDER.iter().position(|x| *x == k).unwrap_or(ORDER.len()),
+            kinds::meta(o).1.to_vec(),
+        )
+    };
+    let have: BTreeMap<_, &Object> = actual.iter().map(|o| (key(o), o)).collect();
+    let want: BTreeSet<_> = desired.iter().map(key).collect();
+    let mut creates = Vec::new();
+    let mut updates = Vec::new();
+    for d in desired {
+        match have.get(&key(d)) {
+            None => creates.push((key(d), d.clone())),
+            Some(a) if comparable(a) != comparable(d) && owned_obj(cfg, d) => {
+                updates.push((key(d), adopt(d, a)));
+            }
+            Some(_) => {}
+        }
+    }
+    creates.sort_by(|a, b| a.0.cmp(&b.0));
+    updates.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut deletes: Vec<_> = actual
+        .iter()
+        .filter(|a| !want.contains(&key(a)) && owned_obj(cfg, a))
+        .collect();
+    deletes.sort_by_key(|a| std::cmp::Reverse(key(a)));
+    let mut out: Vec<proto::Change> = Vec::new();
+    for (_, o) in creates {
+        out.push(proto::Change {
+            change: Some(change::Change::Create(o)),
+        });
+    }
+    for (_, o) in updates {
+        out.push(proto::Change {
+            change: Some(change::Change::Update(o)),
+        });
+    }
+    for a in deletes {
+        let k = kinds::kind_of(a).unwrap_or(Kind::Project);
+        out.push(proto::Change {
+            change: Some(change::Change::Delete(proto::Ref {
+                r#type: k.name().into(),
+                uuid: kinds::meta(a).0.to_string(),
+                fq_name: kinds::meta(a).1.to_vec(),
+            })),
+        });
+    }
+    out
+}
+
+/// The agent's objects of the kinds kube-manager makes.
+pub async fn actual(c: &mut ConfigApiClient<Channel>) -> Result<Vec<Object>> {
+    let mut out = Vec::new();
+    for k in ORDER {
+        let list = c
+            .list(proto::ListRequest {
+                r#type: k.name().into(),
+                parent_fq_name: vec![],
+            })
+            .await
+            .with_context(|| format!("listing {}", k.name()))?
+            .into_inner();
+        out.extend(list.objects);
+    }
+    Ok(out)
+}
+
+/// The FQ names of the networks the agent holds (for custom-network annotations).
+pub async fn networks(c: &mut ConfigApiClient<Channel>) -> Result<BTreeSet<String>> {
+    let list = c
+        .list(proto::ListRequest {
+            r#type: Kind::VirtualNetwork.name().into(),
+            parent_fq_name: vec![],
+        })
+        .await
+        .context("listing virtual-network")?
+        .into_inner();
+    Ok(list
+        .objects
+        .iter()
+        .map(|o| fq_string(kinds::meta(o).1))
+        .collect())
+}
+
+/// Applies a translation to one agent in one batch.
+pub async fn apply(
+    cfg: &KubeConfig,
+    c: &mut ConfigApiClient<Channel>,
+    t: &Translation,
+) -> Result<Report> {
+    let have = actual(c).await?;
+    let changes = plan(cfg, &t.objects, &have);
+    let mut r = Report::default();
+    for ch in &changes {
+        match &ch.change {
+            Some(change::Change::Create(_)) => r.created += 1,
+            Some(change::Change::Update(_)) => r.updated += 1,
+            Some(change::Change::Delete(_)) => r.deleted += 1,
+            None => {}
+        }
+    }
+    if !changes.is_empty() {
+        c.batch(proto::BatchRequest { changes })
+            .await
+            .map_err(|s| anyhow::anyhow!("the agent refused the changes: {}", s.message()))?;
+    }
+    Ok(r)
+}

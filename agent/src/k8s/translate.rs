@@ -1,0 +1,523 @@
+//! The cluster -> VNC objects, as Contrail's kube-manager lays them out:
+//!
+//! - every namespace is a project `<cluster>-<namespace>` (or the shared cluster project);
+//! - default mode: one pod network and one service network for the cluster
+//!   (`<cluster>-default-pod-network`, `<cluster>-default-service-network`, in project
+//!   `<cluster>-default`), on flat-subnet ipams holding the configured pod and service
+//!   subnets, with a network policy between the two;
+//! - an isolated namespace (`opencontrail.org/isolation: "true"`) gets its own pod network
+//!   and service network with a policy between them (the 5.0 design); a policy between its
+//!   pod network and the cluster's pod and service networks lets its pods reach the rest
+//!   of the cluster, and a security group on its pods admits only its own pods, so others
+//!   cannot reach them. With `opencontrail.org/isolation.service: "false"` its service
+//!   network is joined to the cluster's pod network too;
+//! - a pod is a virtual-machine, an interface in its network (custom annotation, the
+//!   namespace's, its isolated network, or the cluster's) and an instance-ip allocated
+//!   there; its labels are tags (`label=<key>=<value>`) on the interface, with
+//!   `namespace=<name>`;
+//! - kube-system pods and host-network pods are in the underlay: nothing is made for them.
+//!
+//! Names carry the cluster name, which is how [`super::sync`] knows its own objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::{Cluster, ISOLATION, ISOLATION_SERVICE, KubeConfig, NETWORK, fq_annotation};
+use crate::kinds::{Kind, fq_string};
+use crate::proto::{self, Object, object};
+
+/// The domain of every project.
+pub const DOMAIN: &str = "default-domain";
+
+/// Something about an object that could not be done, reported like a Kubernetes event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `Pod ns/name`, `Namespace name`.
+    pub object: String,
+    /// A CamelCase reason.
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.object, self.reason, self.message)
+    }
+}
+
+/// Where a pod went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlacement {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Its interface's FQ name.
+    pub vmi: Vec<String>,
+    /// Its network's FQ name.
+    pub network: Vec<String>,
+    /// Container ports (number, protocol) it listens on.
+    pub ports: Vec<(u16, String)>,
+}
+
+/// The translation of a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Translation {
+    /// The VNC objects, in dependency order.
+    pub objects: Vec<Object>,
+    /// Objects that could not be translated.
+    pub events: Vec<Event>,
+    /// The pods that have an interface.
+    pub pods: Vec<PodPlacement>,
+}
+
+fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+fn is_true(meta: &ObjectMeta, key: &str) -> bool {
+    annotation(meta, key).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+fn is_false(meta: &ObjectMeta, key: &str) -> bool {
+    annotation(meta, key).is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+}
+
+fn r(kind: Kind, fq: &[String]) -> proto::Ref {
+    proto::Ref {
+        r#type: kind.name().to_string(),
+        uuid: String::new(),
+        fq_name: fq.to_vec(),
+    }
+}
+
+/// A stable UUID for an object of kube-manager's (so that a re-translation names the same
+/// objects the same way).
+pub fn uuid_for(kind: Kind, fq: &[String]) -> String {
+    const NS: uuid::Uuid = uuid::Uuid::from_u128(0x6b75_6265_2d6d_616e_6167_6572_7672_7472);
+    uuid::Uuid::new_v5(&NS, format!("{}:{}", kind.name(), fq_string(fq)).as_bytes()).to_string()
+}
+
+fn pass_all(a: &[String], b: &[String]) -> proto::PolicyRule {
+    proto::PolicyRule {
+        direction: "<>".into(),
+        protocol: "any".into(),
+        src_addresses: vec![proto::AddressType {
+            virtual_network: fq_string(a),
+            ..Default::default()
+        }],
+        dst_addresses: vec![proto::AddressType {
+            virtual_network: fq_string(b),
+            ..Default::default()
+        }],
+        action: "pass".into(),
+        ..Default::default()
+    }
+}
+
+/// The names of the cluster's objects.
+struct Names<'a> {
+    c: &'a KubeConfig,
+}
+
+impl Names<'_> {
+    fn base(&self) -> Vec<String> {
+        match &self.c.cluster_project {
+            Some(p) => p.split(':').map(str::to_string).collect(),
+            None => vec![DOMAIN.into(), format!("{}-default", self.c.cluster_name)],
+        }
+    }
+    fn project(&self, ns: &str) -> Vec<String> {
+        match &self.c.cluster_project {
+            Some(_) => self.base(),
+            None => vec![DOMAIN.into(), format!("{}-{ns}", self.c.cluster_name)],
+        }
+    }
+    fn under(&self, project: &[String], leaf: String) -> Vec<String> {
+        let mut v = project.to_vec();
+        v.push(leaf);
+        v
+    }
+    fn in_base(&self, leaf: &str) -> Vec<String> {
+        self.under(&self.base(), format!("{}-{leaf}", self.c.cluster_name))
+    }
+    fn in_ns(&self, ns: &str, leaf: &str) -> Vec<String> {
+        self.under(
+            &self.project(ns),
+            format!("{}-{ns}-{leaf}", self.c.cluster_name),
+        )
+    }
+    fn pod(&self, ns: &str, pod: &str) -> String {
+        format!("{}__{ns}__{pod}", self.c.cluster_name)
+    }
+}
+
+/// Collects objects by FQ name within their kind, in the order kinds depend on each other.
+#[derive(Default)]
+struct Out {
+    by_kind: BTreeMap<usize, BTreeMap<Vec<String>, Object>>,
+}
+
+/// Creation order: a kind only refers to kinds before it.
+pub const ORDER: [Kind; 9] = [
+    Kind::Project,
+    Kind::NetworkIpam,
+    Kind::Tag,
+    Kind::SecurityGroup,
+    Kind::NetworkPolicy,
+    Kind::VirtualNetwork,
+    Kind::VirtualMachine,
+    Kind::VirtualMachineInterface,
+    Kind::InstanceIp,
+];
+
+impl Out {
+    fn put(&mut self, kind: Kind, fq: Vec<String>, o: object::Kind) {
+        let rank = ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len());
+        self.by_kind
+            .entry(rank)
+            .or_default()
+            .insert(fq, Object { kind: Some(o) });
+    }
+    fn project(&mut self, fq: &[String]) {
+        self.put(
+            Kind::Project,
+            fq.to_vec(),
+            object::Kind::Project(proto::Project {
+                uuid: uuid_for(Kind::Project, fq),
+                fq_name: fq.to_vec(),
+            }),
+        );
+    }
+    fn flat_ipam(&mut self, fq: Vec<String>, subnets: &[String]) {
+        self.put(
+            Kind::NetworkIpam,
+            fq.clone(),
+            object::Kind::NetworkIpam(proto::NetworkIpam {
+                uuid: uuid_for(Kind::NetworkIpam, &fq),
+                fq_name: fq,
+                ipam_subnet_method: "flat-subnet".into(),
+                ipam_subnets: subnets
+                    .iter()
+                    .map(|s| proto::Subnet {
+                        prefix: s.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+        );
+    }
+    fn network(&mut self, fq: Vec<String>, ipam: &[String], policies: &[Vec<String>]) {
+        self.put(
+            Kind::VirtualNetwork,
+            fq.clone(),
+            object::Kind::VirtualNetwork(proto::VirtualNetwork {
+                uuid: uuid_for(Kind::VirtualNetwork, &fq),
+                fq_name: fq,
+                network_ipam_refs: vec![proto::IpamRef {
+                    ipam: Some(r(Kind::NetworkIpam, ipam)),
+                    subnets: vec![],
+                }],
+                network_policy_refs: policies.iter().map(|p| r(Kind::NetworkPolicy, p)).collect(),
+                forwarding_mode: "l2_l3".into(),
+                ..Default::default()
+            }),
+        );
+    }
+    fn policy(&mut self, fq: Vec<String>, rules: Vec<proto::PolicyRule>) {
+        self.put(
+            Kind::NetworkPolicy,
+            fq.clone(),
+            object::Kind::NetworkPolicy(proto::NetworkPolicy {
+                uuid: uuid_for(Kind::NetworkPolicy, &fq),
+                fq_name: fq,
+                network_policy_entries: rules,
+            }),
+        );
+    }
+    fn tag(&mut self, project: &[String], ty: &str, value: &str) -> Vec<String> {
+        let mut fq = project.to_vec();
+        fq.push(format!("{ty}={value}"));
+        self.put(
+            Kind::Tag,
+            fq.clone(),
+            object::Kind::Tag(proto::Tag {
+                uuid: uuid_for(Kind::Tag, &fq),
+                fq_name: fq.clone(),
+                tag_type_name: ty.into(),
+                tag_value: value.into(),
+                tag_id: 0,
+            }),
+        );
+        fq
+    }
+    fn objects(self) -> Vec<Object> {
+        self.by_kind
+            .into_values()
+            .flat_map(|m| m.into_values())
+            .collect()
+    }
+}
+
+/// An isolated namespace's networks.
+struct Isolated {
+    pods: Vec<String>,
+    sg: Vec<String>,
+}
+
+/// Translates the cluster. `existing_networks` are the FQ names (joined with ':') of the
+/// networks the agent holds, for custom-network annotations.
+pub fn translate(
+    cfg: &KubeConfig,
+    cluster: &Cluster,
+    existing_networks: &BTreeSet<String>,
+) -> Translation {
+    let n = Names { c: cfg };
+    let mut out = Out::default();
+    let mut events = Vec::new();
+    let base = n.base();
+    out.project(&base);
+    let pod_ipam = n.in_base("pod-ipam");
+    let svc_ipam = n.in_base("service-ipam");
+    out.flat_ipam(pod_ipam.clone(), &cfg.pod_subnets);
+    out.flat_ipam(svc_ipam.clone(), &cfg.service_subnets);
+
+    let default_pods = match &cfg.cluster_network {
+        Some(fq) => fq.split(':').map(str::to_string).collect(),
+        None => n.in_base("default-pod-network"),
+    };
+    let default_svc = n.in_base("default-service-network");
+    let pod_svc = n.in_base("default-pod-service");
+    out.policy(pod_svc.clone(), vec![pass_all(&default_pods, &default_svc)]);
+
+    // Isolated namespaces, and the policies the cluster's networks take part in.
+    let mut isolated: BTreeMap<String, Isolated> = BTreeMap::new();
+    let mut on_default_pods = vec![pod_svc.clone()];
+    let mut on_default_svc = vec![pod_svc];
+    for (name, ns) in &cluster.namespaces {
+        if name == "kube-system" {
+            continue;
+        }
+        let project = n.project(name);
+        out.project(&project);
+        if !is_true(&ns.metadata, ISOLATION) {
+            continue;
+        }
+        let pods = n.in_ns(name, "pod-network");
+        let svc = n.in_ns(name, "service-network");
+        let own = n.in_ns(name, "pod-service");
+        out.policy(own.clone(), vec![pass_all(&pods, &svc)]);
+        // Its pods reach the cluster's pods and services.
+        let egress = n.in_ns(name, "cluster-access");
+        let rules = vec![
+            pass_all(&pods, &default_pods),
+            pass_all(&pods, &default_svc),
+        ];
+        let mut svc_policies = vec![own.clone()];
+        if is_false(&ns.metadata, ISOLATION_SERVICE) {
+            // Its services stay reachable from the cluster's pods.
+            let open = n.in_ns(name, "service-access");
+            out.policy(open.clone(), vec![pass_all(&svc, &default_pods)]);
+            svc_policies.push(open.clone());
+            on_default_pods.push(open);
+        }
+        out.policy(egress.clone(), rules);
+        on_default_pods.push(egress.clone());
+        on_default_svc.push(egress.clone());
+        out.network(pods.clone(), &pod_ipam, &[own, egress]);
+        out.network(svc, &svc_ipam, &svc_policies);
+        // Only the namespace's own pods get in.
+        let sg = n.in_ns(name, "isolation");
+        out.put(
+            Kind::SecurityGroup,
+            sg.clone(),
+            object::Kind::SecurityGroup(proto::SecurityGroup {
+                uuid: uuid_for(Kind::SecurityGroup, &sg),
+                fq_name: sg.clone(),
+                security_group_entries: vec![
+                    proto::PolicyRule {
+                        direction: ">".into(),
+                        protocol: "any".into(),
+                        ethertype: "IPv4".into(),
+                        src_addresses: vec![proto::AddressType {
+                            security_group: fq_string(&sg),
+                            ..Default::default()
+                        }],
+                        dst_addresses: vec![proto::AddressType {
+                            security_group: "local".into(),
+                            ..Default::default()
+                        }],
+                        action: "pass".into(),
+                        ..Default::default()
+                    },
+                    proto::PolicyRule {
+                        direction: ">".into(),
+                        protocol: "any".into(),
+                        ethertype: "IPv4".into(),
+                        src_addresses: vec![proto::AddressType {
+                            security_group: "local".into(),
+                            ..Default::default()
+                        }],
+                        dst_addresses: vec![proto::AddressType::default()],
+                        action: "pass".into(),
+                        ..Default::default()
+                    },
+                ],
+                security_group_id: 0,
+            }),
+        );
+        isolated.insert(name.clone(), Isolated { pods, sg });
+    }
+    if cfg.cluster_network.is_none() {
+        out.network(default_pods.clone(), &pod_ipam, &on_default_pods);
+    }
+    out.network(default_svc, &svc_ipam, &on_default_svc);
+
+    let mut pods = Vec::new();
+    for ((ns, name), pod) in &cluster.pods {
+        if let Some(p) = pod_objects(
+            &mut out,
+            &n,
+            cluster,
+            (ns, name, pod),
+            &default_pods,
+            isolated.get(ns),
+            existing_networks,
+            &mut events,
+        ) {
+            pods.push(p);
+        }
+    }
+    Translation {
+        objects: out.objects(),
+        events,
+        pods,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pod_objects(
+    out: &mut Out,
+    n: &Names<'_>,
+    cluster: &Cluster,
+    (ns, name, pod): (&String, &String, &Pod),
+    default_pods: &[String],
+    isolated: Option<&Isolated>,
+    existing: &BTreeSet<String>,
+    events: &mut Vec<Event>,
+) -> Option<PodPlacement> {
+    let what = format!("Pod {ns}/{name}");
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    if ns == "kube-system" || host_network {
+        return None;
+    }
+    let Some(namespace) = cluster.namespaces.get(ns) else {
+        events.push(Event {
+            object: what,
+            reason: "NamespaceNotFound".into(),
+            message: format!("namespace {ns} does not exist"),
+        });
+        return None;
+    };
+    let custom = annotation(&pod.metadata, NETWORK)
+        .map(|v| (v, "pod"))
+        .or_else(|| annotation(&namespace.metadata, NETWORK).map(|v| (v, "namespace")));
+    let (network, sg) = match custom {
+        Some((v, from)) => {
+            let Some(fq) = fq_annotation(v) else {
+                events.push(Event {
+                    object: what,
+                    reason: "InvalidNetwork".into(),
+                    message: format!("{NETWORK} on the {from}: {v:?} is not a network name"),
+                });
+                return None;
+            };
+            if !existing.contains(&fq_string(&fq)) {
+                events.push(Event {
+                    object: what,
+                    reason: "NetworkNotFound".into(),
+                    message: format!(
+                        "{NETWORK} on the {from}: network {} does not exist",
+                        fq_string(&fq)
+                    ),
+                });
+                return None;
+            }
+            (fq, isolated.map(|i| i.sg.clone()))
+        }
+        None => match isolated {
+            Some(i) => (i.pods.clone(), Some(i.sg.clone())),
+            None => (default_pods.to_vec(), None),
+        },
+    };
+    let project = n.project(ns);
+    let leaf = n.pod(ns, name);
+    let vm = vec![leaf.clone()];
+    out.put(
+        Kind::VirtualMachine,
+        vm.clone(),
+        object::Kind::VirtualMachine(proto::VirtualMachine {
+            uuid: uuid_for(Kind::VirtualMachine, &vm),
+            fq_name: vm.clone(),
+        }),
+    );
+    let mut tags = vec![out.tag(&project, "namespace", ns)];
+    for (k, v) in pod.metadata.labels.iter().flatten() {
+        tags.push(out.tag(&project, "label", &format!("{k}={v}")));
+    }
+    let vmi = n.under(&project, leaf.clone());
+    out.put(
+        Kind::VirtualMachineInterface,
+        vmi.clone(),
+        object::Kind::VirtualMachineInterface(proto::VirtualMachineInterface {
+            uuid: uuid_for(Kind::VirtualMachineInterface, &vmi),
+            fq_name: vmi.clone(),
+            mac_address: String::new(),
+            virtual_network_ref: Some(r(Kind::VirtualNetwork, &network)),
+            virtual_machine_ref: Some(r(Kind::VirtualMachine, &vm)),
+            security_group_refs: sg.iter().map(|s| r(Kind::SecurityGroup, s)).collect(),
+            tag_refs: tags.iter().map(|t| r(Kind::Tag, t)).collect(),
+        }),
+    );
+    let iip = vec![leaf];
+    out.put(
+        Kind::InstanceIp,
+        iip.clone(),
+        object::Kind::InstanceIp(proto::InstanceIp {
+            uuid: uuid_for(Kind::InstanceIp, &iip),
+            fq_name: iip,
+            virtual_network_ref: Some(r(Kind::VirtualNetwork, &network)),
+            virtual_machine_interface_refs: vec![r(Kind::VirtualMachineInterface, &vmi)],
+            instance_ip_family: "v4".into(),
+            ..Default::default()
+        }),
+    );
+    let ports = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            u16::try_from(p.container_port)
+                .ok()
+                .map(|n| (n, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
+        })
+        .collect();
+    Some(PodPlacement {
+        namespace: ns.clone(),
+        name: name.clone(),
+        vmi,
+        network,
+        ports,
+    })
+}

@@ -1,0 +1,303 @@
+//! kube-manager without an agent: the `[KUBERNETES]` section, manifests with
+//! `kubectl apply` semantics, the translation's layout and events, and the sync plan.
+
+use std::collections::BTreeSet;
+
+use agent::k8s::sync::{owned, plan};
+use agent::k8s::translate::translate;
+use agent::k8s::{Cluster, KubeConfig, fq_annotation, manifest};
+use agent::kinds::{self, Kind, fq_string};
+use agent::proto::{change, object};
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: default}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: dev
+  annotations: {opencontrail.org/isolation: "true"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: dev, labels: {app: web, tier: front}}
+spec: {containers: [{name: c, image: i, ports: [{containerPort: 80}, {containerPort: 53, protocol: UDP}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec: {containers: [{name: c, image: i}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dns, namespace: kube-system}
+spec: {containers: [{name: c, image: i}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: node-agent}
+spec: {hostNetwork: true, containers: [{name: c, image: i}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d}
+"#;
+
+fn cluster() -> Cluster {
+    let mut c = Cluster::default();
+    let skipped = c.apply(manifest::parse(MANIFEST).unwrap());
+    assert_eq!(skipped, vec!["Deployment d".to_string()]);
+    c
+}
+
+fn names(objs: &[agent::proto::Object], kind: Kind) -> Vec<String> {
+    objs.iter()
+        .filter(|o| kinds::kind_of(o) == Some(kind))
+        .map(|o| fq_string(kinds::meta(o).1))
+        .collect()
+}
+
+#[test]
+fn kubernetes_section_is_read_with_contrail_list_values_and_checked() {
+    let c = KubeConfig::parse(
+        "[DEFAULTS]\nfoo = 1\n[KUBERNETES]\ncluster_name = prod\n\
+         pod_subnets = ['10.40.0.0/16', '10.41.0.0/16']\nservice_subnets = 10.100.0.0/16\n\
+         cluster_project = {'domain': 'default-domain', 'project': 'k8s'}\nip_fabric_snat = True\n",
+    )
+    .unwrap();
+    assert_eq!(c.cluster_name, "prod");
+    assert_eq!(c.pod_subnets, vec!["10.40.0.0/16", "10.41.0.0/16"]);
+    assert_eq!(c.service_subnets, vec!["10.100.0.0/16"]);
+    assert_eq!(c.cluster_project.as_deref(), Some("default-domain:k8s"));
+    assert!(c.ip_fabric_snat && !c.ip_fabric_forwarding);
+    for (bad, why) in [
+        (
+            "[KUBERNETES]\npod_subnets = ['10.0.0.0']\n",
+            "ADDRESS/LENGTH",
+        ),
+        ("[KUBERNETES]\nservice_subnets = []\n", "at least one"),
+        ("[KUBERNETES]\nip_fabric_snat = maybe\n", "not a boolean"),
+        ("[KUBERNETES]\nclusterr_name = x\n", "unknown key"),
+        ("[KUBERNETES]\ncluster_name = a b\n", "letters, digits"),
+    ] {
+        let e = format!("{:#}", KubeConfig::parse(bad).unwrap_err());
+        assert!(e.contains(why), "{bad:?}: {e}");
+    }
+    assert_eq!(
+        fq_annotation(r#"{"domain": "d", "project": "p", "name": "n"}"#),
+        Some(vec!["d".into(), "p".into(), "n".into()])
+    );
+    assert_eq!(fq_annotation("d:p:n").map(|v| v.len()), Some(3));
+    assert_eq!(fq_annotation("just-a-name"), None);
+}
+
+#[test]
+fn manifests_apply_replace_and_delete_and_bad_documents_are_errors() {
+    let mut c = cluster();
+    assert_eq!(c.pods.len(), 4);
+    // Applying again with other labels replaces the pod.
+    c.apply(
+        manifest::parse(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: dev, labels: {app: api}}\n",
+        )
+        .unwrap(),
+    );
+    let web = &c.pods[&("dev".to_string(), "web".to_string())];
+    assert_eq!(web.metadata.labels.as_ref().unwrap()["app"], "api");
+    // Deleting a namespace deletes its pods.
+    c.delete(&manifest::parse("apiVersion: v1\nkind: Namespace\nmetadata: {name: dev}\n").unwrap());
+    assert!(!c.pods.keys().any(|(ns, _)| ns == "dev"));
+    // A round trip through the saved form keeps every object.
+    let mut again = Cluster::default();
+    again.apply(manifest::parse(&cluster().to_yaml().unwrap()).unwrap());
+    assert_eq!(again.pods.len(), 4);
+    assert_eq!(again.namespaces.len(), 2);
+    for (bad, why) in [
+        ("kind: Pod\nmetadata: {name: p}\n", "apiVersion and kind"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {}\n", "metadata.name"),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: 5}\n",
+            "Pod p",
+        ),
+        ("apiVersion: v1\nkind: Pod\n  bad: [indent\n", "document 1"),
+    ] {
+        let e = format!("{:#}", manifest::parse(bad).unwrap_err());
+        assert!(e.contains(why), "{bad:?}: {e}");
+    }
+}
+
+#[test]
+fn translation_lays_out_projects_networks_isolation_and_pods() {
+    let t = translate(&KubeConfig::default(), &cluster(), &BTreeSet::new());
+    assert!(t.events.is_empty(), "{:?}", t.events);
+    assert_eq!(
+        names(&t.objects, Kind::Project),
+        vec!["default-domain:k8s-default", "default-domain:k8s-dev"]
+    );
+    assert_eq!(
+        names(&t.objects, Kind::VirtualNetwork),
+        vec![
+            "default-domain:k8s-default:k8s-default-pod-network",
+            "default-domain:k8s-default:k8s-default-service-network",
+            "default-domain:k8s-dev:k8s-dev-pod-network",
+            "default-domain:k8s-dev:k8s-dev-service-network",
+        ]
+    );
+    assert_eq!(
+        names(&t.objects, Kind::SecurityGroup),
+        vec!["default-domain:k8s-dev:k8s-dev-isolation"]
+    );
+    // kube-system and host-network pods are the underlay's.
+    let pods: Vec<String> = t
+        .pods
+        .iter()
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect();
+    assert_eq!(pods, vec!["default/client", "dev/web"]);
+    let web = &t.pods[1];
+    assert_eq!(
+        fq_string(&web.network),
+        "default-domain:k8s-dev:k8s-dev-pod-network"
+    );
+    assert_eq!(
+        web.ports,
+        vec![(80, "TCP".to_string()), (53, "UDP".to_string())]
+    );
+    // The pod's interface: its network, the isolation group, its labels and namespace.
+    let vmi = t
+        .objects
+        .iter()
+        .find_map(|o| match &o.kind {
+            Some(object::Kind::VirtualMachineInterface(v)) if v.fq_name == web.vmi => Some(v),
+            _ => None,
+        })
+        .unwrap();
+    let tags: Vec<String> = vmi.tag_refs.iter().map(|r| fq_string(&r.fq_name)).collect();
+    assert_eq!(
+        tags,
+        vec![
+            "default-domain:k8s-dev:namespace=dev",
+            "default-domain:k8s-dev:label=app=web",
+            "default-domain:k8s-dev:label=tier=front",
+        ]
+    );
+    assert_eq!(vmi.security_group_refs.len(), 1);
+    // Objects come in dependency order.
+    let order: Vec<usize> = t
+        .objects
+        .iter()
+        .map(|o| {
+            let k = kinds::kind_of(o).unwrap();
+            agent::k8s::translate::ORDER
+                .iter()
+                .position(|x| *x == k)
+                .unwrap()
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] <= w[1]));
+}
+
+#[test]
+fn a_missing_custom_network_is_an_event_on_the_pod_and_an_existing_one_is_used() {
+    let mut c = cluster();
+    c.apply(
+        manifest::parse(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {opencontrail.org/network: 'default-domain:admin:blue'}\n",
+        )
+        .unwrap(),
+    );
+    let cfg = KubeConfig::default();
+    let t = translate(&cfg, &c, &BTreeSet::new());
+    assert_eq!(t.events.len(), 1);
+    assert_eq!(t.events[0].reason, "NetworkNotFound");
+    assert!(t.events[0].object == "Pod default/p");
+    assert_eq!(t.pods.len(), 2, "the other pods are still translated");
+    let nets: BTreeSet<String> = ["default-domain:admin:blue".to_string()].into();
+    let t = translate(&cfg, &c, &nets);
+    assert!(t.events.is_empty());
+    let p = t.pods.iter().find(|p| p.name == "p").unwrap();
+    assert_eq!(fq_string(&p.network), "default-domain:admin:blue");
+}
+
+#[test]
+fn sync_plan_is_empty_when_in_step_and_deletes_only_its_own_objects() {
+    let cfg = KubeConfig::default();
+    let t = translate(&cfg, &cluster(), &BTreeSet::new());
+    // Everything missing: creates in order.
+    let p = plan(&cfg, &t.objects, &[]);
+    assert_eq!(p.len(), t.objects.len());
+    assert!(
+        p.iter()
+            .all(|c| matches!(c.change, Some(change::Change::Create(_))))
+    );
+    // In step: nothing to do.
+    assert!(plan(&cfg, &t.objects, &t.objects).is_empty());
+    // The dev namespace goes: its objects are deleted, VMIs before networks, and the
+    // cluster network is updated (its policy to dev's networks is gone).
+    let mut c = cluster();
+    c.delete(&manifest::parse("apiVersion: v1\nkind: Namespace\nmetadata: {name: dev}\n").unwrap());
+    let smaller = translate(&cfg, &c, &BTreeSet::new());
+    let mut foreign = t.objects.clone();
+    foreign.push(agent::proto::Object {
+        kind: Some(object::Kind::Project(agent::proto::Project {
+            uuid: "u".into(),
+            fq_name: vec!["default-domain".into(), "admin".into()],
+        })),
+    });
+    let p = plan(&cfg, &smaller.objects, &foreign);
+    let deleted: Vec<String> = p
+        .iter()
+        .filter_map(|c| match &c.change {
+            Some(change::Change::Delete(r)) => {
+                Some(format!("{}:{}", r.r#type, fq_string(&r.fq_name)))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!deleted.iter().any(|d| d.contains("admin")), "{deleted:?}");
+    let pos = |s: &str| deleted.iter().position(|d| d.starts_with(s)).unwrap();
+    assert!(pos("instance-ip") < pos("virtual-machine-interface"));
+    assert!(pos("virtual-machine-interface") < pos("virtual-network"));
+    assert!(pos("virtual-network") < pos("network-policy"));
+    assert!(pos("network-policy") < pos("project"));
+    assert!(p.iter().any(|c| matches!(&c.change,
+        Some(change::Change::Update(o)) if kinds::meta(o).1.last().unwrap() == "k8s-default-pod-network")));
+    assert!(owned(&cfg, Kind::VirtualMachine, &["k8s__dev__web".into()]));
+    assert!(!owned(
+        &cfg,
+        Kind::VirtualNetwork,
+        &["default-domain".into(), "admin".into(), "blue".into()]
+    ));
+}
+
+proptest::proptest! {
+    /// Whatever arrives as a manifest or a configuration file: an error, never a panic.
+    #[test]
+    fn arbitrary_manifests_and_config_files_never_panic(text in "(?s).{0,400}") {
+        let _ = manifest::parse(&text);
+        let _ = KubeConfig::parse(&format!("[KUBERNETES]\n{text}"));
+    }
+
+    /// Documents with the right shape but arbitrary field values either parse or are
+    /// refused; a parsed pod always gets translated or reported.
+    #[test]
+    fn pods_with_arbitrary_labels_and_ports_translate(
+        key in "[a-z]{1,8}",
+        value in "[a-z0-9]{0,8}",
+        port in proptest::prelude::any::<i32>(),
+    ) {
+        let doc = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: default}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: p, labels: {{{key}: '{value}'}}}}\n\
+             spec: {{containers: [{{name: c, ports: [{{containerPort: {port}}}]}}]}}\n"
+        );
+        let mut c = Cluster::default();
+        c.apply(manifest::parse(&doc).unwrap());
+        let t = translate(&KubeConfig::default(), &c, &BTreeSet::new());
+        proptest::prop_assert_eq!(t.pods.len(), 1);
+        let valid = u16::try_from(port).is_ok();
+        proptest::prop_assert_eq!(t.pods[0].ports.len(), usize::from(valid));
+    }
+}

@@ -1,0 +1,221 @@
+//! `vrlab` end to end: Kubernetes manifests through kube-manager into a one-node lab,
+//! pods as network namespaces, and real connections between them. The seed's isolation
+//! lists for pods, both variants (`iso`/`iso2` isolate pods and services, `open` only
+//! pods), custom networks on a pod and on a namespace (missing first: an event, not a
+//! crash), a namespace turning isolation off, and deletion.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vr_tests::{python, unique_prefix, workspace_bin};
+
+/// A lab in a scratch directory, brought down when dropped (also when the test fails).
+struct Lab {
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn vrlab(&self, args: &[&str]) -> std::process::Output {
+        Command::new(workspace_bin("vrlab"))
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .expect("vrlab")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.vrlab(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "vrlab {args:?}:\n{text}");
+        text
+    }
+
+    /// The matrix for a port: (from, to) -> connects.
+    fn matrix(&self, port: &str, protocol: &str) -> BTreeMap<(String, String), bool> {
+        let out = self.ok(&["probe", "--matrix", "--port", port, "--protocol", protocol]);
+        let rows: Vec<(String, Vec<bool>)> = out
+            .lines()
+            .skip(2)
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let name = w.next()?.to_string();
+                let cells: Vec<bool> = w
+                    .filter(|c| *c == "." || *c == "X")
+                    .map(|c| c == ".")
+                    .collect();
+                Some((name, cells))
+            })
+            .collect();
+        let names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        let mut m = BTreeMap::new();
+        for (from, cells) in &rows {
+            assert_eq!(cells.len(), names.len(), "matrix:\n{out}");
+            for (to, c) in names.iter().zip(cells) {
+                m.insert((from.clone(), to.clone()), *c);
+            }
+        }
+        m
+    }
+
+    fn target(&self) -> String {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.join("state.json")).unwrap()).unwrap();
+        state["nodes"][0]["grpc"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://")
+            .to_string()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for f in ["node1/vrouter.log", "node1/agent.log"] {
+                eprintln!(
+                    "--- {f}:\n{}",
+                    std::fs::read_to_string(self.dir.join(f)).unwrap_or_default()
+                );
+            }
+        }
+        let _ = self.vrlab(&["down"]);
+    }
+}
+
+fn manifests(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("manifests/isolation")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Checks every cell of `m` against `expect(from, to)`, reporting all differences.
+fn check(m: &BTreeMap<(String, String), bool>, what: &str, expect: impl Fn(&str, &str) -> bool) {
+    let wrong: Vec<String> = m
+        .iter()
+        .filter(|((f, t), c)| expect(f, t) != **c)
+        .map(|((f, t), c)| format!("{f} -> {t}: {}", if *c { "connects" } else { "blocked" }))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: unexpected:\n{}",
+        wrong.join("\n")
+    );
+}
+
+fn ns(pod: &str) -> &str {
+    pod.split('/').next().unwrap_or_default()
+}
+
+/// The seed's lists for pods: same-namespace pods reach each other; nobody from another
+/// namespace reaches an isolated namespace's pods; isolated pods reach non-isolated ones
+/// (and not another isolated namespace's); the custom network is apart from the rest.
+fn seed_pod_rules(from: &str, to: &str) -> bool {
+    let (f, t) = (ns(from), ns(to));
+    let isolated = |n: &str| matches!(n, "iso" | "iso2" | "open");
+    let custom = |p: &str| ns(p) == "blue" || p == "default/c";
+    if custom(from) || custom(to) {
+        return custom(from) && custom(to);
+    }
+    if f == t {
+        return true;
+    }
+    !isolated(t)
+}
+
+#[test]
+fn isolation_lists_and_custom_networks_through_real_connections() {
+    let lab = Lab {
+        dir: std::env::temp_dir().join(unique_prefix("vrlab")),
+    };
+    let _ = std::fs::remove_dir_all(&lab.dir);
+    lab.ok(&["up"]);
+    lab.ok(&["apply", "-f", &manifests("namespaces.yaml")]);
+    let out = lab.ok(&["apply", "-f", &manifests("pods.yaml")]);
+    // The custom network does not exist yet: an event per pod, the rest goes on.
+    assert!(
+        out.contains("event: Pod blue/b: NetworkNotFound")
+            && out.contains("event: Pod default/c: NetworkNotFound"),
+        "{out}"
+    );
+    let pods = lab.ok(&["pods"]);
+    assert_eq!(pods.lines().count(), 5, "{pods}");
+
+    // The operator creates the network; applying again places the two pods in it.
+    python(
+        "lab_network.py",
+        &[
+            &lab.target(),
+            "default-domain:k8s-default:blue",
+            "default-domain:k8s-default:k8s-pod-ipam",
+        ],
+    );
+    let out = lab.ok(&["apply", "-f", &manifests("pods.yaml")]);
+    assert!(!out.contains("NetworkNotFound"), "{out}");
+    let pods = lab.ok(&["pods"]);
+    assert_eq!(pods.lines().count(), 7, "{pods}");
+    assert!(
+        pods.lines()
+            .filter(|l| l.contains("default-domain:k8s-default:blue"))
+            .count()
+            == 2,
+        "{pods}"
+    );
+
+    let tcp = lab.matrix("80", "TCP");
+    assert_eq!(tcp.len(), 49);
+    check(&tcp, "TCP 80", seed_pod_rules);
+    let udp = lab.matrix("53", "UDP");
+    check(&udp, "UDP 53", |f, t| {
+        seed_pod_rules(f, t) && t != "default/c"
+    });
+
+    // Single probes exit 0 / 1.
+    let o = lab.vrlab(&["probe", "--from", "iso/x", "--to", "iso/y", "--port", "80"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("connected (iso/y)"));
+    let o = lab.vrlab(&[
+        "probe",
+        "--from",
+        "default/a",
+        "--to",
+        "iso/x",
+        "--port",
+        "80",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
+    // `iso` stops being isolated: its pods join the cluster network and everyone
+    // reaches them.
+    let flip = lab.dir.join("flip.yaml");
+    std::fs::write(
+        &flip,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: iso\n  annotations: {opencontrail.org/isolation: \"false\"}\n",
+    )
+    .unwrap();
+    lab.ok(&["apply", "-f", flip.to_str().unwrap()]);
+    let tcp = lab.matrix("80", "TCP");
+    check(&tcp, "TCP 80 after iso is open", |f, t| {
+        // The same lists with iso's pods counted as default's.
+        let as_default = |p: &str| p.replacen("iso/", "default/", 1);
+        seed_pod_rules(&as_default(f), &as_default(t))
+    });
+
+    // Deleting the pods removes their namespaces and interfaces.
+    lab.ok(&["delete", "-f", &manifests("pods.yaml")]);
+    assert_eq!(lab.ok(&["pods"]).trim(), "");
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&netns.stdout).contains("vrlab-iso-x"));
+}
