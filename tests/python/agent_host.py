@@ -24,12 +24,7 @@ POLICY = D + ["fabric-pods"]
 
 
 def set_policy_refs(refs):
-    for fq in (FABRIC, PODS):
-        vn = [o for o in a.list("virtual-network")
-              if o.virtual_network.fq_name == fq][0].virtual_network
-        del vn.network_policy_refs[:]
-        vn.network_policy_refs.extend(refs)
-        a.update(virtual_network=vn)
+    a.set_policy_refs([FABRIC, PODS], refs)
 
 
 if CMD == "setup":

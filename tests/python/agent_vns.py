@@ -21,16 +21,8 @@ P = ["default-domain", "vns"]
 NETS = {"red": "10.45.1.0/24", "blue": "10.45.2.0/24"}
 
 
-def network(name):
-    return [o for o in a.list("virtual-network") if o.virtual_network.fq_name == P + [name]][0]
-
-
 def set_policy_refs(refs):
-    for net in NETS:
-        vn = network(net).virtual_network
-        del vn.network_policy_refs[:]
-        vn.network_policy_refs.extend(refs)
-        a.update(virtual_network=vn)
+    a.set_policy_refs([P + [net] for net in NETS], refs)
 
 
 if CMD == "setup":

@@ -53,6 +53,15 @@ class Agent:
     def list(self, type_):
         return list(self.config.List(pb.ListRequest(type=type_), timeout=30).objects)
 
+    def set_policy_refs(self, networks, refs):
+        """Replaces the network-policy references of the networks (FQ-name lists)."""
+        for fq in networks:
+            vn = [o for o in self.list("virtual-network")
+                  if o.virtual_network.fq_name == fq][0].virtual_network
+            del vn.network_policy_refs[:]
+            vn.network_policy_refs.extend(refs)
+            self.update(virtual_network=vn)
+
     def status(self):
         return self.agent.Status(pb.Empty(), timeout=10)
 
