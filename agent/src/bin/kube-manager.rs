@@ -20,7 +20,7 @@ use clap::Parser;
 #[command(version)]
 struct Args {
     /// gRPC address of an agent (repeat for several nodes).
-    #[arg(long, required = true, default_value = "http://127.0.0.1:50051")]
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
     agent: Vec<String>,
     /// A file with a `[KUBERNETES]` section (Contrail's contrail-kubernetes.conf).
     #[arg(long)]
@@ -113,9 +113,23 @@ async fn once(cfg: &KubeConfig, agents: &[String], cluster: &Cluster, quiet: boo
     Ok(())
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let a = Args::parse();
+    let run = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(a)));
+    match run {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kube-manager: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(a: Args) -> Result<()> {
     let cfg = config(&a)?;
     if !a.watch {
         let cluster = read(&a.files)?;
