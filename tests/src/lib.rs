@@ -55,6 +55,20 @@ impl Drop for DumpOnFailure {
     }
 }
 
+/// Prints the files `names` of `dir` (process logs) to stderr when the test thread is
+/// panicking; for the `Drop` of a test's scratch directory.
+pub fn print_logs_on_failure(dir: &std::path::Path, names: &[&str]) {
+    if !std::thread::panicking() {
+        return;
+    }
+    for f in names {
+        eprintln!(
+            "--- {f}:\n{}",
+            std::fs::read_to_string(dir.join(f)).unwrap_or_default()
+        );
+    }
+}
+
 /// Runs a command, returning its output (panics only if it cannot be started).
 pub fn sh(args: &[&str]) -> std::process::Output {
     std::process::Command::new(args[0])
@@ -499,13 +513,8 @@ ip4 = "{LAB_NODE_IP}"
 
 impl Drop for PodLab {
     fn drop(&mut self) {
+        print_logs_on_failure(&self.dir, &["vr.log", "agent.log"]);
         if std::thread::panicking() {
-            for f in ["vr.log", "agent.log"] {
-                eprintln!(
-                    "--- {f}:\n{}",
-                    std::fs::read_to_string(self.dir.join(f)).unwrap_or_default()
-                );
-            }
             if let Some(v) = &self.vrouter {
                 let out = std::process::Command::new(workspace_bin("vrctl"))
                     .arg("--socket")

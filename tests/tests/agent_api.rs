@@ -38,14 +38,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            for f in ["vr.log", "agent.log"] {
-                eprintln!(
-                    "--- {f}:\n{}",
-                    std::fs::read_to_string(self.dir.join(f)).unwrap_or_default()
-                );
-            }
-        }
+        vr_tests::print_logs_on_failure(&self.dir, &["vr.log", "agent.log"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -14,14 +14,10 @@ struct Dir(PathBuf);
 
 impl Drop for Dir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            for f in ["a.log", "b.log", "agent-a.log", "agent-b.log", "etcd.log"] {
-                eprintln!(
-                    "--- {f}:\n{}",
-                    std::fs::read_to_string(self.0.join(f)).unwrap_or_default()
-                );
-            }
-        }
+        vr_tests::print_logs_on_failure(
+            &self.0,
+            &["a.log", "b.log", "agent-a.log", "agent-b.log", "etcd.log"],
+        );
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

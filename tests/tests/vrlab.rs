@@ -76,14 +76,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            for f in ["node1/vrouter.log", "node1/agent.log"] {
-                eprintln!(
-                    "--- {f}:\n{}",
-                    std::fs::read_to_string(self.dir.join(f)).unwrap_or_default()
-                );
-            }
-        }
+        vr_tests::print_logs_on_failure(&self.dir, &["node1/vrouter.log", "node1/agent.log"]);
         let _ = self.vrlab(&["down"]);
     }
 }
