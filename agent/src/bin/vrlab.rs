@@ -408,12 +408,21 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
         }
         lab.save(&state)?;
     }
-    // New pods, and pods whose address or listeners changed.
+    // New pods, and pods whose address or listeners changed. One connection per node,
+    // and its ports as they were before this round (a pod plugged now knows its address).
+    let mut clients = Vec::new();
+    let mut plugged = std::collections::HashMap::new();
+    for n in &state.nodes {
+        let (c, mut a) = connect_node(n).await?;
+        for info in a.list_ports(proto::Empty {}).await?.into_inner().ports {
+            plugged.insert(info.vmi_uuid.clone(), info);
+        }
+        clients.push((c, a));
+    }
     for (i, p) in placements.iter().enumerate() {
         let key = format!("{}/{}", p.namespace, p.name);
         let node_ix = i % state.nodes.len();
-        let node = state.nodes[node_ix].clone();
-        let (mut c, mut a) = connect_node(&node).await?;
+        let (c, a) = &mut clients[node_ix];
         let vmi = c
             .get(proto::Ref {
                 r#type: "virtual-machine-interface".into(),
@@ -429,35 +438,32 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
         let ports: Vec<String> = p.ports.iter().map(|(n, pr)| format!("{n}/{pr}")).collect();
         let existing = state.pods.get(&key).cloned();
         let mut ps = match existing {
-            Some(ps) if ps.vmi_uuid == vmi.uuid => ps,
+            Some(mut ps) if ps.vmi_uuid == vmi.uuid => {
+                // The address follows the interface (a pod moved to another network).
+                let info = plugged
+                    .get(&vmi.uuid)
+                    .ok_or_else(|| anyhow!("{key}: port not plugged"))?;
+                let ip = info.ip_addresses.first().cloned().unwrap_or_default();
+                if ip != ps.ip {
+                    address(&ps.netns, &ps.ip, &ip, &info.gateway)?;
+                    println!("pod {key} {} -> {ip}", ps.ip);
+                    ps.ip = ip;
+                }
+                ps
+            }
             other => {
                 if let Some(old) = other {
                     unplug(&state, &old).await;
                 }
                 let dev = state.next_dev;
                 state.next_dev += 1;
-                let ps = plug(&mut a, &key, p, &vmi.uuid, node_ix, dev).await?;
+                let ps = plug(a, &key, p, &vmi.uuid, node_ix, dev).await?;
                 state.pods.insert(key.clone(), ps.clone());
                 lab.save(&state)?;
-                println!("pod {key} {} on {}", ps.ip, node.name);
+                println!("pod {key} {} on {}", ps.ip, state.nodes[node_ix].name);
                 ps
             }
         };
-        // The address follows the interface (a pod moved to another network).
-        let info = a
-            .list_ports(proto::Empty {})
-            .await?
-            .into_inner()
-            .ports
-            .into_iter()
-            .find(|x| x.vmi_uuid == vmi.uuid)
-            .ok_or_else(|| anyhow!("{key}: port not plugged"))?;
-        let ip = info.ip_addresses.first().cloned().unwrap_or_default();
-        if ip != ps.ip {
-            address(&ps.netns, &ps.ip, &ip, &info.gateway)?;
-            println!("pod {key} {} -> {ip}", ps.ip);
-            ps.ip = ip;
-        }
         ps.network = p.network.join(":");
         if ps.ports != ports || ps.server_pid.is_none() {
             if let Some(pid) = ps.server_pid.take() {
@@ -468,7 +474,9 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
         }
         state.pods.insert(key, ps);
         lab.save(&state)?;
-        wait_programmed(&mut a).await?;
+    }
+    for (_, a) in &mut clients {
+        wait_programmed(a).await?;
     }
     Ok(())
 }
@@ -688,26 +696,24 @@ fn probe_one(
 
 fn matrix(state: &State, port: u16, protocol: &str, timeout_ms: u64) -> Result<()> {
     let pods: Vec<String> = state.pods.keys().cloned().collect();
-    let mut jobs = Vec::new();
-    for f in &pods {
-        for t in &pods {
-            let (f, t, p) = (f.clone(), t.clone(), protocol.to_string());
-            let st = State {
-                nodes: vec![],
-                pods: state.pods.clone(),
-                next_dev: 0,
-            };
-            jobs.push(std::thread::spawn(move || {
-                let r = probe_one(&st, &f, &t, port, &p, timeout_ms);
-                (f, t, r)
-            }));
-        }
-    }
+    // All probes at once (a blocked one waits its whole timeout), borrowing the state.
     let mut cells: BTreeMap<(String, String), bool> = BTreeMap::new();
-    for j in jobs {
-        let (f, t, r) = j.join().map_err(|_| anyhow!("a probe panicked"))?;
-        cells.insert((f, t), r?.is_ok());
-    }
+    std::thread::scope(|sc| -> Result<()> {
+        let mut jobs = Vec::new();
+        for f in &pods {
+            for t in &pods {
+                jobs.push((
+                    (f.clone(), t.clone()),
+                    sc.spawn(move || probe_one(state, f, t, port, protocol, timeout_ms)),
+                ));
+            }
+        }
+        for (k, j) in jobs {
+            let r = j.join().map_err(|_| anyhow!("a probe panicked"))?;
+            cells.insert(k, r?.is_ok());
+        }
+        Ok(())
+    })?;
     println!("{port}/{protocol}: rows from, columns to; . connects, X blocked");
     let w = pods.iter().map(String::len).max().unwrap_or(4);
     print!("{:w$}", "");

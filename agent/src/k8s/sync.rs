@@ -39,7 +39,7 @@ pub fn owned(cfg: &KubeConfig, kind: Kind, fq: &[String]) -> bool {
                         .as_deref()
                         .is_some_and(|p| fq_string(&fq[..2]) == p))
         }
-        _ => fq.last().is_some_and(mine) || (kind == Kind::Project && fq.iter().any(mine)),
+        _ => fq.last().is_some_and(mine),
     }
 }
 
