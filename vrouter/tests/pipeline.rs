@@ -366,6 +366,50 @@ fn security_group_allows_tcp_80_only_and_denied_flows_stay_denied() {
     );
 }
 
+#[test]
+fn sctp_ports_are_matched_by_policy_and_a_short_sctp_header_is_invalid() {
+    let mut tb = Testbed::new(1024);
+    let mut vm2 = tb.writer.tables().vifs.get(VM2.0).unwrap().as_ref().clone();
+    vm2.policy = Some(Arc::new(Policy {
+        ingress: vec![RuleSet {
+            name: "sctp-80".into(),
+            rules: vec![Rule {
+                proto: Some(132),
+                dport: (80, 80),
+                ..Rule::any(Action::Pass)
+            }],
+            default: Action::Deny,
+        }],
+        egress: vec![],
+    }));
+    tb.writer.add_vif(vm2).unwrap();
+    tb.writer.publish();
+    // An SCTP common header: ports, verification tag, CRC32c (not checked by the router).
+    let sctp = |dport: u16, len: usize| {
+        let mut f = ipv4_frame(VM1_MAC, gw(), VM1_IP, VM2_IP, 132, 0, 0, 0, &[0; 4]);
+        let l4 = &mut f[34..];
+        l4[..2].copy_from_slice(&5000u16.to_be_bytes());
+        l4[2..4].copy_from_slice(&dport.to_be_bytes());
+        l4[4..12].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0]);
+        f.truncate(34 + len);
+        let total = (20 + len) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[24..26].fill(0);
+        let c = checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    };
+    assert_eq!(tb.run_one(VM1, sctp(80, 12), 1).0, Disposition::Tx(VM2));
+    assert_eq!(
+        tb.run_one(VM1, sctp(81, 12), 1).0,
+        Disposition::Drop(DropReason::PolicyDeny)
+    );
+    assert_eq!(
+        tb.run_one(VM1, sctp(80, 8), 1).0,
+        Disposition::Drop(DropReason::InvalidPacket)
+    );
+}
+
 fn member_of(d: Disposition) -> &'static str {
     match d {
         Disposition::Tx(v) if v == VM1 => "vm1",

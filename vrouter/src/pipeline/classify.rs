@@ -339,6 +339,17 @@ pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) 
                 return;
             }
         },
+        // SCTP's common header starts with the ports, as TCP's and UDP's do; policy and
+        // the flow key use them (NetworkPolicy ports apply to SCTP).
+        IpProtocol::Sctp => match seg {
+            [a, b, c, e, _, _, _, _, _, _, _, _, ..] => {
+                (sport, dport) = (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *e]));
+            }
+            _ => {
+                m.done = drop(DropReason::InvalidPacket);
+                return;
+            }
+        },
         IpProtocol::Icmp | IpProtocol::Icmpv6 => match icmp::Packet::new_checked(seg) {
             Ok(i) if icmp::is_echo(i.msg_type()) => sport = i.echo_ident(),
             Ok(_) => {}
