@@ -91,6 +91,8 @@ pub struct Report {
     pub drops: HashMap<String, u64>,
     /// Flow counters.
     pub flows_created: u64,
+    /// Flows decided again after a policy change.
+    pub flows_reevaluated: u64,
     /// Flow hits.
     pub flow_hits: u64,
     /// ARP answers.
@@ -191,6 +193,7 @@ impl StatsView {
             stats.tx += p.stats.tx;
             stats.drops.add(&p.stats.drops);
             stats.flows_created += p.stats.flows_created;
+            stats.flows_reevaluated += p.stats.flows_reevaluated;
             stats.flow_hits += p.stats.flow_hits;
             stats.arp_replies += p.stats.arp_replies;
             stats.decap += p.stats.decap;
@@ -216,6 +219,7 @@ impl StatsView {
                 .map(|(n, c)| (n.to_string(), c))
                 .collect(),
             flows_created: stats.flows_created,
+            flows_reevaluated: stats.flows_reevaluated,
             flow_hits: stats.flow_hits,
             arp_replies: stats.arp_replies,
             decap: stats.decap,

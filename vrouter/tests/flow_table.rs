@@ -29,6 +29,7 @@ fn fwd(nh: u32) -> FlowAction {
         nh: NhId(nh),
         label: 16,
         nat: None,
+        policy_gen: 0,
         route_gen: 3,
         mirror: false,
     }

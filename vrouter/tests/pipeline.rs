@@ -367,6 +367,81 @@ fn security_group_allows_tcp_80_only_and_denied_flows_stay_denied() {
 }
 
 #[test]
+fn a_policy_change_decides_existing_flows_again() {
+    let mut tb = Testbed::new(1024);
+    let syn = |dport| {
+        ipv4_frame(
+            VM1_MAC,
+            gw(),
+            VM1_IP,
+            VM2_IP,
+            6,
+            40000,
+            dport,
+            wire::tcp::flags::ACK,
+            b"",
+        )
+    };
+    let reply = ipv4_frame(
+        VM2_MAC,
+        gw(),
+        VM2_IP,
+        VM1_IP,
+        6,
+        81,
+        40000,
+        wire::tcp::flags::ACK,
+        b"",
+    );
+    assert_eq!(tb.run_one(VM1, syn(81), 1).0, Disposition::Tx(VM2));
+    assert_eq!(tb.run_one(VM2, reply.clone(), 1).0, Disposition::Tx(VM1));
+    let set_policy = |tb: &mut Testbed, policy: Option<Policy>| {
+        let mut vm2 = tb.writer.tables().vifs.get(VM2.0).unwrap().as_ref().clone();
+        vm2.policy = policy.map(Arc::new);
+        tb.writer.add_vif(vm2).unwrap();
+        tb.writer.publish();
+    };
+    // Port 80 only: the established flow to 81 is denied from its next packet on.
+    set_policy(
+        &mut tb,
+        Some(Policy {
+            ingress: vec![RuleSet {
+                name: "sg-web".into(),
+                rules: vec![Rule {
+                    proto: Some(6),
+                    dport: (80, 80),
+                    ..Rule::any(Action::Pass)
+                }],
+                default: Action::Deny,
+            }],
+            egress: vec![],
+        }),
+    );
+    assert_eq!(
+        tb.run_one(VM1, syn(81), 2).0,
+        Disposition::Drop(DropReason::PolicyDeny)
+    );
+    assert_eq!(tb.pipeline.stats.flows_reevaluated, 1);
+    assert_eq!(
+        tb.run_one(VM2, reply.clone(), 2).0,
+        Disposition::Drop(DropReason::PolicyDeny),
+        "the reply entry went with it"
+    );
+    // An unrelated publish changes nothing: no second decision.
+    tb.writer.publish();
+    assert_eq!(
+        tb.run_one(VM1, syn(81), 3).0,
+        Disposition::Drop(DropReason::PolicyDeny)
+    );
+    assert_eq!(tb.pipeline.stats.flows_reevaluated, 1);
+    // The policy goes: the denied flow passes again, both ways.
+    set_policy(&mut tb, None);
+    assert_eq!(tb.run_one(VM1, syn(81), 4).0, Disposition::Tx(VM2));
+    assert_eq!(tb.run_one(VM2, reply, 4).0, Disposition::Tx(VM1));
+    assert_eq!(tb.pipeline.stats.flows_reevaluated, 2);
+}
+
+#[test]
 fn sctp_ports_are_matched_by_policy_and_a_short_sctp_header_is_invalid() {
     let mut tb = Testbed::new(1024);
     let mut vm2 = tb.writer.tables().vifs.get(VM2.0).unwrap().as_ref().clone();

@@ -149,6 +149,9 @@ pub struct FlowAction {
     pub nat: Option<NatRewrite>,
     /// Route generation of the VRF when the nexthop was resolved.
     pub route_gen: u32,
+    /// Policy generation of the tables (low 8 bits) when policy decided: a forward entry
+    /// decided under another generation is set up again.
+    pub policy_gen: u8,
     /// Copy packets to the mirror destination.
     pub mirror: bool,
 }
@@ -162,6 +165,7 @@ impl FlowAction {
             label: 0,
             nat: None,
             route_gen: 0,
+            policy_gen: 0,
             mirror: false,
         }
     }

@@ -38,7 +38,7 @@ const ACTIVE: u64 = 2;
 
 // Word indices inside an entry (after the control word).
 const KEY: usize = 0; // 5 words
-const ACT: usize = 5; // verdict:8 | reason:8 | flags:8 | _:8 | nh:32
+const ACT: usize = 5; // verdict:8 | reason:8 | flags:8 | policy_gen:8 | nh:32
 const LBL: usize = 6; // label:32 | route_gen:32
 const NAT_HI: usize = 7;
 const NAT_LO: usize = 8;
@@ -92,6 +92,8 @@ pub struct FlowHit {
     pub action: FlowAction,
     /// The paired entry.
     pub rflow: FlowIdx,
+    /// The entry of the pair that was set up for the first packet (not the reply's).
+    pub forward: bool,
 }
 
 /// Why a pair could not be inserted.
@@ -352,6 +354,7 @@ impl FlowTable {
                 idx: FlowIdx(i as u32),
                 action: decode_action(act, lbl, nat_hi, nat_lo, misc),
                 rflow: FlowIdx(misc as u32),
+                forward: (misc >> 40) & 0xff == ROLE_FWD,
             });
         }
         None
@@ -724,7 +727,11 @@ fn encode_action(a: &FlowAction, rflow: u32, fwd: bool) -> (u64, u64, u64, u64, 
         lo = b as u64;
         port = u64::from(n.port);
     }
-    let act = (verdict << 56) | (reason << 48) | (flags << 40) | u64::from(a.nh.0);
+    let act = (verdict << 56)
+        | (reason << 48)
+        | (flags << 40)
+        | (u64::from(a.policy_gen) << 32)
+        | u64::from(a.nh.0);
     let lbl = (u64::from(a.label) << 32) | u64::from(a.route_gen);
     let misc = (port << 48) | ((u64::from(fwd) * ROLE_FWD) << 40) | u64::from(rflow);
     (act, lbl, hi, lo, misc)
@@ -752,6 +759,7 @@ fn decode_action(act: u64, lbl: u64, hi: u64, lo: u64, misc: u64) -> FlowAction 
         nh: NhId(act as u32),
         label: (lbl >> 32) as u32,
         route_gen: lbl as u32,
+        policy_gen: (act >> 32) as u8,
         nat,
         mirror: flags & F_MIRROR != 0,
     }

@@ -30,7 +30,18 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
             continue;
         };
         let len = p.len() as u64;
-        match ctx.flows.lookup(&m.key, m.hash) {
+        let mut found = ctx.flows.lookup(&m.key, m.hash);
+        // Policy changed since this flow was decided: its first direction is decided
+        // again, as a new flow (its reply entry follows, being replaced with it). NATed
+        // flows keep their translation.
+        if let Some(hit) = found.filter(|h| {
+            h.forward && h.action.policy_gen != ctx.snap.policy_gen as u8 && h.action.nat.is_none()
+        }) {
+            ctx.flows.delete_pair(hit.idx);
+            ctx.stats.flows_reevaluated += 1;
+            found = None;
+        }
+        match found {
             Some(hit) => {
                 ctx.stats.flow_hits += 1;
                 let action = refresh(ctx, vrf, m, &hit);
@@ -202,6 +213,7 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         // A drop pair: later packets of the flow (both ways) are dropped at the hit.
         let d = FlowAction {
             route_gen: vrf.generation,
+            policy_gen: snap.policy_gen as u8,
             ..FlowAction::drop(DropReason::PolicyDeny)
         };
         return Ok((d, k.reversed(), d));
@@ -213,6 +225,7 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         label,
         nat: None,
         route_gen: vrf.generation,
+        policy_gen: snap.policy_gen as u8,
         mirror: false,
     };
     let mut rev = match src_route.map(|r| resolve(snap, &r, k.reversed().hash())) {

@@ -57,6 +57,8 @@ pub struct LcoreStats {
     pub flows_created: u64,
     /// Flows whose route was re-resolved after a route change.
     pub flows_reresolved: u64,
+    /// Flows set up again because policy changed since they were decided.
+    pub flows_reevaluated: u64,
     /// ARP requests answered.
     pub arp_replies: u64,
     /// Neighbour solicitations answered.

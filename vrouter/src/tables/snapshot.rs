@@ -119,6 +119,9 @@ pub struct Snapshot {
     pub global: Arc<GlobalConfig>,
     /// Publication counter.
     pub version: u64,
+    /// Bumped when an interface's policy or attributes, or an attribute record, change:
+    /// flows decided under an older generation are decided again.
+    pub policy_gen: u32,
 }
 
 impl Snapshot {
@@ -133,6 +136,7 @@ impl Snapshot {
             attrs: PVec::with_capacity(sizes.attrs),
             global: Arc::new(GlobalConfig::default()),
             version: 0,
+            policy_gen: 0,
         }
     }
 
@@ -341,6 +345,14 @@ impl TablesWriter {
         if self.work.vrfs.get(vif.vrf.0).is_none() {
             return Err(TableError::NoVrf(vif.vrf));
         }
+        let changed = self
+            .work
+            .vifs
+            .get(vif.id.0)
+            .is_some_and(|old| old.policy != vif.policy || old.attr != vif.attr);
+        if changed {
+            self.policy_changed();
+        }
         let _ = self.work.vifs.set(vif.id.0, Arc::new(vif));
         Ok(())
     }
@@ -518,8 +530,15 @@ impl TablesWriter {
         check_range("attr", id, self.work.attrs.capacity())?;
         attr.tags.sort_unstable();
         attr.tags.dedup();
+        if self.work.attrs.get(id).is_some_and(|old| **old != attr) {
+            self.policy_changed();
+        }
         let _ = self.work.attrs.set(id, Arc::new(attr));
         Ok(())
+    }
+
+    fn policy_changed(&mut self) {
+        self.work.policy_gen = self.work.policy_gen.wrapping_add(1);
     }
 
     /// Deletes an endpoint attribute record (vifs and routes that still name it then
