@@ -7,6 +7,7 @@
 //! - [`persist`]: the embedded on-disk store (redb) that survives restarts.
 //! - [`oper`]: config -> the vrouter objects this node needs (VRFs, vifs, nexthops, ECMP,
 //!   routes, labels, VNIs, compiled policies), with stable ids.
+//! - [`firewall`]: application policy sets, firewall policies and rules -> rule sets.
 //! - [`program`]: the reconcile loop: diff against the vrouter's tables, apply.
 //! - [`routes`]: routes exchanged between nodes (etcd, or none on a single node).
 //! - [`api`]: the gRPC services.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod firewall;
 pub mod k8s;
 pub mod kinds;
 pub mod metrics;

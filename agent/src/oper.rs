@@ -16,7 +16,8 @@
 //!   routes into the VRF;
 //! - compiled rule sets: per combination of security groups (ingress and egress, the
 //!   union of their rules, default deny), and per VN with network policies (the implicit
-//!   same-VN pass, then the policies' rules in order both ways for `<>`, default deny).
+//!   same-VN pass, then the policies' rules in order both ways for `<>`, default deny),
+//!   and per application policy set that applies to the interface ([`crate::firewall`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -27,6 +28,7 @@ use vrouter::config::{
     RouteCfg, RuleCfg, VifCfg, VifKindCfg,
 };
 
+use crate::firewall::{self, CompiledAps};
 use crate::kinds::{Kind, fq_string};
 use crate::persist::PortRec;
 use crate::proto::{self, object};
@@ -290,6 +292,8 @@ struct Ctx<'a> {
     tag_ids: HashMap<String, u32>,
     /// (VN uuid, prefix) -> paths.
     paths: BTreeMap<(String, String), Vec<Path>>,
+    /// Application policy sets, compiled.
+    aps: Vec<CompiledAps>,
 }
 
 /// Computes the desired state.
@@ -310,6 +314,7 @@ pub fn desired(
         sg_ids: HashMap::new(),
         tag_ids: HashMap::new(),
         paths: BTreeMap::new(),
+        aps: Vec::new(),
     };
     for o in db.list(Kind::SecurityGroup) {
         if let Some(object::Kind::SecurityGroup(sg)) = &o.kind {
@@ -346,6 +351,12 @@ pub fn desired(
             c.vn_by_fq.insert(fq_string(&vn.fq_name), vn.uuid.clone());
         }
     }
+    let vn_ids: HashMap<String, u32> = c
+        .vn_by_fq
+        .iter()
+        .filter_map(|(fq, u)| Some((fq.clone(), c.vns.get(u)?.1)))
+        .collect();
+    c.aps = firewall::compile(db, &vn_ids, &c.tag_ids, POLICY_PREFIX);
     // Instance IPs by interface.
     let mut iips: HashMap<&str, Vec<&proto::InstanceIp>> = HashMap::new();
     for o in db.list(Kind::InstanceIp) {
@@ -418,9 +429,22 @@ fn local_port(
         .iter()
         .filter_map(|r| c.tag_ids.get(&r.uuid).copied())
         .collect();
+    tags.sort_unstable();
+    let applied: Vec<PolicyCfg> = c
+        .aps
+        .iter()
+        .filter(|a| a.applies(&tags))
+        .map(|a| a.set.clone())
+        .collect();
     tags.extend(sgs.iter().map(|s| s | SG_TAG));
     set_attr(c, attr, vn_id, tags);
     let (mut ingress, mut egress) = (Vec::new(), Vec::new());
+    // Each application policy set that applies decides in both directions.
+    for set in applied {
+        ingress.push(set.name.clone());
+        egress.push(set.name.clone());
+        c.out.policies.insert(set.name.clone(), set);
+    }
     if !vmi.security_group_refs.is_empty() {
         let key = sgs.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let (i, e) = sg_sets(c, vmi, &key);

@@ -181,6 +181,7 @@ fn translation_lays_out_projects_networks_isolation_and_pods() {
             "default-domain:k8s-dev:namespace=dev",
             "default-domain:k8s-dev:label=app=web",
             "default-domain:k8s-dev:label=tier=front",
+            "default-domain:k8s-dev:pod=web",
         ]
     );
     assert_eq!(vmi.security_group_refs.len(), 1);
@@ -270,6 +271,88 @@ fn sync_plan_is_empty_when_in_step_and_deletes_only_its_own_objects() {
         Kind::VirtualNetwork,
         &["default-domain".into(), "admin".into(), "blue".into()]
     ));
+}
+
+#[test]
+fn network_policies_become_two_cluster_wide_policy_sets_and_leave_with_the_last_policy() {
+    let cfg = KubeConfig::default();
+    let mut c = cluster();
+    let before = translate(&cfg, &c, &BTreeSet::new());
+    assert!(names(&before.objects, Kind::ApplicationPolicySet).is_empty());
+    let policies = manifest::parse(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web-in, namespace: dev}\n\
+         spec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from:\n    - podSelector: {}\n    ports:\n    - {port: 80}\n\
+         ---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: lost, namespace: nowhere}\nspec: {podSelector: {}}\n",
+    )
+    .unwrap();
+    c.apply(policies.clone());
+    let t = translate(&cfg, &c, &BTreeSet::new());
+    assert_eq!(
+        names(&t.objects, Kind::ApplicationPolicySet),
+        vec![
+            "default-policy-management:k8s-egress",
+            "default-policy-management:k8s-ingress"
+        ]
+    );
+    assert!(
+        names(&t.objects, Kind::FirewallPolicy)
+            .contains(&"default-domain:k8s-dev:k8s-dev-web-in-ingress".to_string())
+    );
+    // The allow rule: pods of dev -> pods of dev labelled app=web, TCP 80; the isolation
+    // rule denies the rest to them.
+    let rules: Vec<&agent::proto::FirewallRule> = t
+        .objects
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(object::Kind::FirewallRule(r)) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let web = vec![
+        "default-domain:k8s-dev:label=app=web".to_string(),
+        "default-domain:k8s-dev:namespace=dev".to_string(),
+    ];
+    assert!(rules.iter().any(|r| {
+        r.action == "pass"
+            && r.endpoint_1.as_ref().unwrap().tags == ["default-domain:k8s-dev:namespace=dev"]
+            && r.endpoint_2.as_ref().unwrap().tags == web
+            && r.services.len() == 1
+            && r.services[0].protocol == "tcp"
+            && r.services[0]
+                .dst_ports
+                .as_ref()
+                .map(|p| (p.start_port, p.end_port))
+                == Some((80, 80))
+    }));
+    assert!(rules.iter().any(|r| r.action == "deny"
+        && r.endpoint_1.as_ref().unwrap().any
+        && r.endpoint_2.as_ref().unwrap().tags == web));
+    assert!(
+        t.events
+            .iter()
+            .any(|e| e.object == "NetworkPolicy nowhere/lost" && e.reason == "NamespaceNotFound"),
+        "{:?}",
+        t.events
+    );
+    // Without policies the firewall objects go, policy sets first.
+    c.delete(&policies);
+    let p = plan(&cfg, &before.objects, &t.objects);
+    let deleted: Vec<String> = p
+        .iter()
+        .filter_map(|c| match &c.change {
+            Some(change::Change::Delete(r)) => Some(r.r#type.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        deleted.first().map(String::as_str),
+        Some("application-policy-set")
+    );
+    assert!(deleted.iter().any(|d| d == "firewall-rule"));
+    assert!(
+        p.iter()
+            .all(|c| matches!(c.change, Some(change::Change::Delete(_))))
+    );
 }
 
 proptest::proptest! {

@@ -545,3 +545,90 @@ pub fn json_lines(out: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
 }
+
+/// A lab in a scratch directory, brought down when dropped (also when the test fails).
+#[derive(Debug)]
+pub struct VrLab {
+    /// Its directory (`vrlab --dir`).
+    pub dir: PathBuf,
+}
+
+impl VrLab {
+    /// A lab in a fresh scratch directory (not up yet).
+    pub fn new(tag: &str) -> VrLab {
+        let dir = std::env::temp_dir().join(unique_prefix(tag));
+        let _ = std::fs::remove_dir_all(&dir);
+        VrLab { dir }
+    }
+
+    /// Runs `vrlab --dir DIR ARGS`.
+    pub fn vrlab(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(workspace_bin("vrlab"))
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .expect("vrlab")
+    }
+
+    /// Runs vrlab, asserting success; stdout and stderr.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.vrlab(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "vrlab {args:?}:\n{text}");
+        text
+    }
+
+    /// The matrix for a port: (from, to) -> connects.
+    pub fn matrix(
+        &self,
+        port: &str,
+        protocol: &str,
+    ) -> std::collections::BTreeMap<(String, String), bool> {
+        let out = self.ok(&["probe", "--matrix", "--port", port, "--protocol", protocol]);
+        let rows: Vec<(String, Vec<bool>)> = out
+            .lines()
+            .skip(2)
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let name = w.next()?.to_string();
+                let cells: Vec<bool> = w
+                    .filter(|c| *c == "." || *c == "X")
+                    .map(|c| c == ".")
+                    .collect();
+                Some((name, cells))
+            })
+            .collect();
+        let names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        let mut m = std::collections::BTreeMap::new();
+        for (from, cells) in &rows {
+            assert_eq!(cells.len(), names.len(), "matrix:\n{out}");
+            for (to, c) in names.iter().zip(cells) {
+                m.insert((from.clone(), to.clone()), *c);
+            }
+        }
+        m
+    }
+
+    /// The first node's agent address (`host:port`).
+    pub fn target(&self) -> String {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.join("state.json")).unwrap()).unwrap();
+        state["nodes"][0]["grpc"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://")
+            .to_string()
+    }
+}
+
+impl Drop for VrLab {
+    fn drop(&mut self) {
+        print_logs_on_failure(&self.dir, &["node1/vrouter.log", "node1/agent.log"]);
+        let _ = self.vrlab(&["down"]);
+    }
+}

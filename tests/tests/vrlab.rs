@@ -5,81 +5,10 @@
 //! crash), a namespace turning isolation off, and deletion.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use vr_tests::{python, unique_prefix, workspace_bin};
-
-/// A lab in a scratch directory, brought down when dropped (also when the test fails).
-struct Lab {
-    dir: PathBuf,
-}
-
-impl Lab {
-    fn vrlab(&self, args: &[&str]) -> std::process::Output {
-        Command::new(workspace_bin("vrlab"))
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(args)
-            .output()
-            .expect("vrlab")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.vrlab(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(o.status.success(), "vrlab {args:?}:\n{text}");
-        text
-    }
-
-    /// The matrix for a port: (from, to) -> connects.
-    fn matrix(&self, port: &str, protocol: &str) -> BTreeMap<(String, String), bool> {
-        let out = self.ok(&["probe", "--matrix", "--port", port, "--protocol", protocol]);
-        let rows: Vec<(String, Vec<bool>)> = out
-            .lines()
-            .skip(2)
-            .filter_map(|l| {
-                let mut w = l.split_whitespace();
-                let name = w.next()?.to_string();
-                let cells: Vec<bool> = w
-                    .filter(|c| *c == "." || *c == "X")
-                    .map(|c| c == ".")
-                    .collect();
-                Some((name, cells))
-            })
-            .collect();
-        let names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-        let mut m = BTreeMap::new();
-        for (from, cells) in &rows {
-            assert_eq!(cells.len(), names.len(), "matrix:\n{out}");
-            for (to, c) in names.iter().zip(cells) {
-                m.insert((from.clone(), to.clone()), *c);
-            }
-        }
-        m
-    }
-
-    fn target(&self) -> String {
-        let state: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.dir.join("state.json")).unwrap()).unwrap();
-        state["nodes"][0]["grpc"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("http://")
-            .to_string()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        vr_tests::print_logs_on_failure(&self.dir, &["node1/vrouter.log", "node1/agent.log"]);
-        let _ = self.vrlab(&["down"]);
-    }
-}
+use vr_tests::{VrLab as Lab, python};
 
 fn manifests(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -125,10 +54,7 @@ fn seed_pod_rules(from: &str, to: &str) -> bool {
 
 #[test]
 fn isolation_lists_and_custom_networks_through_real_connections() {
-    let lab = Lab {
-        dir: std::env::temp_dir().join(unique_prefix("vrlab")),
-    };
-    let _ = std::fs::remove_dir_all(&lab.dir);
+    let lab = Lab::new("vrlab");
     lab.ok(&["up"]);
     lab.ok(&["apply", "-f", &manifests("namespaces.yaml")]);
     let out = lab.ok(&["apply", "-f", &manifests("pods.yaml")]);

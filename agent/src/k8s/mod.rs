@@ -7,10 +7,12 @@
 //!   semantics.
 //! - [`translate`]: a pure function from the cluster to the VNC objects it stands for,
 //!   with the events of objects that could not be translated (a missing custom network).
+//! - [`netpol`]: NetworkPolicy -> application policy sets, firewall policies and rules.
 //! - [`sync`]: diff against what the agent holds of kube-manager's objects; one
 //!   all-or-nothing batch of creates, updates and deletes in dependency order.
 
 pub mod manifest;
+pub mod netpol;
 pub mod sync;
 pub mod translate;
 

@@ -15,7 +15,9 @@
 //!   namespace's, its isolated network, or the cluster's) and an instance-ip allocated
 //!   there; its labels are tags (`label=<key>=<value>`) on the interface, with
 //!   `namespace=<name>`;
-//! - kube-system pods and host-network pods are in the underlay: nothing is made for them.
+//! - kube-system pods and host-network pods are in the underlay: nothing is made for them;
+//! - network policies are firewall policies in two cluster-wide application policy sets
+//!   ([`super::netpol`]).
 //!
 //! Names carry the cluster name, which is how [`super::sync`] knows its own objects.
 
@@ -24,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::netpol::{self, PodView};
 use super::{Cluster, ISOLATION, ISOLATION_SERVICE, KubeConfig, NETWORK, fq_annotation};
 use crate::kinds::{Kind, fq_string};
 use crate::proto::{self, Object, object};
@@ -89,7 +92,7 @@ fn is_false(meta: &ObjectMeta, key: &str) -> bool {
     annotation(meta, key).is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
 }
 
-fn r(kind: Kind, fq: &[String]) -> proto::Ref {
+pub(super) fn r(kind: Kind, fq: &[String]) -> proto::Ref {
     proto::Ref {
         r#type: kind.name().to_string(),
         uuid: String::new(),
@@ -122,8 +125,8 @@ fn pass_all(a: &[String], b: &[String]) -> proto::PolicyRule {
 }
 
 /// The names of the cluster's objects.
-struct Names<'a> {
-    c: &'a KubeConfig,
+pub(super) struct Names<'a> {
+    pub(super) c: &'a KubeConfig,
 }
 
 impl Names<'_> {
@@ -133,7 +136,7 @@ impl Names<'_> {
             None => vec![DOMAIN.into(), format!("{}-default", self.c.cluster_name)],
         }
     }
-    fn project(&self, ns: &str) -> Vec<String> {
+    pub(super) fn project(&self, ns: &str) -> Vec<String> {
         match &self.c.cluster_project {
             Some(_) => self.base(),
             None => vec![DOMAIN.into(), format!("{}-{ns}", self.c.cluster_name)],
@@ -147,7 +150,7 @@ impl Names<'_> {
     fn in_base(&self, leaf: &str) -> Vec<String> {
         self.under(&self.base(), format!("{}-{leaf}", self.c.cluster_name))
     }
-    fn in_ns(&self, ns: &str, leaf: &str) -> Vec<String> {
+    pub(super) fn in_ns(&self, ns: &str, leaf: &str) -> Vec<String> {
         self.under(
             &self.project(ns),
             format!("{}-{ns}-{leaf}", self.c.cluster_name),
@@ -160,12 +163,12 @@ impl Names<'_> {
 
 /// Collects objects by FQ name within their kind, in the order kinds depend on each other.
 #[derive(Default)]
-struct Out {
+pub(super) struct Out {
     by_kind: BTreeMap<usize, BTreeMap<Vec<String>, Object>>,
 }
 
 /// Creation order: a kind only refers to kinds before it.
-pub const ORDER: [Kind; 9] = [
+pub const ORDER: [Kind; 12] = [
     Kind::Project,
     Kind::NetworkIpam,
     Kind::Tag,
@@ -175,13 +178,23 @@ pub const ORDER: [Kind; 9] = [
     Kind::VirtualMachine,
     Kind::VirtualMachineInterface,
     Kind::InstanceIp,
+    Kind::FirewallRule,
+    Kind::FirewallPolicy,
+    Kind::ApplicationPolicySet,
 ];
 
 impl Out {
-    fn put(&mut self, kind: Kind, fq: Vec<String>, o: object::Kind) {
-        let rank = ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len());
+    fn rank(kind: Kind) -> usize {
+        ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len())
+    }
+    pub(super) fn has(&self, kind: Kind, fq: &[String]) -> bool {
         self.by_kind
-            .entry(rank)
+            .get(&Out::rank(kind))
+            .is_some_and(|m| m.contains_key(fq))
+    }
+    pub(super) fn put(&mut self, kind: Kind, fq: Vec<String>, o: object::Kind) {
+        self.by_kind
+            .entry(Out::rank(kind))
             .or_default()
             .insert(fq, Object { kind: Some(o) });
     }
@@ -394,6 +407,34 @@ pub fn translate(
             pods.push(p);
         }
     }
+    let views: Vec<PodView> = pods
+        .iter()
+        .filter_map(|p| {
+            let pod = cluster.pods.get(&(p.namespace.clone(), p.name.clone()))?;
+            let named = pod
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .flat_map(|c| c.ports.iter().flatten())
+                .filter_map(|cp| {
+                    Some((
+                        (
+                            cp.name.clone()?,
+                            cp.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        ),
+                        u16::try_from(cp.container_port).ok()?,
+                    ))
+                })
+                .collect();
+            Some(PodView {
+                ns: p.namespace.clone(),
+                name: p.name.clone(),
+                labels: pod.metadata.labels.clone().unwrap_or_default(),
+                named,
+            })
+        })
+        .collect();
+    netpol::translate(&mut out, &n, cluster, &views, &mut events);
     Translation {
         objects: out.objects(),
         events,
@@ -475,6 +516,8 @@ fn pod_objects(
     for (k, v) in pod.metadata.labels.iter().flatten() {
         tags.push(out.tag(&project, "label", &format!("{k}={v}")));
     }
+    // The pod itself, for policies that name pods one by one.
+    tags.push(out.tag(&project, "pod", name));
     let vmi = n.under(&project, leaf.clone());
     out.put(
         Kind::VirtualMachineInterface,

@@ -457,22 +457,33 @@ pub fn kind(db: &mut Db, name: &str, o: &mut Object, old: Option<&Object>) -> Re
                     ports(name, &format!("{f}.dst_ports"), p)?;
                 }
             }
+            let tags = crate::firewall::TagIndex::new(db);
             for (f, e) in [("endpoint_1", &r.endpoint_1), ("endpoint_2", &r.endpoint_2)] {
                 let Some(e) = e else { continue };
+                let kinds = usize::from(!e.tags.is_empty())
+                    + usize::from(!e.subnet.is_empty())
+                    + usize::from(!e.virtual_network.is_empty())
+                    + usize::from(e.any);
+                if kinds > 1 {
+                    return Err(invalid(
+                        name,
+                        f,
+                        "is one of tags, subnet, virtual_network or any",
+                    ));
+                }
                 if !e.subnet.is_empty() {
                     Net::parse(&e.subnet).map_err(|w| invalid(name, &format!("{f}.subnet"), w))?;
                 }
                 for (k, t) in e.tags.iter().enumerate() {
-                    if !db
-                        .list(Kind::Tag)
-                        .iter()
-                        .any(|o| meta(o).1.last() == Some(t))
-                    {
-                        return Err(Status::not_found(format!(
-                            "{name}: {f}.tags[{k}]: tag {t:?} does not exist"
-                        )));
+                    if let Err(why) = tags.resolve(t) {
+                        return Err(Status::not_found(format!("{name}: {f}.tags[{k}]: {why}")));
                     }
                 }
+            }
+            if !r.match_tags.is_empty() {
+                return Err(Status::unimplemented(format!(
+                    "{name}: match_tags is not supported"
+                )));
             }
         }
         Some(object::Kind::Loadbalancer(lb)) => {
