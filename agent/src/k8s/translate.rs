@@ -161,6 +161,12 @@ impl Names<'_> {
     }
 }
 
+/// The FQ name of the interface kube-manager makes for a pod (what the CNI plugin plugs).
+pub fn pod_interface(cfg: &KubeConfig, namespace: &str, pod: &str) -> Vec<String> {
+    let n = Names { c: cfg };
+    n.under(&n.project(namespace), n.pod(namespace, pod))
+}
+
 /// Collects objects by FQ name within their kind, in the order kinds depend on each other.
 #[derive(Default)]
 pub(super) struct Out {

@@ -1,0 +1,224 @@
+//! `vrouter-cni` called exactly as a container runtime calls a CNI plugin: `CNI_*`
+//! variables, the network configuration on standard input, the result or error JSON on
+//! standard output. Pods are network namespaces made the way runtimes make them
+//! (`/var/run/netns/...`), kube-manager has created their interfaces in a `vrlab` node,
+//! and the plugin plugs them into that node's vrouter. Also chained with `tuning` from
+//! Debian's containernetworking-plugins, which takes our result as its prevResult.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+use vr_tests::{VrLab, in_ns, pings, unique_prefix, workspace_bin};
+
+/// Network namespaces removed when dropped.
+struct Netns(Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// Calls a plugin; (exit success, stdout as JSON or null).
+fn call(plugin: &str, command: &str, env: &[(&str, &str)], conf: &Value) -> (bool, Value) {
+    let mut c = Command::new(plugin);
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", command)
+        .env("CNI_PATH", "/usr/lib/cni");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{plugin}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let v = if out.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{plugin} {command}: {e}: {out}"))
+    };
+    (o.status.success(), v)
+}
+
+/// The pairs as the plugin call takes them.
+fn as_refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, x)| (k.as_str(), x.as_str())).collect()
+}
+
+fn cni(command: &str, env: &[(&str, &str)], conf: &Value) -> (bool, Value) {
+    call(
+        workspace_bin("vrouter-cni").to_str().unwrap(),
+        command,
+        env,
+        conf,
+    )
+}
+
+#[test]
+fn the_plugin_adds_checks_and_deletes_pods_and_chains_with_tuning() {
+    let lab = VrLab::new("cni");
+    lab.ok(&["up"]);
+    let agent = format!("http://{}", lab.target());
+    let manifest = lab.dir.join("pods.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: i}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec: {containers: [{name: c, image: i}]}\n",
+    )
+    .unwrap();
+    let o = Command::new(workspace_bin("kube-manager"))
+        .args(["--agent", &agent, "-f", manifest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let p = unique_prefix("cni");
+    let names = Netns(vec![format!("{p}-a"), format!("{p}-b")]);
+    for n in &names.0 {
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", n])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let path = |n: &str| format!("/var/run/netns/{n}");
+    let conf =
+        json!({"cniVersion": "1.0.0", "name": "vrouter", "type": "vrouter-cni", "agent": agent});
+    let env = |pod: &'static str, ns: &str| -> Vec<(String, String)> {
+        vec![
+            ("CNI_CONTAINERID".into(), format!("{p}-{pod}-container")),
+            ("CNI_NETNS".into(), path(ns)),
+            ("CNI_IFNAME".into(), "eth0".into()),
+            (
+                "CNI_ARGS".into(),
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
+            ),
+        ]
+    };
+    let env_a = env("a", &names.0[0]);
+    let env_b = env("b", &names.0[1]);
+
+    // ADD: the result as the spec lays it out, and the namespace as the result says.
+    let (ok, ra) = cni("ADD", &as_refs(&env_a), &conf);
+    assert!(ok, "{ra}");
+    assert_eq!(ra["cniVersion"], "1.0.0");
+    let iface = &ra["interfaces"][0];
+    assert_eq!(iface["name"], "eth0");
+    assert_eq!(iface["sandbox"], path(&names.0[0]));
+    let mac = iface["mac"].as_str().unwrap().to_string();
+    let ip_a = ra["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(ip_a.starts_with("10.3") && ip_a.ends_with("/12"), "{ra}");
+    assert_eq!(ra["ips"][0]["interface"], 0);
+    let gw = ra["ips"][0]["gateway"].as_str().unwrap().to_string();
+    assert_eq!(ra["routes"][0], json!({"dst": "0.0.0.0/0", "gw": gw}));
+    let link = in_ns(&names.0[0], &["ip", "-o", "addr", "show", "dev", "eth0"]);
+    let link = String::from_utf8_lossy(&link.stdout).to_string();
+    assert!(link.contains(&format!(" {ip_a} ")), "{link}");
+    let l2 = String::from_utf8_lossy(&in_ns(&names.0[0], &["ip", "link", "show", "eth0"]).stdout)
+        .to_string();
+    assert!(l2.contains(&mac), "{l2}");
+    let (ok, rb) = cni("ADD", &as_refs(&env_b), &conf);
+    assert!(ok, "{rb}");
+    let ip_b = rb["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Traffic between the two pods goes through the vrouter.
+    assert!(pings(&names.0[0], &ip_b), "a -> b");
+
+    // CHECK with the previous result passes.
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = ra.clone();
+    let (ok, out) = cni("CHECK", &as_refs(&env_a), &with_prev);
+    assert!(ok, "{out}");
+
+    // Chained: tuning takes our result, changes the MTU in the pod and passes it on.
+    let tuning = json!({"cniVersion": "1.0.0", "name": "vrouter", "type": "tuning", "mtu": 1400, "prevResult": ra});
+    let (ok, chained) = call("/usr/lib/cni/tuning", "ADD", &as_refs(&env_a), &tuning);
+    assert!(ok, "{chained}");
+    assert_eq!(chained["ips"], ra["ips"]);
+    assert_eq!(chained["interfaces"][0]["name"], "eth0");
+    let l2 = String::from_utf8_lossy(&in_ns(&names.0[0], &["ip", "link", "show", "eth0"]).stdout)
+        .to_string();
+    assert!(l2.contains("mtu 1400"), "{l2}");
+    assert!(pings(&names.0[0], &ip_b), "a -> b after tuning");
+
+    // The address taken away: CHECK says so.
+    in_ns(&names.0[0], &["ip", "addr", "del", &ip_a, "dev", "eth0"]);
+    let (ok, e) = cni("CHECK", &as_refs(&env_a), &with_prev);
+    assert!(!ok);
+    assert_eq!(e["code"], 100, "{e}");
+    assert!(e["msg"].as_str().unwrap().contains(&ip_a), "{e}");
+
+    // A pod kube-manager does not know: try again later (code 11), nothing plugged.
+    let mut env_c = env_a.clone();
+    env_c[0].1 = format!("{p}-c-container");
+    env_c[3].1 = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=c".into();
+    let (ok, e) = cni("ADD", &as_refs(&env_c), &conf);
+    assert!(!ok);
+    assert_eq!(
+        (e["code"].as_u64(), e["cniVersion"].as_str()),
+        (Some(11), Some("1.0.0")),
+        "{e}"
+    );
+    // Bad calls: no pod name (code 4), an unsupported version (code 1), bad JSON (code 6).
+    let mut no_args = env_a.clone();
+    no_args[3].1 = "IgnoreUnknown=1".into();
+    assert_eq!(cni("ADD", &as_refs(&no_args), &conf).1["code"], 4);
+    let old = json!({"cniVersion": "0.2.0", "name": "vrouter", "type": "vrouter-cni"});
+    assert_eq!(cni("ADD", &as_refs(&env_a), &old).1["code"], 1);
+    assert_eq!(
+        cni("ADD", &as_refs(&env_a), &json!("not a config")).1["code"],
+        6
+    );
+
+    // VERSION and STATUS.
+    let (ok, v) = cni("VERSION", &[], &conf);
+    assert!(
+        ok && v["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("1.0.0")),
+        "{v}"
+    );
+    let mut status_conf = conf.clone();
+    status_conf["cniVersion"] = json!("1.1.0");
+    assert!(cni("STATUS", &[], &status_conf).0);
+    status_conf["agent"] = json!("http://127.0.0.1:1");
+    let (ok, e) = cni("STATUS", &[], &status_conf);
+    assert!(!ok && e["code"] == 50, "{e}");
+
+    // DEL: the pod's interface and its port go; a second DEL has nothing to do and succeeds.
+    let (ok, out) = cni("DEL", &as_refs(&env_a), &conf);
+    assert!(ok, "{out}");
+    assert!(
+        !in_ns(&names.0[0], &["ip", "link", "show", "eth0"])
+            .status
+            .success()
+    );
+    let (ok, e) = cni("CHECK", &as_refs(&env_a), &with_prev);
+    assert!(!ok && e["code"] == 100, "{e}");
+    assert!(cni("DEL", &as_refs(&env_a), &conf).0);
+    assert!(cni("DEL", &as_refs(&env_b), &conf).0);
+}
