@@ -1,6 +1,8 @@
 //! `vrlab`: a one-host cluster lab. Nodes are vrouter + agent process pairs, pods are
 //! network namespaces plugged into them, Kubernetes manifests go through kube-manager's
-//! translation, and `probe` opens real connections between pods.
+//! translation, and `probe` opens real connections between pods. With several nodes the
+//! vrouters' fabric ports (DPDK taps) share a Linux bridge, the agents exchange routes
+//! through an etcd the lab runs, and pods are spread over the nodes.
 
 #![forbid(unsafe_code)]
 
@@ -38,7 +40,7 @@ struct Args {
 enum Cmd {
     /// Starts the nodes.
     Up {
-        /// Number of nodes (this version runs one).
+        /// Number of nodes (1 to 8).
         #[arg(long, default_value_t = 1)]
         nodes: u32,
         /// A `[KUBERNETES]` configuration file for kube-manager.
@@ -132,6 +134,12 @@ struct State {
     pods: BTreeMap<String, PodState>,
     /// Next af_packet device number.
     next_dev: u32,
+    /// The etcd of a lab with several nodes.
+    #[serde(default)]
+    etcd_pid: Option<u32>,
+    /// The fabric bridge of a lab with several nodes.
+    #[serde(default)]
+    bridge: Option<String>,
 }
 
 struct Lab {
@@ -241,8 +249,8 @@ fn free_port() -> Result<u16> {
 }
 
 fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
-    if nodes != 1 {
-        bail!("--nodes {nodes}: this version of vrlab runs one node");
+    if !(1..=8).contains(&nodes) {
+        bail!("--nodes {nodes}: 1 to 8");
     }
     if lab.state_path().exists() {
         bail!(
@@ -256,17 +264,59 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
         std::fs::copy(&c, lab.dir.join("kubernetes.conf"))?;
     }
     let mut state = State::default();
+    // Several nodes: a fabric bridge, and an etcd for the agents' route exchange.
+    let tag = short_hash(&lab.dir.display().to_string());
+    let mut etcd = None;
+    if nodes > 1 {
+        let bridge = format!("vb{tag}");
+        let _ = run(&["ip", "link", "del", &bridge]);
+        run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
+        run(&["ip", "link", "set", &bridge, "up"])?;
+        state.bridge = Some(bridge);
+        let (client, peer) = (free_port()?, free_port()?);
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = lab.dir.join("etcd.log");
+        let pid = spawn(
+            Command::new("etcd")
+                .args(["--name", "vrlab", "--data-dir"])
+                .arg(lab.dir.join("etcd"))
+                .args([
+                    "--listen-client-urls",
+                    &url,
+                    "--advertise-client-urls",
+                    &url,
+                ])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("vrlab={peer_url}")]),
+            &log,
+        )
+        .context("etcd (Debian's etcd-server) is needed for several nodes")?;
+        state.etcd_pid = Some(pid);
+        lab.save(&state)?;
+        wait_for("etcd", &log, || {
+            TcpStream::connect(("127.0.0.1", client)).is_ok()
+        })?;
+        etcd = Some(url);
+    }
     for i in 1..=nodes {
         let name = format!("node{i}");
         let dir = lab.dir.join(&name);
         std::fs::create_dir_all(&dir)?;
         let ip = format!("192.0.2.{i}");
         let cfg = dir.join("vrouter.toml");
+        let tap = format!("vf{tag}{i}");
+        let fabric = if nodes > 1 {
+            format!("net_tap0,iface={tap}")
+        } else {
+            "net_null0,no-rx=1".into()
+        };
         std::fs::write(
             &cfg,
             format!(
                 "[global]\nfabric_vif = 0\nmax_vifs = 16384\n\n[[vrf]]\nid = 0\n\n[[vif]]\nid = 0\n\
-                 name = \"fabric\"\nkind = \"physical\"\ndevice = \"net_null0,no-rx=1\"\n\
+                 name = \"fabric\"\nkind = \"physical\"\ndevice = \"{fabric}\"\n\
                  mac = \"02:fa:00:00:00:{i:02x}\"\nvrf = 0\nip4 = \"{ip}\"\n"
             ),
         )?;
@@ -296,6 +346,10 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
                 .and_then(|mut c| c.call(vrouter::control::Op::Hello))
                 .is_ok()
         })?;
+        if let Some(bridge) = &state.bridge {
+            run(&["ip", "link", "set", &tap, "master", bridge])?;
+            run(&["ip", "link", "set", &tap, "up"])?;
+        }
         let port = free_port()?;
         let alog = dir.join("agent.log");
         let ag = spawn(
@@ -304,7 +358,8 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
                 .arg(&socket)
                 .arg("--data-dir")
                 .arg(dir.join("agent-data"))
-                .args(["--resync-ms", "500"]),
+                .args(["--resync-ms", "500"])
+                .args(etcd.iter().flat_map(|u| ["--etcd", u.as_str()])),
             &alog,
         )?;
         node.pids.push(ag);
@@ -322,20 +377,21 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// Eight hex digits naming this lab's links (interface names are at most 15 bytes).
+fn short_hash(s: &str) -> String {
+    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{:08x}", h as u32)
+}
+
 fn netns_name(ns: &str, pod: &str) -> String {
     format!("vrlab-{ns}-{pod}")
 }
 
 /// Interface names are at most 15 bytes: a short stable hash of the pod.
 fn veth_name(ns: &str, pod: &str) -> String {
-    let h = ns
-        .bytes()
-        .chain([b'/'])
-        .chain(pod.bytes())
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-    format!("vl{:08x}", h as u32)
+    format!("vl{}", short_hash(&format!("{ns}/{pod}")))
 }
 
 async fn connect_node(
@@ -373,11 +429,28 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
     let cfg = lab.kube_config()?;
     let mut state = lab.load()?;
     let mut placements = Vec::new();
+    // The first node's agent assigns the pods' addresses; the others are given them, so
+    // that every node agrees on them.
+    let mut addresses: BTreeMap<Vec<String>, String> = BTreeMap::new();
     for n in &state.nodes {
         let (mut c, mut a) = connect_node(n).await?;
         let nets = sync::networks(&mut c).await?;
-        let t = translate::translate(&cfg, cluster, &nets);
+        let mut t = translate::translate(&cfg, cluster, &nets);
+        for o in &mut t.objects {
+            if let Some(proto::object::Kind::InstanceIp(i)) = &mut o.kind
+                && let Some(a) = addresses.get(&i.fq_name)
+            {
+                i.instance_ip_address = a.clone();
+            }
+        }
         let r = sync::apply(&cfg, &mut c, &t).await?;
+        if addresses.is_empty() {
+            for o in sync::actual(&mut c).await? {
+                if let Some(proto::object::Kind::InstanceIp(i)) = o.kind {
+                    addresses.insert(i.fq_name, i.instance_ip_address);
+                }
+            }
+        }
         wait_programmed(&mut a).await?;
         if placements.is_empty() {
             println!(
@@ -478,7 +551,54 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
     for (_, a) in &mut clients {
         wait_programmed(a).await?;
     }
+    if state.nodes.len() > 1 {
+        wait_routes(&state)?;
+    }
     Ok(())
+}
+
+/// Until every node's vrouter has a route to every pod (other nodes' pods come through
+/// etcd, a moment after their node programmed them).
+fn wait_routes(state: &State) -> Result<()> {
+    let want: Vec<String> = state
+        .pods
+        .values()
+        .filter_map(|p| p.ip.split('/').next().map(|a| format!("{a}/32")))
+        .collect();
+    let t = Instant::now();
+    for n in &state.nodes {
+        loop {
+            let have = node_routes(&n.socket)?;
+            let missing: Vec<&String> = want.iter().filter(|w| !have.contains(*w)).collect();
+            if missing.is_empty() {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("{}: no route to {missing:?} after 30 s", n.name);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+/// The prefixes of every VRF of a node's vrouter.
+fn node_routes(socket: &Path) -> Result<std::collections::BTreeSet<String>> {
+    use vrouter::control::{Client, Op};
+    let mut c = Client::connect(socket)?;
+    let vrfs = c.call(Op::DumpVrfs)?.data.unwrap_or_default();
+    let mut out = std::collections::BTreeSet::new();
+    for v in vrfs.as_array().into_iter().flatten() {
+        let Some(vrf) = v["id"].as_u64().and_then(|x| u32::try_from(x).ok()) else {
+            continue;
+        };
+        for r in c.dump_all(|cursor| Op::DumpRoutes { vrf, cursor })? {
+            if let Some(p) = r["prefix"].as_str() {
+                out.insert(p.to_string());
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn address(netns: &str, old: &str, new: &str, gw: &str) -> Result<()> {
@@ -751,6 +871,12 @@ fn down(lab: &Lab) -> Result<()> {
         for pid in n.pids.iter().rev() {
             kill(*pid);
         }
+    }
+    if let Some(pid) = state.etcd_pid {
+        kill(pid);
+    }
+    if let Some(b) = &state.bridge {
+        let _ = run(&["ip", "link", "del", b]);
     }
     std::thread::sleep(Duration::from_millis(200));
     std::fs::remove_dir_all(&lab.dir).with_context(|| format!("removing {}", lab.dir.display()))?;
