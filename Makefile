@@ -47,14 +47,15 @@ bench-core: setup
 bench-agent: setup
 	bash scripts/bench-agent
 
-# Coverage-guided fuzzing of the wire parsers, the whole pipeline and the control-socket
-# handler (FUZZ_SECONDS each).
+# Coverage-guided fuzzing of the wire parsers, the whole pipeline, the control-socket
+# handler and kube-manager's manifest and configuration parsers (FUZZ_SECONDS each).
 FUZZ_SECONDS ?= 60
 fuzz: setup
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
 	cd vrouter/fuzz && for t in wire pipeline control; do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
+	cd agent/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none manifest -- -max_total_time=$(FUZZ_SECONDS)
 
 fmt:
 	$(CARGO) fmt --all
