@@ -6,16 +6,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agent::k8s::{Cluster, KubeConfig, manifest, sync, translate};
+use agent::k8s::{Cluster, KubeConfig, manifest, sync, translate, watch};
 use agent::proto::config_api_client::ConfigApiClient;
 use anyhow::{Context, Result};
 use clap::Parser;
 
 /// Kubernetes -> VNC: namespaces become projects, pods virtual-machines with an interface
 /// and an instance-ip, labels tags; isolated namespaces get their own pod and service
-/// networks. The source is a set of manifests (files, directories, or `-` for standard
-/// input, applied in order like `kubectl apply -f`). Every agent given gets the same
-/// objects, in one all-or-nothing batch each.
+/// networks; network policies become firewall policies. The source is a Kubernetes API
+/// server (`--kube`: watched, in-cluster or through KUBECONFIG) or a set of manifests
+/// (files, directories, or `-` for standard input, applied in order like
+/// `kubectl apply -f`). Every agent given gets the same objects, in one all-or-nothing
+/// batch each.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -41,8 +43,17 @@ struct Args {
     #[arg(long)]
     cluster_network: Option<String>,
     /// Manifests: files, directories (their .yaml/.yml/.json files) or `-`.
-    #[arg(short = 'f', long = "filename", required = true)]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
     files: Vec<PathBuf>,
+    /// Watch a Kubernetes API server instead (the in-cluster service account, else
+    /// KUBECONFIG or ~/.kube/config); every change re-syncs the agents.
+    #[arg(long)]
+    kube: bool,
     /// Keep running: read the manifests again and re-sync every --interval-ms.
     #[arg(long)]
     watch: bool,
@@ -129,8 +140,39 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Follows the API server: each change (with the ones that come within 200 ms) is synced.
+async fn follow(cfg: &KubeConfig, agents: &[String]) -> Result<()> {
+    use futures::StreamExt;
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("no Kubernetes API server configured (in-cluster or KUBECONFIG): {e}")
+    })?;
+    let mut clusters = watch::clusters(client).boxed();
+    let mut first = true;
+    loop {
+        let mut cluster = tokio::select! {
+            c = clusters.next() => match c {
+                Some(c) => c,
+                None => return Ok(()),
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        while let Ok(Some(c)) =
+            tokio::time::timeout(Duration::from_millis(200), clusters.next()).await
+        {
+            cluster = c;
+        }
+        match once(cfg, agents, &cluster, !first).await {
+            Ok(()) => first = false,
+            Err(e) => eprintln!("kube-manager: {e:#}"),
+        }
+    }
+}
+
 async fn run(a: Args) -> Result<()> {
     let cfg = config(&a)?;
+    if a.kube {
+        return follow(&cfg, &a.agent).await;
+    }
     if !a.watch {
         let cluster = read(&a.files)?;
         return once(&cfg, &a.agent, &cluster, false).await;

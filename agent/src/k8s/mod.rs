@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod netpol;
 pub mod sync;
 pub mod translate;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::Path;
