@@ -162,6 +162,12 @@ pub fn refs_mut(o: &mut Object) -> Vec<RefField<'_>> {
                 &mut x.security_group_refs,
             );
             many(&mut out, "tag_refs", Kind::Tag, &mut x.tag_refs);
+            opt(
+                &mut out,
+                "parent_interface_ref",
+                Kind::VirtualMachineInterface,
+                &mut x.parent_interface_ref,
+            );
         }
         Some(object::Kind::InstanceIp(x)) => {
             opt(

@@ -355,6 +355,61 @@ fn network_policies_become_two_cluster_wide_policy_sets_and_leave_with_the_last_
     );
 }
 
+#[test]
+fn nested_mode_makes_pods_sub_interfaces_of_their_node_vm_interface() {
+    let cfg = KubeConfig::parse("[KUBERNETES]\nnested_mode = 1\n").unwrap();
+    assert!(cfg.nested_mode);
+    let mut c = Cluster::default();
+    c.apply(
+        manifest::parse(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {name: on-node}\n\
+             spec: {containers: [{name: c, image: i}]}\nstatus: {hostIP: 192.0.2.10}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {name: elsewhere}\n\
+             spec: {containers: [{name: c, image: i}]}\nstatus: {hostIP: 192.0.2.99}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {name: pending}\n\
+             spec: {containers: [{name: c, image: i}]}\n",
+        )
+        .unwrap(),
+    );
+    let node_vmi: Vec<String> = ["default-domain", "admin", "k8s-node-1-eth0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let nodes = std::collections::BTreeMap::from([("192.0.2.10".to_string(), node_vmi.clone())]);
+    let t = agent::k8s::translate::translate_nested(&cfg, &c, &BTreeSet::new(), &nodes);
+    let names: Vec<&str> = t.pods.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, vec!["on-node"]);
+    let vmi = t
+        .objects
+        .iter()
+        .find_map(|o| match &o.kind {
+            Some(object::Kind::VirtualMachineInterface(v)) => Some(v),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(vmi.parent_interface_ref.as_ref().unwrap().fq_name, node_vmi);
+    assert_eq!(vmi.sub_interface_vlan_tag, 0, "the agent assigns the tag");
+    let reasons: Vec<(String, String)> = t
+        .events
+        .iter()
+        .map(|e| (e.object.clone(), e.reason.clone()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (
+                "Pod default/elsewhere".into(),
+                "NodeInterfaceNotFound".into()
+            ),
+            ("Pod default/pending".into(), "NodeInterfaceNotFound".into()),
+        ]
+    );
+    // Outside nested mode the same pods are ordinary interfaces.
+    let plain = translate(&KubeConfig::default(), &c, &BTreeSet::new());
+    assert_eq!(plain.pods.len(), 3);
+}
+
 proptest::proptest! {
     /// Whatever arrives as a manifest or a configuration file: an error, never a panic.
     #[test]

@@ -235,3 +235,78 @@ fn referenced_objects_cannot_be_deleted_and_names_cannot_change() {
             .is_none()
     );
 }
+
+fn vmi(name: &str, parent: Option<&str>, tag: u32) -> Object {
+    obj(K::VirtualMachineInterface(proto::VirtualMachineInterface {
+        fq_name: fq(name),
+        virtual_network_ref: Some(r("virtual-network", fq("red"))),
+        parent_interface_ref: parent.map(|p| r("virtual-machine-interface", fq(p))),
+        sub_interface_vlan_tag: tag,
+        ..Default::default()
+    }))
+}
+
+fn tag_of(o: &Option<Object>) -> u32 {
+    match o.as_ref().and_then(|o| o.kind.as_ref()) {
+        Some(K::VirtualMachineInterface(v)) => v.sub_interface_vlan_tag,
+        _ => panic!("not an interface"),
+    }
+}
+
+/// Nested mode: pods' interfaces are sub-interfaces of their node VM's interface, told
+/// apart by VLAN tags the store assigns (lowest free), keeps and keeps unique.
+#[test]
+fn sub_interfaces_get_unique_vlan_tags_under_their_parent() {
+    let mut db = base();
+    db.apply(vec![
+        Change::Create(vn("red", "ipam", "10.1.0.0/24")),
+        Change::Create(vmi("vm", None, 0)),
+    ])
+    .unwrap();
+    let c = db
+        .apply(vec![
+            Change::Create(vmi("pod1", Some("vm"), 0)),
+            Change::Create(vmi("pod2", Some("vm"), 0)),
+        ])
+        .unwrap();
+    assert_eq!((tag_of(&c.objects[0]), tag_of(&c.objects[1])), (1, 2));
+    // An update without a tag keeps it.
+    let c = db
+        .apply(vec![Change::Update(vmi("pod2", Some("vm"), 0))])
+        .unwrap();
+    assert_eq!(tag_of(&c.objects[0]), 2);
+    // Taken, out of range, or without a parent: refused, nothing changed.
+    let e = db
+        .apply(vec![Change::Create(vmi("pod3", Some("vm"), 2))])
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{}", e.message());
+    let e = db
+        .apply(vec![Change::Create(vmi("pod3", Some("vm"), 4095))])
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = db
+        .apply(vec![Change::Create(vmi("pod3", None, 7))])
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = db
+        .apply(vec![Change::Create(vmi("pod3", Some("nowhere"), 0))])
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // The parent cannot go while its sub-interfaces are there; a freed tag is reused.
+    let e = db
+        .apply(vec![Change::Delete(r(
+            "virtual-machine-interface",
+            fq("vm"),
+        ))])
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    db.apply(vec![Change::Delete(r(
+        "virtual-machine-interface",
+        fq("pod1"),
+    ))])
+    .unwrap();
+    let c = db
+        .apply(vec![Change::Create(vmi("pod3", Some("vm"), 0))])
+        .unwrap();
+    assert_eq!(tag_of(&c.objects[0]), 1);
+}

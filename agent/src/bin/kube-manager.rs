@@ -103,7 +103,12 @@ async fn once(cfg: &KubeConfig, agents: &[String], cluster: &Cluster, quiet: boo
             .await
             .with_context(|| format!("connecting to the agent at {a}"))?;
         let networks = sync::networks(&mut c).await?;
-        let t = translate::translate(cfg, cluster, &networks);
+        let nodes = if cfg.nested_mode {
+            sync::node_interfaces(&mut c).await?
+        } else {
+            Default::default()
+        };
+        let t = translate::translate_nested(cfg, cluster, &networks, &nodes);
         let r = sync::apply(cfg, &mut c, &t)
             .await
             .with_context(|| format!("agent {a}"))?;

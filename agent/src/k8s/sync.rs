@@ -66,7 +66,10 @@ fn comparable(o: &Object) -> Object {
             v.vxlan_network_identifier = 0;
             v.virtual_network_network_id = 0;
         }
-        Some(object::Kind::VirtualMachineInterface(v)) => v.mac_address.clear(),
+        Some(object::Kind::VirtualMachineInterface(v)) => {
+            v.mac_address.clear();
+            v.sub_interface_vlan_tag = 0;
+        }
         Some(object::Kind::InstanceIp(i)) => i.instance_ip_address.clear(),
         Some(object::Kind::SecurityGroup(s)) => s.security_group_id = 0,
         Some(object::Kind::Tag(t)) => t.tag_id = 0,
@@ -90,7 +93,10 @@ fn adopt(desired: &Object, actual: &Object) -> Object {
         (
             Some(object::Kind::VirtualMachineInterface(d)),
             Some(object::Kind::VirtualMachineInterface(a)),
-        ) => d.mac_address = a.mac_address.clone(),
+        ) => {
+            d.mac_address = a.mac_address.clone();
+            d.sub_interface_vlan_tag = a.sub_interface_vlan_tag;
+        }
         (Some(object::Kind::InstanceIp(d)), Some(object::Kind::InstanceIp(a)))
             if d.instance_ip_address.is_empty() =>
         {
@@ -218,4 +224,28 @@ pub async fn apply(
             .map_err(|s| anyhow::anyhow!("the agent refused the changes: {}", s.message()))?;
     }
     Ok(r)
+}
+
+/// Nested mode: the interfaces that hold each address (node address -> interface FQ name),
+/// from the agent's instance IPs.
+pub async fn node_interfaces(
+    c: &mut ConfigApiClient<Channel>,
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let list = c
+        .list(proto::ListRequest {
+            r#type: Kind::InstanceIp.name().into(),
+            parent_fq_name: vec![],
+        })
+        .await
+        .context("listing instance-ip")?
+        .into_inner();
+    let mut out = BTreeMap::new();
+    for o in list.objects {
+        if let Some(object::Kind::InstanceIp(i)) = o.kind
+            && let Some(vmi) = i.virtual_machine_interface_refs.first()
+        {
+            out.insert(i.instance_ip_address, vmi.fq_name.clone());
+        }
+    }
+    Ok(out)
 }

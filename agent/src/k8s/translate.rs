@@ -290,6 +290,12 @@ struct Isolated {
     sg: Vec<String>,
 }
 
+/// What the translation takes from the agent's configuration.
+struct Underlay<'a> {
+    networks: &'a BTreeSet<String>,
+    node_interfaces: &'a BTreeMap<String, Vec<String>>,
+}
+
 /// Translates the cluster. `existing_networks` are the FQ names (joined with ':') of the
 /// networks the agent holds, for custom-network annotations.
 pub fn translate(
@@ -297,7 +303,24 @@ pub fn translate(
     cluster: &Cluster,
     existing_networks: &BTreeSet<String>,
 ) -> Translation {
+    translate_nested(cfg, cluster, existing_networks, &BTreeMap::new())
+}
+
+/// [`translate`] with, for nested mode, the interfaces of the VMs the cluster's nodes run
+/// in: node address (a pod's `status.hostIP`) -> that VM interface's FQ name. In nested
+/// mode a pod's interface is a sub-interface of its node's (the agent assigns it a VLAN
+/// tag); a pod whose node has no interface there is an event.
+pub fn translate_nested(
+    cfg: &KubeConfig,
+    cluster: &Cluster,
+    existing_networks: &BTreeSet<String>,
+    node_interfaces: &BTreeMap<String, Vec<String>>,
+) -> Translation {
     let n = Names { c: cfg };
+    let underlay = Underlay {
+        networks: existing_networks,
+        node_interfaces,
+    };
     let mut out = Out::default();
     let mut events = Vec::new();
     let base = n.base();
@@ -407,7 +430,7 @@ pub fn translate(
             (ns, name, pod),
             &default_pods,
             isolated.get(ns),
-            existing_networks,
+            &underlay,
             &mut events,
         ) {
             pods.push(p);
@@ -456,9 +479,10 @@ fn pod_objects(
     (ns, name, pod): (&String, &String, &Pod),
     default_pods: &[String],
     isolated: Option<&Isolated>,
-    existing: &BTreeSet<String>,
+    underlay: &Underlay<'_>,
     events: &mut Vec<Event>,
 ) -> Option<PodPlacement> {
+    let existing = underlay.networks;
     let what = format!("Pod {ns}/{name}");
     let host_network = pod
         .spec
@@ -507,6 +531,26 @@ fn pod_objects(
             None => (default_pods.to_vec(), None),
         },
     };
+    // Nested mode: the pod rides on its node's VM interface.
+    let parent = if n.c.nested_mode {
+        let host = pod.status.as_ref().and_then(|s| s.host_ip.clone());
+        match host.as_ref().and_then(|h| underlay.node_interfaces.get(h)) {
+            Some(fq) => Some(fq.clone()),
+            None => {
+                events.push(Event {
+                    object: what,
+                    reason: "NodeInterfaceNotFound".into(),
+                    message: match host {
+                        Some(h) => format!("nested mode: no interface holds the node address {h}"),
+                        None => "nested mode: the pod has no hostIP yet".into(),
+                    },
+                });
+                return None;
+            }
+        }
+    } else {
+        None
+    };
     let project = n.project(ns);
     let leaf = n.pod(ns, name);
     let vm = vec![leaf.clone()];
@@ -536,6 +580,8 @@ fn pod_objects(
             virtual_machine_ref: Some(r(Kind::VirtualMachine, &vm)),
             security_group_refs: sg.iter().map(|s| r(Kind::SecurityGroup, s)).collect(),
             tag_refs: tags.iter().map(|t| r(Kind::Tag, t)).collect(),
+            parent_interface_ref: parent.as_ref().map(|p| r(Kind::VirtualMachineInterface, p)),
+            sub_interface_vlan_tag: 0,
         }),
     );
     let iip = vec![leaf];

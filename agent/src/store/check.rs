@@ -343,6 +343,7 @@ pub fn kind(db: &mut Db, name: &str, o: &mut Object, old: Option<&Object>) -> Re
                 .parse()
                 .map_err(|e| invalid(name, "mac_address", e))?;
             v.mac_address = m.to_string();
+            vlan_tag(db, name, &uuid, v, old)?;
         }
         Some(object::Kind::InstanceIp(i)) => {
             let Some(vn) = i.virtual_network_ref.as_ref() else {
@@ -616,6 +617,77 @@ fn subnets(name: &str, field: &str, subnets: &[proto::Subnet]) -> Result<(), Sta
             return Err(invalid(name, &f, format!("{net} overlaps {o}")));
         }
         nets.push(net);
+    }
+    Ok(())
+}
+
+/// A sub-interface's VLAN tag: kept from before, else the lowest free under the parent;
+/// unique under the parent, 1 to 4094. No parent, no tag.
+fn vlan_tag(
+    db: &Db,
+    name: &str,
+    uuid: &str,
+    v: &mut proto::VirtualMachineInterface,
+    old: Option<&Object>,
+) -> Result<(), Status> {
+    let Some(parent) = v.parent_interface_ref.as_ref().map(|r| r.uuid.clone()) else {
+        if v.sub_interface_vlan_tag != 0 {
+            return Err(invalid(
+                name,
+                "sub_interface_vlan_tag",
+                "needs parent_interface_ref",
+            ));
+        }
+        return Ok(());
+    };
+    if parent == uuid {
+        return Err(invalid(
+            name,
+            "parent_interface_ref",
+            "is the interface itself",
+        ));
+    }
+    let taken: Vec<u32> = db
+        .list(Kind::VirtualMachineInterface)
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(object::Kind::VirtualMachineInterface(s))
+                if s.uuid != uuid
+                    && s.parent_interface_ref
+                        .as_ref()
+                        .is_some_and(|r| r.uuid == parent) =>
+            {
+                Some(s.sub_interface_vlan_tag)
+            }
+            _ => None,
+        })
+        .collect();
+    if v.sub_interface_vlan_tag == 0 {
+        v.sub_interface_vlan_tag = match old {
+            Some(Object {
+                kind: Some(object::Kind::VirtualMachineInterface(o)),
+            }) if o
+                .parent_interface_ref
+                .as_ref()
+                .is_some_and(|r| r.uuid == parent) =>
+            {
+                o.sub_interface_vlan_tag
+            }
+            _ => (1..=4094).find(|t| !taken.contains(t)).ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "{name}: every VLAN tag of the parent interface is in use"
+                ))
+            })?,
+        };
+    }
+    if !(1..=4094).contains(&v.sub_interface_vlan_tag) {
+        return Err(invalid(name, "sub_interface_vlan_tag", "is 1 to 4094"));
+    }
+    if taken.contains(&v.sub_interface_vlan_tag) {
+        return Err(Status::already_exists(format!(
+            "{name}: VLAN tag {} is taken under the parent interface",
+            v.sub_interface_vlan_tag
+        )));
     }
     Ok(())
 }
