@@ -2,11 +2,14 @@
 //! sets compile into vrouter rule sets (sequence order, directions, services, tags named
 //! by FQ name, binding by tags).
 
+mod common;
+
 use std::collections::HashMap;
 
 use agent::firewall;
-use agent::proto::{self, Object, Ref, object::Kind as K};
+use agent::proto::{self, Ref, object::Kind as K};
 use agent::store::{Change, Db};
+use common::{obj, r};
 use tonic::Code;
 use vrouter::config::{ActionCfg, EndpointCfg};
 
@@ -21,18 +24,6 @@ type Compiled = (
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
-}
-
-fn r(t: &str, fq_name: Vec<String>) -> Ref {
-    Ref {
-        r#type: t.into(),
-        uuid: String::new(),
-        fq_name,
-    }
-}
-
-fn obj(k: K) -> Object {
-    Object { kind: Some(k) }
 }
 
 fn tag(fq: &[&str]) -> Change {

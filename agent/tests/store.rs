@@ -1,8 +1,11 @@
 //! The configuration database on its own: all-or-nothing batches, address management,
 //! references that block deletes, and fields the API assigns and keeps.
 
-use agent::proto::{self, Object, Ref, object::Kind as K};
+mod common;
+
+use agent::proto::{self, Object, object::Kind as K};
 use agent::store::{Change, Db};
+use common::{obj, r};
 use tonic::Code;
 
 const P: [&str; 2] = ["default-domain", "p"];
@@ -12,18 +15,6 @@ fn fq(name: &str) -> Vec<String> {
         .map(|s| s.to_string())
         .chain([name.to_string()])
         .collect()
-}
-
-fn r(t: &str, fq_name: Vec<String>) -> Ref {
-    Ref {
-        r#type: t.into(),
-        uuid: String::new(),
-        fq_name,
-    }
-}
-
-fn obj(k: K) -> Object {
-    Object { kind: Some(k) }
 }
 
 fn vn(name: &str, ipam: &str, prefix: &str) -> Object {

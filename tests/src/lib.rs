@@ -614,11 +614,15 @@ impl VrLab {
         m
     }
 
+    /// The lab's state file (nodes, pods and their addresses).
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.dir.join("state.json")).expect("state.json"))
+            .expect("state.json is JSON")
+    }
+
     /// The first node's agent address (`host:port`).
     pub fn target(&self) -> String {
-        let state: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.dir.join("state.json")).unwrap()).unwrap();
-        state["nodes"][0]["grpc"]
+        self.state()["nodes"][0]["grpc"]
             .as_str()
             .unwrap()
             .trim_start_matches("http://")
@@ -631,4 +635,10 @@ impl Drop for VrLab {
         print_logs_on_failure(&self.dir, &["node1/vrouter.log", "node1/agent.log"]);
         let _ = self.vrlab(&["down"]);
     }
+}
+
+/// An address without its prefix length, from a JSON string such as `"10.32.0.3/12"`.
+pub fn address_of(v: &serde_json::Value) -> String {
+    let s = v.as_str().unwrap_or_else(|| panic!("not an address: {v}"));
+    s.split('/').next().unwrap_or(s).to_string()
 }

@@ -23,13 +23,7 @@ fn a_tcp_stream_survives_the_agent_being_killed_and_restarted() {
     for (i, p) in ports.iter().enumerate() {
         lab.plug(i, p);
     }
-    let ip_b = ports[1]["ip"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip_b = vr_tests::address_of(&ports[1]["ip"]);
     let o = in_ns(
         &lab.ns[0],
         &["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip_b],

@@ -24,15 +24,7 @@ fn network_policy_decides_what_crosses_between_two_networks() {
     for (i, p) in ports.iter().enumerate() {
         lab.plug(i, p);
     }
-    let ip = |i: usize| {
-        ports[i]["ip"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string()
-    };
+    let ip = |i: usize| vr_tests::address_of(&ports[i]["ip"]);
     let (red, blue) = (ip(0), ip(1));
     assert!(red.starts_with("10.45.1.") && blue.starts_with("10.45.2."));
     let _server = tcp_acceptor(&lab.ns[1], &blue, 80);

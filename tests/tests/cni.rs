@@ -136,13 +136,7 @@ fn the_plugin_adds_checks_and_deletes_pods_and_chains_with_tuning() {
     assert!(l2.contains(&mac), "{l2}");
     let (ok, rb) = cni("ADD", &as_refs(&env_b), &conf);
     assert!(ok, "{rb}");
-    let ip_b = rb["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip_b = vr_tests::address_of(&rb["ips"][0]["address"]);
 
     // Traffic between the two pods goes through the vrouter.
     assert!(pings(&names.0[0], &ip_b), "a -> b");

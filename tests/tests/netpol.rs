@@ -492,17 +492,8 @@ fn run_cases(nodes: u32, pick: impl Fn(&str) -> bool) -> VrLab {
     let topo = lab.dir.join("xyz.yaml");
     std::fs::write(&topo, topology()).unwrap();
     lab.ok(&["apply", "-f", topo.to_str().unwrap()]);
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(lab.dir.join("state.json")).unwrap()).unwrap();
-    let ip = |p: &str| -> String {
-        state["pods"][p]["ip"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string()
-    };
+    let state = lab.state();
+    let ip = |p: &str| -> String { vr_tests::address_of(&state["pods"][p]["ip"]) };
     // Without policies every pod reaches every other.
     let wrong = compare(&lab.matrix("80", "TCP"), &Reach::all(true));
     assert!(wrong.is_empty(), "no policies:\n{}", wrong.join("\n"));
@@ -553,8 +544,7 @@ fn network_policies_hold_across_two_nodes() {
             || name.starts_with("both ends")
             || name.starts_with("egress from x/a on a named port")
     });
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(lab.dir.join("state.json")).unwrap()).unwrap();
+    let state = lab.state();
     let nodes: std::collections::BTreeSet<u64> = state["pods"]
         .as_object()
         .unwrap()

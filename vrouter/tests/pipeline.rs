@@ -314,24 +314,36 @@ fn ipv6_neighbour_solicitation_gets_an_advertisement_with_a_valid_checksum() {
     assert_eq!(tb.pipeline.stats.nd_replies, 1);
 }
 
+/// Gives VM2 an ingress rule set that passes only `proto` to port `port`.
+fn vm2_ingress_only(tb: &mut Testbed, name: &str, proto: u8, port: u16) {
+    set_vm2_policy(
+        tb,
+        Some(Policy {
+            ingress: vec![RuleSet {
+                name: name.into(),
+                rules: vec![Rule {
+                    proto: Some(proto),
+                    dport: (port, port),
+                    ..Rule::any(Action::Pass)
+                }],
+                default: Action::Deny,
+            }],
+            egress: vec![],
+        }),
+    );
+}
+
+fn set_vm2_policy(tb: &mut Testbed, policy: Option<Policy>) {
+    let mut vm2 = tb.writer.tables().vifs.get(VM2.0).unwrap().as_ref().clone();
+    vm2.policy = policy.map(Arc::new);
+    tb.writer.add_vif(vm2).unwrap();
+    tb.writer.publish();
+}
+
 #[test]
 fn security_group_allows_tcp_80_only_and_denied_flows_stay_denied() {
     let mut tb = Testbed::new(1024);
-    let mut vm2 = tb.writer.tables().vifs.get(VM2.0).unwrap().as_ref().clone();
-    vm2.policy = Some(Arc::new(Policy {
-        ingress: vec![RuleSet {
-            name: "sg-web".into(),
-            rules: vec![Rule {
-                proto: Some(6),
-                dport: (80, 80),
-                ..Rule::any(Action::Pass)
-            }],
-            default: Action::Deny,
-        }],
-        egress: vec![],
-    }));
-    tb.writer.add_vif(vm2).unwrap();
-    tb.writer.publish();
+    vm2_ingress_only(&mut tb, "sg-web", 6, 80);
     let tcp = |dport| {
         ipv4_frame(
             VM1_MAC,
@@ -395,28 +407,8 @@ fn a_policy_change_decides_existing_flows_again() {
     );
     assert_eq!(tb.run_one(VM1, syn(81), 1).0, Disposition::Tx(VM2));
     assert_eq!(tb.run_one(VM2, reply.clone(), 1).0, Disposition::Tx(VM1));
-    let set_policy = |tb: &mut Testbed, policy: Option<Policy>| {
-        let mut vm2 = tb.writer.tables().vifs.get(VM2.0).unwrap().as_ref().clone();
-        vm2.policy = policy.map(Arc::new);
-        tb.writer.add_vif(vm2).unwrap();
-        tb.writer.publish();
-    };
     // Port 80 only: the established flow to 81 is denied from its next packet on.
-    set_policy(
-        &mut tb,
-        Some(Policy {
-            ingress: vec![RuleSet {
-                name: "sg-web".into(),
-                rules: vec![Rule {
-                    proto: Some(6),
-                    dport: (80, 80),
-                    ..Rule::any(Action::Pass)
-                }],
-                default: Action::Deny,
-            }],
-            egress: vec![],
-        }),
-    );
+    vm2_ingress_only(&mut tb, "sg-web", 6, 80);
     assert_eq!(
         tb.run_one(VM1, syn(81), 2).0,
         Disposition::Drop(DropReason::PolicyDeny)
@@ -435,7 +427,7 @@ fn a_policy_change_decides_existing_flows_again() {
     );
     assert_eq!(tb.pipeline.stats.flows_reevaluated, 1);
     // The policy goes: the denied flow passes again, both ways.
-    set_policy(&mut tb, None);
+    set_vm2_policy(&mut tb, None);
     assert_eq!(tb.run_one(VM1, syn(81), 4).0, Disposition::Tx(VM2));
     assert_eq!(tb.run_one(VM2, reply, 4).0, Disposition::Tx(VM1));
     assert_eq!(tb.pipeline.stats.flows_reevaluated, 2);
@@ -444,21 +436,7 @@ fn a_policy_change_decides_existing_flows_again() {
 #[test]
 fn sctp_ports_are_matched_by_policy_and_a_short_sctp_header_is_invalid() {
     let mut tb = Testbed::new(1024);
-    let mut vm2 = tb.writer.tables().vifs.get(VM2.0).unwrap().as_ref().clone();
-    vm2.policy = Some(Arc::new(Policy {
-        ingress: vec![RuleSet {
-            name: "sctp-80".into(),
-            rules: vec![Rule {
-                proto: Some(132),
-                dport: (80, 80),
-                ..Rule::any(Action::Pass)
-            }],
-            default: Action::Deny,
-        }],
-        egress: vec![],
-    }));
-    tb.writer.add_vif(vm2).unwrap();
-    tb.writer.publish();
+    vm2_ingress_only(&mut tb, "sctp-80", 132, 80);
     // An SCTP common header: ports, verification tag, CRC32c (not checked by the router).
     let sctp = |dport: u16, len: usize| {
         let mut f = ipv4_frame(VM1_MAC, gw(), VM1_IP, VM2_IP, 132, 0, 0, 0, &[0; 4]);
