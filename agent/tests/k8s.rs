@@ -410,6 +410,90 @@ fn nested_mode_makes_pods_sub_interfaces_of_their_node_vm_interface() {
     assert_eq!(plain.pods.len(), 3);
 }
 
+#[test]
+fn the_node_reaches_pod_networks_through_a_policy_attached_to_ip_fabric() {
+    let cfg = KubeConfig::default();
+    let fabric: Vec<String> = agent::oper::IP_FABRIC
+        .split(':')
+        .map(str::to_string)
+        .collect();
+    // Without an ip-fabric network nothing of the kind is made.
+    let t = translate(&cfg, &cluster(), &BTreeSet::new());
+    assert!(t.attachments.is_empty());
+    let with = BTreeSet::from([agent::oper::IP_FABRIC.to_string()]);
+    let t = translate(&cfg, &cluster(), &with);
+    let policy = vec![
+        "default-domain".to_string(),
+        "k8s-default".into(),
+        "k8s-ip-fabric-pod".into(),
+    ];
+    assert_eq!(t.attachments, vec![(fabric.clone(), policy.clone())]);
+    let np = t
+        .objects
+        .iter()
+        .find_map(|o| match &o.kind {
+            Some(object::Kind::NetworkPolicy(p)) if p.fq_name == policy => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    let peers: Vec<&str> = np
+        .network_policy_entries
+        .iter()
+        .map(|r| r.dst_addresses[0].virtual_network.as_str())
+        .collect();
+    assert_eq!(
+        peers,
+        vec![
+            "default-domain:k8s-dev:k8s-dev-pod-network",
+            "default-domain:k8s-default:k8s-default-pod-network"
+        ]
+    );
+    // The isolated namespace's group lets the node in.
+    assert!(t.objects.iter().any(|o| matches!(&o.kind,
+        Some(object::Kind::SecurityGroup(g)) if g.security_group_entries.iter().any(|r|
+            r.src_addresses[0].virtual_network == agent::oper::IP_FABRIC))));
+    // Attaching keeps the operator's references and replaces stale ones of ours.
+    let r = |fq: &[&str]| agent::proto::Ref {
+        r#type: "network-policy".into(),
+        uuid: "u".into(),
+        fq_name: fq.iter().map(|s| s.to_string()).collect(),
+    };
+    let actual = vec![agent::proto::Object {
+        kind: Some(object::Kind::VirtualNetwork(agent::proto::VirtualNetwork {
+            fq_name: fabric.clone(),
+            network_policy_refs: vec![
+                r(&["default-domain", "admin", "operator-policy"]),
+                r(&["default-domain", "k8s-default", "k8s-old-policy"]),
+            ],
+            ..Default::default()
+        })),
+    }];
+    let changes = agent::k8s::sync::attach(&cfg, &t.attachments, &actual);
+    let Some(change::Change::Update(o)) = &changes[0].change else {
+        panic!("an update");
+    };
+    let Some(object::Kind::VirtualNetwork(vn)) = &o.kind else {
+        panic!("a network");
+    };
+    let refs: Vec<String> = vn
+        .network_policy_refs
+        .iter()
+        .map(|r| fq_string(&r.fq_name))
+        .collect();
+    assert_eq!(
+        refs,
+        vec![
+            "default-domain:admin:operator-policy",
+            "default-domain:k8s-default:k8s-ip-fabric-pod"
+        ]
+    );
+    // In step: nothing to do.
+    let done = vec![agent::proto::Object {
+        kind: Some(object::Kind::VirtualNetwork(vn.clone())),
+    }];
+    assert!(agent::k8s::sync::attach(&cfg, &t.attachments, &done).is_empty());
+}
+
 proptest::proptest! {
     /// Whatever arrives as a manifest or a configuration file: an error, never a panic.
     #[test]

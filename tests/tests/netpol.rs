@@ -515,6 +515,11 @@ fn run_cases(nodes: u32, pick: impl Fn(&str) -> bool) -> VrLab {
                 ));
             }
         }
+        // Whatever the policies, the node reaches its pods (kubelet probes).
+        let o = lab.vrlab(&["probe", "--from", "node1", "--to", "x/a", "--port", "80"]);
+        if o.status.code() != Some(0) {
+            failures.push(format!("case {i} \"{}\": node1 -> x/a blocked", c.name));
+        }
         lab.ok(&["delete", "-f", file.to_str().unwrap()]);
     }
     // With the policies gone, everything is open again.

@@ -96,6 +96,16 @@ fn isolation_lists_and_custom_networks_through_real_connections() {
         seed_pod_rules(f, t) && t != "default/c"
     });
 
+    // The node (kubelet probes) reaches every pod of kube-manager's networks, isolated
+    // ones included, through the policy between them and the ip-fabric network; the
+    // custom network's pods are the operator's.
+    for p in ["default/a", "iso/x", "iso/y", "iso2/z", "open/w"] {
+        let o = lab.vrlab(&["probe", "--from", "node1", "--to", p, "--port", "80"]);
+        assert_eq!(o.status.code(), Some(0), "node1 -> {p}: {o:?}");
+    }
+    let o = lab.vrlab(&["probe", "--from", "node1", "--to", "blue/b", "--port", "80"]);
+    assert_eq!(o.status.code(), Some(1), "node1 -> blue/b: {o:?}");
+
     // Single probes exit 0 / 1.
     let o = lab.vrlab(&["probe", "--from", "iso/x", "--to", "iso/y", "--port", "80"]);
     assert_eq!(o.status.code(), Some(0));

@@ -62,7 +62,7 @@ enum Cmd {
     /// Opens a connection from a pod: exit 0 if it connects, 1 if it is blocked. With
     /// --matrix, every pod to every pod, printed as a truth table.
     Probe {
-        /// The client pod, `namespace/name`.
+        /// The client: a pod, `namespace/name`, or a node's host, `node1`.
         #[arg(long, required_unless_present = "matrix")]
         from: Option<String>,
         /// The server: `namespace/name` or an address.
@@ -108,6 +108,9 @@ enum Cmd {
 struct Node {
     name: String,
     ip: String,
+    /// The node's host: a network namespace whose vhost0 is the vrouter's host port.
+    #[serde(default)]
+    netns: String,
     socket: PathBuf,
     grpc: String,
     pids: Vec<u32>,
@@ -312,12 +315,37 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
         } else {
             "net_null0,no-rx=1".into()
         };
+        let mac = format!("02:fa:00:00:00:{i:02x}");
+        // The host: vhost0 (the fabric's MAC and address) in the node's namespace.
+        let host_ns = format!("vl{tag}-{name}");
+        let host_end = format!("vh{tag}{i}");
+        let _ = run(&["ip", "netns", "del", &host_ns]);
+        let _ = run(&["ip", "link", "del", &host_end]);
+        run(&["ip", "netns", "add", &host_ns])?;
+        run(&[
+            "ip", "link", "add", &host_end, "type", "veth", "peer", "name", "vhost0", "netns",
+            &host_ns,
+        ])?;
+        run(&["ip", "link", "set", &host_end, "up"])?;
+        let cidr = format!("{ip}/24");
+        for cmd in [
+            vec!["ip", "link", "set", "lo", "up"],
+            vec!["ip", "link", "set", "vhost0", "address", &mac],
+            vec!["ip", "addr", "add", &cidr, "dev", "vhost0"],
+            vec!["ip", "link", "set", "vhost0", "up"],
+            vec!["ip", "route", "add", "default", "dev", "vhost0"],
+            vec!["ethtool", "-K", "vhost0", "tx", "off"],
+        ] {
+            in_ns(&host_ns, &cmd)?;
+        }
         std::fs::write(
             &cfg,
             format!(
-                "[global]\nfabric_vif = 0\nmax_vifs = 16384\n\n[[vrf]]\nid = 0\n\n[[vif]]\nid = 0\n\
-                 name = \"fabric\"\nkind = \"physical\"\ndevice = \"{fabric}\"\n\
-                 mac = \"02:fa:00:00:00:{i:02x}\"\nvrf = 0\nip4 = \"{ip}\"\n"
+                "[global]\nfabric_vif = 0\nhost_vif = 1\nmax_vifs = 16384\n\n[[vrf]]\nid = 0\n\n\
+                 [[vif]]\nid = 0\nname = \"fabric\"\nkind = \"physical\"\ndevice = \"{fabric}\"\n\
+                 mac = \"{mac}\"\nvrf = 0\nip4 = \"{ip}\"\n\n\
+                 [[vif]]\nid = 1\nname = \"vhost0\"\nkind = \"host\"\n\
+                 device = \"net_af_packet_host,iface={host_end}\"\nmac = \"{mac}\"\nvrf = 0\nip4 = \"{ip}\"\n"
             ),
         )?;
         let socket = dir.join("vrouter.sock");
@@ -334,6 +362,7 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
         )?;
         let mut node = Node {
             name: name.clone(),
+            netns: host_ns,
             ip,
             socket: socket.clone(),
             grpc: String::new(),
@@ -369,12 +398,46 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
         wait_for("agent", &alog, || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         })?;
+        provision(&state.nodes[(i - 1) as usize])?;
         println!(
             "{name}: vrouter {} agent 127.0.0.1:{port}",
             socket.display()
         );
     }
     Ok(())
+}
+
+/// What a cluster's provisioning puts in every node's configuration: the ip-fabric
+/// network (the underlay, where the node's host lives).
+fn provision(n: &Node) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (mut c, _) = connect_node(n).await?;
+        let fabric: Vec<String> = agent::oper::IP_FABRIC
+            .split(':')
+            .map(str::to_string)
+            .collect();
+        let objects = [
+            proto::object::Kind::Project(proto::Project {
+                fq_name: fabric[..2].to_vec(),
+                ..Default::default()
+            }),
+            proto::object::Kind::VirtualNetwork(proto::VirtualNetwork {
+                fq_name: fabric.clone(),
+                ..Default::default()
+            }),
+        ];
+        for o in objects {
+            match c.create(proto::Object { kind: Some(o) }).await {
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+                Err(s) => bail!("{}: provisioning ip-fabric: {}", n.name, s.message()),
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Eight hex digits naming this lab's links (interface names are at most 15 bytes).
@@ -779,10 +842,16 @@ fn probe_one(
     protocol: &str,
     timeout_ms: u64,
 ) -> Result<std::result::Result<String, String>> {
-    let src = state
-        .pods
-        .get(from)
-        .ok_or_else(|| anyhow!("no pod {from}"))?;
+    // From a pod, or from a node's host.
+    let src_netns = match state.pods.get(from) {
+        Some(p) => p.netns.as_str(),
+        None => state
+            .nodes
+            .iter()
+            .find(|n| n.name == from && !n.netns.is_empty())
+            .map(|n| n.netns.as_str())
+            .ok_or_else(|| anyhow!("no pod or node {from}"))?,
+    };
     let addr = match to.parse::<IpAddr>() {
         Ok(a) => a.to_string(),
         Err(_) => state
@@ -796,7 +865,7 @@ fn probe_one(
             .to_string(),
     };
     let o = Command::new("ip")
-        .args(["netns", "exec", &src.netns])
+        .args(["netns", "exec", src_netns])
         .arg(bin("vrlab"))
         .args([
             "connect",
@@ -874,6 +943,9 @@ fn down(lab: &Lab) -> Result<()> {
     }
     if let Some(pid) = state.etcd_pid {
         kill(pid);
+    }
+    for n in state.nodes.iter().filter(|n| !n.netns.is_empty()) {
+        let _ = run(&["ip", "netns", "del", &n.netns]);
     }
     if let Some(b) = &state.bridge {
         let _ = run(&["ip", "link", "del", b]);

@@ -167,6 +167,60 @@ pub fn plan(cfg: &KubeConfig, desired: &[Object], actual: &[Object]) -> Vec<prot
     out
 }
 
+/// Updates of the networks kube-manager does not own (the ip-fabric network) that give
+/// them exactly kube-manager's policy references `attachments` asks for, keeping every
+/// other reference they have.
+pub fn attach(
+    cfg: &KubeConfig,
+    attachments: &[(Vec<String>, Vec<String>)],
+    actual: &[Object],
+) -> Vec<proto::Change> {
+    let mut out = Vec::new();
+    for o in actual {
+        let Some(object::Kind::VirtualNetwork(vn)) = &o.kind else {
+            continue;
+        };
+        if owned(cfg, Kind::VirtualNetwork, &vn.fq_name) {
+            continue;
+        }
+        let want: Vec<&Vec<String>> = attachments
+            .iter()
+            .filter(|(net, _)| *net == vn.fq_name)
+            .map(|(_, p)| p)
+            .collect();
+        let mut refs: Vec<proto::Ref> = vn
+            .network_policy_refs
+            .iter()
+            .filter(|r| !owned(cfg, Kind::NetworkPolicy, &r.fq_name) || want.contains(&&r.fq_name))
+            .cloned()
+            .collect();
+        for p in want {
+            if !refs.iter().any(|r| r.fq_name == *p) {
+                refs.push(proto::Ref {
+                    r#type: Kind::NetworkPolicy.name().into(),
+                    uuid: String::new(),
+                    fq_name: p.clone(),
+                });
+            }
+        }
+        if refs.len() != vn.network_policy_refs.len()
+            || refs
+                .iter()
+                .zip(&vn.network_policy_refs)
+                .any(|(a, b)| a.fq_name != b.fq_name)
+        {
+            let mut vn = vn.clone();
+            vn.network_policy_refs = refs;
+            out.push(proto::Change {
+                change: Some(change::Change::Update(Object {
+                    kind: Some(object::Kind::VirtualNetwork(vn)),
+                })),
+            });
+        }
+    }
+    out
+}
+
 /// The agent's objects of the kinds kube-manager makes.
 pub async fn actual(c: &mut ConfigApiClient<Channel>) -> Result<Vec<Object>> {
     let mut out = Vec::new();
@@ -208,7 +262,15 @@ pub async fn apply(
     t: &Translation,
 ) -> Result<Report> {
     let have = actual(c).await?;
-    let changes = plan(cfg, &t.objects, &have);
+    let mut changes = plan(cfg, &t.objects, &have);
+    // Attachments after the creates and updates (the policies exist), before the deletes
+    // (a policy that goes is detached first).
+    let at = changes
+        .iter()
+        .position(|c| matches!(c.change, Some(change::Change::Delete(_))))
+        .unwrap_or(changes.len());
+    let attached = attach(cfg, &t.attachments, &have);
+    changes.splice(at..at, attached);
     let mut r = Report::default();
     for ch in &changes {
         match &ch.change {

@@ -29,6 +29,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::netpol::{self, PodView};
 use super::{Cluster, ISOLATION, ISOLATION_SERVICE, KubeConfig, NETWORK, fq_annotation};
 use crate::kinds::{Kind, fq_string};
+use crate::oper::IP_FABRIC;
 use crate::proto::{self, Object, object};
 
 /// The domain of every project.
@@ -75,6 +76,9 @@ pub struct Translation {
     pub events: Vec<Event>,
     /// The pods that have an interface.
     pub pods: Vec<PodPlacement>,
+    /// Policies of kube-manager's to attach to networks it does not own (the ip-fabric
+    /// network): (network, policy) FQ names.
+    pub attachments: Vec<(Vec<String>, Vec<String>)>,
 }
 
 fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
@@ -338,9 +342,21 @@ pub fn translate_nested(
     let pod_svc = n.in_base("default-pod-service");
     out.policy(pod_svc.clone(), vec![pass_all(&default_pods, &default_svc)]);
 
+    // The node (kubelet probes, host-network pods) reaches every pod network through a
+    // policy with the ip-fabric network, where the cluster has one.
+    let fabric: Vec<String> = IP_FABRIC.split(':').map(str::to_string).collect();
+    let node_access = existing_networks
+        .contains(IP_FABRIC)
+        .then(|| n.in_base("ip-fabric-pod"));
+    let mut node_rules = Vec::new();
+    let with_node = |mut v: Vec<Vec<String>>| {
+        v.extend(node_access.clone());
+        v
+    };
+
     // Isolated namespaces, and the policies the cluster's networks take part in.
     let mut isolated: BTreeMap<String, Isolated> = BTreeMap::new();
-    let mut on_default_pods = vec![pod_svc.clone()];
+    let mut on_default_pods = with_node(vec![pod_svc.clone()]);
     let mut on_default_svc = vec![pod_svc];
     for (name, ns) in &cluster.namespaces {
         if name == "kube-system" {
@@ -372,7 +388,8 @@ pub fn translate_nested(
         out.policy(egress.clone(), rules);
         on_default_pods.push(egress.clone());
         on_default_svc.push(egress.clone());
-        out.network(pods.clone(), &pod_ipam, &[own, egress]);
+        out.network(pods.clone(), &pod_ipam, &with_node(vec![own, egress]));
+        node_rules.push(pass_all(&fabric, &pods));
         out.network(svc, &svc_ipam, &svc_policies);
         // Only the namespace's own pods get in.
         let sg = n.in_ns(name, "isolation");
@@ -410,7 +427,25 @@ pub fn translate_nested(
                         action: "pass".into(),
                         ..Default::default()
                     },
-                ],
+                ]
+                .into_iter()
+                .chain(node_access.as_ref().map(|_| proto::PolicyRule {
+                    // The node's probes get in too.
+                    direction: ">".into(),
+                    protocol: "any".into(),
+                    ethertype: "IPv4".into(),
+                    src_addresses: vec![proto::AddressType {
+                        virtual_network: IP_FABRIC.into(),
+                        ..Default::default()
+                    }],
+                    dst_addresses: vec![proto::AddressType {
+                        security_group: "local".into(),
+                        ..Default::default()
+                    }],
+                    action: "pass".into(),
+                    ..Default::default()
+                }))
+                .collect(),
                 security_group_id: 0,
             }),
         );
@@ -418,6 +453,12 @@ pub fn translate_nested(
     }
     if cfg.cluster_network.is_none() {
         out.network(default_pods.clone(), &pod_ipam, &on_default_pods);
+        node_rules.push(pass_all(&fabric, &default_pods));
+    }
+    let mut attachments = Vec::new();
+    if let Some(p) = &node_access {
+        out.policy(p.clone(), node_rules);
+        attachments.push((fabric.clone(), p.clone()));
     }
     out.network(default_svc, &svc_ipam, &on_default_svc);
 
@@ -468,6 +509,7 @@ pub fn translate_nested(
         objects: out.objects(),
         events,
         pods,
+        attachments,
     }
 }
 
