@@ -128,6 +128,27 @@ fn pass_all(a: &[String], b: &[String]) -> proto::PolicyRule {
     }
 }
 
+/// A security-group rule passing IPv4 from `src` to `dst`.
+fn sg_rule(src: proto::AddressType, dst: proto::AddressType) -> proto::PolicyRule {
+    proto::PolicyRule {
+        direction: ">".into(),
+        protocol: "any".into(),
+        ethertype: "IPv4".into(),
+        src_addresses: vec![src],
+        dst_addresses: vec![dst],
+        action: "pass".into(),
+        ..Default::default()
+    }
+}
+
+/// The interface the security group is on.
+fn local() -> proto::AddressType {
+    proto::AddressType {
+        security_group: "local".into(),
+        ..Default::default()
+    }
+}
+
 /// The names of the cluster's objects.
 pub(super) struct Names<'a> {
     pub(super) c: &'a KubeConfig,
@@ -399,52 +420,29 @@ pub fn translate_nested(
             object::Kind::SecurityGroup(proto::SecurityGroup {
                 uuid: uuid_for(Kind::SecurityGroup, &sg),
                 fq_name: sg.clone(),
-                security_group_entries: vec![
-                    proto::PolicyRule {
-                        direction: ">".into(),
-                        protocol: "any".into(),
-                        ethertype: "IPv4".into(),
-                        src_addresses: vec![proto::AddressType {
+                security_group_entries: [
+                    // Its own pods in, anything out.
+                    Some(sg_rule(
+                        proto::AddressType {
                             security_group: fq_string(&sg),
                             ..Default::default()
-                        }],
-                        dst_addresses: vec![proto::AddressType {
-                            security_group: "local".into(),
-                            ..Default::default()
-                        }],
-                        action: "pass".into(),
-                        ..Default::default()
-                    },
-                    proto::PolicyRule {
-                        direction: ">".into(),
-                        protocol: "any".into(),
-                        ethertype: "IPv4".into(),
-                        src_addresses: vec![proto::AddressType {
-                            security_group: "local".into(),
-                            ..Default::default()
-                        }],
-                        dst_addresses: vec![proto::AddressType::default()],
-                        action: "pass".into(),
-                        ..Default::default()
-                    },
+                        },
+                        local(),
+                    )),
+                    Some(sg_rule(local(), proto::AddressType::default())),
+                    // The node's probes get in too.
+                    node_access.as_ref().map(|_| {
+                        sg_rule(
+                            proto::AddressType {
+                                virtual_network: IP_FABRIC.into(),
+                                ..Default::default()
+                            },
+                            local(),
+                        )
+                    }),
                 ]
                 .into_iter()
-                .chain(node_access.as_ref().map(|_| proto::PolicyRule {
-                    // The node's probes get in too.
-                    direction: ">".into(),
-                    protocol: "any".into(),
-                    ethertype: "IPv4".into(),
-                    src_addresses: vec![proto::AddressType {
-                        virtual_network: IP_FABRIC.into(),
-                        ..Default::default()
-                    }],
-                    dst_addresses: vec![proto::AddressType {
-                        security_group: "local".into(),
-                        ..Default::default()
-                    }],
-                    action: "pass".into(),
-                    ..Default::default()
-                }))
+                .flatten()
                 .collect(),
                 security_group_id: 0,
             }),
