@@ -401,7 +401,7 @@ fn plan(d: &Desired, a: &Actual) -> [Vec<Op>; 5] {
     let (comp, plain): (Vec<_>, Vec<_>) = d
         .nexthops
         .values()
-        .partition(|n| matches!(n.kind, NexthopKind::Composite { .. }));
+        .partition(|n| n.kind.refers_to_nexthops());
     for n in plain.into_iter().chain(comp) {
         if !a.nexthops.get(&n.id).is_some_and(|cur| same_nh(cur, n)) {
             main.push(Op::SetNexthop(n.clone()));
@@ -450,7 +450,7 @@ fn plan(d: &Desired, a: &Actual) -> [Vec<Op>; 5] {
         .nexthops
         .values()
         .filter(|n| !d.nexthops.contains_key(&n.id))
-        .partition(|n| matches!(n.kind, NexthopKind::Composite { .. }));
+        .partition(|n| n.kind.refers_to_nexthops());
     for n in comp.into_iter().chain(plain) {
         main.push(Op::DelNexthop { id: n.id });
     }

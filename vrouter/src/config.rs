@@ -13,6 +13,7 @@ use crate::tables::{
     EncapSet, GlobalConfig, Nexthop, NhId, RouteEntry, TableError, TablesWriter, Tunnel,
     TunnelKind, Vif, VifId, VifKind, VrfId,
 };
+use crate::tables::{Service, ServicePort};
 use crate::wire::MacAddr;
 
 /// Encapsulation names as they appear in configuration.
@@ -262,11 +263,56 @@ pub enum NexthopKind {
         /// Members.
         members: Vec<MemberCfg>,
     },
+    /// A service address: ECMP over backends with destination NAT to the chosen one.
+    Service {
+        /// Backends.
+        members: Vec<ServiceMemberCfg>,
+        /// Ports served.
+        ports: Vec<ServicePortCfg>,
+    },
     /// L2 flood to several nexthops.
     L2Flood {
         /// Member nexthops.
         members: Vec<u32>,
     },
+}
+
+impl NexthopKind {
+    /// Whether it refers to other nexthops (set after them).
+    pub fn refers_to_nexthops(&self) -> bool {
+        matches!(
+            self,
+            NexthopKind::Composite { .. } | NexthopKind::Service { .. }
+        )
+    }
+}
+
+/// A backend of a service nexthop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceMemberCfg {
+    /// Its nexthop (encap or tunnel).
+    pub nh: u32,
+    /// Label / VNI for a tunnel.
+    #[serde(default)]
+    pub label: u32,
+    /// Weight.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Its address: the destination becomes this.
+    pub addr: IpAddr,
+}
+
+/// A port a service serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePortCfg {
+    /// IP protocol number.
+    pub proto: u8,
+    /// Port on the service address.
+    pub port: u16,
+    /// Port on the backend.
+    pub target: u16,
 }
 
 /// A nexthop with its index.
@@ -426,7 +472,7 @@ impl Config {
         let (composites, plain): (Vec<_>, Vec<_>) = self
             .nexthops
             .iter()
-            .partition(|n| matches!(n.kind, NexthopKind::Composite { .. }));
+            .partition(|n| n.kind.refers_to_nexthops());
         for n in plain.into_iter().chain(composites) {
             apply_nexthop(w, n)?;
         }
@@ -692,6 +738,30 @@ impl NexthopCfg {
                     })
                     .collect(),
             },
+            Nexthop::Service(s) => NexthopKind::Service {
+                members: s
+                    .ecmp
+                    .members()
+                    .iter()
+                    .zip(s.ecmp.weights())
+                    .zip(&s.backends)
+                    .map(|((m, w), a)| ServiceMemberCfg {
+                        nh: m.nh.0,
+                        label: m.label,
+                        weight: *w,
+                        addr: *a,
+                    })
+                    .collect(),
+                ports: s
+                    .ports
+                    .iter()
+                    .map(|p| ServicePortCfg {
+                        proto: p.proto,
+                        port: p.port,
+                        target: p.target,
+                    })
+                    .collect(),
+            },
             Nexthop::L2Flood { members } => NexthopKind::L2Flood {
                 members: members.iter().map(|m| m.0).collect(),
             },
@@ -760,6 +830,34 @@ fn nexthop(object: &str, k: &NexthopKind) -> Result<Nexthop, ConfigError> {
                 why: e.to_string(),
             })?;
             Nexthop::Composite(Arc::new(e))
+        }
+        NexthopKind::Service { members, ports } => {
+            let b: Vec<_> = members
+                .iter()
+                .map(|m| {
+                    (
+                        Member {
+                            nh: NhId(m.nh),
+                            label: m.label,
+                        },
+                        m.weight,
+                        m.addr,
+                    )
+                })
+                .collect();
+            let ports = ports
+                .iter()
+                .map(|p| ServicePort {
+                    proto: p.proto,
+                    port: p.port,
+                    target: p.target,
+                })
+                .collect();
+            let s = Service::new(&b, ports).map_err(|e| ConfigError::Value {
+                object: object.into(),
+                why: e.to_string(),
+            })?;
+            Nexthop::Service(Arc::new(s))
         }
         NexthopKind::L2Flood { members } => Nexthop::L2Flood {
             members: members.iter().map(|m| NhId(*m)).collect(),

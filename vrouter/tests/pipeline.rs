@@ -7,10 +7,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
+use vrouter::config::{NexthopCfg, NexthopKind, ServiceMemberCfg, ServicePortCfg};
 use vrouter::nat::{PortPool, SnatPools};
 use vrouter::pipeline::{Disposition, DropReason};
 use vrouter::policy::{Action, Policy, Rule, RuleSet};
-use vrouter::tables::{GlobalConfig, RouteEntry, TunnelKind};
+use vrouter::tables::{GlobalConfig, NhId, RouteEntry, TunnelKind};
 use vrouter::testbed::*;
 use vrouter::wire::{self, MacAddr, checksum};
 
@@ -530,6 +531,180 @@ fn service_vip_spreads_flows_and_keeps_them_on_their_member() {
             assert_eq!(now, first[&sport], "flow {sport} moved");
         }
     }
+}
+
+/// A service address over vm2 and a pod on node B, TCP 80 -> 8080 and UDP 53 -> 5353,
+/// set through the configuration path.
+fn with_service(tb: &mut Testbed) -> Ipv4Addr {
+    let svc = Ipv4Addr::new(10, 1, 1, 200);
+    let cfg = NexthopCfg {
+        id: 7,
+        kind: NexthopKind::Service {
+            members: vec![
+                ServiceMemberCfg {
+                    nh: NH_VM2.0,
+                    label: 0,
+                    weight: 1,
+                    addr: IpAddr::V4(VM2_IP),
+                },
+                ServiceMemberCfg {
+                    nh: NH_NODE_B.0,
+                    label: REMOTE_LABEL,
+                    weight: 1,
+                    addr: IpAddr::V4(REMOTE_IP),
+                },
+            ],
+            ports: vec![
+                ServicePortCfg {
+                    proto: 6,
+                    port: 80,
+                    target: 8080,
+                },
+                ServicePortCfg {
+                    proto: 17,
+                    port: 53,
+                    target: 5353,
+                },
+            ],
+        },
+    };
+    vrouter::config::apply_nexthop(&mut tb.writer, &cfg).unwrap();
+    tb.writer
+        .add_route(
+            RED,
+            IpAddr::V4(svc),
+            32,
+            RouteEntry {
+                nh: NhId(7),
+                label: 0,
+                attr: 0,
+            },
+        )
+        .unwrap();
+    tb.writer.publish();
+    svc
+}
+
+#[test]
+fn a_service_address_is_translated_to_a_backend_and_its_target_port_and_back() {
+    let mut tb = Testbed::new(1024);
+    let svc = with_service(&mut tb);
+    // Connections spread over both backends; each one is translated to its backend.
+    let mut local = None;
+    let mut remote = 0;
+    for sport in 40000..40064u16 {
+        let syn = ipv4_frame(
+            VM1_MAC,
+            gw(),
+            VM1_IP,
+            svc,
+            6,
+            sport,
+            80,
+            wire::tcp::flags::SYN,
+            b"",
+        );
+        match tb.run_one(VM1, syn, 1) {
+            (Disposition::Tx(VM2), out) => {
+                let o = decode(&out);
+                assert_eq!(
+                    (o.src, o.dst, o.sport, o.dport),
+                    (VM1_IP, VM2_IP, sport, 8080)
+                );
+                assert_eq!(o.dst_mac, VM2_MAC.0);
+                local.get_or_insert(sport);
+            }
+            (Disposition::Tx(FABRIC), out) => {
+                // MPLSoUDP to node B: the inner packet goes to the remote backend.
+                let inner = &out[14 + 20 + 8 + 4..];
+                assert_eq!(inner[9], 6, "TCP inside");
+                let (src, dst, _, l4) = decode_ip(inner);
+                assert_eq!((src, dst), (VM1_IP, REMOTE_IP));
+                assert_eq!(u16::from_be_bytes([l4[2], l4[3]]), 8080);
+                remote += 1;
+            }
+            other => panic!("unexpected {:?}", other.0),
+        }
+    }
+    let sport = local.expect("some connections to vm2");
+    assert!(remote > 0, "some connections to node B");
+    // vm2's answer leaves as the service.
+    let reply = ipv4_frame(
+        VM2_MAC,
+        gw(),
+        VM2_IP,
+        VM1_IP,
+        6,
+        8080,
+        sport,
+        wire::tcp::flags::SYN | wire::tcp::flags::ACK,
+        b"",
+    );
+    let (d, back) = tb.run_one(VM2, reply, 2);
+    assert_eq!(d, Disposition::Tx(VM1));
+    let b = decode(&back);
+    assert_eq!((b.src, b.dst, b.sport, b.dport), (svc, VM1_IP, 80, sport));
+    // Later packets keep their backend.
+    let again = ipv4_frame(
+        VM1_MAC,
+        gw(),
+        VM1_IP,
+        svc,
+        6,
+        sport,
+        80,
+        wire::tcp::flags::ACK,
+        b"x",
+    );
+    assert_eq!(tb.run_one(VM1, again, 3).0, Disposition::Tx(VM2));
+
+    // UDP 53 -> 5353; a port the service does not serve, and ICMP, are dropped.
+    let mut udp_targets = std::collections::BTreeSet::new();
+    for sport in 50000..50016u16 {
+        let (d, out) = tb.run_one(VM1, vm1_udp(svc, sport, 53, b"q"), 4);
+        if d == Disposition::Tx(VM2) {
+            udp_targets.insert(decode(&out).dport);
+        }
+    }
+    assert_eq!(udp_targets.into_iter().collect::<Vec<_>>(), vec![5353]);
+    assert_eq!(
+        tb.run_one(VM1, vm1_udp(svc, 1, 54, b"q"), 5).0,
+        Disposition::Drop(DropReason::NoServicePort)
+    );
+    let ping = ipv4_frame(VM1_MAC, gw(), VM1_IP, svc, 1, 9, 0, 0, b"ping");
+    assert_eq!(
+        tb.run_one(VM1, ping, 5).0,
+        Disposition::Drop(DropReason::NoServicePort)
+    );
+}
+
+#[test]
+fn policy_decides_a_service_flow_on_the_backend_and_its_target_port() {
+    let mut tb = Testbed::new(1024);
+    let svc = with_service(&mut tb);
+    // vm2 takes TCP 8080 only: the service's 80 (translated to 8080) gets in.
+    vm2_ingress_only(&mut tb, "sg-8080", 6, 8080);
+    let mut passed = 0;
+    for sport in 41000..41064u16 {
+        let syn = ipv4_frame(
+            VM1_MAC,
+            gw(),
+            VM1_IP,
+            svc,
+            6,
+            sport,
+            80,
+            wire::tcp::flags::SYN,
+            b"",
+        );
+        match tb.run_one(VM1, syn, 1).0 {
+            Disposition::Tx(VM2) => passed += 1,
+            Disposition::Tx(FABRIC) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(passed > 0);
+    assert_eq!(tb.pipeline.stats.drops.get(DropReason::PolicyDeny), 0);
 }
 
 #[test]

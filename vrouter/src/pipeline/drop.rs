@@ -73,6 +73,8 @@ drop_reasons! {
     NoBridgeEntry = "no_bridge_entry",
     /// An L2 flood the runtime cannot copy yet.
     FloodUnsupported = "flood_unsupported",
+    /// A service address reached on a protocol / port it does not serve.
+    NoServicePort = "no_service_port",
 }
 
 /// Number of reasons.

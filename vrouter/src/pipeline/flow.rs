@@ -173,7 +173,19 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         },
         None => vrf.lookup(k.dst).ok_or(DropReason::NoRoute)?,
     };
-    let (nh_id, label) = resolve(snap, &route, m.hash)?;
+    // A service address: a backend by hash, the destination translated to it.
+    let mut dnat: Option<(IpAddr, u16)> = None;
+    let (nh_id, label) = match snap.nexthops.get(route.nh.0).map(|n| &**n) {
+        Some(Nexthop::Service(s)) => {
+            let target = s
+                .target(k.proto, k.dport)
+                .ok_or(DropReason::NoServicePort)?;
+            let (member, addr) = s.pick(m.hash as u32);
+            dnat = Some((addr, target));
+            (member.nh, member.label)
+        }
+        _ => resolve(snap, &route, m.hash)?,
+    };
     let nh = snap
         .nexthops
         .get(nh_id.0)
@@ -192,12 +204,14 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         _ => None,
     };
     let dst_attr = dst_vif.map_or_else(|| snap.attr(route.attr), |v| snap.attr(v.attr));
+    // Policy sees a service flow as it reaches the backend.
+    let (dst, dport) = dnat.unwrap_or((k.dst, k.dport));
     let fm = FlowMatch {
         proto: k.proto,
         src: addr_bits(k.src),
-        dst: addr_bits(k.dst),
+        dst: addr_bits(dst),
         sport: k.sport,
-        dport: k.dport,
+        dport,
         src_attr,
         dst_attr,
     };
@@ -249,6 +263,23 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
     };
     if let Some(v) = reply_vif {
         rev_key.vrf = v.vrf;
+    }
+    if let Some((addr, target)) = dnat {
+        // To the backend; its replies come back from it and leave as the service.
+        fwd.nat = Some(NatRewrite {
+            source: false,
+            addr,
+            port: target,
+            pooled: false,
+        });
+        rev_key.src = addr;
+        rev_key.sport = target;
+        rev.nat = Some(NatRewrite {
+            source: true,
+            addr: k.dst,
+            port: k.dport,
+            pooled: false,
+        });
     }
 
     if let Nexthop::Snat {

@@ -56,6 +56,9 @@ fn forward<B: PacketBuf>(
             forward(ctx, p, m, mem.nh, mem.label, false)
         }
         Nexthop::Composite(_) => Err(DropReason::InvalidNexthop),
+        // A service is resolved to a backend (with its NAT) at flow setup; flows never
+        // carry it.
+        Nexthop::Service(_) => Err(DropReason::InvalidNexthop),
         Nexthop::Encap { vif, dmac, smac }
         | Nexthop::Snat {
             vif, dmac, smac, ..

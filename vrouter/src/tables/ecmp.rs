@@ -111,7 +111,13 @@ impl Ecmp {
     /// The member for a flow hash.
     #[inline]
     pub fn select(&self, hash: u32) -> Member {
-        self.members[usize::from(self.buckets[(hash & self.mask) as usize])]
+        self.members[self.select_index(hash)]
+    }
+
+    /// The index (in member order) of the member for a flow hash.
+    #[inline]
+    pub fn select_index(&self, hash: u32) -> usize {
+        usize::from(self.buckets[(hash & self.mask) as usize])
     }
 
     /// Members in order.

@@ -1,9 +1,9 @@
 //! Nexthops: what to do with a packet once its destination is known.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use super::ecmp::Ecmp;
+use super::ecmp::{Ecmp, EcmpError, Member};
 use super::{NhId, VifId};
 use crate::wire::MacAddr;
 
@@ -101,6 +101,10 @@ pub enum Nexthop {
     },
     /// ECMP over members (service VIPs, multipath).
     Composite(Arc<Ecmp>),
+    /// A service address balanced over backends with destination NAT (a native load
+    /// balancer): flows pick a backend by hash and are translated to its address and the
+    /// target port of the service port they came to.
+    Service(Arc<Service>),
     /// Leave through the fabric with the source translated to the node's address (ip-fabric
     /// SNAT): flows through it get a port from the node's SNAT pool.
     Snat {
@@ -130,6 +134,7 @@ impl Nexthop {
             Nexthop::Tunnel(_) => "tunnel",
             Nexthop::Resolve { .. } => "resolve",
             Nexthop::Composite(_) => "composite",
+            Nexthop::Service(_) => "service",
             Nexthop::Snat { .. } => "snat",
             Nexthop::L2Flood { .. } => "l2-flood",
         }
@@ -145,8 +150,63 @@ impl Nexthop {
             | Nexthop::Snat { vif, .. } => (vec![], vec![*vif]),
             Nexthop::Tunnel(t) => (vec![], vec![t.out_vif]),
             Nexthop::Composite(e) => (e.members().iter().map(|m| m.nh).collect(), vec![]),
+            Nexthop::Service(s) => (s.ecmp.members().iter().map(|m| m.nh).collect(), vec![]),
             Nexthop::L2Flood { members } => (members.clone(), vec![]),
         }
+    }
+}
+
+/// A port a service serves: `port` on the service address goes to `target` on the
+/// backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServicePort {
+    /// IP protocol.
+    pub proto: u8,
+    /// Port on the service address.
+    pub port: u16,
+    /// Port on the backend.
+    pub target: u16,
+}
+
+/// A service's backends (ECMP members with their addresses) and ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// The backends' nexthops (encap or tunnel) and weights.
+    pub ecmp: Ecmp,
+    /// Each backend's address, in member order.
+    pub backends: Vec<IpAddr>,
+    /// The ports served.
+    pub ports: Vec<ServicePort>,
+}
+
+impl Service {
+    /// A service over `(member, weight, address)` backends.
+    pub fn new(
+        backends: &[(Member, u32, IpAddr)],
+        ports: Vec<ServicePort>,
+    ) -> Result<Service, EcmpError> {
+        let members: Vec<(Member, u32)> = backends.iter().map(|(m, w, _)| (*m, *w)).collect();
+        Ok(Service {
+            ecmp: Ecmp::new(&members)?,
+            backends: backends.iter().map(|(_, _, a)| *a).collect(),
+            ports,
+        })
+    }
+
+    /// The backend for a flow hash: its nexthop and label, and its address.
+    #[inline]
+    pub fn pick(&self, hash: u32) -> (Member, IpAddr) {
+        let i = self.ecmp.select_index(hash);
+        (self.ecmp.members()[i], self.backends[i])
+    }
+
+    /// The backend port for a protocol and service port.
+    #[inline]
+    pub fn target(&self, proto: u8, port: u16) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.proto == proto && p.port == port)
+            .map(|p| p.target)
     }
 }
 
