@@ -25,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::{Deserialize, Serialize};
 use vrouter::config::{
     ActionCfg, AttrCfg, Encap, EndpointCfg, MemberCfg, NexthopCfg, NexthopKind, PolicyCfg,
-    RouteCfg, RuleCfg, VifCfg, VifKindCfg,
+    RouteCfg, RuleCfg, ServiceMemberCfg, ServicePortCfg, VifCfg, VifKindCfg,
 };
 
 use crate::firewall::{self, CompiledAps};
@@ -389,9 +389,126 @@ pub fn desired(
     if let (Some((uuid, vn_id)), Some(host)) = (ip_fabric, node.host_vif) {
         host_route(&mut c, node, host, &uuid, vn_id);
     }
+    let paths = c.paths.clone();
     routes(&mut c);
+    services(&mut c, &paths);
     vn_policies(&mut c, ports);
     c.out
+}
+
+/// Native load balancers: each with a VIP and listeners becomes a service nexthop over
+/// its members (the paths of their addresses, local or remote) with the listeners' ports
+/// mapped to the members' ports, routed at the VIP in its network's VRF and in the VRFs
+/// that network's routes leak into.
+fn services(c: &mut Ctx<'_>, paths: &BTreeMap<(String, String), Vec<Path>>) {
+    let by_addr: HashMap<&str, &Path> = paths
+        .iter()
+        .filter_map(|((_, prefix), ps)| Some((prefix.as_str(), ps.first()?)))
+        .collect();
+    for o in c.db.list(Kind::Loadbalancer) {
+        let Some(object::Kind::Loadbalancer(lb)) = &o.kind else {
+            continue;
+        };
+        if !matches!(lb.provider.as_str(), "" | "native" | "opencontrail") {
+            continue;
+        }
+        let (Ok(vip), Some(vn)) = (
+            lb.vip_address.parse::<IpAddr>(),
+            lb.virtual_network_ref.as_ref().map(|r| r.uuid.clone()),
+        ) else {
+            continue;
+        };
+        let mut ports = Vec::new();
+        let mut members: Vec<ServiceMemberCfg> = Vec::new();
+        for l in c.db.list(Kind::LoadbalancerListener) {
+            let Some(object::Kind::LoadbalancerListener(l)) = &l.kind else {
+                continue;
+            };
+            if l.loadbalancer_ref.as_ref().map(|r| r.uuid.as_str()) != Some(lb.uuid.as_str()) {
+                continue;
+            }
+            let proto = match l.protocol.as_str() {
+                "UDP" => 17,
+                _ => 6,
+            };
+            let pools: Vec<String> =
+                c.db.list(Kind::LoadbalancerPool)
+                    .iter()
+                    .filter_map(|p| match &p.kind {
+                        Some(object::Kind::LoadbalancerPool(p))
+                            if p.loadbalancer_listener_ref
+                                .as_ref()
+                                .map(|r| r.uuid.as_str())
+                                == Some(l.uuid.as_str()) =>
+                        {
+                            Some(fq_string(&p.fq_name))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+            let mut target = None;
+            for m in c.db.list(Kind::LoadbalancerMember) {
+                let Some(object::Kind::LoadbalancerMember(m)) = &m.kind else {
+                    continue;
+                };
+                if !pools.contains(&fq_string(&m.fq_name[..m.fq_name.len().saturating_sub(1)])) {
+                    continue;
+                }
+                let Ok(addr) = m.address.parse::<IpAddr>() else {
+                    continue;
+                };
+                // A member without a path (its pod is gone) is left out.
+                let Some(p) = by_addr.get(host_prefix(addr).as_str()) else {
+                    continue;
+                };
+                target.get_or_insert(m.protocol_port as u16);
+                if !members.iter().any(|x| x.addr == addr) {
+                    members.push(ServiceMemberCfg {
+                        nh: p.nh,
+                        label: p.label,
+                        weight: m.weight.max(1),
+                        addr,
+                    });
+                }
+            }
+            ports.push(ServicePortCfg {
+                proto,
+                port: l.protocol_port as u16,
+                target: target.unwrap_or(l.protocol_port as u16),
+            });
+        }
+        if members.is_empty() || ports.is_empty() {
+            continue;
+        }
+        members.sort_by_key(|m| m.addr);
+        let id = c.ids.get("nh", &format!("svc/{}", lb.uuid));
+        c.out.nexthops.insert(
+            id,
+            NexthopCfg {
+                id,
+                kind: NexthopKind::Service { members, ports },
+            },
+        );
+        let prefix = host_prefix(vip);
+        let vrfs: Vec<u32> = c
+            .vns
+            .iter()
+            .filter(|(other, _)| **other == vn || leaks(c.db, other, &c.vn_by_fq).contains(&vn))
+            .map(|(_, v)| v.0)
+            .collect();
+        for vrf in vrfs {
+            c.out.routes.insert(
+                (vrf, prefix.clone()),
+                RouteCfg {
+                    vrf,
+                    prefix: prefix.clone(),
+                    nh: id,
+                    label: 0,
+                    attr: 0,
+                },
+            );
+        }
+    }
 }
 
 fn sgs_of(c: &Ctx<'_>, vmi: &proto::VirtualMachineInterface) -> Vec<u32> {
