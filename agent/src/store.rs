@@ -403,6 +403,10 @@ impl Db {
                 i.virtual_network_ref.as_ref()?.uuid.clone(),
                 i.instance_ip_address.parse().ok()?,
             ),
+            Some(object::Kind::Loadbalancer(lb)) => (
+                lb.virtual_network_ref.as_ref()?.uuid.clone(),
+                lb.vip_address.parse().ok()?,
+            ),
             Some(object::Kind::FloatingIp(f)) => {
                 let pool = self.parent_uuid(o)?;
                 let vn = self.parent_uuid(self.objs.get(&pool)?)?;

@@ -494,6 +494,94 @@ fn the_node_reaches_pod_networks_through_a_policy_attached_to_ip_fabric() {
     assert!(agent::k8s::sync::attach(&cfg, &t.attachments, &done).is_empty());
 }
 
+#[test]
+fn services_become_load_balancers_with_a_member_per_ready_selected_pod() {
+    let cfg = KubeConfig::default();
+    let mut c = Cluster::default();
+    c.apply(
+        manifest::parse(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: web}}\n\
+             spec: {containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {name: b, labels: {app: web}}\n\
+             spec: {containers: [{name: c, ports: [{name: http, containerPort: 9090}]}]}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {name: sick, labels: {app: web}}\n\
+             spec: {containers: [{name: c}]}\nstatus: {conditions: [{type: Ready, status: 'False'}]}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {name: new, labels: {app: web}}\n\
+             spec: {containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: web}\n\
+             spec: {selector: {app: web}, clusterIP: 10.96.0.50, ports: [{port: 80, targetPort: http}, {port: 99, protocol: SCTP}]}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: headless}\n\
+             spec: {selector: {app: web}, clusterIP: None, ports: [{port: 80}]}\n",
+        )
+        .unwrap(),
+    );
+    // The agent knows a's and b's addresses (and sick's), not new's yet.
+    let addresses = std::collections::BTreeMap::from([
+        (vec!["k8s__default__a".to_string()], "10.32.0.3".to_string()),
+        (vec!["k8s__default__b".to_string()], "10.32.0.4".to_string()),
+        (
+            vec!["k8s__default__sick".to_string()],
+            "10.32.0.5".to_string(),
+        ),
+    ]);
+    let t = agent::k8s::translate::translate_with(
+        &cfg,
+        &c,
+        &agent::k8s::translate::Underlay {
+            networks: &BTreeSet::new(),
+            node_interfaces: &Default::default(),
+            addresses: &addresses,
+        },
+    );
+    let lbs: Vec<&agent::proto::Loadbalancer> = t
+        .objects
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(object::Kind::Loadbalancer(l)) => Some(l),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lbs.len(), 1, "the headless service has none");
+    assert_eq!(lbs[0].vip_address, "10.96.0.50");
+    assert_eq!(
+        lbs[0]
+            .virtual_network_ref
+            .as_ref()
+            .unwrap()
+            .fq_name
+            .last()
+            .unwrap(),
+        "k8s-default-service-network"
+    );
+    assert_eq!(
+        names(&t.objects, Kind::LoadbalancerListener).len(),
+        1,
+        "SCTP is left out"
+    );
+    let members: Vec<(String, u32)> = t
+        .objects
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(object::Kind::LoadbalancerMember(m)) => Some((m.address.clone(), m.protocol_port)),
+            _ => None,
+        })
+        .collect();
+    // The named target port per pod; the unready pod and the one without an address out.
+    assert_eq!(
+        members,
+        vec![
+            ("10.32.0.3".to_string(), 8080),
+            ("10.32.0.4".to_string(), 9090)
+        ]
+    );
+    assert!(
+        t.events.iter().any(|e| e.reason == "UnsupportedProtocol"),
+        "{:?}",
+        t.events
+    );
+}
+
 proptest::proptest! {
     /// Whatever arrives as a manifest or a configuration file: an error, never a panic.
     #[test]

@@ -108,10 +108,34 @@ async fn once(cfg: &KubeConfig, agents: &[String], cluster: &Cluster, quiet: boo
         } else {
             Default::default()
         };
-        let t = translate::translate_nested(cfg, cluster, &networks, &nodes);
-        let r = sync::apply(cfg, &mut c, &t)
-            .await
-            .with_context(|| format!("agent {a}"))?;
+        // Pods' addresses come from the agent: services get the members of new pods on a
+        // second round.
+        let mut r = sync::Report::default();
+        let mut t;
+        let mut rounds = 0;
+        loop {
+            let addresses = sync::addresses(&mut c).await?;
+            t = translate::translate_with(
+                cfg,
+                cluster,
+                &translate::Underlay {
+                    networks: &networks,
+                    node_interfaces: &nodes,
+                    addresses: &addresses,
+                },
+            );
+            let round = sync::apply(cfg, &mut c, &t)
+                .await
+                .with_context(|| format!("agent {a}"))?;
+            rounds += 1;
+            let done = round == sync::Report::default() || rounds == 3;
+            r.created += round.created;
+            r.updated += round.updated;
+            r.deleted += round.deleted;
+            if done {
+                break;
+            }
+        }
         let changed = r != sync::Report::default();
         if changed || !quiet {
             println!(

@@ -65,7 +65,8 @@ enum Cmd {
         /// The client: a pod, `namespace/name`, or a node's host, `node1`.
         #[arg(long, required_unless_present = "matrix")]
         from: Option<String>,
-        /// The server: `namespace/name` or an address.
+        /// The server: a pod `namespace/name`, a service `svc/namespace/name`, or an
+        /// address.
         #[arg(long, required_unless_present = "matrix")]
         to: Option<String>,
         /// Port.
@@ -143,6 +144,9 @@ struct State {
     /// The fabric bridge of a lab with several nodes.
     #[serde(default)]
     bridge: Option<String>,
+    /// Services' addresses by `namespace/name`.
+    #[serde(default)]
+    services: BTreeMap<String, String>,
 }
 
 struct Lab {
@@ -492,33 +496,74 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
     let cfg = lab.kube_config()?;
     let mut state = lab.load()?;
     let mut placements = Vec::new();
-    // The first node's agent assigns the pods' addresses; the others are given them, so
-    // that every node agrees on them.
+    // The first node's agent assigns the pods' and services' addresses (services get the
+    // members of new pods on a second round, once the pods have addresses); the other
+    // nodes are given them, so that every node agrees.
     let mut addresses: BTreeMap<Vec<String>, String> = BTreeMap::new();
-    for n in &state.nodes {
+    let mut vips: BTreeMap<Vec<String>, String> = BTreeMap::new();
+    for (ix, n) in state.nodes.iter().enumerate() {
         let (mut c, mut a) = connect_node(n).await?;
         let nets = sync::networks(&mut c).await?;
-        let mut t = translate::translate(&cfg, cluster, &nets);
-        for o in &mut t.objects {
-            if let Some(proto::object::Kind::InstanceIp(i)) = &mut o.kind
-                && let Some(a) = addresses.get(&i.fq_name)
-            {
-                i.instance_ip_address = a.clone();
+        let none = BTreeMap::new();
+        let mut total = sync::Report::default();
+        let mut rounds = 0;
+        let t = loop {
+            if ix == 0 {
+                addresses = sync::addresses(&mut c).await?;
             }
-        }
-        let r = sync::apply(&cfg, &mut c, &t).await?;
-        if addresses.is_empty() {
-            for o in sync::actual(&mut c).await? {
-                if let Some(proto::object::Kind::InstanceIp(i)) = o.kind {
-                    addresses.insert(i.fq_name, i.instance_ip_address);
+            let mut t = translate::translate_with(
+                &cfg,
+                cluster,
+                &translate::Underlay {
+                    networks: &nets,
+                    node_interfaces: &none,
+                    addresses: &addresses,
+                },
+            );
+            for o in &mut t.objects {
+                match &mut o.kind {
+                    Some(proto::object::Kind::InstanceIp(i)) => {
+                        if let Some(a) = addresses.get(&i.fq_name) {
+                            i.instance_ip_address = a.clone();
+                        }
+                    }
+                    Some(proto::object::Kind::Loadbalancer(l)) => {
+                        if let Some(v) = vips.get(&l.fq_name) {
+                            l.vip_address = v.clone();
+                        }
+                    }
+                    _ => {}
                 }
             }
+            let r = sync::apply(&cfg, &mut c, &t).await?;
+            rounds += 1;
+            total.created += r.created;
+            total.updated += r.updated;
+            total.deleted += r.deleted;
+            if ix > 0 || r == sync::Report::default() || rounds == 3 {
+                break t;
+            }
+        };
+        if ix == 0 {
+            for o in sync::actual(&mut c).await? {
+                if let Some(proto::object::Kind::Loadbalancer(l)) = o.kind {
+                    vips.insert(l.fq_name, l.vip_address);
+                }
+            }
+            state.services = cluster
+                .services
+                .keys()
+                .filter_map(|(ns, name)| {
+                    let fq = translate::service_interface(&cfg, ns, name);
+                    Some((format!("{ns}/{name}"), vips.get(&fq)?.clone()))
+                })
+                .collect();
         }
         wait_programmed(&mut a).await?;
         if placements.is_empty() {
             println!(
                 "{}: {} created, {} updated, {} deleted",
-                n.name, r.created, r.updated, r.deleted
+                n.name, total.created, total.updated, total.deleted
             );
             for e in &t.events {
                 println!("event: {e}");
@@ -526,6 +571,7 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
         }
         placements = t.pods;
     }
+    lab.save(&state)?;
     // Pods that went away.
     let keep: Vec<String> = placements
         .iter()
@@ -854,6 +900,11 @@ fn probe_one(
     };
     let addr = match to.parse::<IpAddr>() {
         Ok(a) => a.to_string(),
+        Err(_) if to.starts_with("svc/") => state
+            .services
+            .get(&to["svc/".len()..])
+            .ok_or_else(|| anyhow!("no service {}", &to["svc/".len()..]))?
+            .clone(),
         Err(_) => state
             .pods
             .get(to)

@@ -13,6 +13,7 @@
 
 pub mod manifest;
 pub mod netpol;
+pub mod services;
 pub mod sync;
 pub mod translate;
 pub mod watch;

@@ -73,6 +73,7 @@ fn comparable(o: &Object) -> Object {
         Some(object::Kind::InstanceIp(i)) => i.instance_ip_address.clear(),
         Some(object::Kind::SecurityGroup(s)) => s.security_group_id = 0,
         Some(object::Kind::Tag(t)) => t.tag_id = 0,
+        Some(object::Kind::Loadbalancer(l)) => l.vip_address.clear(),
         _ => {}
     }
     o
@@ -106,6 +107,11 @@ fn adopt(desired: &Object, actual: &Object) -> Object {
             d.security_group_id = a.security_group_id;
         }
         (Some(object::Kind::Tag(d)), Some(object::Kind::Tag(a))) => d.tag_id = a.tag_id,
+        (Some(object::Kind::Loadbalancer(d)), Some(object::Kind::Loadbalancer(a)))
+            if d.vip_address.is_empty() =>
+        {
+            d.vip_address = a.vip_address.clone();
+        }
         _ => {}
     }
     o
@@ -310,4 +316,25 @@ pub async fn node_interfaces(
         }
     }
     Ok(out)
+}
+
+/// The addresses the agent assigned, by instance-ip FQ name (pods' addresses, for the
+/// members of services).
+pub async fn addresses(c: &mut ConfigApiClient<Channel>) -> Result<BTreeMap<Vec<String>, String>> {
+    let list = c
+        .list(proto::ListRequest {
+            r#type: Kind::InstanceIp.name().into(),
+            parent_fq_name: vec![],
+        })
+        .await
+        .context("listing instance-ip")?
+        .into_inner();
+    Ok(list
+        .objects
+        .into_iter()
+        .filter_map(|o| match o.kind {
+            Some(object::Kind::InstanceIp(i)) => Some((i.fq_name, i.instance_ip_address)),
+            _ => None,
+        })
+        .collect())
 }

@@ -27,6 +27,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::netpol::{self, PodView};
+use super::services;
 use super::{Cluster, ISOLATION, ISOLATION_SERVICE, KubeConfig, NETWORK, fq_annotation};
 use crate::kinds::{Kind, fq_string};
 use crate::oper::IP_FABRIC;
@@ -128,6 +129,12 @@ fn pass_all(a: &[String], b: &[String]) -> proto::PolicyRule {
     }
 }
 
+/// The FQ name of the loadbalancer kube-manager makes for a Service.
+pub fn service_interface(cfg: &KubeConfig, namespace: &str, service: &str) -> Vec<String> {
+    let n = Names { c: cfg };
+    n.under(&n.project(namespace), n.service(namespace, service))
+}
+
 /// A security-group rule passing IPv4 from `src` to `dst`.
 fn sg_rule(src: proto::AddressType, dst: proto::AddressType) -> proto::PolicyRule {
     proto::PolicyRule {
@@ -175,6 +182,12 @@ impl Names<'_> {
     fn in_base(&self, leaf: &str) -> Vec<String> {
         self.under(&self.base(), format!("{}-{leaf}", self.c.cluster_name))
     }
+    pub(super) fn service(&self, ns: &str, svc: &str) -> String {
+        format!("{}__svc__{ns}__{svc}", self.c.cluster_name)
+    }
+    pub(super) fn pod_leaf(&self, ns: &str, pod: &str) -> String {
+        self.pod(ns, pod)
+    }
     pub(super) fn in_ns(&self, ns: &str, leaf: &str) -> Vec<String> {
         self.under(
             &self.project(ns),
@@ -199,7 +212,7 @@ pub(super) struct Out {
 }
 
 /// Creation order: a kind only refers to kinds before it.
-pub const ORDER: [Kind; 12] = [
+pub const ORDER: [Kind; 16] = [
     Kind::Project,
     Kind::NetworkIpam,
     Kind::Tag,
@@ -212,6 +225,10 @@ pub const ORDER: [Kind; 12] = [
     Kind::FirewallRule,
     Kind::FirewallPolicy,
     Kind::ApplicationPolicySet,
+    Kind::Loadbalancer,
+    Kind::LoadbalancerListener,
+    Kind::LoadbalancerPool,
+    Kind::LoadbalancerMember,
 ];
 
 impl Out {
@@ -312,13 +329,20 @@ impl Out {
 /// An isolated namespace's networks.
 struct Isolated {
     pods: Vec<String>,
+    svc: Vec<String>,
     sg: Vec<String>,
 }
 
 /// What the translation takes from the agent's configuration.
-struct Underlay<'a> {
-    networks: &'a BTreeSet<String>,
-    node_interfaces: &'a BTreeMap<String, Vec<String>>,
+#[derive(Debug, Clone, Copy)]
+pub struct Underlay<'a> {
+    /// FQ names (joined with ':') of the networks the agent holds.
+    pub networks: &'a BTreeSet<String>,
+    /// Nested mode: node address -> the FQ name of the VM interface that holds it.
+    pub node_interfaces: &'a BTreeMap<String, Vec<String>>,
+    /// Addresses the agent assigned, by instance-ip FQ name (pods' addresses for the
+    /// members of services).
+    pub addresses: &'a BTreeMap<Vec<String>, String>,
 }
 
 /// Translates the cluster. `existing_networks` are the FQ names (joined with ':') of the
@@ -341,11 +365,21 @@ pub fn translate_nested(
     existing_networks: &BTreeSet<String>,
     node_interfaces: &BTreeMap<String, Vec<String>>,
 ) -> Translation {
+    translate_with(
+        cfg,
+        cluster,
+        &Underlay {
+            networks: existing_networks,
+            node_interfaces,
+            addresses: &BTreeMap::new(),
+        },
+    )
+}
+
+/// [`translate`] with everything it can take from the agent.
+pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'_>) -> Translation {
     let n = Names { c: cfg };
-    let underlay = Underlay {
-        networks: existing_networks,
-        node_interfaces,
-    };
+    let existing_networks = underlay.networks;
     let mut out = Out::default();
     let mut events = Vec::new();
     let base = n.base();
@@ -447,7 +481,14 @@ pub fn translate_nested(
                 security_group_id: 0,
             }),
         );
-        isolated.insert(name.clone(), Isolated { pods, sg });
+        isolated.insert(
+            name.clone(),
+            Isolated {
+                pods,
+                svc: n.in_ns(name, "service-network"),
+                sg,
+            },
+        );
     }
     if cfg.cluster_network.is_none() {
         out.network(default_pods.clone(), &pod_ipam, &on_default_pods);
@@ -458,7 +499,7 @@ pub fn translate_nested(
         out.policy(p.clone(), node_rules);
         attachments.push((fabric.clone(), p.clone()));
     }
-    out.network(default_svc, &svc_ipam, &on_default_svc);
+    out.network(default_svc.clone(), &svc_ipam, &on_default_svc);
 
     let mut pods = Vec::new();
     for ((ns, name), pod) in &cluster.pods {
@@ -469,7 +510,7 @@ pub fn translate_nested(
             (ns, name, pod),
             &default_pods,
             isolated.get(ns),
-            &underlay,
+            underlay,
             &mut events,
         ) {
             pods.push(p);
@@ -503,6 +544,19 @@ pub fn translate_nested(
         })
         .collect();
     netpol::translate(&mut out, &n, cluster, &views, &mut events);
+    let service_networks: BTreeMap<String, Vec<String>> = isolated
+        .iter()
+        .map(|(ns, i)| (ns.clone(), i.svc.clone()))
+        .collect();
+    services::translate(
+        &mut out,
+        &n,
+        cluster,
+        &pods,
+        underlay.addresses,
+        |ns| service_networks.get(ns).unwrap_or(&default_svc).clone(),
+        &mut events,
+    );
     Translation {
         objects: out.objects(),
         events,

@@ -494,20 +494,28 @@ pub fn kind(db: &mut Db, name: &str, o: &mut Object, old: Option<&Object>) -> Re
             ) {
                 return Err(invalid(name, "provider", "is native or haproxy"));
             }
-            if !lb.vip_address.is_empty() {
-                let a: IpAddr = lb
-                    .vip_address
-                    .parse()
-                    .map_err(|_| invalid(name, "vip_address", "is not an address"))?;
-                if let Some(vn) = lb.virtual_network_ref.as_ref().and_then(|r| db.vn(&r.uuid))
-                    && !db.vn_subnets(vn).iter().any(|s| s.net.contains(a))
+            // The VIP: allocated in the network when empty, else checked and reserved.
+            if let Some(vn) = lb
+                .virtual_network_ref
+                .as_ref()
+                .and_then(|r| db.vn(&r.uuid))
+                .cloned()
+            {
+                let v6 = lb.vip_address.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6());
+                let mut addr = std::mem::take(&mut lb.vip_address);
+                if addr.is_empty()
+                    && let Some(Object {
+                        kind: Some(object::Kind::Loadbalancer(o)),
+                    }) = old
                 {
-                    return Err(invalid(
-                        name,
-                        "vip_address",
-                        "is in no subnet of virtual_network_ref",
-                    ));
+                    addr = o.vip_address.clone();
                 }
+                address(db, name, "vip_address", &uuid, &vn, &mut addr, v6)?;
+                lb.vip_address = addr;
+            } else if !lb.vip_address.is_empty() {
+                lb.vip_address
+                    .parse::<IpAddr>()
+                    .map_err(|_| invalid(name, "vip_address", "is not an address"))?;
             }
         }
         Some(object::Kind::LoadbalancerListener(l)) => {

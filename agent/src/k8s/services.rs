@@ -1,0 +1,164 @@
+//! Services -> native load balancers, as Contrail's kube-manager lays them out: a
+//! loadbalancer per Service (its VIP the Service's clusterIP, or one the agent allocates,
+//! in the namespace's service network), a listener and a pool per port, and a member per
+//! ready pod the selector selects, at the pod's address and the port's target port (a
+//! named target port resolved on each pod). The agent turns them into a service nexthop:
+//! ECMP over the members at the source vrouter, the destination translated to the chosen
+//! pod and target port. Members follow the pods (and their labels) on every translation;
+//! a pod whose address the agent has not assigned yet joins on the next one.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::Cluster;
+use super::translate::{Event, Names, Out, PodPlacement, r, uuid_for};
+use crate::kinds::Kind;
+use crate::proto::{self, object};
+
+fn ready(pod: &Pod) -> bool {
+    !pod.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| c.type_ == "Ready" && c.status == "False")
+}
+
+/// The target port of a Service port on one pod.
+fn target(port: &k8s_openapi::api::core::v1::ServicePort, pod: &Pod) -> Option<u16> {
+    let proto = port.protocol.clone().unwrap_or_else(|| "TCP".into());
+    match &port.target_port {
+        None => u16::try_from(port.port).ok(),
+        Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+        Some(IntOrString::String(name)) => pod
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| {
+                p.name.as_deref() == Some(name.as_str())
+                    && p.protocol.clone().unwrap_or_else(|| "TCP".into()) == proto
+            })
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+}
+
+/// The load-balancer objects of the cluster's Services.
+pub(super) fn translate(
+    out: &mut Out,
+    n: &Names<'_>,
+    cluster: &Cluster,
+    placed: &[PodPlacement],
+    addresses: &BTreeMap<Vec<String>, String>,
+    network_of: impl Fn(&str) -> Vec<String>,
+    events: &mut Vec<Event>,
+) {
+    for ((ns, name), svc) in &cluster.services {
+        let Some(spec) = &svc.spec else { continue };
+        let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+        let cluster_ip = spec.cluster_ip.as_deref().unwrap_or_default();
+        if ns == "kube-system" || kind == "ExternalName" || cluster_ip == "None" {
+            continue;
+        }
+        let what = format!("Service {ns}/{name}");
+        if !cluster.namespaces.contains_key(ns) {
+            events.push(Event {
+                object: what,
+                reason: "NamespaceNotFound".into(),
+                message: format!("namespace {ns} does not exist"),
+            });
+            continue;
+        }
+        let project = n.project(ns);
+        let leaf = n.service(ns, name);
+        let lb: Vec<String> = project.iter().cloned().chain([leaf.clone()]).collect();
+        out.put(
+            Kind::Loadbalancer,
+            lb.clone(),
+            object::Kind::Loadbalancer(proto::Loadbalancer {
+                uuid: uuid_for(Kind::Loadbalancer, &lb),
+                fq_name: lb.clone(),
+                vip_address: cluster_ip.to_string(),
+                virtual_network_ref: Some(r(Kind::VirtualNetwork, &network_of(ns))),
+                provider: "native".into(),
+                virtual_machine_interface_refs: vec![],
+            }),
+        );
+        // The pods behind it: selected, ready, with an interface and an address.
+        let backends: Vec<(&Pod, &PodPlacement)> = match &spec.selector {
+            Some(sel) if !sel.is_empty() => placed
+                .iter()
+                .filter(|p| p.namespace == *ns)
+                .filter_map(|p| {
+                    let pod = cluster.pods.get(&(p.namespace.clone(), p.name.clone()))?;
+                    let labels = pod.metadata.labels.clone().unwrap_or_default();
+                    (sel.iter().all(|(k, v)| labels.get(k) == Some(v)) && ready(pod))
+                        .then_some((pod, p))
+                })
+                .collect(),
+            _ => vec![],
+        };
+        let method = if spec.session_affinity.as_deref() == Some("ClientIP") {
+            "SOURCE_IP"
+        } else {
+            "ROUND_ROBIN"
+        };
+        for (i, port) in spec.ports.iter().flatten().enumerate() {
+            let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".into());
+            if !matches!(protocol.as_str(), "TCP" | "UDP") {
+                events.push(Event {
+                    object: what.clone(),
+                    reason: "UnsupportedProtocol".into(),
+                    message: format!("port {}: {protocol} is not load balanced", port.port),
+                });
+                continue;
+            }
+            let under = |suffix: String| -> Vec<String> {
+                project.iter().cloned().chain([suffix]).collect()
+            };
+            let listener = under(format!("{leaf}__{i}"));
+            out.put(
+                Kind::LoadbalancerListener,
+                listener.clone(),
+                object::Kind::LoadbalancerListener(proto::LoadbalancerListener {
+                    uuid: uuid_for(Kind::LoadbalancerListener, &listener),
+                    fq_name: listener.clone(),
+                    loadbalancer_ref: Some(r(Kind::Loadbalancer, &lb)),
+                    protocol: protocol.clone(),
+                    protocol_port: u32::try_from(port.port).unwrap_or(0),
+                }),
+            );
+            let pool = under(format!("{leaf}__{i}__pool"));
+            out.put(
+                Kind::LoadbalancerPool,
+                pool.clone(),
+                object::Kind::LoadbalancerPool(proto::LoadbalancerPool {
+                    uuid: uuid_for(Kind::LoadbalancerPool, &pool),
+                    fq_name: pool.clone(),
+                    loadbalancer_listener_ref: Some(r(Kind::LoadbalancerListener, &listener)),
+                    protocol: protocol.clone(),
+                    loadbalancer_method: method.into(),
+                    session_persistence: String::new(),
+                }),
+            );
+            for (pod, p) in &backends {
+                let iip = vec![n.pod_leaf(&p.namespace, &p.name)];
+                let (Some(addr), Some(tp)) = (addresses.get(&iip), target(port, pod)) else {
+                    continue;
+                };
+                let member: Vec<String> = pool.iter().cloned().chain(iip).collect();
+                out.put(
+                    Kind::LoadbalancerMember,
+                    member.clone(),
+                    object::Kind::LoadbalancerMember(proto::LoadbalancerMember {
+                        uuid: uuid_for(Kind::LoadbalancerMember, &member),
+                        fq_name: member,
+                        address: addr.clone(),
+                        protocol_port: u32::from(tp),
+                        weight: 1,
+                    }),
+                );
+            }
+        }
+    }
+}
