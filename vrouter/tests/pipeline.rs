@@ -533,6 +533,21 @@ fn service_vip_spreads_flows_and_keeps_them_on_their_member() {
     }
 }
 
+/// A TCP SYN from vm1.
+fn vm1_syn(dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    ipv4_frame(
+        VM1_MAC,
+        gw(),
+        VM1_IP,
+        dst,
+        6,
+        sport,
+        dport,
+        wire::tcp::flags::SYN,
+        b"",
+    )
+}
+
 /// A service address over vm2 and a pod on node B, TCP 80 -> 8080 and UDP 53 -> 5353,
 /// set through the configuration path.
 fn with_service(tb: &mut Testbed) -> Ipv4Addr {
@@ -593,17 +608,7 @@ fn a_service_address_is_translated_to_a_backend_and_its_target_port_and_back() {
     let mut local = None;
     let mut remote = 0;
     for sport in 40000..40064u16 {
-        let syn = ipv4_frame(
-            VM1_MAC,
-            gw(),
-            VM1_IP,
-            svc,
-            6,
-            sport,
-            80,
-            wire::tcp::flags::SYN,
-            b"",
-        );
+        let syn = vm1_syn(svc, sport, 80);
         match tb.run_one(VM1, syn, 1) {
             (Disposition::Tx(VM2), out) => {
                 let o = decode(&out);
@@ -686,17 +691,7 @@ fn policy_decides_a_service_flow_on_the_backend_and_its_target_port() {
     vm2_ingress_only(&mut tb, "sg-8080", 6, 8080);
     let mut passed = 0;
     for sport in 41000..41064u16 {
-        let syn = ipv4_frame(
-            VM1_MAC,
-            gw(),
-            VM1_IP,
-            svc,
-            6,
-            sport,
-            80,
-            wire::tcp::flags::SYN,
-            b"",
-        );
+        let syn = vm1_syn(svc, sport, 80);
         match tb.run_one(VM1, syn, 1).0 {
             Disposition::Tx(VM2) => passed += 1,
             Disposition::Tx(FABRIC) => {}

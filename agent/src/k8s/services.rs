@@ -62,11 +62,7 @@ pub(super) fn translate(
         }
         let what = format!("Service {ns}/{name}");
         if !cluster.namespaces.contains_key(ns) {
-            events.push(Event {
-                object: what,
-                reason: "NamespaceNotFound".into(),
-                message: format!("namespace {ns} does not exist"),
-            });
+            events.push(Event::namespace_not_found(what, ns));
             continue;
         }
         let project = n.project(ns);

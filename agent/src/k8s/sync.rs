@@ -244,16 +244,20 @@ pub async fn actual(c: &mut ConfigApiClient<Channel>) -> Result<Vec<Object>> {
     Ok(out)
 }
 
+/// Every object of a kind the agent holds.
+async fn list(c: &mut ConfigApiClient<Channel>, kind: Kind) -> Result<proto::ListResponse> {
+    Ok(c.list(proto::ListRequest {
+        r#type: kind.name().into(),
+        parent_fq_name: vec![],
+    })
+    .await
+    .with_context(|| format!("listing {}", kind.name()))?
+    .into_inner())
+}
+
 /// The FQ names of the networks the agent holds (for custom-network annotations).
 pub async fn networks(c: &mut ConfigApiClient<Channel>) -> Result<BTreeSet<String>> {
-    let list = c
-        .list(proto::ListRequest {
-            r#type: Kind::VirtualNetwork.name().into(),
-            parent_fq_name: vec![],
-        })
-        .await
-        .context("listing virtual-network")?
-        .into_inner();
+    let list = list(c, Kind::VirtualNetwork).await?;
     Ok(list
         .objects
         .iter()
@@ -299,14 +303,7 @@ pub async fn apply(
 pub async fn node_interfaces(
     c: &mut ConfigApiClient<Channel>,
 ) -> Result<BTreeMap<String, Vec<String>>> {
-    let list = c
-        .list(proto::ListRequest {
-            r#type: Kind::InstanceIp.name().into(),
-            parent_fq_name: vec![],
-        })
-        .await
-        .context("listing instance-ip")?
-        .into_inner();
+    let list = list(c, Kind::InstanceIp).await?;
     let mut out = BTreeMap::new();
     for o in list.objects {
         if let Some(object::Kind::InstanceIp(i)) = o.kind
@@ -321,14 +318,7 @@ pub async fn node_interfaces(
 /// The addresses the agent assigned, by instance-ip FQ name (pods' addresses, for the
 /// members of services).
 pub async fn addresses(c: &mut ConfigApiClient<Channel>) -> Result<BTreeMap<Vec<String>, String>> {
-    let list = c
-        .list(proto::ListRequest {
-            r#type: Kind::InstanceIp.name().into(),
-            parent_fq_name: vec![],
-        })
-        .await
-        .context("listing instance-ip")?
-        .into_inner();
+    let list = list(c, Kind::InstanceIp).await?;
     Ok(list
         .objects
         .into_iter()

@@ -47,6 +47,17 @@ pub struct Event {
     pub message: String,
 }
 
+impl Event {
+    /// An object in a namespace that does not exist.
+    pub fn namespace_not_found(object: String, ns: &str) -> Event {
+        Event {
+            object,
+            reason: "NamespaceNotFound".into(),
+            message: format!("namespace {ns} does not exist"),
+        }
+    }
+}
+
 impl std::fmt::Display for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}: {}", self.object, self.reason, self.message)
@@ -587,11 +598,7 @@ fn pod_objects(
         return None;
     }
     let Some(namespace) = cluster.namespaces.get(ns) else {
-        events.push(Event {
-            object: what,
-            reason: "NamespaceNotFound".into(),
-            message: format!("namespace {ns} does not exist"),
-        });
+        events.push(Event::namespace_not_found(what, ns));
         return None;
     };
     let custom = annotation(&pod.metadata, NETWORK)
