@@ -112,6 +112,9 @@ struct Node {
     /// The node's host: a network namespace whose vhost0 is the vrouter's host port.
     #[serde(default)]
     netns: String,
+    /// The host end of vhost0's pair (the vrouter's host port).
+    #[serde(default)]
+    host_if: String,
     socket: PathBuf,
     grpc: String,
     pids: Vec<u32>,
@@ -367,6 +370,7 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
         let mut node = Node {
             name: name.clone(),
             netns: host_ns,
+            host_if: host_end.clone(),
             ip,
             socket: socket.clone(),
             grpc: String::new(),
@@ -639,7 +643,9 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
                 }
                 let dev = state.next_dev;
                 state.next_dev += 1;
-                let ps = plug(a, &key, p, &vmi.uuid, node_ix, dev).await?;
+                let pid = state.nodes[node_ix].pids.first().copied().unwrap_or(0);
+                let taken = fanout_taken(&state, node_ix);
+                let ps = plug(a, &key, p, &vmi.uuid, node_ix, dev, (pid, &taken)).await?;
                 state.pods.insert(key.clone(), ps.clone());
                 lab.save(&state)?;
                 println!("pod {key} {} on {}", ps.ip, state.nodes[node_ix].name);
@@ -733,15 +739,27 @@ async fn plug(
     vmi_uuid: &str,
     node: usize,
     dev: u32,
+    fanout: (u32, &std::collections::BTreeSet<u16>),
 ) -> Result<PodState> {
     let netns = netns_name(&p.namespace, &p.name);
     let veth = veth_name(&p.namespace, &p.name);
     let _ = run(&["ip", "netns", "del", &netns]);
     let _ = run(&["ip", "link", "del", &veth]);
     run(&["ip", "netns", "add", &netns])?;
-    run(&[
-        "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-    ])?;
+    // DPDK's af_packet port joins the PACKET_FANOUT group (pid ^ ifindex) & 0xffff, with
+    // no way to choose it: a group another vrouter of the lab already uses would refuse
+    // the port. A pair whose host end lands on such an index is made again.
+    let (pid, taken) = fanout;
+    for attempt in 0.. {
+        run(&[
+            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ])?;
+        let free = ifindex(&veth).is_some_and(|i| !taken.contains(&fanout_id(pid, i)));
+        if free || attempt == 64 {
+            break;
+        }
+        run(&["ip", "link", "del", &veth])?;
+    }
     run(&["ip", "link", "set", &veth, "up"])?;
     let info = a
         .add_port(proto::Port {
@@ -773,6 +791,39 @@ async fn plug(
         server_pid: None,
         ports: vec![],
     })
+}
+
+fn ifindex(dev: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The PACKET_FANOUT group DPDK 22.11's af_packet PMD uses for a port.
+fn fanout_id(pid: u32, ifindex: u32) -> u16 {
+    ((pid ^ ifindex) & 0xffff) as u16
+}
+
+/// The fanout groups the af_packet ports of every node but `node` use.
+fn fanout_taken(state: &State, node: usize) -> std::collections::BTreeSet<u16> {
+    let mut out = std::collections::BTreeSet::new();
+    for (i, n) in state.nodes.iter().enumerate().filter(|(i, _)| *i != node) {
+        let Some(&pid) = n.pids.first() else { continue };
+        let hosts = std::iter::once(n.host_if.clone());
+        let pods = state
+            .pods
+            .values()
+            .filter(|p| p.node == i)
+            .map(|p| p.veth.clone());
+        for dev in hosts.chain(pods) {
+            if let Some(ix) = ifindex(&dev) {
+                out.insert(fanout_id(pid, ix));
+            }
+        }
+    }
+    out
 }
 
 async fn unplug(state: &State, p: &PodState) {

@@ -512,6 +512,8 @@ async fn run(command: &str, conf: &NetConf) -> Res<Option<Value>> {
 fn main() -> ExitCode {
     let command = var("CNI_COMMAND").unwrap_or_default();
     if command == "VERSION" {
+        // The configuration (its cniVersion) is not needed to answer.
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         println!(
             "{}",
             json!({"cniVersion": "1.0.0", "supportedVersions": SUPPORTED})
