@@ -389,18 +389,36 @@ pub fn desired(
     if let (Some((uuid, vn_id)), Some(host)) = (ip_fabric, node.host_vif) {
         host_route(&mut c, node, host, &uuid, vn_id);
     }
-    let paths = c.paths.clone();
-    routes(&mut c);
-    services(&mut c, &paths);
+    let paths = std::mem::take(&mut c.paths);
+    let into = routes(&mut c, &paths);
+    services(&mut c, &paths, &into);
     vn_policies(&mut c, ports);
     c.out
+}
+
+/// The objects of one kind that refer to `uuid` or are its children, in UUID order.
+fn referring<'a, T>(
+    db: &'a Db,
+    uuid: &str,
+    pick: impl Fn(&'a object::Kind) -> Option<&'a T>,
+) -> Vec<&'a T> {
+    let mut v: Vec<&String> = db.referrers(uuid).collect();
+    v.sort();
+    v.into_iter()
+        .filter_map(|u| db.get(u)?.kind.as_ref())
+        .filter_map(pick)
+        .collect()
 }
 
 /// Native load balancers: each with a VIP and listeners becomes a service nexthop over
 /// its members (the paths of their addresses, local or remote) with the listeners' ports
 /// mapped to the members' ports, routed at the VIP in its network's VRF and in the VRFs
 /// that network's routes leak into.
-fn services(c: &mut Ctx<'_>, paths: &BTreeMap<(String, String), Vec<Path>>) {
+fn services(
+    c: &mut Ctx<'_>,
+    paths: &BTreeMap<(String, String), Vec<Path>>,
+    into: &HashMap<String, Vec<u32>>,
+) {
     let by_addr: HashMap<&str, &Path> = paths
         .iter()
         .filter_map(|((_, prefix), ps)| Some((prefix.as_str(), ps.first()?)))
@@ -420,55 +438,44 @@ fn services(c: &mut Ctx<'_>, paths: &BTreeMap<(String, String), Vec<Path>>) {
         };
         let mut ports = Vec::new();
         let mut members: Vec<ServiceMemberCfg> = Vec::new();
-        for l in c.db.list(Kind::LoadbalancerListener) {
-            let Some(object::Kind::LoadbalancerListener(l)) = &l.kind else {
-                continue;
-            };
-            if l.loadbalancer_ref.as_ref().map(|r| r.uuid.as_str()) != Some(lb.uuid.as_str()) {
-                continue;
-            }
+        // Listeners refer to the loadbalancer, pools to a listener; members are children
+        // of their pool.
+        let listeners = referring(c.db, &lb.uuid, |k| match k {
+            object::Kind::LoadbalancerListener(l) => Some(l),
+            _ => None,
+        });
+        for l in listeners {
             let proto = match l.protocol.as_str() {
                 "UDP" => 17,
                 _ => 6,
             };
-            let pools: Vec<String> =
-                c.db.list(Kind::LoadbalancerPool)
-                    .iter()
-                    .filter_map(|p| match &p.kind {
-                        Some(object::Kind::LoadbalancerPool(p))
-                            if p.loadbalancer_listener_ref
-                                .as_ref()
-                                .map(|r| r.uuid.as_str())
-                                == Some(l.uuid.as_str()) =>
-                        {
-                            Some(fq_string(&p.fq_name))
-                        }
-                        _ => None,
-                    })
-                    .collect();
+            let pools = referring(c.db, &l.uuid, |k| match k {
+                object::Kind::LoadbalancerPool(p) => Some(p),
+                _ => None,
+            });
             let mut target = None;
-            for m in c.db.list(Kind::LoadbalancerMember) {
-                let Some(object::Kind::LoadbalancerMember(m)) = &m.kind else {
-                    continue;
-                };
-                if !pools.contains(&fq_string(&m.fq_name[..m.fq_name.len().saturating_sub(1)])) {
-                    continue;
-                }
-                let Ok(addr) = m.address.parse::<IpAddr>() else {
-                    continue;
-                };
-                // A member without a path (its pod is gone) is left out.
-                let Some(p) = by_addr.get(host_prefix(addr).as_str()) else {
-                    continue;
-                };
-                target.get_or_insert(m.protocol_port as u16);
-                if !members.iter().any(|x| x.addr == addr) {
-                    members.push(ServiceMemberCfg {
-                        nh: p.nh,
-                        label: p.label,
-                        weight: m.weight.max(1),
-                        addr,
-                    });
+            for pool in pools {
+                let pool_members = referring(c.db, &pool.uuid, |k| match k {
+                    object::Kind::LoadbalancerMember(m) => Some(m),
+                    _ => None,
+                });
+                for m in pool_members {
+                    let Ok(addr) = m.address.parse::<IpAddr>() else {
+                        continue;
+                    };
+                    // A member without a path (its pod is gone) is left out.
+                    let Some(p) = by_addr.get(host_prefix(addr).as_str()) else {
+                        continue;
+                    };
+                    target.get_or_insert(m.protocol_port as u16);
+                    if !members.iter().any(|x| x.addr == addr) {
+                        members.push(ServiceMemberCfg {
+                            nh: p.nh,
+                            label: p.label,
+                            weight: m.weight.max(1),
+                            addr,
+                        });
+                    }
                 }
             }
             ports.push(ServicePortCfg {
@@ -490,13 +497,7 @@ fn services(c: &mut Ctx<'_>, paths: &BTreeMap<(String, String), Vec<Path>>) {
             },
         );
         let prefix = host_prefix(vip);
-        let vrfs: Vec<u32> = c
-            .vns
-            .iter()
-            .filter(|(other, _)| **other == vn || leaks(c.db, other, &c.vn_by_fq).contains(&vn))
-            .map(|(_, v)| v.0)
-            .collect();
-        for vrf in vrfs {
+        for &vrf in into.get(&vn).into_iter().flatten() {
             c.out.routes.insert(
                 (vrf, prefix.clone()),
                 RouteCfg {
@@ -774,8 +775,12 @@ fn leaks(db: &Db, vn_uuid: &str, vn_by_fq: &HashMap<String, String>) -> BTreeSet
     out
 }
 
-fn routes(c: &mut Ctx<'_>) {
-    let paths = std::mem::take(&mut c.paths);
+/// Routes for every path, in the VRFs that hold their VN's routes; returns those VRFs
+/// by VN.
+fn routes(
+    c: &mut Ctx<'_>,
+    paths: &BTreeMap<(String, String), Vec<Path>>,
+) -> HashMap<String, Vec<u32>> {
     let vns: Vec<String> = c.vns.keys().cloned().collect();
     // Which VRFs get each VN's routes: its own, and those leaking it.
     let mut into: HashMap<String, Vec<u32>> = HashMap::new();
@@ -785,10 +790,11 @@ fn routes(c: &mut Ctx<'_>) {
             into.entry(other).or_default().push(c.vns[vn].0);
         }
     }
-    for ((vn, prefix), mut ps) in paths {
-        let (nh, label, attr) = if ps.len() == 1 {
-            (ps[0].nh, ps[0].label, ps[0].attr)
+    for ((vn, prefix), ps) in paths {
+        let (nh, label, attr) = if let [p] = ps.as_slice() {
+            (p.nh, p.label, p.attr)
         } else {
+            let mut ps = ps.clone();
             ps.sort_by_key(|p| (p.nh, p.label));
             ps.dedup_by_key(|p| (p.nh, p.label));
             let id = c.ids.get("nh", &format!("ecmp/{vn}/{prefix}"));
@@ -810,7 +816,7 @@ fn routes(c: &mut Ctx<'_>) {
             );
             (id, 0, ps[0].attr)
         };
-        for vrf in into.get(&vn).into_iter().flatten() {
+        for vrf in into.get(vn).into_iter().flatten() {
             c.out.routes.insert(
                 (*vrf, prefix.clone()),
                 RouteCfg {
@@ -823,6 +829,7 @@ fn routes(c: &mut Ctx<'_>) {
             );
         }
     }
+    into
 }
 
 fn vn_policy_name(vn: &str) -> String {
