@@ -401,7 +401,7 @@ pub(super) fn translate(
     let mut egress_fps: Vec<Vec<String>> = Vec::new();
     let mut isolate_in: Vec<Fr> = Vec::new();
     let mut isolate_out: Vec<Fr> = Vec::new();
-    let mut policies: Vec<(Vec<String>, Vec<Fr>, bool)> = Vec::new();
+    let mut policies: Vec<(Vec<String>, Vec<Fr>)> = Vec::new();
     {
         let ctx = Ctx {
             n,
@@ -473,6 +473,13 @@ pub(super) fn translate(
                             }
                         }
                     }
+                    // Rules run from the sending side to the receiving one; a named port
+                    // is the receiving pod's.
+                    let (senders, receivers, receiving_pods) = if ingress {
+                        (&others, &selected, &selected_pods)
+                    } else {
+                        (&selected, &others, &other_pods)
+                    };
                     for svc in services(ports) {
                         let mut add = |from: &End, to: &End, service| {
                             rules.push(Fr {
@@ -484,46 +491,28 @@ pub(super) fn translate(
                         };
                         match &svc {
                             Svc::Named(port, proto) => {
-                                // The number is the destination pod's.
                                 let key = (port.clone(), proto.clone());
-                                if ingress {
-                                    for d in &selected_pods {
-                                        if let Some(&num) = d.named.get(&key) {
-                                            for o in &others {
-                                                add(
-                                                    o,
-                                                    &ctx.pod_end(d),
-                                                    Some((proto.clone(), Some((num, num)))),
-                                                );
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    for d in &other_pods {
-                                        if let Some(&num) = d.named.get(&key) {
-                                            for s in &selected {
-                                                add(
-                                                    s,
-                                                    &ctx.pod_end(d),
-                                                    Some((proto.clone(), Some((num, num)))),
-                                                );
-                                            }
-                                        }
+                                for d in receiving_pods {
+                                    let Some(&num) = d.named.get(&key) else {
+                                        continue;
+                                    };
+                                    for f in senders {
+                                        let ports = Some((num, num));
+                                        add(f, &ctx.pod_end(d), Some((proto.clone(), ports)));
                                     }
                                 }
                             }
-                            _ => {
-                                let service = match &svc {
-                                    Svc::Ports(p, r) => Some((p.clone(), *r)),
-                                    _ => None,
-                                };
-                                for s in &selected {
-                                    for o in &others {
-                                        if ingress {
-                                            add(o, s, service.clone());
-                                        } else {
-                                            add(s, o, service.clone());
-                                        }
+                            Svc::Ports(p, r) => {
+                                for f in senders {
+                                    for t in receivers {
+                                        add(f, t, Some((p.clone(), *r)));
+                                    }
+                                }
+                            }
+                            Svc::Any => {
+                                for f in senders {
+                                    for t in receivers {
+                                        add(f, t, None);
                                     }
                                 }
                             }
@@ -537,22 +526,18 @@ pub(super) fn translate(
                 } else {
                     egress_fps.push(fp.clone());
                 }
-                policies.push((fp, rules, ingress));
+                policies.push((fp, rules));
             }
         }
     }
-    for (fp, rules, _) in policies {
-        let project = fp[..fp.len() - 1].to_vec();
-        let leaf = fp.last().cloned().unwrap_or_default();
-        firewall_policy(out, fp, &project, &leaf, rules);
+    for (fp, rules) in policies {
+        firewall_policy(out, fp, rules);
     }
     let global = |leaf: &str| vec![GLOBAL.to_string(), format!("{c}-{leaf}")];
     let node = global("allow-node");
     firewall_policy(
         out,
         node.clone(),
-        &[GLOBAL.into()],
-        &format!("{c}-allow-node"),
         vec![Fr {
             action: "pass",
             from: End::Network(IP_FABRIC.into()),
@@ -564,8 +549,6 @@ pub(super) fn translate(
     firewall_policy(
         out,
         all.clone(),
-        &[GLOBAL.into()],
-        &format!("{c}-allow-all"),
         vec![Fr {
             action: "pass",
             from: End::Any,
@@ -578,13 +561,7 @@ pub(super) fn translate(
         ("egress", egress_fps, isolate_out),
     ] {
         let iso = global(&format!("{dir}-isolation"));
-        firewall_policy(
-            out,
-            iso.clone(),
-            &[GLOBAL.into()],
-            &format!("{c}-{dir}-isolation"),
-            deny,
-        );
+        firewall_policy(out, iso.clone(), deny);
         let mut seq = vec![node.clone()];
         seq.extend(fps);
         seq.push(iso);
@@ -611,8 +588,9 @@ pub(super) fn translate(
     }
 }
 
-/// A firewall policy and its rules, named `<leaf>-<i>` beside it.
-fn firewall_policy(out: &mut Out, fq: Vec<String>, parent: &[String], leaf: &str, rules: Vec<Fr>) {
+/// A firewall policy and its rules, named `<its name>-<i>` beside it.
+fn firewall_policy(out: &mut Out, fq: Vec<String>, rules: Vec<Fr>) {
+    let (leaf, parent) = fq.split_last().expect("an FQ name");
     let mut refs = Vec::new();
     let mut seen = Vec::new();
     for r in rules {
