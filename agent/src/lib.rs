@@ -27,6 +27,14 @@ pub mod program;
 pub mod routes;
 pub mod store;
 
+/// A stable 64-bit FNV-1a hash of a name, for deriving short interface and device names
+/// (at most 15 bytes for Linux links) from longer ones.
+pub fn name_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 /// Generated from `proto/vnc.proto`.
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]
 pub mod proto {

@@ -450,10 +450,7 @@ fn provision(n: &Node) -> Result<()> {
 
 /// Eight hex digits naming this lab's links (interface names are at most 15 bytes).
 fn short_hash(s: &str) -> String {
-    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    format!("{:08x}", h as u32)
+    format!("{:08x}", agent::name_hash(s) as u32)
 }
 
 fn netns_name(ns: &str, pod: &str) -> String {

@@ -140,13 +140,7 @@ impl Env {
     }
 
     fn hash(&self) -> u64 {
-        self.container
-            .bytes()
-            .chain([b'/'])
-            .chain(self.ifname.bytes())
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            })
+        agent::name_hash(&format!("{}/{}", self.container, self.ifname))
     }
 }
 
