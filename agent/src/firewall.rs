@@ -268,6 +268,7 @@ pub fn compile(
                 name: format!("{name_prefix}aps/{}", fq_string(&aps.fq_name)),
                 rules,
                 default: ActionCfg::Deny,
+                network: false,
             },
         });
     }

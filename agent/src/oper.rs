@@ -497,6 +497,12 @@ fn services(
             },
         );
         let prefix = host_prefix(vip);
+        // The VIP is in the service's network: network policies decide on it.
+        let Some(&(_, vn_id, _)) = c.vns.get(&vn) else {
+            continue;
+        };
+        let attr = c.ids.get("attr", &format!("vip/{}", lb.uuid));
+        set_attr(c, attr, vn_id, vec![]);
         for &vrf in into.get(&vn).into_iter().flatten() {
             c.out.routes.insert(
                 (vrf, prefix.clone()),
@@ -505,7 +511,7 @@ fn services(
                     prefix: prefix.clone(),
                     nh: id,
                     label: 0,
-                    attr: 0,
+                    attr,
                 },
             );
         }
@@ -899,6 +905,7 @@ fn vn_policies(c: &mut Ctx<'_>, ports: &BTreeMap<String, PortRec>) {
                 name,
                 rules,
                 default: ActionCfg::Deny,
+                network: true,
             },
         );
     }
@@ -1069,6 +1076,7 @@ fn sg_sets(c: &Ctx<'_>, vmi: &proto::VirtualMachineInterface, key: &str) -> (Pol
         name: format!("{POLICY_PREFIX}sg/{key}/{dir}"),
         rules,
         default: ActionCfg::Deny,
+        network: false,
     };
     (set("in", ingress), set("out", egress))
 }

@@ -145,9 +145,52 @@ fn translation_lays_out_projects_networks_isolation_and_pods() {
             "default-domain:k8s-dev:k8s-dev-service-network",
         ]
     );
+    // Isolation is the networks': no security group. The isolated pods open connections
+    // to the cluster's pods and services one way; their own services both ways.
+    assert!(names(&t.objects, Kind::SecurityGroup).is_empty());
+    let rules = |fq: &str| -> Vec<(String, String, String)> {
+        t.objects
+            .iter()
+            .find_map(|o| match &o.kind {
+                Some(object::Kind::NetworkPolicy(p)) if fq_string(&p.fq_name) == fq => Some(
+                    p.network_policy_entries
+                        .iter()
+                        .map(|r| {
+                            (
+                                r.src_addresses[0].virtual_network.clone(),
+                                r.direction.clone(),
+                                r.dst_addresses[0].virtual_network.clone(),
+                            )
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no policy {fq}"))
+    };
+    let net = |p: &str, n: &str| format!("default-domain:{p}:{n}");
     assert_eq!(
-        names(&t.objects, Kind::SecurityGroup),
-        vec!["default-domain:k8s-dev:k8s-dev-isolation"]
+        rules("default-domain:k8s-dev:k8s-dev-cluster-access"),
+        vec![
+            (
+                net("k8s-dev", "k8s-dev-pod-network"),
+                ">".into(),
+                net("k8s-default", "k8s-default-pod-network")
+            ),
+            (
+                net("k8s-dev", "k8s-dev-pod-network"),
+                ">".into(),
+                net("k8s-default", "k8s-default-service-network")
+            ),
+        ]
+    );
+    assert_eq!(
+        rules("default-domain:k8s-dev:k8s-dev-pod-service"),
+        vec![(
+            net("k8s-dev", "k8s-dev-pod-network"),
+            "<>".into(),
+            net("k8s-dev", "k8s-dev-service-network")
+        )]
     );
     // kube-system and host-network pods are the underlay's.
     let pods: Vec<String> = t
@@ -165,7 +208,7 @@ fn translation_lays_out_projects_networks_isolation_and_pods() {
         web.ports,
         vec![(80, "TCP".to_string()), (53, "UDP".to_string())]
     );
-    // The pod's interface: its network, the isolation group, its labels and namespace.
+    // The pod's interface: its network, its labels and namespace.
     let vmi = t
         .objects
         .iter()
@@ -184,7 +227,7 @@ fn translation_lays_out_projects_networks_isolation_and_pods() {
             "default-domain:k8s-dev:pod=web",
         ]
     );
-    assert_eq!(vmi.security_group_refs.len(), 1);
+    assert!(vmi.security_group_refs.is_empty());
     // Objects come in dependency order.
     let order: Vec<usize> = t
         .objects
@@ -448,10 +491,6 @@ fn the_node_reaches_pod_networks_through_a_policy_attached_to_ip_fabric() {
             "default-domain:k8s-default:k8s-default-pod-network"
         ]
     );
-    // The isolated namespace's group lets the node in.
-    assert!(t.objects.iter().any(|o| matches!(&o.kind,
-        Some(object::Kind::SecurityGroup(g)) if g.security_group_entries.iter().any(|r|
-            r.src_addresses[0].virtual_network == agent::oper::IP_FABRIC))));
     // Attaching keeps the operator's references and replaces stale ones of ours.
     let r = |fq: &[&str]| agent::proto::Ref {
         r#type: "network-policy".into(),

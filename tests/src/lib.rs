@@ -589,26 +589,42 @@ impl VrLab {
         port: &str,
         protocol: &str,
     ) -> std::collections::BTreeMap<(String, String), bool> {
-        let out = self.ok(&["probe", "--matrix", "--port", port, "--protocol", protocol]);
-        let rows: Vec<(String, Vec<bool>)> = out
+        self.matrix_of(&["--port", port, "--protocol", protocol])
+    }
+
+    /// [`Self::matrix`] from every pod to every service (`svc/namespace/name`).
+    pub fn service_matrix(
+        &self,
+        port: &str,
+        protocol: &str,
+    ) -> std::collections::BTreeMap<(String, String), bool> {
+        self.matrix_of(&["--services", "--port", port, "--protocol", protocol])
+    }
+
+    fn matrix_of(&self, args: &[&str]) -> std::collections::BTreeMap<(String, String), bool> {
+        let mut all = vec!["probe", "--matrix"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        let columns: Vec<String> = out
             .lines()
-            .skip(2)
-            .filter_map(|l| {
-                let mut w = l.split_whitespace();
-                let name = w.next()?.to_string();
-                let cells: Vec<bool> = w
-                    .filter(|c| *c == "." || *c == "X")
-                    .map(|c| c == ".")
-                    .collect();
-                Some((name, cells))
-            })
+            .find_map(|l| l.strip_prefix("columns:"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
             .collect();
-        let names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
         let mut m = std::collections::BTreeMap::new();
-        for (from, cells) in &rows {
-            assert_eq!(cells.len(), names.len(), "matrix:\n{out}");
-            for (to, c) in names.iter().zip(cells) {
-                m.insert((from.clone(), to.clone()), *c);
+        for l in out.lines().skip(2).filter(|l| !l.starts_with("columns:")) {
+            let mut w = l.split_whitespace();
+            let Some(from) = w.next() else { continue };
+            let cells: Vec<&str> = w.collect();
+            // Rows only (the output may carry the lab's log lines).
+            if cells.is_empty() || !cells.iter().all(|c| *c == "." || *c == "X") {
+                continue;
+            }
+            let cells: Vec<bool> = cells.iter().map(|c| *c == ".").collect();
+            assert_eq!(cells.len(), columns.len(), "matrix:\n{out}");
+            for (to, c) in columns.iter().zip(cells) {
+                m.insert((from.to_string(), to.clone()), c);
             }
         }
         m

@@ -191,6 +191,7 @@ fn a_security_group_allowing_tcp_80_only_blocks_81_and_udp_for_real_sockets() {
             action: vrouter::config::ActionCfg::Pass,
         }],
         default: vrouter::config::ActionCfg::Deny,
+        network: false,
     });
     cfg.vifs
         .iter_mut()

@@ -280,6 +280,7 @@ fn policy_drops_vxlan_encap_and_ecmp_spread_through_the_daemon() {
                 action: ActionCfg::Pass,
             }],
             default: ActionCfg::Deny,
+            network: false,
         });
         cfg.vifs
             .iter_mut()

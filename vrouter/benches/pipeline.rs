@@ -161,6 +161,7 @@ fn hundred_rules() -> Policy {
             name: "sg-100".into(),
             rules,
             default: Action::Deny,
+            network: false,
         }],
         egress: vec![],
     }

@@ -179,6 +179,10 @@ pub struct PolicyCfg {
     pub rules: Vec<RuleCfg>,
     /// When nothing matches.
     pub default: ActionCfg,
+    /// A virtual network's policy: a flow to a service address is decided on that
+    /// address (the network the client reaches), not on the backend it is sent to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub network: bool,
 }
 
 fn default_mtu() -> u16 {
@@ -581,6 +585,7 @@ pub fn compile_policy(p: &PolicyCfg) -> Result<RuleSet, ConfigError> {
         name: p.name.clone(),
         rules,
         default: action(p.default),
+        network: p.network,
     })
 }
 

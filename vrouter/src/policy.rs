@@ -154,6 +154,8 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
     /// Action when nothing matches.
     pub default: Action,
+    /// A virtual network's policy (see [`evaluate_service`]).
+    pub network: bool,
 }
 
 impl RuleSet {
@@ -203,13 +205,21 @@ pub struct Decision {
 /// Evaluates sets in order; the first deny decides, else pass.
 #[inline]
 pub fn evaluate(sets: &[RuleSet], f: &FlowMatch<'_>) -> Decision {
+    evaluate_service(sets, f, f)
+}
+
+/// [`evaluate`] for a flow to a service address: network policies see the flow as the
+/// client sent it (`sent`: to the service address, in the service's network), the
+/// other sets as it reaches the backend (`f`), as kube-proxy's DNAT would show it.
+#[inline]
+pub fn evaluate_service(sets: &[RuleSet], f: &FlowMatch<'_>, sent: &FlowMatch<'_>) -> Decision {
     let mut last = Decision {
         action: Action::Pass,
         set: 0,
         rule: None,
     };
     for (si, s) in sets.iter().enumerate() {
-        let (action, rule) = s.eval(f);
+        let (action, rule) = s.eval(if s.network { sent } else { f });
         last = Decision {
             action,
             set: si,
@@ -252,6 +262,7 @@ mod tests {
             name: "sg-web".into(),
             rules: vec![tcp_rule(80, Action::Pass)],
             default: Action::Deny,
+            network: false,
         };
         let a = EndpointAttr::default();
         assert_eq!(sg.eval(&flow(6, 80, &a, &a)), (Action::Pass, Some(0)));
@@ -276,6 +287,7 @@ mod tests {
                 },
             ],
             default: Action::Deny,
+            network: false,
         };
         let fw = RuleSet {
             name: "fw".into(),
@@ -284,6 +296,7 @@ mod tests {
                 ..Rule::any(Action::Deny)
             }],
             default: Action::Pass,
+            network: false,
         };
         let a = EndpointAttr {
             vn: 1,
@@ -320,6 +333,7 @@ mod tests {
                 ..Rule::any(Action::Pass)
             }],
             default: Action::Deny,
+            network: false,
         };
         assert_eq!(r.eval(&flow(6, 1, &a, &a)).0, Action::Pass);
         let mut f = flow(6, 1, &a, &a);

@@ -328,6 +328,7 @@ fn vm2_ingress_only(tb: &mut Testbed, name: &str, proto: u8, port: u16) {
                     ..Rule::any(Action::Pass)
                 }],
                 default: Action::Deny,
+                network: false,
             }],
             egress: vec![],
         }),
@@ -703,6 +704,82 @@ fn policy_decides_a_service_flow_on_the_backend_and_its_target_port() {
 }
 
 #[test]
+fn a_network_policy_decides_a_service_flow_on_the_service_network() {
+    // The VIP's route says VN 3 (the service's network); vm2, the local backend, is in
+    // VN 2. vm1's network policy passes VN 3 only, and the backend's port 8080 only.
+    let mut tb = Testbed::new(1024);
+    let svc = with_service(&mut tb);
+    let attr = |vn| vrouter::policy::EndpointAttr { vn, tags: vec![] };
+    tb.writer.set_attr(2, attr(2)).unwrap();
+    tb.writer.set_attr(3, attr(3)).unwrap();
+    let mut vm2 = tb.writer.tables().vifs.get(VM2.0).unwrap().as_ref().clone();
+    vm2.attr = 2;
+    tb.writer.add_vif(vm2).unwrap();
+    let vip = RouteEntry {
+        nh: NhId(7),
+        label: 0,
+        attr: 3,
+    };
+    tb.writer.add_route(RED, IpAddr::V4(svc), 32, vip).unwrap();
+    let egress = |network| RuleSet {
+        name: "vn-red".into(),
+        rules: vec![Rule {
+            dst: vrouter::policy::EndpointMatch::Vn(3),
+            ..Rule::any(Action::Pass)
+        }],
+        default: Action::Deny,
+        network,
+    };
+    let backend_port = RuleSet {
+        name: "fw".into(),
+        rules: vec![Rule {
+            proto: Some(6),
+            dport: (8080, 8080),
+            ..Rule::any(Action::Pass)
+        }],
+        default: Action::Deny,
+        network: false,
+    };
+    let set_vm1 = |tb: &mut Testbed, sets: Vec<RuleSet>| {
+        let mut vm1 = tb.writer.tables().vifs.get(VM1.0).unwrap().as_ref().clone();
+        vm1.policy = Some(Arc::new(Policy {
+            ingress: vec![],
+            egress: sets,
+        }));
+        tb.writer.add_vif(vm1).unwrap();
+        tb.writer.publish();
+    };
+    set_vm1(&mut tb, vec![egress(true), backend_port.clone()]);
+    let mut to_vm2 = 0;
+    for sport in 42000..42032u16 {
+        match tb.run_one(VM1, vm1_syn(svc, sport, 80), 1).0 {
+            Disposition::Tx(VM2) => to_vm2 += 1,
+            Disposition::Tx(FABRIC) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(to_vm2 > 0);
+    assert_eq!(tb.pipeline.stats.drops.get(DropReason::PolicyDeny), 0);
+    // The same rules as a security group's (not a network's) see the backend's VN (2, or
+    // the remote backend's route's) and
+    // deny; so does a network rule if the VIP's route is not in VN 3.
+    set_vm1(&mut tb, vec![egress(false)]);
+    assert_eq!(
+        tb.run_one(VM1, vm1_syn(svc, 43000, 80), 2).0,
+        Disposition::Drop(DropReason::PolicyDeny)
+    );
+    set_vm1(&mut tb, vec![egress(true)]);
+    tb.writer
+        .add_route(RED, IpAddr::V4(svc), 32, RouteEntry { attr: 2, ..vip })
+        .unwrap();
+    tb.writer.publish();
+    assert_eq!(
+        tb.run_one(VM1, vm1_syn(svc, 43001, 80), 3).0,
+        Disposition::Drop(DropReason::PolicyDeny)
+    );
+}
+
+#[test]
 fn route_change_moves_existing_flows_to_the_new_nexthop() {
     let mut tb = Testbed::new(1024);
     let f = || vm1_udp(REMOTE_IP, 5555, 7, b"m");
@@ -1018,6 +1095,7 @@ fn a_vn_reached_through_a_policy_answers_in_its_own_vrf_and_vn_rules_decide() {
                 ..Rule::any(Action::Pass)
             }],
             default: Action::Deny,
+            network: false,
         }],
     }));
     tb.writer.add_vif(vm1).unwrap();

@@ -60,7 +60,8 @@ enum Cmd {
     /// Lists the pods: namespace/name, address, network.
     Pods,
     /// Opens a connection from a pod: exit 0 if it connects, 1 if it is blocked. With
-    /// --matrix, every pod to every pod, printed as a truth table.
+    /// --matrix, every pod to every pod (or, with --services, to every service), printed
+    /// as a truth table.
     Probe {
         /// The client: a pod, `namespace/name`, or a node's host, `node1`.
         #[arg(long, required_unless_present = "matrix")]
@@ -78,6 +79,9 @@ enum Cmd {
         /// Every pair of pods.
         #[arg(long)]
         matrix: bool,
+        /// With --matrix: the columns are the services.
+        #[arg(long, requires = "matrix")]
+        services: bool,
         /// How long to wait for an answer.
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
@@ -982,14 +986,19 @@ fn probe_one(
     })
 }
 
-fn matrix(state: &State, port: u16, protocol: &str, timeout_ms: u64) -> Result<()> {
+fn matrix(state: &State, port: u16, protocol: &str, timeout_ms: u64, services: bool) -> Result<()> {
     let pods: Vec<String> = state.pods.keys().cloned().collect();
+    let targets: Vec<String> = if services {
+        state.services.keys().map(|s| format!("svc/{s}")).collect()
+    } else {
+        pods.clone()
+    };
     // All probes at once (a blocked one waits its whole timeout), borrowing the state.
     let mut cells: BTreeMap<(String, String), bool> = BTreeMap::new();
     std::thread::scope(|sc| -> Result<()> {
         let mut jobs = Vec::new();
         for f in &pods {
-            for t in &pods {
+            for t in &targets {
                 jobs.push((
                     (f.clone(), t.clone()),
                     sc.spawn(move || probe_one(state, f, t, port, protocol, timeout_ms)),
@@ -1002,16 +1011,16 @@ fn matrix(state: &State, port: u16, protocol: &str, timeout_ms: u64) -> Result<(
         }
         Ok(())
     })?;
-    println!("{port}/{protocol}: rows from, columns to; . connects, X blocked");
+    println!("{port}/{protocol}: rows from, columns to (listed below); . connects, X blocked");
     let w = pods.iter().map(String::len).max().unwrap_or(4);
     print!("{:w$}", "");
-    for (i, _) in pods.iter().enumerate() {
+    for (i, _) in targets.iter().enumerate() {
         print!(" {i:>2}");
     }
     println!();
-    for (i, f) in pods.iter().enumerate() {
+    for f in &pods {
         print!("{f:w$}");
-        for t in &pods {
+        for t in &targets {
             print!(
                 "  {}",
                 if cells[&(f.clone(), t.clone())] {
@@ -1021,8 +1030,9 @@ fn matrix(state: &State, port: u16, protocol: &str, timeout_ms: u64) -> Result<(
                 }
             );
         }
-        println!("   {i}");
+        println!();
     }
+    println!("columns: {}", targets.join(" "));
     Ok(())
 }
 
@@ -1105,11 +1115,12 @@ fn real_main(a: Args) -> Result<u8> {
             port,
             protocol,
             matrix: all,
+            services,
             timeout_ms,
         } => {
             let s = lab.load()?;
             if all {
-                matrix(&s, port, &protocol, timeout_ms)?;
+                matrix(&s, port, &protocol, timeout_ms, services)?;
                 return Ok(0);
             }
             let (from, to) = (from.unwrap_or_default(), to.unwrap_or_default());

@@ -6,11 +6,13 @@
 //!   `<cluster>-default`), on flat-subnet ipams holding the configured pod and service
 //!   subnets, with a network policy between the two;
 //! - an isolated namespace (`opencontrail.org/isolation: "true"`) gets its own pod network
-//!   and service network with a policy between them (the 5.0 design); a policy between its
-//!   pod network and the cluster's pod and service networks lets its pods reach the rest
-//!   of the cluster, and a security group on its pods admits only its own pods, so others
-//!   cannot reach them. With `opencontrail.org/isolation.service: "false"` its service
-//!   network is joined to the cluster's pod network too;
+//!   and service network with a policy between them (the 5.0 design); one-way rules let
+//!   its pods open connections to the cluster's pods and services while nobody outside
+//!   opens one to them (networks are apart unless a policy joins them). With
+//!   `opencontrail.org/isolation.service: "false"` its service network is reachable, one
+//!   way, from the cluster's pods and from every other isolated namespace's pods; the
+//!   client's network policy decides a service flow on the service address, so the
+//!   backends need no opening of their own;
 //! - a pod is a virtual-machine, an interface in its network (custom annotation, the
 //!   namespace's, its isolated network, or the cluster's) and an instance-ip allocated
 //!   there; its labels are tags (`label=<key>=<value>`) on the interface, with
@@ -123,9 +125,18 @@ pub fn uuid_for(kind: Kind, fq: &[String]) -> String {
     uuid::Uuid::new_v5(&NS, format!("{}:{}", kind.name(), fq_string(fq)).as_bytes()).to_string()
 }
 
+/// Passes everything between two networks, both ways.
 fn pass_all(a: &[String], b: &[String]) -> proto::PolicyRule {
     proto::PolicyRule {
         direction: "<>".into(),
+        ..one_way(a, b)
+    }
+}
+
+/// Passes connections opened from network `a` to network `b`.
+fn one_way(a: &[String], b: &[String]) -> proto::PolicyRule {
+    proto::PolicyRule {
+        direction: ">".into(),
         protocol: "any".into(),
         src_addresses: vec![proto::AddressType {
             virtual_network: fq_string(a),
@@ -144,27 +155,6 @@ fn pass_all(a: &[String], b: &[String]) -> proto::PolicyRule {
 pub fn service_interface(cfg: &KubeConfig, namespace: &str, service: &str) -> Vec<String> {
     let n = Names { c: cfg };
     n.under(&n.project(namespace), n.service(namespace, service))
-}
-
-/// A security-group rule passing IPv4 from `src` to `dst`.
-fn sg_rule(src: proto::AddressType, dst: proto::AddressType) -> proto::PolicyRule {
-    proto::PolicyRule {
-        direction: ">".into(),
-        protocol: "any".into(),
-        ethertype: "IPv4".into(),
-        src_addresses: vec![src],
-        dst_addresses: vec![dst],
-        action: "pass".into(),
-        ..Default::default()
-    }
-}
-
-/// The interface the security group is on.
-fn local() -> proto::AddressType {
-    proto::AddressType {
-        security_group: "local".into(),
-        ..Default::default()
-    }
 }
 
 /// The names of the cluster's objects.
@@ -341,7 +331,9 @@ impl Out {
 struct Isolated {
     pods: Vec<String>,
     svc: Vec<String>,
-    sg: Vec<String>,
+    /// The policies on its pod network and on its service network.
+    on_pods: Vec<Vec<String>>,
+    on_svc: Vec<Vec<String>>,
 }
 
 /// What the translation takes from the agent's configuration.
@@ -420,7 +412,11 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
         v
     };
 
-    // Isolated namespaces, and the policies the cluster's networks take part in.
+    // Isolated namespaces, and the policies the cluster's networks take part in. Virtual
+    // networks reach each other only through policies, and a one-way rule lets its
+    // source open connections but nobody open one to it (replies ride on the flow): that
+    // is all the isolation there is, no security group, so that an open service's
+    // backends stay reachable through it.
     let mut isolated: BTreeMap<String, Isolated> = BTreeMap::new();
     let mut on_default_pods = with_node(vec![pod_svc.clone()]);
     let mut on_default_svc = vec![pod_svc];
@@ -439,67 +435,49 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
         out.policy(own.clone(), vec![pass_all(&pods, &svc)]);
         // Its pods reach the cluster's pods and services.
         let egress = n.in_ns(name, "cluster-access");
-        let rules = vec![
-            pass_all(&pods, &default_pods),
-            pass_all(&pods, &default_svc),
-        ];
-        let mut svc_policies = vec![own.clone()];
-        if is_false(&ns.metadata, ISOLATION_SERVICE) {
-            // Its services stay reachable from the cluster's pods.
-            let open = n.in_ns(name, "service-access");
-            out.policy(open.clone(), vec![pass_all(&svc, &default_pods)]);
-            svc_policies.push(open.clone());
-            on_default_pods.push(open);
-        }
-        out.policy(egress.clone(), rules);
+        out.policy(
+            egress.clone(),
+            vec![one_way(&pods, &default_pods), one_way(&pods, &default_svc)],
+        );
         on_default_pods.push(egress.clone());
         on_default_svc.push(egress.clone());
-        out.network(pods.clone(), &pod_ipam, &with_node(vec![own, egress]));
         node_rules.push(pass_all(&fabric, &pods));
-        out.network(svc, &svc_ipam, &svc_policies);
-        // Only the namespace's own pods get in.
-        let sg = n.in_ns(name, "isolation");
-        out.put(
-            Kind::SecurityGroup,
-            sg.clone(),
-            object::Kind::SecurityGroup(proto::SecurityGroup {
-                uuid: uuid_for(Kind::SecurityGroup, &sg),
-                fq_name: sg.clone(),
-                security_group_entries: [
-                    // Its own pods in, anything out.
-                    Some(sg_rule(
-                        proto::AddressType {
-                            security_group: fq_string(&sg),
-                            ..Default::default()
-                        },
-                        local(),
-                    )),
-                    Some(sg_rule(local(), proto::AddressType::default())),
-                    // The node's probes get in too.
-                    node_access.as_ref().map(|_| {
-                        sg_rule(
-                            proto::AddressType {
-                                virtual_network: IP_FABRIC.into(),
-                                ..Default::default()
-                            },
-                            local(),
-                        )
-                    }),
-                ]
-                .into_iter()
-                .flatten()
-                .collect(),
-                security_group_id: 0,
-            }),
-        );
         isolated.insert(
             name.clone(),
             Isolated {
+                on_pods: with_node(vec![own.clone(), egress]),
+                on_svc: vec![own],
                 pods,
-                svc: n.in_ns(name, "service-network"),
-                sg,
+                svc,
             },
         );
+    }
+    // With `isolation.service: "false"` a namespace's services are reached from the
+    // cluster's pods and every other isolated namespace's pods.
+    let open: Vec<String> = isolated
+        .keys()
+        .filter(|ns| is_false(&cluster.namespaces[*ns].metadata, ISOLATION_SERVICE))
+        .cloned()
+        .collect();
+    for name in &open {
+        let access = n.in_ns(name, "service-access");
+        let svc = isolated[name].svc.clone();
+        let mut rules = vec![one_way(&default_pods, &svc)];
+        for (other, i) in isolated.iter_mut() {
+            if other != name {
+                rules.push(one_way(&i.pods, &svc));
+                i.on_pods.push(access.clone());
+            }
+        }
+        out.policy(access.clone(), rules);
+        on_default_pods.push(access.clone());
+        if let Some(i) = isolated.get_mut(name) {
+            i.on_svc.push(access);
+        }
+    }
+    for i in isolated.values() {
+        out.network(i.pods.clone(), &pod_ipam, &i.on_pods);
+        out.network(i.svc.clone(), &svc_ipam, &i.on_svc);
     }
     if cfg.cluster_network.is_none() {
         out.network(default_pods.clone(), &pod_ipam, &on_default_pods);
@@ -604,7 +582,7 @@ fn pod_objects(
     let custom = annotation(&pod.metadata, NETWORK)
         .map(|v| (v, "pod"))
         .or_else(|| annotation(&namespace.metadata, NETWORK).map(|v| (v, "namespace")));
-    let (network, sg) = match custom {
+    let network = match custom {
         Some((v, from)) => {
             let Some(fq) = fq_annotation(v) else {
                 events.push(Event {
@@ -625,11 +603,11 @@ fn pod_objects(
                 });
                 return None;
             }
-            (fq, isolated.map(|i| i.sg.clone()))
+            fq
         }
         None => match isolated {
-            Some(i) => (i.pods.clone(), Some(i.sg.clone())),
-            None => (default_pods.to_vec(), None),
+            Some(i) => i.pods.clone(),
+            None => default_pods.to_vec(),
         },
     };
     // Nested mode: the pod rides on its node's VM interface.
@@ -679,9 +657,9 @@ fn pod_objects(
             mac_address: String::new(),
             virtual_network_ref: Some(r(Kind::VirtualNetwork, &network)),
             virtual_machine_ref: Some(r(Kind::VirtualMachine, &vm)),
-            security_group_refs: sg.iter().map(|s| r(Kind::SecurityGroup, s)).collect(),
             tag_refs: tags.iter().map(|t| r(Kind::Tag, t)).collect(),
             parent_interface_ref: parent.as_ref().map(|p| r(Kind::VirtualMachineInterface, p)),
+            security_group_refs: Vec::new(),
             sub_interface_vlan_tag: 0,
         }),
     );

@@ -46,6 +46,7 @@ pub fn policy() -> PolicyCfg {
         name: POLICY.into(),
         rules,
         default: ActionCfg::Deny,
+        network: false,
     }
 }
 

@@ -203,7 +203,12 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         Nexthop::Encap { vif, .. } => snap.vifs.get(vif.0),
         _ => None,
     };
-    let dst_attr = dst_vif.map_or_else(|| snap.attr(route.attr), |v| snap.attr(v.attr));
+    // A remote backend is known by its own route (the VIP's says the service's network).
+    let dst_attr = match (dst_vif, dnat) {
+        (Some(v), _) => snap.attr(v.attr),
+        (None, Some((addr, _))) => snap.attr(vrf.lookup(addr).map_or(0, |r| r.attr)),
+        (None, None) => snap.attr(route.attr),
+    };
     // Policy sees a service flow as it reaches the backend.
     let (dst, dport) = dnat.unwrap_or((k.dst, k.dport));
     let fm = FlowMatch {
@@ -215,11 +220,22 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         src_attr,
         dst_attr,
     };
+    // The client's network policies see a service flow as sent: to the service, in the
+    // service's network (the VIP route's attributes).
+    let sent = dnat.map(|_| FlowMatch {
+        dst: addr_bits(k.dst),
+        dport: k.dport,
+        dst_attr: snap.attr(route.attr),
+        ..fm
+    });
     let denied = (from_vm
-        && vif
-            .policy
-            .as_ref()
-            .is_some_and(|p| policy::evaluate(&p.egress, &fm).action == Action::Deny))
+        && vif.policy.as_ref().is_some_and(|p| {
+            let d = match &sent {
+                Some(sent) => policy::evaluate_service(&p.egress, &fm, sent),
+                None => policy::evaluate(&p.egress, &fm),
+            };
+            d.action == Action::Deny
+        }))
         || dst_vif
             .and_then(|v| v.policy.as_ref())
             .is_some_and(|p| policy::evaluate(&p.ingress, &fm).action == Action::Deny);
