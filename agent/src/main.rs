@@ -41,6 +41,10 @@ struct Args {
     /// The MAC the vrouter uses towards VMs (gateway and ARP answers).
     #[arg(long, default_value = "00:00:5e:00:01:00")]
     vrouter_mac: String,
+    /// The fabric gateway's MAC: pods of networks with ip-fabric SNAT reach outside the
+    /// overlay through it, with the node's address; without it there is no SNAT.
+    #[arg(long, value_parser = parse_mac)]
+    gateway_mac: Option<String>,
     /// First vif index the agent uses (lower ones belong to the vrouter's start-up config).
     #[arg(long, default_value_t = Bases::default().vif)]
     vif_base: u32,
@@ -63,6 +67,13 @@ struct Args {
     /// Full resync with the vrouter at least this often (milliseconds).
     #[arg(long, default_value_t = 5000)]
     resync_ms: u64,
+}
+
+/// A MAC address argument, checked and written the vrouter's way.
+fn parse_mac(s: &str) -> Result<String, String> {
+    s.parse::<vrouter::wire::MacAddr>()
+        .map(|m| m.to_string())
+        .map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[tokio::main]
@@ -93,6 +104,7 @@ async fn main() -> Result<()> {
         },
         vrouter_mac: args.vrouter_mac.clone(),
         node_ip: args.node_ip,
+        gateway_mac: args.gateway_mac.clone(),
         resync: Duration::from_millis(args.resync_ms.max(100)),
     };
     let loop_shared = Arc::clone(&shared);

@@ -55,6 +55,9 @@ pub struct Node {
     pub host_vif: Option<u32>,
     /// The VRF of the host and fabric vifs: the ip-fabric network's.
     pub fabric_vrf: u32,
+    /// The fabric gateway's MAC: where traffic source-NATed to the node's address goes
+    /// (ip-fabric SNAT); none: no SNAT.
+    pub gateway_mac: Option<String>,
 }
 
 /// The network that stands for the underlay: its VRF is the vrouter's fabric VRF, and the
@@ -386,14 +389,70 @@ pub fn desired(
     for r in remote {
         remote_route(&mut c, node, r, &priority);
     }
-    if let (Some((uuid, vn_id)), Some(host)) = (ip_fabric, node.host_vif) {
-        host_route(&mut c, node, host, &uuid, vn_id);
+    if let (Some((uuid, vn_id)), Some(host)) = (&ip_fabric, node.host_vif) {
+        host_route(&mut c, node, host, uuid, *vn_id);
     }
     let paths = std::mem::take(&mut c.paths);
     let into = routes(&mut c, &paths);
     services(&mut c, &paths, &into);
+    fabric_snat(&mut c, node, ip_fabric.map(|(_, id)| id));
     vn_policies(&mut c, ports);
     c.out
+}
+
+/// ip-fabric SNAT: a network with `fabric_snat` (and not forwarded in the underlay) gets a
+/// default route to a SNAT nexthop, so what it does not route otherwise leaves through the
+/// fabric to the gateway with the node's address and a port of the node's pool. The
+/// route's attributes name the ip-fabric network: policies decide on it as the underlay.
+fn fabric_snat(c: &mut Ctx<'_>, node: &Node, fabric_vn: Option<u32>) {
+    let Some(gw) = &node.gateway_mac else {
+        return;
+    };
+    let vrfs: Vec<u32> =
+        c.db.list(Kind::VirtualNetwork)
+            .into_iter()
+            .filter_map(|o| match &o.kind {
+                Some(object::Kind::VirtualNetwork(vn))
+                    if vn.fabric_snat
+                        && !vn.ip_fabric_forwarding
+                        && fq_string(&vn.fq_name) != IP_FABRIC =>
+                {
+                    c.vns.get(&vn.uuid).map(|v| v.0)
+                }
+                _ => None,
+            })
+            .collect();
+    if vrfs.is_empty() {
+        return;
+    }
+    let nh = c.ids.get("nh", "snat");
+    c.out.nexthops.insert(
+        nh,
+        NexthopCfg {
+            id: nh,
+            kind: NexthopKind::Snat {
+                vif: node.fabric_vif,
+                ip: node.ip,
+                smac: node.mac.clone(),
+                dmac: gw.clone(),
+            },
+        },
+    );
+    let attr = c.ids.get("attr", "snat");
+    set_attr(c, attr, fabric_vn.unwrap_or(0), vec![]);
+    let prefix = "0.0.0.0/0".to_string();
+    for vrf in vrfs {
+        c.out
+            .routes
+            .entry((vrf, prefix.clone()))
+            .or_insert_with(|| RouteCfg {
+                vrf,
+                prefix: prefix.clone(),
+                nh,
+                label: 0,
+                attr,
+            });
+    }
 }
 
 /// The objects of one kind that refer to `uuid` or are its children, in UUID order.

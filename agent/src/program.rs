@@ -122,6 +122,8 @@ pub struct Options {
     pub vrouter_mac: String,
     /// Node address when the vrouter has no fabric vif.
     pub node_ip: Option<Ipv4Addr>,
+    /// The fabric gateway's MAC (ip-fabric SNAT).
+    pub gateway_mac: Option<String>,
     /// Full resync period.
     pub resync: Duration,
 }
@@ -244,6 +246,7 @@ fn node(c: &mut Client, opts: &Options) -> Result<Node> {
             vrouter_mac: mac.to_string(),
             host_vif,
             fabric_vrf,
+            gateway_mac: opts.gateway_mac.clone(),
         },
         None => Node {
             fabric_vif: 0,
@@ -252,6 +255,7 @@ fn node(c: &mut Client, opts: &Options) -> Result<Node> {
             vrouter_mac: mac.to_string(),
             host_vif,
             fabric_vrf,
+            gateway_mac: None,
         },
     })
 }

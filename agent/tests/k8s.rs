@@ -650,3 +650,104 @@ proptest::proptest! {
         proptest::prop_assert_eq!(t.pods[0].ports.len(), usize::from(valid));
     }
 }
+
+#[test]
+fn ip_fabric_snat_follows_the_global_option_and_namespace_annotations() {
+    let snat_of = |t: &agent::k8s::translate::Translation| -> Vec<(String, bool)> {
+        t.objects
+            .iter()
+            .filter_map(|o| match &o.kind {
+                Some(object::Kind::VirtualNetwork(v)) => {
+                    Some((v.fq_name[2].clone(), v.fabric_snat))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let nets = |on: [bool; 2]| {
+        vec![
+            ("k8s-default-pod-network".to_string(), on[0]),
+            ("k8s-default-service-network".to_string(), false),
+            ("k8s-dev-pod-network".to_string(), on[1]),
+            ("k8s-dev-service-network".to_string(), false),
+        ]
+    };
+    // Off by default; the global option turns it on for every pod network (never for
+    // service networks).
+    let mut cfg = KubeConfig::default();
+    let t = translate(&cfg, &cluster(), &BTreeSet::new());
+    assert_eq!(snat_of(&t), nets([false, false]));
+    cfg.ip_fabric_snat = true;
+    let t = translate(&cfg, &cluster(), &BTreeSet::new());
+    assert_eq!(snat_of(&t), nets([true, true]));
+    // A namespace's annotation wins either way; the default namespace speaks for the
+    // cluster's pod network.
+    let mut c = cluster();
+    c.apply(
+        manifest::parse(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  annotations: \
+             {opencontrail.org/ip_fabric_snat: \"false\"}\n",
+        )
+        .unwrap(),
+    );
+    let t = translate(&cfg, &c, &BTreeSet::new());
+    assert_eq!(snat_of(&t), nets([false, true]));
+    cfg.ip_fabric_snat = false;
+    c.apply(
+        manifest::parse(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: dev\n  annotations: \
+             {opencontrail.org/isolation: \"true\", opencontrail.org/ip_fabric_snat: \"true\"}\n",
+        )
+        .unwrap(),
+    );
+    let t = translate(&cfg, &c, &BTreeSet::new());
+    assert_eq!(snat_of(&t), nets([false, true]));
+}
+
+#[test]
+fn the_snat_port_ranges_are_reserved_in_the_global_configuration_once() {
+    use agent::k8s::sync::reserve_ports;
+    use agent::proto::{GlobalVrouterConfig, PortTranslationPool};
+    let pools = |c: &agent::proto::Change| match &c.change {
+        Some(change::Change::Create(o) | change::Change::Update(o)) => match &o.kind {
+            Some(object::Kind::GlobalVrouterConfig(g)) => g.clone(),
+            _ => panic!("{o:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    // None yet: created with both ranges.
+    let c = reserve_ports(None).expect("a change");
+    assert!(matches!(c.change, Some(change::Change::Create(_))));
+    let created = pools(&c);
+    let want = |p: &str, s, e| PortTranslationPool {
+        protocol: p.into(),
+        start_port: s,
+        end_port: e,
+    };
+    assert_eq!(
+        created.port_translation_pools,
+        vec![want("tcp", 56000, 57023), want("udp", 57024, 58047)]
+    );
+    // There: nothing to do.
+    assert!(reserve_ports(Some(&created)).is_none());
+    // The operator's settings stay; only what is missing is added.
+    let theirs = GlobalVrouterConfig {
+        uuid: "g".into(),
+        fq_name: created.fq_name.clone(),
+        encapsulation_priorities: vec!["VXLAN".into()],
+        port_translation_pools: vec![want("tcp", 56000, 57023), want("tcp", 1000, 1999)],
+    };
+    let c = reserve_ports(Some(&theirs)).expect("a change");
+    assert!(matches!(c.change, Some(change::Change::Update(_))));
+    let g = pools(&c);
+    assert_eq!(g.uuid, "g");
+    assert_eq!(g.encapsulation_priorities, vec!["VXLAN".to_string()]);
+    assert_eq!(
+        g.port_translation_pools,
+        vec![
+            want("tcp", 56000, 57023),
+            want("tcp", 1000, 1999),
+            want("udp", 57024, 58047)
+        ]
+    );
+}

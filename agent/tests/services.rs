@@ -182,6 +182,7 @@ fn a_native_load_balancer_becomes_a_service_nexthop_routed_at_its_vip() {
         vrouter_mac: "00:00:5e:00:01:00".into(),
         host_vif: None,
         fabric_vrf: 0,
+        gateway_mac: None,
     };
     let mut ids = Ids::new(Bases::default(), BTreeMap::new());
     let d = desired(&db, &node, &ports, &remote, &mut ids);

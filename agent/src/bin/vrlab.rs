@@ -1,8 +1,10 @@
 //! `vrlab`: a one-host cluster lab. Nodes are vrouter + agent process pairs, pods are
 //! network namespaces plugged into them, Kubernetes manifests go through kube-manager's
-//! translation, and `probe` opens real connections between pods. With several nodes the
-//! vrouters' fabric ports (DPDK taps) share a Linux bridge, the agents exchange routes
-//! through an etcd the lab runs, and pods are spread over the nodes.
+//! translation, and `probe` opens real connections between pods. The vrouters' fabric
+//! ports (DPDK taps) share a Linux bridge with a host outside the cluster (`outside`,
+//! 192.0.2.254, the fabric's gateway, listening on TCP 80 and UDP 53). With several nodes
+//! the agents exchange routes through an etcd the lab runs, and pods are spread over the
+//! nodes.
 
 #![forbid(unsafe_code)]
 
@@ -63,11 +65,11 @@ enum Cmd {
     /// --matrix, every pod to every pod (or, with --services, to every service), printed
     /// as a truth table.
     Probe {
-        /// The client: a pod, `namespace/name`, or a node's host, `node1`.
+        /// The client: a pod, `namespace/name`, a node's host, `node1`, or `outside`.
         #[arg(long, required_unless_present = "matrix")]
         from: Option<String>,
-        /// The server: a pod `namespace/name`, a service `svc/namespace/name`, or an
-        /// address.
+        /// The server: a pod `namespace/name`, a service `svc/namespace/name`, `outside`
+        /// (the host outside the cluster), or an address.
         #[arg(long, required_unless_present = "matrix")]
         to: Option<String>,
         /// Port.
@@ -148,13 +150,27 @@ struct State {
     /// The etcd of a lab with several nodes.
     #[serde(default)]
     etcd_pid: Option<u32>,
-    /// The fabric bridge of a lab with several nodes.
+    /// The fabric bridge.
     #[serde(default)]
     bridge: Option<String>,
+    /// The host outside the cluster, on the fabric: its namespace and listener.
+    #[serde(default)]
+    outside: Option<Outside>,
     /// Services' addresses by `namespace/name`.
     #[serde(default)]
     services: BTreeMap<String, String>,
 }
+
+/// A host on the fabric, outside the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Outside {
+    netns: String,
+    pid: Option<u32>,
+}
+
+/// The outside host's address and MAC (the fabric's gateway for the nodes).
+const OUTSIDE_IP: &str = "192.0.2.254";
+const OUTSIDE_MAC: &str = "02:fa:00:00:00:fe";
 
 struct Lab {
     dir: PathBuf,
@@ -278,15 +294,19 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
         std::fs::copy(&c, lab.dir.join("kubernetes.conf"))?;
     }
     let mut state = State::default();
-    // Several nodes: a fabric bridge, and an etcd for the agents' route exchange.
+    // The fabric: a bridge, with the outside host on it.
     let tag = short_hash(&lab.dir.display().to_string());
+    let bridge = format!("vb{tag}");
+    let _ = run(&["ip", "link", "del", &bridge]);
+    run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
+    run(&["ip", "link", "set", &bridge, "up"])?;
+    state.bridge = Some(bridge.clone());
+    lab.save(&state)?;
+    state.outside = Some(outside(lab, &tag, &bridge)?);
+    lab.save(&state)?;
+    // Several nodes: an etcd for the agents' route exchange.
     let mut etcd = None;
     if nodes > 1 {
-        let bridge = format!("vb{tag}");
-        let _ = run(&["ip", "link", "del", &bridge]);
-        run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
-        run(&["ip", "link", "set", &bridge, "up"])?;
-        state.bridge = Some(bridge);
         let (client, peer) = (free_port()?, free_port()?);
         let url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
@@ -321,11 +341,7 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
         let ip = format!("192.0.2.{i}");
         let cfg = dir.join("vrouter.toml");
         let tap = format!("vf{tag}{i}");
-        let fabric = if nodes > 1 {
-            format!("net_tap0,iface={tap}")
-        } else {
-            "net_null0,no-rx=1".into()
-        };
+        let fabric = format!("net_tap0,iface={tap}");
         let mac = format!("02:fa:00:00:00:{i:02x}");
         // The host: vhost0 (the fabric's MAC and address) in the node's namespace.
         let host_ns = format!("vl{tag}-{name}");
@@ -399,7 +415,7 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
                 .arg(&socket)
                 .arg("--data-dir")
                 .arg(dir.join("agent-data"))
-                .args(["--resync-ms", "500"])
+                .args(["--resync-ms", "500", "--gateway-mac", OUTSIDE_MAC])
                 .args(etcd.iter().flat_map(|u| ["--etcd", u.as_str()])),
             &alog,
         )?;
@@ -848,12 +864,17 @@ fn serve(lab: &Lab, key: &str, p: &PodState) -> Result<Option<u32>> {
     if p.ports.is_empty() {
         return Ok(None);
     }
-    let log = lab.dir.join(format!("{}.log", p.netns));
+    listen_in(lab, &p.netns, key, &p.ports).map(Some)
+}
+
+/// Starts `vrlab serve` in a namespace and waits until it listens.
+fn listen_in(lab: &Lab, netns: &str, key: &str, ports: &[String]) -> Result<u32> {
+    let log = lab.dir.join(format!("{netns}.log"));
     let pid = spawn(
         Command::new("ip")
-            .args(["netns", "exec", &p.netns])
+            .args(["netns", "exec", netns])
             .arg(bin("vrlab"))
-            .args(["serve", "--name", key, "--ports", &p.ports.join(",")]),
+            .args(["serve", "--name", key, "--ports", &ports.join(",")]),
         &log,
     )?;
     // Until it listens (a probe right after apply must find it).
@@ -867,7 +888,39 @@ fn serve(lab: &Lab, key: &str, p: &PodState) -> Result<Option<u32>> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(Some(pid))
+    Ok(pid)
+}
+
+/// The host outside the cluster: a namespace on the fabric bridge, listening.
+fn outside(lab: &Lab, tag: &str, bridge: &str) -> Result<Outside> {
+    let netns = format!("vl{tag}-out");
+    let end = format!("vo{tag}");
+    let _ = run(&["ip", "netns", "del", &netns]);
+    let _ = run(&["ip", "link", "del", &end]);
+    run(&["ip", "netns", "add", &netns])?;
+    run(&[
+        "ip", "link", "add", &end, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+    ])?;
+    run(&["ip", "link", "set", &end, "master", bridge])?;
+    run(&["ip", "link", "set", &end, "up"])?;
+    let cidr = format!("{OUTSIDE_IP}/24");
+    for cmd in [
+        vec!["ip", "link", "set", "lo", "up"],
+        vec!["ip", "link", "set", "eth0", "address", OUTSIDE_MAC],
+        vec!["ip", "addr", "add", &cidr, "dev", "eth0"],
+        vec!["ip", "link", "set", "eth0", "up"],
+        vec!["ethtool", "-K", "eth0", "tx", "off"],
+    ] {
+        in_ns(&netns, &cmd)?;
+    }
+    let mut o = Outside { netns, pid: None };
+    o.pid = Some(listen_in(
+        lab,
+        &o.netns,
+        "outside",
+        &["80/TCP".into(), "53/UDP".into()],
+    )?);
+    Ok(o)
 }
 
 fn serve_ports(name: &str, ports: &[String]) -> Result<()> {
@@ -875,13 +928,17 @@ fn serve_ports(name: &str, ports: &[String]) -> Result<()> {
     for spec in ports {
         let (port, proto) = spec.split_once('/').unwrap_or((spec.as_str(), "TCP"));
         let port: u16 = port.parse().with_context(|| format!("port {spec:?}"))?;
-        let reply = format!("{name}\n").into_bytes();
+        // The answer: who we are, and whom we saw (the source after any NAT).
+        let name = name.to_string();
+        let reply = move |peer: SocketAddr| format!("{name} {peer}\n").into_bytes();
         match proto.to_ascii_uppercase().as_str() {
             "TCP" => {
                 let l = TcpListener::bind(("0.0.0.0", port))?;
                 threads.push(std::thread::spawn(move || {
                     for mut s in l.incoming().flatten() {
-                        let _ = s.write_all(&reply);
+                        if let Ok(peer) = s.peer_addr() {
+                            let _ = s.write_all(&reply(peer));
+                        }
                     }
                 }));
             }
@@ -890,7 +947,7 @@ fn serve_ports(name: &str, ports: &[String]) -> Result<()> {
                 threads.push(std::thread::spawn(move || {
                     let mut buf = [0u8; 1500];
                     while let Ok((_, from)) = s.recv_from(&mut buf) {
-                        let _ = s.send_to(&reply, from);
+                        let _ = s.send_to(&reply(from), from);
                     }
                 }));
             }
@@ -940,18 +997,20 @@ fn probe_one(
     protocol: &str,
     timeout_ms: u64,
 ) -> Result<std::result::Result<String, String>> {
-    // From a pod, or from a node's host.
-    let src_netns = match state.pods.get(from) {
-        Some(p) => p.netns.as_str(),
-        None => state
+    // From a pod, a node's host, or the outside host.
+    let src_netns = match (state.pods.get(from), &state.outside) {
+        (Some(p), _) => p.netns.as_str(),
+        (None, Some(o)) if from == "outside" => o.netns.as_str(),
+        _ => state
             .nodes
             .iter()
             .find(|n| n.name == from && !n.netns.is_empty())
             .map(|n| n.netns.as_str())
-            .ok_or_else(|| anyhow!("no pod or node {from}"))?,
+            .ok_or_else(|| anyhow!("no pod, node or outside host {from}"))?,
     };
     let addr = match to.parse::<IpAddr>() {
         Ok(a) => a.to_string(),
+        Err(_) if to == "outside" => OUTSIDE_IP.to_string(),
         Err(_) if to.starts_with("svc/") => state
             .services
             .get(&to["svc/".len()..])
@@ -1053,6 +1112,12 @@ fn down(lab: &Lab) -> Result<()> {
     if let Some(pid) = state.etcd_pid {
         kill(pid);
     }
+    if let Some(o) = &state.outside {
+        if let Some(pid) = o.pid {
+            kill(pid);
+        }
+        let _ = run(&["ip", "netns", "del", &o.netns]);
+    }
     for n in state.nodes.iter().filter(|n| !n.netns.is_empty()) {
         let _ = run(&["ip", "netns", "del", &n.netns]);
     }
@@ -1127,7 +1192,9 @@ fn real_main(a: Args) -> Result<u8> {
             return Ok(
                 match probe_one(&s, &from, &to, port, &protocol, timeout_ms)? {
                     Ok(answer) => {
-                        println!("{from} -> {to} {port}/{protocol}: connected ({answer})");
+                        // "NAME PEER": the server, and the source it saw.
+                        let (name, seen) = answer.split_once(' ').unwrap_or((&answer, "?"));
+                        println!("{from} -> {to} {port}/{protocol}: connected ({name}) as {seen}");
                         0
                     }
                     Err(why) => {

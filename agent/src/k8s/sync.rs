@@ -227,6 +227,45 @@ pub fn attach(
     out
 }
 
+/// The ports ip-fabric SNAT reserves on every node: TCP 56000-57023, UDP 57024-58047.
+pub const SNAT_PORTS: [(&str, u32, u32); 2] = [("tcp", 56000, 57023), ("udp", 57024, 58047)];
+
+/// The change that records [`SNAT_PORTS`] in the global vrouter configuration (creating
+/// it, or adding what it lacks and keeping the rest), or none when they are there.
+pub fn reserve_ports(actual: Option<&proto::GlobalVrouterConfig>) -> Option<proto::Change> {
+    let mut g = actual
+        .cloned()
+        .unwrap_or_else(|| proto::GlobalVrouterConfig {
+            fq_name: vec![
+                "default-global-system-config".into(),
+                "default-global-vrouter-config".into(),
+            ],
+            ..Default::default()
+        });
+    let mut added = false;
+    for (protocol, start_port, end_port) in SNAT_PORTS {
+        let pool = proto::PortTranslationPool {
+            protocol: protocol.into(),
+            start_port,
+            end_port,
+        };
+        if !g.port_translation_pools.contains(&pool) {
+            g.port_translation_pools.push(pool);
+            added = true;
+        }
+    }
+    let o = Object {
+        kind: Some(object::Kind::GlobalVrouterConfig(g)),
+    };
+    added.then(|| proto::Change {
+        change: Some(if actual.is_some() {
+            change::Change::Update(o)
+        } else {
+            change::Change::Create(o)
+        }),
+    })
+}
+
 /// The agent's objects of the kinds kube-manager makes.
 pub async fn actual(c: &mut ConfigApiClient<Channel>) -> Result<Vec<Object>> {
     let mut out = Vec::new();
@@ -272,7 +311,13 @@ pub async fn apply(
     t: &Translation,
 ) -> Result<Report> {
     let have = actual(c).await?;
-    let mut changes = plan(cfg, &t.objects, &have);
+    let global = list(c, Kind::GlobalVrouterConfig).await?;
+    let global = global.objects.iter().find_map(|o| match &o.kind {
+        Some(object::Kind::GlobalVrouterConfig(g)) => Some(g),
+        _ => None,
+    });
+    let mut changes: Vec<proto::Change> = reserve_ports(global).into_iter().collect();
+    changes.extend(plan(cfg, &t.objects, &have));
     // Attachments after the creates and updates (the policies exist), before the deletes
     // (a policy that goes is detached first).
     let at = changes

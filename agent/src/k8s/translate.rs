@@ -30,7 +30,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::netpol::{self, PodView};
 use super::services;
-use super::{Cluster, ISOLATION, ISOLATION_SERVICE, KubeConfig, NETWORK, fq_annotation};
+use super::{
+    Cluster, IP_FABRIC_SNAT, ISOLATION, ISOLATION_SERVICE, KubeConfig, NETWORK, fq_annotation,
+};
 use crate::kinds::{Kind, fq_string};
 use crate::oper::IP_FABRIC;
 use crate::proto::{self, Object, object};
@@ -108,6 +110,17 @@ fn is_true(meta: &ObjectMeta, key: &str) -> bool {
 
 fn is_false(meta: &ObjectMeta, key: &str) -> bool {
     annotation(meta, key).is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+}
+
+/// ip-fabric SNAT for a namespace's pod network: its annotation, else the global option.
+fn fabric_snat(cfg: &KubeConfig, meta: &ObjectMeta) -> bool {
+    if is_true(meta, IP_FABRIC_SNAT) {
+        true
+    } else if is_false(meta, IP_FABRIC_SNAT) {
+        false
+    } else {
+        cfg.ip_fabric_snat
+    }
 }
 
 pub(super) fn r(kind: Kind, fq: &[String]) -> proto::Ref {
@@ -276,6 +289,16 @@ impl Out {
         );
     }
     fn network(&mut self, fq: Vec<String>, ipam: &[String], policies: &[Vec<String>]) {
+        self.pod_network(fq, ipam, policies, false);
+    }
+    /// A network whose pods may reach outside through the node's address (`snat`).
+    fn pod_network(
+        &mut self,
+        fq: Vec<String>,
+        ipam: &[String],
+        policies: &[Vec<String>],
+        snat: bool,
+    ) {
         self.put(
             Kind::VirtualNetwork,
             fq.clone(),
@@ -288,6 +311,7 @@ impl Out {
                 }],
                 network_policy_refs: policies.iter().map(|p| r(Kind::NetworkPolicy, p)).collect(),
                 forwarding_mode: "l2_l3".into(),
+                fabric_snat: snat,
                 ..Default::default()
             }),
         );
@@ -475,12 +499,18 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
             i.on_svc.push(access);
         }
     }
-    for i in isolated.values() {
-        out.network(i.pods.clone(), &pod_ipam, &i.on_pods);
+    for (name, i) in &isolated {
+        let snat = fabric_snat(cfg, &cluster.namespaces[name].metadata);
+        out.pod_network(i.pods.clone(), &pod_ipam, &i.on_pods, snat);
         out.network(i.svc.clone(), &svc_ipam, &i.on_svc);
     }
     if cfg.cluster_network.is_none() {
-        out.network(default_pods.clone(), &pod_ipam, &on_default_pods);
+        // The default namespace decides for the cluster's pod network.
+        let snat = cluster
+            .namespaces
+            .get("default")
+            .map_or(cfg.ip_fabric_snat, |ns| fabric_snat(cfg, &ns.metadata));
+        out.pod_network(default_pods.clone(), &pod_ipam, &on_default_pods, snat);
         node_rules.push(pass_all(&fabric, &default_pods));
     }
     let mut attachments = Vec::new();
