@@ -497,6 +497,7 @@ fn services(
         };
         let mut ports = Vec::new();
         let mut members: Vec<ServiceMemberCfg> = Vec::new();
+        let mut affinity = false;
         // Listeners refer to the loadbalancer, pools to a listener; members are children
         // of their pool.
         let listeners = referring(c.db, &lb.uuid, |k| match k {
@@ -514,6 +515,7 @@ fn services(
             });
             let mut target = None;
             for pool in pools {
+                affinity |= pool.loadbalancer_method == "SOURCE_IP";
                 let pool_members = referring(c.db, &pool.uuid, |k| match k {
                     object::Kind::LoadbalancerMember(m) => Some(m),
                     _ => None,
@@ -552,7 +554,11 @@ fn services(
             id,
             NexthopCfg {
                 id,
-                kind: NexthopKind::Service { members, ports },
+                kind: NexthopKind::Service {
+                    members,
+                    ports,
+                    affinity,
+                },
             },
         );
         let prefix = host_prefix(vip);

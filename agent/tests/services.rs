@@ -191,7 +191,7 @@ fn a_native_load_balancer_becomes_a_service_nexthop_routed_at_its_vip() {
         .nexthops
         .values()
         .find_map(|n| match &n.kind {
-            NexthopKind::Service { members, ports } => Some((n.id, members, ports)),
+            NexthopKind::Service { members, ports, .. } => Some((n.id, members, ports)),
             _ => None,
         })
         .expect("a service nexthop");

@@ -1,8 +1,8 @@
 //! Kubernetes Services as native load balancers in `vrlab`, with real connections: a
 //! ClusterIP service over three pods, port 80 to targetPort 8080 (TCP) and 53 to 5353
 //! (UDP); connections spread over every backend and reach it on the target port; a port
-//! the service does not have is blocked; membership follows the pods' labels and the pods
-//! themselves.
+//! the service does not have is blocked; sessionAffinity ClientIP keeps a client on one
+//! backend; membership follows the pods' labels and the pods themselves.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +19,16 @@ fn manifest(name: &str) -> String {
 
 /// `n` connections from the client to the service: which backend answered, how often.
 fn spread(lab: &VrLab, n: usize, port: &str, protocol: &str) -> BTreeMap<String, usize> {
+    spread_to(lab, "svc/default/web", n, port, protocol)
+}
+
+fn spread_to(
+    lab: &VrLab,
+    to: &str,
+    n: usize,
+    port: &str,
+    protocol: &str,
+) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for _ in 0..n {
         let out = lab.ok(&[
@@ -26,7 +36,7 @@ fn spread(lab: &VrLab, n: usize, port: &str, protocol: &str) -> BTreeMap<String,
             "--from",
             "default/client",
             "--to",
-            "svc/default/web",
+            to,
             "--port",
             port,
             "--protocol",
@@ -85,6 +95,22 @@ fn a_cluster_ip_service_balances_translates_ports_and_follows_its_pods() {
         "80",
     ]);
     assert_eq!(o.status.code(), Some(1));
+
+    // sessionAffinity ClientIP: every connection of the client to one backend.
+    let sticky = lab.dir.join("sticky.yaml");
+    std::fs::write(
+        &sticky,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: sticky}\nspec:\n  selector: {app: web}\n  \
+         sessionAffinity: ClientIP\n  ports: [{port: 80, targetPort: 8080}]\n",
+    )
+    .unwrap();
+    lab.ok(&["apply", "-f", sticky.to_str().unwrap()]);
+    let one = spread_to(&lab, "svc/default/sticky", 12, "80", "TCP");
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert!(
+        all.contains(&one.keys().next().unwrap().as_str()),
+        "{one:?}"
+    );
 
     // web-3 loses the label: it leaves the service, the others stay.
     let relabel = lab.dir.join("relabel.yaml");

@@ -273,6 +273,9 @@ pub enum NexthopKind {
         members: Vec<ServiceMemberCfg>,
         /// Ports served.
         ports: Vec<ServicePortCfg>,
+        /// Client-IP affinity: a client's connections all go to one backend.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        affinity: bool,
     },
     /// L2 flood to several nexthops.
     L2Flood {
@@ -766,6 +769,7 @@ impl NexthopCfg {
                         target: p.target,
                     })
                     .collect(),
+                affinity: s.client_ip_affinity,
             },
             Nexthop::L2Flood { members } => NexthopKind::L2Flood {
                 members: members.iter().map(|m| m.0).collect(),
@@ -836,7 +840,11 @@ fn nexthop(object: &str, k: &NexthopKind) -> Result<Nexthop, ConfigError> {
             })?;
             Nexthop::Composite(Arc::new(e))
         }
-        NexthopKind::Service { members, ports } => {
+        NexthopKind::Service {
+            members,
+            ports,
+            affinity,
+        } => {
             let b: Vec<_> = members
                 .iter()
                 .map(|m| {
@@ -858,10 +866,11 @@ fn nexthop(object: &str, k: &NexthopKind) -> Result<Nexthop, ConfigError> {
                     target: p.target,
                 })
                 .collect();
-            let s = Service::new(&b, ports).map_err(|e| ConfigError::Value {
+            let mut s = Service::new(&b, ports).map_err(|e| ConfigError::Value {
                 object: object.into(),
                 why: e.to_string(),
             })?;
+            s.client_ip_affinity = *affinity;
             Nexthop::Service(Arc::new(s))
         }
         NexthopKind::L2Flood { members } => Nexthop::L2Flood {

@@ -552,6 +552,10 @@ fn vm1_syn(dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
 /// A service address over vm2 and a pod on node B, TCP 80 -> 8080 and UDP 53 -> 5353,
 /// set through the configuration path.
 fn with_service(tb: &mut Testbed) -> Ipv4Addr {
+    with_service_affinity(tb, false)
+}
+
+fn with_service_affinity(tb: &mut Testbed, affinity: bool) -> Ipv4Addr {
     let svc = Ipv4Addr::new(10, 1, 1, 200);
     let cfg = NexthopCfg {
         id: 7,
@@ -582,6 +586,7 @@ fn with_service(tb: &mut Testbed) -> Ipv4Addr {
                     target: 5353,
                 },
             ],
+            affinity,
         },
     };
     vrouter::config::apply_nexthop(&mut tb.writer, &cfg).unwrap();
@@ -682,6 +687,26 @@ fn a_service_address_is_translated_to_a_backend_and_its_target_port_and_back() {
         tb.run_one(VM1, ping, 5).0,
         Disposition::Drop(DropReason::NoServicePort)
     );
+}
+
+#[test]
+fn client_ip_affinity_sends_all_of_a_clients_connections_to_one_backend() {
+    let mut tb = Testbed::new(1024);
+    let svc = with_service_affinity(&mut tb, true);
+    let mut seen = std::collections::BTreeSet::new();
+    for sport in 44000..44064u16 {
+        let d = tb.run_one(VM1, vm1_syn(svc, sport, 80), 1).0;
+        assert!(matches!(d, Disposition::Tx(VM2 | FABRIC)), "{d:?}");
+        seen.insert(format!("{d:?}"));
+    }
+    assert_eq!(seen.len(), 1, "one backend for vm1: {seen:?}");
+    // The configuration reads back with the affinity.
+    let nh = tb.writer.tables().nexthops.get(7).unwrap().clone();
+    let cfg = vrouter::config::NexthopCfg::from_nexthop(NhId(7), &nh);
+    assert!(matches!(
+        cfg.kind,
+        NexthopKind::Service { affinity: true, .. }
+    ));
 }
 
 #[test]

@@ -180,7 +180,7 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
             let target = s
                 .target(k.proto, k.dport)
                 .ok_or(DropReason::NoServicePort)?;
-            let (member, addr) = s.pick(m.hash as u32);
+            let (member, addr) = s.pick(m.hash as u32, k.src);
             dnat = Some((addr, target));
             (member.nh, member.label)
         }

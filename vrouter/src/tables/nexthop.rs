@@ -177,6 +177,9 @@ pub struct Service {
     pub backends: Vec<IpAddr>,
     /// The ports served.
     pub ports: Vec<ServicePort>,
+    /// Client-IP affinity: a client's connections all go to one backend (the backend is
+    /// picked by the client's address instead of the whole flow).
+    pub client_ip_affinity: bool,
 }
 
 impl Service {
@@ -190,12 +193,19 @@ impl Service {
             ecmp: Ecmp::new(&members)?,
             backends: backends.iter().map(|(_, _, a)| *a).collect(),
             ports,
+            client_ip_affinity: false,
         })
     }
 
-    /// The backend for a flow hash: its nexthop and label, and its address.
+    /// The backend for a flow (by its hash, or by the client's address with client-IP
+    /// affinity): its nexthop and label, and its address.
     #[inline]
-    pub fn pick(&self, hash: u32) -> (Member, IpAddr) {
+    pub fn pick(&self, flow_hash: u32, client: IpAddr) -> (Member, IpAddr) {
+        let hash = if self.client_ip_affinity {
+            address_hash(client)
+        } else {
+            flow_hash
+        };
         let i = self.ecmp.select_index(hash);
         (self.ecmp.members()[i], self.backends[i])
     }
@@ -208,6 +218,16 @@ impl Service {
             .find(|p| p.proto == proto && p.port == port)
             .map(|p| p.target)
     }
+}
+
+/// A well-mixed hash of an address (for client-IP affinity).
+fn address_hash(a: IpAddr) -> u32 {
+    let b = match a {
+        IpAddr::V4(v) => u128::from(u32::from(v)),
+        IpAddr::V6(v) => u128::from(v),
+    };
+    let x = (b as u64) ^ ((b >> 64) as u64).rotate_left(17);
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
 }
 
 /// Picks the encapsulation for a tunnel: the first of the global priority list that the
