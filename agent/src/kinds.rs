@@ -183,12 +183,20 @@ pub fn refs_mut(o: &mut Object) -> Vec<RefField<'_>> {
                 &mut x.virtual_machine_interface_refs,
             );
         }
-        Some(object::Kind::FloatingIp(x)) => many(
-            &mut out,
-            "virtual_machine_interface_refs",
-            Kind::VirtualMachineInterface,
-            &mut x.virtual_machine_interface_refs,
-        ),
+        Some(object::Kind::FloatingIp(x)) => {
+            many(
+                &mut out,
+                "virtual_machine_interface_refs",
+                Kind::VirtualMachineInterface,
+                &mut x.virtual_machine_interface_refs,
+            );
+            opt(
+                &mut out,
+                "loadbalancer_ref",
+                Kind::Loadbalancer,
+                &mut x.loadbalancer_ref,
+            );
+        }
         Some(object::Kind::FirewallPolicy(x)) => seq(
             &mut out,
             "firewall_rule_refs",

@@ -396,8 +396,42 @@ pub fn desired(
     let into = routes(&mut c, &paths);
     services(&mut c, &paths, &into);
     fabric_snat(&mut c, node, ip_fabric.map(|(_, id)| id));
+    gateway_route(&mut c, node);
     vn_policies(&mut c, ports);
     c.out
+}
+
+/// The fabric VRF's default: out of the fabric to the gateway, for answers to addresses
+/// outside the cluster (clients of external IPs, SNAT's peers). The underlay's own, so
+/// host traffic is still cross-connected as it is.
+fn gateway_route(c: &mut Ctx<'_>, node: &Node) {
+    let Some(gw) = &node.gateway_mac else {
+        return;
+    };
+    let nh = c.ids.get("nh", "gateway");
+    c.out.nexthops.insert(
+        nh,
+        NexthopCfg {
+            id: nh,
+            kind: NexthopKind::Encap {
+                vif: node.fabric_vif,
+                dmac: gw.clone(),
+                smac: node.mac.clone(),
+            },
+        },
+    );
+    let prefix = "0.0.0.0/0".to_string();
+    let vrf = node.fabric_vrf;
+    c.out
+        .routes
+        .entry((vrf, prefix.clone()))
+        .or_insert_with(|| RouteCfg {
+            vrf,
+            prefix,
+            nh,
+            label: 0,
+            attr: 0,
+        });
 }
 
 /// ip-fabric SNAT: a network with `fabric_snat` (and not forwarded in the underlay) gets a
@@ -568,17 +602,41 @@ fn services(
         };
         let attr = c.ids.get("attr", &format!("vip/{}", lb.uuid));
         set_attr(c, attr, vn_id, vec![]);
-        for &vrf in into.get(&vn).into_iter().flatten() {
-            c.out.routes.insert(
-                (vrf, prefix.clone()),
-                RouteCfg {
-                    vrf,
-                    prefix: prefix.clone(),
-                    nh: id,
-                    label: 0,
-                    attr,
-                },
-            );
+        let mut at = vec![(prefix, vn, attr)];
+        // Its floating IPs (external addresses), in their pool's network.
+        for f in referring(c.db, &lb.uuid, |k| match k {
+            object::Kind::FloatingIp(f) => Some(f),
+            _ => None,
+        }) {
+            let (Ok(addr), Some(fvn)) = (
+                f.floating_ip_address.parse::<IpAddr>(),
+                f.fq_name
+                    .get(..3)
+                    .and_then(|fq| c.vn_by_fq.get(&fq_string(fq)))
+                    .cloned(),
+            ) else {
+                continue;
+            };
+            let Some(&(_, fvn_id, _)) = c.vns.get(&fvn) else {
+                continue;
+            };
+            let fattr = c.ids.get("attr", &format!("fip/{}", f.uuid));
+            set_attr(c, fattr, fvn_id, vec![]);
+            at.push((host_prefix(addr), fvn, fattr));
+        }
+        for (prefix, vn, attr) in at {
+            for &vrf in into.get(&vn).into_iter().flatten() {
+                c.out.routes.insert(
+                    (vrf, prefix.clone()),
+                    RouteCfg {
+                        vrf,
+                        prefix: prefix.clone(),
+                        nh: id,
+                        label: 0,
+                        attr,
+                    },
+                );
+            }
         }
     }
 }

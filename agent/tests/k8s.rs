@@ -64,9 +64,19 @@ fn kubernetes_section_is_read_with_contrail_list_values_and_checked() {
     let c = KubeConfig::parse(
         "[DEFAULTS]\nfoo = 1\n[KUBERNETES]\ncluster_name = prod\n\
          pod_subnets = ['10.40.0.0/16', '10.41.0.0/16']\nservice_subnets = 10.100.0.0/16\n\
-         cluster_project = {'domain': 'default-domain', 'project': 'k8s'}\nip_fabric_snat = True\n",
+         cluster_project = {'domain': 'default-domain', 'project': 'k8s'}\nip_fabric_snat = True\n\
+         public_fip_pool = {'project' : 'admin', 'domain': 'default-domain', 'name': 'pool', 'network': 'public'}\n",
     )
     .unwrap();
+    assert_eq!(
+        c.public_fip_pool,
+        Some(vec![
+            "default-domain".to_string(),
+            "admin".into(),
+            "public".into(),
+            "pool".into()
+        ])
+    );
     assert_eq!(c.cluster_name, "prod");
     assert_eq!(c.pod_subnets, vec!["10.40.0.0/16", "10.41.0.0/16"]);
     assert_eq!(c.service_subnets, vec!["10.100.0.0/16"]);
@@ -81,6 +91,14 @@ fn kubernetes_section_is_read_with_contrail_list_values_and_checked() {
         ("[KUBERNETES]\nip_fabric_snat = maybe\n", "not a boolean"),
         ("[KUBERNETES]\nclusterr_name = x\n", "unknown key"),
         ("[KUBERNETES]\ncluster_name = a b\n", "letters, digits"),
+        (
+            "[KUBERNETES]\npublic_fip_pool = {'domain': 'd', 'project': 'p', 'name': 'n'}\n",
+            "no \"network\"",
+        ),
+        (
+            "[KUBERNETES]\npublic_fip_pool = d:p:n\n",
+            "pool names are needed",
+        ),
     ] {
         let e = format!("{:#}", KubeConfig::parse(bad).unwrap_err());
         assert!(e.contains(why), "{bad:?}: {e}");
@@ -571,6 +589,7 @@ fn services_become_load_balancers_with_a_member_per_ready_selected_pod() {
             networks: &BTreeSet::new(),
             node_interfaces: &Default::default(),
             addresses: &addresses,
+            public_subnets: &[],
         },
     );
     let lbs: Vec<&agent::proto::Loadbalancer> = t

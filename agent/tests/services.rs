@@ -92,6 +92,11 @@ fn a_native_load_balancer_becomes_a_service_nexthop_routed_at_its_vip() {
         }))),
         net("pods", "10.1.0.0/24", &["pods-svc"]),
         net("svc", "10.2.0.0/24", &["pods-svc"]),
+        net("public", "203.0.113.0/24", &[]),
+        Change::Create(obj(K::FloatingIpPool(proto::FloatingIpPool {
+            fq_name: [fq("public"), vec!["pool".into()]].concat(),
+            ..Default::default()
+        }))),
     ];
     changes.extend(pod("a", "10.1.0.11"));
     changes.extend(pod("b", "10.1.0.12"));
@@ -117,6 +122,12 @@ fn a_native_load_balancer_becomes_a_service_nexthop_routed_at_its_vip() {
             ..Default::default()
         }))),
     ]);
+    // Its external address: a floating IP of the public pool (allocated).
+    changes.push(Change::Create(obj(K::FloatingIp(proto::FloatingIp {
+        fq_name: [fq("public"), vec!["pool".into(), "web-ext".into()]].concat(),
+        loadbalancer_ref: Some(r("loadbalancer", fq("web"))),
+        ..Default::default()
+    }))));
     for (m, addr) in [
         ("a", "10.1.0.11"),
         ("b", "10.1.0.12"),
@@ -225,4 +236,34 @@ fn a_native_load_balancer_becomes_a_service_nexthop_routed_at_its_vip() {
         })
         .collect();
     assert_eq!(at.len(), 2, "{at:?}");
+    // And at the floating IP, in the public network's VRF, with an attribute record naming
+    // that network.
+    let fip = db
+        .list(agent::kinds::Kind::FloatingIp)
+        .into_iter()
+        .find_map(|o| match &o.kind {
+            Some(K::FloatingIp(f)) => Some(f.floating_ip_address.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(fip.starts_with("203.0.113."), "{fip}");
+    let routes: Vec<&vrouter::config::RouteCfg> = d
+        .routes
+        .values()
+        .filter(|r| r.prefix == format!("{fip}/32"))
+        .collect();
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0].nh, id);
+    assert!(!at.contains(&routes[0].vrf));
+    let vn = d.attrs[&routes[0].attr].vn;
+    assert_ne!(
+        vn,
+        d.attrs[&d
+            .routes
+            .values()
+            .find(|r| r.prefix == "10.2.0.10/32")
+            .unwrap()
+            .attr]
+            .vn
+    );
 }

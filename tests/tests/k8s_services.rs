@@ -2,7 +2,9 @@
 //! ClusterIP service over three pods, port 80 to targetPort 8080 (TCP) and 53 to 5353
 //! (UDP); connections spread over every backend and reach it on the target port; a port
 //! the service does not have is blocked; sessionAffinity ClientIP keeps a client on one
-//! backend; membership follows the pods' labels and the pods themselves.
+//! backend; membership follows the pods' labels and the pods themselves. External IPs
+//! (LoadBalancer, spec.externalIPs) from the public pool, reached by a host outside the
+//! cluster.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -141,4 +143,83 @@ fn a_cluster_ip_service_balances_translates_ports_and_follows_its_pods() {
         ["default/web-1"],
         "{tcp:?}"
     );
+}
+
+#[test]
+fn external_ips_reach_the_service_from_outside_the_cluster() {
+    let lab = VrLab::new("svc-ext");
+    lab.ok(&["up"]);
+    let out = lab.ok(&["apply", "-f", &manifest("external.yaml")]);
+    assert!(
+        out.contains("event: Service default/stray: ExternalIPNotInPool"),
+        "{out}"
+    );
+    let ext = &lab.state()["externals"];
+    let lb = vr_tests::address_of(&ext["default/lb"][0]);
+    assert!(
+        lb.starts_with("203.0.113."),
+        "allocated from the pool: {lb}"
+    );
+    assert_eq!(
+        vr_tests::address_of(&ext["default/fixed"][0]),
+        "203.0.113.50"
+    );
+    assert!(ext.get("default/stray").is_none(), "{ext}");
+
+    // From the outside host (routing the public subnet to node 1): TCP and UDP to the
+    // LoadBalancer's address, translated to the backends' target ports; the backends see
+    // the client's own address.
+    let probe = |to: &str, port: &str, protocol: &str| {
+        let o = lab.vrlab(&[
+            "probe",
+            "--from",
+            "outside",
+            "--to",
+            to,
+            "--port",
+            port,
+            "--protocol",
+            protocol,
+        ]);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    let mut backends = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let (code, out) = probe("ext/default/lb", "80", "TCP");
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains(" as 192.0.2.254:"), "{out}");
+        backends.insert(
+            out.split('(')
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        backends.into_iter().collect::<Vec<_>>(),
+        ["default/web-1", "default/web-2"]
+    );
+    let (code, out) = probe("ext/default/lb", "53", "UDP");
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = probe("ext/default/fixed", "8000", "TCP");
+    assert_eq!(code, Some(0), "{out}");
+    // Not a port of the service.
+    assert_eq!(probe("ext/default/lb", "8000", "TCP").0, Some(1));
+
+    // The Service goes: its external address with it.
+    let gone = lab.dir.join("gone.yaml");
+    std::fs::write(
+        &gone,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: lb}\n",
+    )
+    .unwrap();
+    lab.ok(&["delete", "-f", gone.to_str().unwrap()]);
+    let o = lab.vrlab(&["probe", "--from", "outside", "--to", &lb, "--port", "80"]);
+    assert_eq!(o.status.code(), Some(1));
 }

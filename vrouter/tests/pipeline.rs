@@ -805,6 +805,108 @@ fn a_network_policy_decides_a_service_flow_on_the_service_network() {
 }
 
 #[test]
+fn an_external_ip_routed_in_the_fabric_vrf_reaches_the_service_from_outside() {
+    // The service's external address is routed in the fabric VRF (its network is joined
+    // to ip-fabric), and the fabric VRF's default goes to the gateway.
+    let mut tb = Testbed::new(1024);
+    with_service(&mut tb);
+    let external = Ipv4Addr::new(203, 0, 113, 10);
+    let client = Ipv4Addr::new(198, 51, 100, 20);
+    let entry = |nh| RouteEntry {
+        nh,
+        label: 0,
+        attr: 0,
+    };
+    tb.writer
+        .add_route(FABRIC_VRF, IpAddr::V4(external), 32, entry(NhId(7)))
+        .unwrap();
+    let gw_cfg = NexthopCfg {
+        id: 8,
+        kind: NexthopKind::Encap {
+            vif: FABRIC.0,
+            dmac: GATEWAY_MAC.to_string(),
+            smac: FABRIC_MAC.to_string(),
+        },
+    };
+    vrouter::config::apply_nexthop(&mut tb.writer, &gw_cfg).unwrap();
+    tb.writer
+        .add_route(
+            FABRIC_VRF,
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            0,
+            entry(NhId(8)),
+        )
+        .unwrap();
+    tb.writer.publish();
+    let syn = |dmac, sport| {
+        ipv4_frame(
+            GATEWAY_MAC,
+            dmac,
+            client,
+            external,
+            6,
+            sport,
+            80,
+            wire::tcp::flags::SYN,
+            b"",
+        )
+    };
+    // To our fabric MAC: translated to a backend on its target port.
+    let mut sport = None;
+    for s in 45000..45032u16 {
+        match tb.run_one(FABRIC, syn(FABRIC_MAC, s), 1) {
+            (Disposition::Tx(VM2), out) => {
+                let o = decode(&out);
+                assert_eq!((o.src, o.dst, o.dport), (client, VM2_IP, 8080));
+                sport = Some(s);
+                break;
+            }
+            (Disposition::Tx(FABRIC), _) => {} // the backend on node B
+            (other, _) => panic!("unexpected {other:?}"),
+        }
+    }
+    let sport = sport.expect("a connection to vm2");
+    // vm2's answer leaves through the gateway as the external address.
+    let reply = ipv4_frame(
+        VM2_MAC,
+        gw(),
+        VM2_IP,
+        client,
+        6,
+        8080,
+        sport,
+        wire::tcp::flags::SYN | wire::tcp::flags::ACK,
+        b"",
+    );
+    let (d, out) = tb.run_one(VM2, reply, 2);
+    assert_eq!(d, Disposition::Tx(FABRIC));
+    let o = decode(&out);
+    assert_eq!(
+        (o.src, o.dst, o.sport, o.dport),
+        (external, client, 80, sport)
+    );
+    assert_eq!((o.src_mac, o.dst_mac), (FABRIC_MAC.0, GATEWAY_MAC.0));
+    // A frame for another MAC on the fabric, or for an underlay address, is the host's.
+    let other = MacAddr([0x02, 0xfa, 0, 0, 0, 0x33]);
+    assert_eq!(
+        tb.run_one(FABRIC, syn(other, 45100), 3).0,
+        Disposition::Tx(HOST)
+    );
+    let underlay = ipv4_frame(
+        GATEWAY_MAC,
+        FABRIC_MAC,
+        client,
+        NODE_B,
+        6,
+        45101,
+        22,
+        wire::tcp::flags::SYN,
+        b"",
+    );
+    assert_eq!(tb.run_one(FABRIC, underlay, 3).0, Disposition::Tx(HOST));
+}
+
+#[test]
 fn route_change_moves_existing_flows_to_the_new_nexthop() {
     let mut tb = Testbed::new(1024);
     let f = || vm1_udp(REMOTE_IP, 5555, 7, b"m");

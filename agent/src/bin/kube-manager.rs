@@ -103,6 +103,7 @@ async fn once(cfg: &KubeConfig, agents: &[String], cluster: &Cluster, quiet: boo
             .await
             .with_context(|| format!("connecting to the agent at {a}"))?;
         let networks = sync::networks(&mut c).await?;
+        let public = sync::public_subnets(cfg, &mut c).await?;
         let nodes = if cfg.nested_mode {
             sync::node_interfaces(&mut c).await?
         } else {
@@ -122,6 +123,7 @@ async fn once(cfg: &KubeConfig, agents: &[String], cluster: &Cluster, quiet: boo
                     networks: &networks,
                     node_interfaces: &nodes,
                     addresses: &addresses,
+                    public_subnets: &public,
                 },
             );
             let round = sync::apply(cfg, &mut c, &t)

@@ -68,8 +68,9 @@ enum Cmd {
         /// The client: a pod, `namespace/name`, a node's host, `node1`, or `outside`.
         #[arg(long, required_unless_present = "matrix")]
         from: Option<String>,
-        /// The server: a pod `namespace/name`, a service `svc/namespace/name`, `outside`
-        /// (the host outside the cluster), or an address.
+        /// The server: a pod `namespace/name`, a service `svc/namespace/name` (its
+        /// cluster IP) or `ext/namespace/name` (its external IP), `outside` (the host
+        /// outside the cluster), or an address.
         #[arg(long, required_unless_present = "matrix")]
         to: Option<String>,
         /// Port.
@@ -159,6 +160,9 @@ struct State {
     /// Services' addresses by `namespace/name`.
     #[serde(default)]
     services: BTreeMap<String, String>,
+    /// Services' external addresses by `namespace/name`.
+    #[serde(default)]
+    externals: BTreeMap<String, Vec<String>>,
 }
 
 /// A host on the fabric, outside the cluster.
@@ -167,6 +171,11 @@ struct Outside {
     netns: String,
     pid: Option<u32>,
 }
+
+/// The lab's public network (external IPs), its floating-IP pool, and its subnet, which
+/// the outside host routes through node 1.
+const PUBLIC_POOL: [&str; 4] = ["default-domain", "default-project", "public", "pool"];
+const PUBLIC_SUBNET: &str = "203.0.113.0/24";
 
 /// The outside host's address and MAC (the fabric's gateway for the nodes).
 const OUTSIDE_IP: &str = "192.0.2.254";
@@ -200,13 +209,19 @@ impl Lab {
         }
         Ok(c)
     }
+    /// The lab's `[KUBERNETES]` settings; external IPs come from the lab's public pool
+    /// unless they name another.
     fn kube_config(&self) -> Result<KubeConfig> {
         let p = self.dir.join("kubernetes.conf");
-        if p.exists() {
-            KubeConfig::load(&p)
+        let mut c = if p.exists() {
+            KubeConfig::load(&p)?
         } else {
-            Ok(KubeConfig::default())
+            KubeConfig::default()
+        };
+        if c.public_fip_pool.is_none() {
+            c.public_fip_pool = Some(PUBLIC_POOL.iter().map(|s| s.to_string()).collect());
         }
+        Ok(c)
     }
 }
 
@@ -436,7 +451,9 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
 }
 
 /// What a cluster's provisioning puts in every node's configuration: the ip-fabric
-/// network (the underlay, where the node's host lives).
+/// network (the underlay, where the node's host lives), and a public network with a
+/// floating-IP pool for external IPs, joined to ip-fabric by a policy (its addresses
+/// are routed in the underlay's VRF, reached from the fabric).
 fn provision(n: &Node) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -447,13 +464,67 @@ fn provision(n: &Node) -> Result<()> {
             .split(':')
             .map(str::to_string)
             .collect();
+        let pool: Vec<String> = PUBLIC_POOL.iter().map(|s| s.to_string()).collect();
+        let under = |name: &str| -> Vec<String> {
+            fabric[..2]
+                .iter()
+                .cloned()
+                .chain([name.to_string()])
+                .collect()
+        };
+        let reference = |kind: agent::kinds::Kind, fq: &[String]| proto::Ref {
+            r#type: kind.name().into(),
+            uuid: String::new(),
+            fq_name: fq.to_vec(),
+        };
+        let policy = under("public-fabric");
+        let network = |fq: Vec<String>| proto::AddressType {
+            virtual_network: fq.join(":"),
+            ..Default::default()
+        };
         let objects = [
             proto::object::Kind::Project(proto::Project {
                 fq_name: fabric[..2].to_vec(),
                 ..Default::default()
             }),
+            proto::object::Kind::NetworkPolicy(proto::NetworkPolicy {
+                fq_name: policy.clone(),
+                network_policy_entries: vec![proto::PolicyRule {
+                    direction: "<>".into(),
+                    protocol: "any".into(),
+                    src_addresses: vec![network(pool[..3].to_vec())],
+                    dst_addresses: vec![network(fabric.clone())],
+                    action: "pass".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            proto::object::Kind::NetworkIpam(proto::NetworkIpam {
+                fq_name: under("public-ipam"),
+                ..Default::default()
+            }),
             proto::object::Kind::VirtualNetwork(proto::VirtualNetwork {
                 fq_name: fabric.clone(),
+                network_policy_refs: vec![reference(agent::kinds::Kind::NetworkPolicy, &policy)],
+                ..Default::default()
+            }),
+            proto::object::Kind::VirtualNetwork(proto::VirtualNetwork {
+                fq_name: pool[..3].to_vec(),
+                network_ipam_refs: vec![proto::IpamRef {
+                    ipam: Some(reference(
+                        agent::kinds::Kind::NetworkIpam,
+                        &under("public-ipam"),
+                    )),
+                    subnets: vec![proto::Subnet {
+                        prefix: PUBLIC_SUBNET.into(),
+                        ..Default::default()
+                    }],
+                }],
+                network_policy_refs: vec![reference(agent::kinds::Kind::NetworkPolicy, &policy)],
+                ..Default::default()
+            }),
+            proto::object::Kind::FloatingIpPool(proto::FloatingIpPool {
+                fq_name: pool.clone(),
                 ..Default::default()
             }),
         ];
@@ -522,9 +593,11 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
     // nodes are given them, so that every node agrees.
     let mut addresses: BTreeMap<Vec<String>, String> = BTreeMap::new();
     let mut vips: BTreeMap<Vec<String>, String> = BTreeMap::new();
+    let mut fips: BTreeMap<Vec<String>, String> = BTreeMap::new();
     for (ix, n) in state.nodes.iter().enumerate() {
         let (mut c, mut a) = connect_node(n).await?;
         let nets = sync::networks(&mut c).await?;
+        let public = sync::public_subnets(&cfg, &mut c).await?;
         let none = BTreeMap::new();
         let mut total = sync::Report::default();
         let mut rounds = 0;
@@ -539,6 +612,7 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
                     networks: &nets,
                     node_interfaces: &none,
                     addresses: &addresses,
+                    public_subnets: &public,
                 },
             );
             for o in &mut t.objects {
@@ -551,6 +625,11 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
                     Some(proto::object::Kind::Loadbalancer(l)) => {
                         if let Some(v) = vips.get(&l.fq_name) {
                             l.vip_address = v.clone();
+                        }
+                    }
+                    Some(proto::object::Kind::FloatingIp(f)) => {
+                        if let Some(v) = fips.get(&f.fq_name) {
+                            f.floating_ip_address = v.clone();
                         }
                     }
                     _ => {}
@@ -566,11 +645,31 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
             }
         };
         if ix == 0 {
+            let mut ext: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
             for o in sync::actual(&mut c).await? {
-                if let Some(proto::object::Kind::Loadbalancer(l)) = o.kind {
-                    vips.insert(l.fq_name, l.vip_address);
+                match o.kind {
+                    Some(proto::object::Kind::Loadbalancer(l)) => {
+                        vips.insert(l.fq_name, l.vip_address);
+                    }
+                    Some(proto::object::Kind::FloatingIp(f)) => {
+                        if let Some(lb) = &f.loadbalancer_ref {
+                            ext.entry(lb.fq_name.clone())
+                                .or_default()
+                                .push(f.floating_ip_address.clone());
+                        }
+                        fips.insert(f.fq_name, f.floating_ip_address);
+                    }
+                    _ => {}
                 }
             }
+            state.externals = cluster
+                .services
+                .keys()
+                .filter_map(|(ns, name)| {
+                    let fq = translate::service_interface(&cfg, ns, name);
+                    Some((format!("{ns}/{name}"), ext.get(&fq)?.clone()))
+                })
+                .collect();
             state.services = cluster
                 .services
                 .keys()
@@ -910,6 +1009,8 @@ fn outside(lab: &Lab, tag: &str, bridge: &str) -> Result<Outside> {
         vec!["ip", "addr", "add", &cidr, "dev", "eth0"],
         vec!["ip", "link", "set", "eth0", "up"],
         vec!["ethtool", "-K", "eth0", "tx", "off"],
+        // External IPs are reached through node 1 (the first node's fabric address).
+        vec!["ip", "route", "add", PUBLIC_SUBNET, "via", "192.0.2.1"],
     ] {
         in_ns(&netns, &cmd)?;
     }
@@ -1011,6 +1112,12 @@ fn probe_one(
     let addr = match to.parse::<IpAddr>() {
         Ok(a) => a.to_string(),
         Err(_) if to == "outside" => OUTSIDE_IP.to_string(),
+        Err(_) if to.starts_with("ext/") => state
+            .externals
+            .get(&to["ext/".len()..])
+            .and_then(|a| a.first())
+            .ok_or_else(|| anyhow!("no external IP for service {}", &to["ext/".len()..]))?
+            .clone(),
         Err(_) if to.starts_with("svc/") => state
             .services
             .get(&to["svc/".len()..])

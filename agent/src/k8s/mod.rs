@@ -48,6 +48,9 @@ pub struct KubeConfig {
     /// Nested mode: the cluster runs in VMs whose interfaces another agent owns; pods get
     /// sub-interfaces of the VM's interface.
     pub nested_mode: bool,
+    /// The floating-IP pool (FQ name: domain, project, network, pool) that LoadBalancer
+    /// Services' external IPs come from.
+    pub public_fip_pool: Option<Vec<String>>,
 }
 
 impl Default for KubeConfig {
@@ -62,6 +65,7 @@ impl Default for KubeConfig {
             ip_fabric_forwarding: false,
             ip_fabric_snat: false,
             nested_mode: false,
+            public_fip_pool: None,
         }
     }
 }
@@ -120,6 +124,12 @@ impl KubeConfig {
                 "ip_fabric_forwarding" => c.ip_fabric_forwarding = bool_value(k, v)?,
                 "ip_fabric_snat" => c.ip_fabric_snat = bool_value(k, v)?,
                 "nested_mode" => c.nested_mode = bool_value(k, v)?,
+                "public_fip_pool" => {
+                    c.public_fip_pool = Some(
+                        fip_pool_setting(v)
+                            .with_context(|| format!("line {}: public_fip_pool {v:?}", n + 1))?,
+                    )
+                }
                 other => bail!("line {}: unknown key {other:?} in [KUBERNETES]", n + 1),
             }
         }
@@ -181,6 +191,34 @@ fn fq_setting(v: &str) -> Option<String> {
         fq_annotation(v)
     };
     Some(fq.map_or_else(|| v.to_string(), |fq| fq.join(":")))
+}
+
+/// A floating-IP pool as Contrail writes it, `{'domain': .., 'project': .., 'network': ..,
+/// 'name': ..}`, or `domain:project:network:pool`.
+fn fip_pool_setting(v: &str) -> Result<Vec<String>> {
+    let v = v.trim();
+    let fq: Vec<String> = if v.starts_with('{') {
+        let j: serde_json::Value =
+            serde_json::from_str(&v.replace('\'', "\"")).context("not a dictionary")?;
+        ["domain", "project", "network", "name"]
+            .iter()
+            .map(|k| {
+                j.get(*k)
+                    .and_then(|x| x.as_str())
+                    .map(str::to_string)
+                    .with_context(|| format!("no {k:?}"))
+            })
+            .collect::<Result<_>>()?
+    } else {
+        v.trim_matches(|c| c == '\'' || c == '"')
+            .split(':')
+            .map(str::to_string)
+            .collect()
+    };
+    if fq.len() != 4 || fq.iter().any(|p| p.is_empty() || p.contains(':')) {
+        bail!("domain, project, network and pool names are needed");
+    }
+    Ok(fq)
 }
 
 /// `{"domain": .., "project": .., "name": ..}` as an FQ name; `name` only if `leaf`.

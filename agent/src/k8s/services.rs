@@ -5,15 +5,15 @@
 //! named target port resolved on each pod). The agent turns them into a service nexthop:
 //! ECMP over the members at the source vrouter, the destination translated to the chosen
 //! pod and target port. Members follow the pods (and their labels) on every translation;
-//! a pod whose address the agent has not assigned yet joins on the next one.
-
-use std::collections::BTreeMap;
+//! a pod whose address the agent has not assigned yet joins on the next one. External
+//! addresses (LoadBalancer, spec.externalIPs) are floating IPs of the public pool that
+//! refer to the load balancer.
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Cluster;
-use super::translate::{Event, Names, Out, PodPlacement, r, uuid_for};
+use super::translate::{Event, Names, Out, PodPlacement, Underlay, r, uuid_for};
 use crate::kinds::Kind;
 use crate::proto::{self, object};
 
@@ -43,14 +43,103 @@ fn target(port: &k8s_openapi::api::core::v1::ServicePort, pod: &Pod) -> Option<u
     }
 }
 
+/// A Service's external addresses: floating IPs of the public pool on its load balancer,
+/// each of spec.externalIPs, or one the agent allocates for a LoadBalancer Service that
+/// names none.
+fn external_ips(
+    out: &mut Out,
+    n: &Names<'_>,
+    (what, kind, spec): (&str, &str, &k8s_openapi::api::core::v1::ServiceSpec),
+    lb: &[String],
+    underlay: &Underlay<'_>,
+    events: &mut Vec<Event>,
+) {
+    let wanted: Vec<String> = spec.external_ips.clone().unwrap_or_default();
+    if wanted.is_empty() && kind != "LoadBalancer" {
+        return;
+    }
+    let event = |events: &mut Vec<Event>, reason: &str, message: String| {
+        events.push(Event {
+            object: what.to_string(),
+            reason: reason.into(),
+            message,
+        })
+    };
+    let Some(pool) = n.c.public_fip_pool.as_ref() else {
+        event(
+            events,
+            "NoFloatingIpPool",
+            "external IPs need public_fip_pool in [KUBERNETES]".into(),
+        );
+        return;
+    };
+    if !underlay.networks.contains(&crate::kinds::fq_string(pool)) {
+        event(
+            events,
+            "FloatingIpPoolNotFound",
+            format!(
+                "floating-IP pool {} does not exist",
+                crate::kinds::fq_string(pool)
+            ),
+        );
+        return;
+    }
+    let leaf = lb.last().cloned().unwrap_or_default();
+    let mut addresses: Vec<(String, String)> = Vec::new();
+    if wanted.is_empty() {
+        addresses.push((format!("{leaf}__ext"), String::new()));
+    }
+    for a in wanted {
+        let public = |ip: std::net::IpAddr| {
+            underlay.public_subnets.iter().any(|s| {
+                crate::store::Net::parse(s).is_ok_and(|net| net.contains(ip) && net.usable(ip))
+            })
+        };
+        match a.parse::<std::net::IpAddr>() {
+            Ok(ip) if !public(ip) => event(
+                events,
+                "ExternalIPNotInPool",
+                format!(
+                    "{ip} is not an address of the pool's network ({})",
+                    underlay.public_subnets.join(", ")
+                ),
+            ),
+            Ok(ip) => addresses.push((
+                format!("{leaf}__{}", ip.to_string().replace(':', "-")),
+                ip.to_string(),
+            )),
+            Err(_) => event(
+                events,
+                "InvalidExternalIP",
+                format!("{a:?} is not an address"),
+            ),
+        }
+    }
+    for (name, address) in addresses {
+        let fq: Vec<String> = pool.iter().cloned().chain([name]).collect();
+        out.put(
+            Kind::FloatingIp,
+            fq.clone(),
+            object::Kind::FloatingIp(proto::FloatingIp {
+                uuid: uuid_for(Kind::FloatingIp, &fq),
+                fq_name: fq,
+                floating_ip_address: address,
+                virtual_machine_interface_refs: vec![],
+                fixed_ip_address: String::new(),
+                loadbalancer_ref: Some(r(Kind::Loadbalancer, lb)),
+            }),
+        );
+    }
+}
+
 /// The load-balancer objects of the cluster's Services.
 pub(super) fn translate(
     out: &mut Out,
     n: &Names<'_>,
     cluster: &Cluster,
     placed: &[PodPlacement],
-    addresses: &BTreeMap<Vec<String>, String>,
     network_of: impl Fn(&str) -> Vec<String>,
+    underlay: &Underlay<'_>,
     events: &mut Vec<Event>,
 ) {
     for ((ns, name), svc) in &cluster.services {
@@ -80,6 +169,7 @@ pub(super) fn translate(
                 virtual_machine_interface_refs: vec![],
             }),
         );
+        external_ips(out, n, (&what, kind, spec), &lb, underlay, events);
         // The pods behind it: selected, ready, with an interface and an address.
         let backends: Vec<(&Pod, &PodPlacement)> = match &spec.selector {
             Some(sel) if !sel.is_empty() => placed
@@ -139,7 +229,8 @@ pub(super) fn translate(
             );
             for (pod, p) in &backends {
                 let iip = vec![n.pod_leaf(&p.namespace, &p.name)];
-                let (Some(addr), Some(tp)) = (addresses.get(&iip), target(port, pod)) else {
+                let (Some(addr), Some(tp)) = (underlay.addresses.get(&iip), target(port, pod))
+                else {
                     continue;
                 };
                 let member: Vec<String> = pool.iter().cloned().chain(iip).collect();

@@ -74,6 +74,7 @@ fn comparable(o: &Object) -> Object {
         Some(object::Kind::SecurityGroup(s)) => s.security_group_id = 0,
         Some(object::Kind::Tag(t)) => t.tag_id = 0,
         Some(object::Kind::Loadbalancer(l)) => l.vip_address.clear(),
+        Some(object::Kind::FloatingIp(f)) => f.floating_ip_address.clear(),
         _ => {}
     }
     o
@@ -111,6 +112,11 @@ fn adopt(desired: &Object, actual: &Object) -> Object {
             if d.vip_address.is_empty() =>
         {
             d.vip_address = a.vip_address.clone();
+        }
+        (Some(object::Kind::FloatingIp(d)), Some(object::Kind::FloatingIp(a)))
+            if d.floating_ip_address.is_empty() =>
+        {
+            d.floating_ip_address = a.floating_ip_address.clone();
         }
         _ => {}
     }
@@ -294,14 +300,53 @@ async fn list(c: &mut ConfigApiClient<Channel>, kind: Kind) -> Result<proto::Lis
     .into_inner())
 }
 
-/// The FQ names of the networks the agent holds (for custom-network annotations).
+/// The FQ names of the networks and floating-IP pools the agent holds (for custom-network
+/// annotations and external IPs).
 pub async fn networks(c: &mut ConfigApiClient<Channel>) -> Result<BTreeSet<String>> {
-    let list = list(c, Kind::VirtualNetwork).await?;
-    Ok(list
-        .objects
-        .iter()
-        .map(|o| fq_string(kinds::meta(o).1))
-        .collect())
+    let mut out = BTreeSet::new();
+    for kind in [Kind::VirtualNetwork, Kind::FloatingIpPool] {
+        let list = list(c, kind).await?;
+        out.extend(list.objects.iter().map(|o| fq_string(kinds::meta(o).1)));
+    }
+    Ok(out)
+}
+
+/// The subnets of the public floating-IP pool's network (none without a pool or network).
+pub async fn public_subnets(
+    cfg: &KubeConfig,
+    c: &mut ConfigApiClient<Channel>,
+) -> Result<Vec<String>> {
+    let Some(pool) = &cfg.public_fip_pool else {
+        return Ok(vec![]);
+    };
+    let vns = list(c, Kind::VirtualNetwork).await?;
+    let Some(vn) = vns.objects.iter().find_map(|o| match &o.kind {
+        Some(object::Kind::VirtualNetwork(v)) if v.fq_name[..] == pool[..3] => Some(v.clone()),
+        _ => None,
+    }) else {
+        return Ok(vec![]);
+    };
+    let ipams = list(c, Kind::NetworkIpam).await?;
+    let mut out = Vec::new();
+    for r in &vn.network_ipam_refs {
+        if r.subnets.is_empty() {
+            // A flat-subnet ipam: its own subnets.
+            let fq = r
+                .ipam
+                .as_ref()
+                .map(|i| i.fq_name.clone())
+                .unwrap_or_default();
+            for o in &ipams.objects {
+                if let Some(object::Kind::NetworkIpam(i)) = &o.kind
+                    && i.fq_name == fq
+                {
+                    out.extend(i.ipam_subnets.iter().map(|s| s.prefix.clone()));
+                }
+            }
+        }
+        out.extend(r.subnets.iter().map(|s| s.prefix.clone()));
+    }
+    Ok(out)
 }
 
 /// Applies a translation to one agent in one batch.

@@ -226,7 +226,7 @@ pub(super) struct Out {
 }
 
 /// Creation order: a kind only refers to kinds before it.
-pub const ORDER: [Kind; 16] = [
+pub const ORDER: [Kind; 17] = [
     Kind::Project,
     Kind::NetworkIpam,
     Kind::Tag,
@@ -243,6 +243,7 @@ pub const ORDER: [Kind; 16] = [
     Kind::LoadbalancerListener,
     Kind::LoadbalancerPool,
     Kind::LoadbalancerMember,
+    Kind::FloatingIp,
 ];
 
 impl Out {
@@ -370,6 +371,9 @@ pub struct Underlay<'a> {
     /// Addresses the agent assigned, by instance-ip FQ name (pods' addresses for the
     /// members of services).
     pub addresses: &'a BTreeMap<Vec<String>, String>,
+    /// The subnets of the public floating-IP pool's network (external IPs outside them
+    /// are events, not objects the agent would refuse).
+    pub public_subnets: &'a [String],
 }
 
 /// Translates the cluster. `existing_networks` are the FQ names (joined with ':') of the
@@ -399,6 +403,7 @@ pub fn translate_nested(
             networks: existing_networks,
             node_interfaces,
             addresses: &BTreeMap::new(),
+            public_subnets: &[],
         },
     )
 }
@@ -572,8 +577,8 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
         &n,
         cluster,
         &pods,
-        underlay.addresses,
         |ns| service_networks.get(ns).unwrap_or(&default_svc).clone(),
+        underlay,
         &mut events,
     );
     Translation {

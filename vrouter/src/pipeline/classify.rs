@@ -204,15 +204,18 @@ fn from_host<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Meta
     parse_ip(p.data(), hl, v6, vif.vrf, m);
 }
 
-/// Whether `vrf` routes `dst` somewhere other than back to the host.
+/// Whether `vrf` routes `dst` into the overlay: not back to the host, and not out of the
+/// fabric as it is (the underlay's own routes, such as the gateway's).
 fn overlay_route(ctx: &Ctx<'_>, vrf: VrfId, dst: IpAddr) -> bool {
     let Some(r) = ctx.snap.vrfs.get(vrf.0).and_then(|v| v.lookup(dst)) else {
         return false;
     };
-    !matches!(
-        ctx.snap.nexthops.get(r.nh.0).map(|n| &**n),
-        Some(Nexthop::Receive { .. }) | None
-    )
+    let fabric = ctx.snap.global.fabric_vif;
+    match ctx.snap.nexthops.get(r.nh.0).map(|n| &**n) {
+        Some(Nexthop::Receive { .. }) | None => false,
+        Some(Nexthop::Encap { vif, .. }) => Some(*vif) != fabric,
+        _ => true,
+    }
 }
 
 fn from_fabric<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Meta) {
@@ -231,7 +234,15 @@ fn from_fabric<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Me
         return;
     };
     if vif.ip4 != Some(ip.dst()) {
-        m.done = Some(cross(host));
+        // Sent to us for an address the fabric VRF routes into the overlay (a floating
+        // or external IP of a network joined to the ip-fabric network): the flow stage,
+        // as from a VM. Everything else is the host's.
+        let ours = eth.dst() == vif.mac;
+        if ours && overlay_route(ctx, vif.vrf, ip.dst().into()) {
+            parse_ip(p.data(), 14, false, vif.vrf, m);
+        } else {
+            m.done = Some(cross(host));
+        }
         return;
     }
     let l4 = 14 + ip.header_len();
