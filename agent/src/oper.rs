@@ -24,8 +24,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 use vrouter::config::{
-    ActionCfg, AttrCfg, Encap, EndpointCfg, MemberCfg, NexthopCfg, NexthopKind, PolicyCfg,
-    RouteCfg, RuleCfg, ServiceMemberCfg, ServicePortCfg, VifCfg, VifKindCfg,
+    ActionCfg, AttrCfg, Encap, EndpointCfg, MemberCfg, NexthopCfg, NexthopKind, NodePortCfg,
+    PolicyCfg, RouteCfg, RuleCfg, ServiceMemberCfg, ServicePortCfg, VifCfg, VifKindCfg,
 };
 
 use crate::firewall::{self, CompiledAps};
@@ -394,11 +394,37 @@ pub fn desired(
     }
     let paths = std::mem::take(&mut c.paths);
     let into = routes(&mut c, &paths);
-    services(&mut c, &paths, &into);
+    let on_nodes = services(&mut c, &paths, &into);
+    node_ports(&mut c, on_nodes);
     fabric_snat(&mut c, node, ip_fabric.map(|(_, id)| id));
     gateway_route(&mut c, node);
     vn_policies(&mut c, ports);
     c.out
+}
+
+/// NodePorts: the node's address (a receive nexthop wherever it is routed) becomes a
+/// node-ports nexthop, its ports going to their services and the rest to the host.
+fn node_ports(c: &mut Ctx<'_>, ports: Vec<NodePortCfg>) {
+    let host = c
+        .out
+        .nexthops
+        .values()
+        .find(|n| matches!(n.kind, NexthopKind::Receive { .. }))
+        .map(|n| n.id);
+    let (Some(host), false) = (host, ports.is_empty()) else {
+        return;
+    };
+    let id = c.ids.get("nh", "node-ports");
+    c.out.nexthops.insert(
+        id,
+        NexthopCfg {
+            id,
+            kind: NexthopKind::NodePorts { ports, host },
+        },
+    );
+    for r in c.out.routes.values_mut().filter(|r| r.nh == host) {
+        r.nh = id;
+    }
 }
 
 /// The fabric VRF's default: out of the fabric to the gateway, for answers to addresses
@@ -506,12 +532,13 @@ fn referring<'a, T>(
 /// Native load balancers: each with a VIP and listeners becomes a service nexthop over
 /// its members (the paths of their addresses, local or remote) with the listeners' ports
 /// mapped to the members' ports, routed at the VIP in its network's VRF and in the VRFs
-/// that network's routes leak into.
+/// that network's routes leak into. Returns the node ports of their listeners.
 fn services(
     c: &mut Ctx<'_>,
     paths: &BTreeMap<(String, String), Vec<Path>>,
     into: &HashMap<String, Vec<u32>>,
-) {
+) -> Vec<NodePortCfg> {
+    let mut node_ports = Vec::new();
     let by_addr: HashMap<&str, &Path> = paths
         .iter()
         .filter_map(|((_, prefix), ps)| Some((prefix.as_str(), ps.first()?)))
@@ -532,6 +559,7 @@ fn services(
         let mut ports = Vec::new();
         let mut members: Vec<ServiceMemberCfg> = Vec::new();
         let mut affinity = false;
+        let mut on_nodes = Vec::new();
         // Listeners refer to the loadbalancer, pools to a listener; members are children
         // of their pool.
         let listeners = referring(c.db, &lb.uuid, |k| match k {
@@ -578,12 +606,29 @@ fn services(
                 port: l.protocol_port as u16,
                 target: target.unwrap_or(l.protocol_port as u16),
             });
+            if let Ok(port @ 1..) = u16::try_from(l.node_port) {
+                on_nodes.push((proto, port, l.protocol_port as u16));
+            }
         }
         if members.is_empty() || ports.is_empty() {
             continue;
         }
         members.sort_by_key(|m| m.addr);
         let id = c.ids.get("nh", &format!("svc/{}", lb.uuid));
+        for (proto, port, service_port) in on_nodes {
+            // A node port taken already (by an earlier load balancer) stays with it.
+            if !node_ports
+                .iter()
+                .any(|p: &NodePortCfg| p.proto == proto && p.port == port)
+            {
+                node_ports.push(NodePortCfg {
+                    proto,
+                    port,
+                    service: id,
+                    service_port,
+                });
+            }
+        }
         c.out.nexthops.insert(
             id,
             NexthopCfg {
@@ -639,6 +684,7 @@ fn services(
             }
         }
     }
+    node_ports
 }
 
 fn sgs_of(c: &Ctx<'_>, vmi: &proto::VirtualMachineInterface) -> Vec<u32> {

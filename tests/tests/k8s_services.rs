@@ -223,3 +223,45 @@ fn external_ips_reach_the_service_from_outside_the_cluster() {
     let o = lab.vrlab(&["probe", "--from", "outside", "--to", &lb, "--port", "80"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn a_node_port_is_served_on_the_node_address_and_the_rest_stays_the_hosts() {
+    let lab = VrLab::new("svc-np");
+    lab.ok(&["up"]);
+    let out = lab.ok(&["apply", "-f", &manifest("nodeport.yaml")]);
+    assert!(
+        out.contains("event: Service default/unassigned: NodePortNotAssigned"),
+        "{out}"
+    );
+    let node = vr_tests::address_of(&lab.state()["nodes"][0]["ip"]);
+    let probe = |from: &str, port: &str, protocol: &str| {
+        let o = lab.vrlab(&[
+            "probe",
+            "--from",
+            from,
+            "--to",
+            &node,
+            "--port",
+            port,
+            "--protocol",
+            protocol,
+        ]);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    // From outside the cluster and from a pod: the service's backend on its target port,
+    // TCP and UDP; the backend sees the client's own address.
+    let (code, out) = probe("outside", "30080", "TCP");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("(default/web-1) as 192.0.2.254:"), "{out}");
+    let (code, out) = probe("outside", "30053", "UDP");
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = probe("default/client", "30080", "TCP");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("(default/web-1)"), "{out}");
+    // Other ports of the node are the host's (nothing listens there).
+    assert_eq!(probe("outside", "30081", "TCP").0, Some(1));
+    assert_eq!(probe("outside", "81", "TCP").0, Some(1));
+}

@@ -13,7 +13,7 @@ use crate::tables::{
     EncapSet, GlobalConfig, Nexthop, NhId, RouteEntry, TableError, TablesWriter, Tunnel,
     TunnelKind, Vif, VifId, VifKind, VrfId,
 };
-use crate::tables::{Service, ServicePort};
+use crate::tables::{NodePort, NodePorts, Service, ServicePort};
 use crate::wire::MacAddr;
 
 /// Encapsulation names as they appear in configuration.
@@ -277,6 +277,14 @@ pub enum NexthopKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         affinity: bool,
     },
+    /// The node's address with NodePort services: listed ports go to their service,
+    /// the rest to `host` (a receive nexthop).
+    NodePorts {
+        /// The node ports.
+        ports: Vec<NodePortCfg>,
+        /// Where everything else goes.
+        host: u32,
+    },
     /// L2 flood to several nexthops.
     L2Flood {
         /// Member nexthops.
@@ -289,7 +297,9 @@ impl NexthopKind {
     pub fn refers_to_nexthops(&self) -> bool {
         matches!(
             self,
-            NexthopKind::Composite { .. } | NexthopKind::Service { .. }
+            NexthopKind::Composite { .. }
+                | NexthopKind::Service { .. }
+                | NexthopKind::NodePorts { .. }
         )
     }
 }
@@ -308,6 +318,20 @@ pub struct ServiceMemberCfg {
     pub weight: u32,
     /// Its address: the destination becomes this.
     pub addr: IpAddr,
+}
+
+/// A node port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodePortCfg {
+    /// IP protocol number.
+    pub proto: u8,
+    /// Port on the node's address.
+    pub port: u16,
+    /// The service nexthop.
+    pub service: u32,
+    /// The service port it stands for.
+    pub service_port: u16,
 }
 
 /// A port a service serves.
@@ -771,6 +795,19 @@ impl NexthopCfg {
                     .collect(),
                 affinity: s.client_ip_affinity,
             },
+            Nexthop::NodePorts(n) => NexthopKind::NodePorts {
+                ports: n
+                    .ports
+                    .iter()
+                    .map(|p| NodePortCfg {
+                        proto: p.proto,
+                        port: p.port,
+                        service: p.service.0,
+                        service_port: p.service_port,
+                    })
+                    .collect(),
+                host: n.host.0,
+            },
             Nexthop::L2Flood { members } => NexthopKind::L2Flood {
                 members: members.iter().map(|m| m.0).collect(),
             },
@@ -873,6 +910,18 @@ fn nexthop(object: &str, k: &NexthopKind) -> Result<Nexthop, ConfigError> {
             s.client_ip_affinity = *affinity;
             Nexthop::Service(Arc::new(s))
         }
+        NexthopKind::NodePorts { ports, host } => Nexthop::NodePorts(Arc::new(NodePorts {
+            ports: ports
+                .iter()
+                .map(|p| NodePort {
+                    proto: p.proto,
+                    port: p.port,
+                    service: NhId(p.service),
+                    service_port: p.service_port,
+                })
+                .collect(),
+            host: NhId(*host),
+        })),
         NexthopKind::L2Flood { members } => Nexthop::L2Flood {
             members: members.iter().map(|m| NhId(*m)).collect(),
         },

@@ -804,6 +804,125 @@ fn a_network_policy_decides_a_service_flow_on_the_service_network() {
     );
 }
 
+/// The fabric VRF's default: out of the fabric to the gateway (nexthop 8).
+fn gateway_default(tb: &mut Testbed) {
+    let gw_cfg = NexthopCfg {
+        id: 8,
+        kind: NexthopKind::Encap {
+            vif: FABRIC.0,
+            dmac: GATEWAY_MAC.to_string(),
+            smac: FABRIC_MAC.to_string(),
+        },
+    };
+    vrouter::config::apply_nexthop(&mut tb.writer, &gw_cfg).unwrap();
+    let entry = RouteEntry {
+        nh: NhId(8),
+        label: 0,
+        attr: 0,
+    };
+    tb.writer
+        .add_route(FABRIC_VRF, IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, entry)
+        .unwrap();
+    tb.writer.publish();
+}
+
+#[test]
+fn a_node_port_reaches_the_service_from_the_fabric_and_from_pods_and_the_rest_is_the_hosts() {
+    let mut tb = Testbed::new(1024);
+    with_service(&mut tb);
+    gateway_default(&mut tb);
+    // The node's address: TCP 30080 is the service's port 80; the rest is the host's.
+    for (id, kind) in [
+        (9, NexthopKind::Receive { vif: HOST.0 }),
+        (
+            10,
+            NexthopKind::NodePorts {
+                ports: vec![vrouter::config::NodePortCfg {
+                    proto: 6,
+                    port: 30080,
+                    service: 7,
+                    service_port: 80,
+                }],
+                host: 9,
+            },
+        ),
+    ] {
+        vrouter::config::apply_nexthop(&mut tb.writer, &NexthopCfg { id, kind }).unwrap();
+    }
+    let node = RouteEntry {
+        nh: NhId(10),
+        label: 0,
+        attr: 0,
+    };
+    for vrf in [FABRIC_VRF, RED] {
+        tb.writer
+            .add_route(vrf, IpAddr::V4(NODE_A), 32, node)
+            .unwrap();
+    }
+    tb.writer.publish();
+    let client = Ipv4Addr::new(198, 51, 100, 21);
+    let to_node = |sport, dport| {
+        ipv4_frame(
+            GATEWAY_MAC,
+            FABRIC_MAC,
+            client,
+            NODE_A,
+            6,
+            sport,
+            dport,
+            wire::tcp::flags::SYN,
+            b"",
+        )
+    };
+    // From outside: a backend on its target port; vm2 answers as the node's port.
+    let mut sport = None;
+    for s in 46000..46032u16 {
+        match tb.run_one(FABRIC, to_node(s, 30080), 1) {
+            (Disposition::Tx(VM2), out) => {
+                let o = decode(&out);
+                assert_eq!((o.src, o.dst, o.dport), (client, VM2_IP, 8080));
+                sport = Some(s);
+                break;
+            }
+            (Disposition::Tx(FABRIC), _) => {}
+            (other, _) => panic!("unexpected {other:?}"),
+        }
+    }
+    let sport = sport.expect("a connection to vm2");
+    let reply = ipv4_frame(
+        VM2_MAC,
+        gw(),
+        VM2_IP,
+        client,
+        6,
+        8080,
+        sport,
+        wire::tcp::flags::SYN | wire::tcp::flags::ACK,
+        b"",
+    );
+    let (d, out) = tb.run_one(VM2, reply, 2);
+    assert_eq!(d, Disposition::Tx(FABRIC));
+    let o = decode(&out);
+    assert_eq!(
+        (o.src, o.dst, o.sport, o.dport, o.dst_mac),
+        (NODE_A, client, 30080, sport, GATEWAY_MAC.0)
+    );
+    // Another port of the node: the host's, and no flow for it.
+    let flows = tb.pipeline.stats.flows_created;
+    assert_eq!(
+        tb.run_one(FABRIC, to_node(46100, 22), 3).0,
+        Disposition::Tx(HOST)
+    );
+    assert_eq!(tb.pipeline.stats.flows_created, flows);
+    // From a pod: the node port too; another port of the node goes to the host.
+    let (d, _) = tb.run_one(VM1, vm1_syn(NODE_A, 46200, 30080), 4);
+    assert!(matches!(d, Disposition::Tx(VM2 | FABRIC)), "{d:?}");
+    assert_eq!(
+        tb.run_one(VM1, vm1_syn(NODE_A, 46201, 22), 4).0,
+        Disposition::Tx(HOST)
+    );
+}
+
 #[test]
 fn an_external_ip_routed_in_the_fabric_vrf_reaches_the_service_from_outside() {
     // The service's external address is routed in the fabric VRF (its network is joined
@@ -820,24 +939,8 @@ fn an_external_ip_routed_in_the_fabric_vrf_reaches_the_service_from_outside() {
     tb.writer
         .add_route(FABRIC_VRF, IpAddr::V4(external), 32, entry(NhId(7)))
         .unwrap();
-    let gw_cfg = NexthopCfg {
-        id: 8,
-        kind: NexthopKind::Encap {
-            vif: FABRIC.0,
-            dmac: GATEWAY_MAC.to_string(),
-            smac: FABRIC_MAC.to_string(),
-        },
-    };
-    vrouter::config::apply_nexthop(&mut tb.writer, &gw_cfg).unwrap();
-    tb.writer
-        .add_route(
-            FABRIC_VRF,
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            0,
-            entry(NhId(8)),
-        )
-        .unwrap();
     tb.writer.publish();
+    gateway_default(&mut tb);
     let syn = |dmac, sport| {
         ipv4_frame(
             GATEWAY_MAC,

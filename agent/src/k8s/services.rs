@@ -132,6 +132,31 @@ fn external_ips(
     }
 }
 
+/// A NodePort or LoadBalancer Service port's node port (the API server assigns it; a
+/// NodePort Service's port without one is an event, a LoadBalancer's may have none).
+fn node_port(
+    what: &str,
+    kind: &str,
+    port: &k8s_openapi::api::core::v1::ServicePort,
+    events: &mut Vec<Event>,
+) -> u32 {
+    if !matches!(kind, "NodePort" | "LoadBalancer") {
+        return 0;
+    }
+    match port.node_port.and_then(|p| u16::try_from(p).ok()) {
+        Some(p @ 1..) => u32::from(p),
+        _ if kind == "LoadBalancer" => 0,
+        _ => {
+            events.push(Event {
+                object: what.to_string(),
+                reason: "NodePortNotAssigned".into(),
+                message: format!("port {}: no nodePort", port.port),
+            });
+            0
+        }
+    }
+}
+
 /// The load-balancer objects of the cluster's Services.
 pub(super) fn translate(
     out: &mut Out,
@@ -212,6 +237,7 @@ pub(super) fn translate(
                     loadbalancer_ref: Some(r(Kind::Loadbalancer, &lb)),
                     protocol: protocol.clone(),
                     protocol_port: u32::try_from(port.port).unwrap_or(0),
+                    node_port: node_port(&what, kind, port, events),
                 }),
             );
             let pool = under(format!("{leaf}__{i}__pool"));

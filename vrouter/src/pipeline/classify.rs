@@ -212,7 +212,7 @@ fn overlay_route(ctx: &Ctx<'_>, vrf: VrfId, dst: IpAddr) -> bool {
     };
     let fabric = ctx.snap.global.fabric_vif;
     match ctx.snap.nexthops.get(r.nh.0).map(|n| &**n) {
-        Some(Nexthop::Receive { .. }) | None => false,
+        Some(Nexthop::Receive { .. } | Nexthop::NodePorts(_)) | None => false,
         Some(Nexthop::Encap { vif, .. }) => Some(*vif) != fabric,
         _ => true,
     }

@@ -49,7 +49,7 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
                 m.flow = Some(hit.idx);
                 apply(m, action);
             }
-            None if m.lookup_only => {
+            None if m.lookup_only && !node_port(ctx.snap, vrf, &m.key) => {
                 // Fabric traffic to the node that no flow claims: the host's.
                 m.done = Some(
                     ctx.snap
@@ -108,8 +108,20 @@ fn resolve(snap: &Snapshot, r: &RouteEntry, hash: u64) -> Result<(NhId, u32), Dr
             let m = e.select(hash as u32);
             (m.nh, m.label)
         }
+        // The node's address, as an answer's way back or as a destination: the host.
+        Nexthop::NodePorts(n) => (n.host, 0),
         _ => (r.nh, r.label),
     })
+}
+
+/// Whether a flow key is for a node port of its destination (fabric traffic to the node
+/// that no flow claims is set up as a flow only then).
+fn node_port(snap: &Snapshot, vrf: &Vrf, k: &FlowKey) -> bool {
+    vrf.lookup(k.dst)
+        .and_then(|r| snap.nexthops.get(r.nh.0))
+        .is_some_and(
+            |n| matches!(&**n, Nexthop::NodePorts(np) if np.find(k.proto, k.dport).is_some()),
+        )
 }
 
 /// The cached action, re-resolved if the VRF's routes changed since it was set up.
@@ -173,18 +185,30 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         },
         None => vrf.lookup(k.dst).ok_or(DropReason::NoRoute)?,
     };
+    // A node port of the node's address stands for its service's port.
+    let (service_nh, service_port) = match snap.nexthops.get(route.nh.0).map(|n| &**n) {
+        Some(Nexthop::NodePorts(np)) => np.find(k.proto, k.dport).unwrap_or((np.host, k.dport)),
+        _ => (route.nh, k.dport),
+    };
     // A service address: a backend by hash, the destination translated to it.
     let mut dnat: Option<(IpAddr, u16)> = None;
-    let (nh_id, label) = match snap.nexthops.get(route.nh.0).map(|n| &**n) {
+    let (nh_id, label) = match snap.nexthops.get(service_nh.0).map(|n| &**n) {
         Some(Nexthop::Service(s)) => {
             let target = s
-                .target(k.proto, k.dport)
+                .target(k.proto, service_port)
                 .ok_or(DropReason::NoServicePort)?;
             let (member, addr) = s.pick(m.hash as u32, k.src);
             dnat = Some((addr, target));
             (member.nh, member.label)
         }
-        _ => resolve(snap, &route, m.hash)?,
+        _ => resolve(
+            snap,
+            &RouteEntry {
+                nh: service_nh,
+                ..route
+            },
+            m.hash,
+        )?,
     };
     let nh = snap
         .nexthops

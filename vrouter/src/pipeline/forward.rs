@@ -58,7 +58,7 @@ fn forward<B: PacketBuf>(
         Nexthop::Composite(_) => Err(DropReason::InvalidNexthop),
         // A service is resolved to a backend (with its NAT) at flow setup; flows never
         // carry it.
-        Nexthop::Service(_) => Err(DropReason::InvalidNexthop),
+        Nexthop::Service(_) | Nexthop::NodePorts(_) => Err(DropReason::InvalidNexthop),
         Nexthop::Encap { vif, dmac, smac }
         | Nexthop::Snat {
             vif, dmac, smac, ..

@@ -43,7 +43,9 @@ pub mod snapshot;
 pub mod vif;
 
 pub use lpm::RouteEntry;
-pub use nexthop::{EncapSet, Nexthop, Service, ServicePort, Tunnel, TunnelKind};
+pub use nexthop::{
+    EncapSet, Nexthop, NodePort, NodePorts, Service, ServicePort, Tunnel, TunnelKind,
+};
 pub use snapshot::{
     GlobalConfig, Snapshot, TableError, TableReader, TableSizes, TablesWriter, Vrf,
 };

@@ -105,6 +105,10 @@ pub enum Nexthop {
     /// balancer): flows pick a backend by hash and are translated to its address and the
     /// target port of the service port they came to.
     Service(Arc<Service>),
+    /// The node's own address with NodePort services on it: a flow to one of the node
+    /// ports goes to that port's service (as if to the service's port), anything else to
+    /// the host nexthop.
+    NodePorts(Arc<NodePorts>),
     /// Leave through the fabric with the source translated to the node's address (ip-fabric
     /// SNAT): flows through it get a port from the node's SNAT pool.
     Snat {
@@ -135,6 +139,7 @@ impl Nexthop {
             Nexthop::Resolve { .. } => "resolve",
             Nexthop::Composite(_) => "composite",
             Nexthop::Service(_) => "service",
+            Nexthop::NodePorts(_) => "node-ports",
             Nexthop::Snat { .. } => "snat",
             Nexthop::L2Flood { .. } => "l2-flood",
         }
@@ -151,8 +156,45 @@ impl Nexthop {
             Nexthop::Tunnel(t) => (vec![], vec![t.out_vif]),
             Nexthop::Composite(e) => (e.members().iter().map(|m| m.nh).collect(), vec![]),
             Nexthop::Service(s) => (s.ecmp.members().iter().map(|m| m.nh).collect(), vec![]),
+            Nexthop::NodePorts(n) => (
+                n.ports.iter().map(|p| p.service).chain([n.host]).collect(),
+                vec![],
+            ),
             Nexthop::L2Flood { members } => (members.clone(), vec![]),
         }
+    }
+}
+
+/// A node port: `port` on the node's address is the service nexthop's `service_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePort {
+    /// IP protocol.
+    pub proto: u8,
+    /// Port on the node's address.
+    pub port: u16,
+    /// The service nexthop.
+    pub service: NhId,
+    /// The service port it stands for.
+    pub service_port: u16,
+}
+
+/// The node ports of a node's address, and where the rest goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePorts {
+    /// The ports (a handful; searched in order).
+    pub ports: Vec<NodePort>,
+    /// Everything else: the host (a receive nexthop).
+    pub host: NhId,
+}
+
+impl NodePorts {
+    /// The service and service port for a protocol and port of the node.
+    #[inline]
+    pub fn find(&self, proto: u8, port: u16) -> Option<(NhId, u16)> {
+        self.ports
+            .iter()
+            .find(|p| p.proto == proto && p.port == port)
+            .map(|p| (p.service, p.service_port))
     }
 }
 
