@@ -48,14 +48,17 @@ bench-agent: setup
 	bash scripts/bench-agent
 
 # Coverage-guided fuzzing of the wire parsers, the whole pipeline, the control-socket
-# handler and kube-manager's manifest and configuration parsers (FUZZ_SECONDS each).
+# handler, kube-manager's manifest and configuration parsers and the cluster DNS's query
+# handling (FUZZ_SECONDS each).
 FUZZ_SECONDS ?= 60
 fuzz: setup
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
 	cd vrouter/fuzz && for t in wire pipeline control; do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
-	cd agent/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none manifest -- -max_total_time=$(FUZZ_SECONDS)
+	cd agent/fuzz && for t in manifest dns; do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod dns;
 pub mod firewall;
 pub mod k8s;
 pub mod kinds;

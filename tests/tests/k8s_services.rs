@@ -265,3 +265,53 @@ fn a_node_port_is_served_on_the_node_address_and_the_rest_stays_the_hosts() {
     assert_eq!(probe("outside", "30081", "TCP").0, Some(1));
     assert_eq!(probe("outside", "81", "TCP").0, Some(1));
 }
+
+#[test]
+fn pods_resolve_service_names_through_the_cluster_dns_pod() {
+    let lab = VrLab::new("svc-dns");
+    lab.ok(&["up"]);
+    lab.ok(&["apply", "-f", &manifest("dns.yaml")]);
+    let vip = vr_tests::address_of(&lab.state()["services"]["default/web"]);
+    let lookup = |from: &str, name: &str| {
+        let o = lab.vrlab(&["lookup", "--from", from, name]);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    // The full name, and the short one through the namespace's search list; from another
+    // namespace, the short one is not the same name.
+    for (from, name) in [
+        ("default/client", "web.default.svc.cluster.local"),
+        ("default/client", "web"),
+        ("other/client", "web.default"),
+        ("other/client", "web.default.svc.cluster.local"),
+    ] {
+        let (code, out) = lookup(from, name);
+        assert_eq!(code, Some(0), "{from} {name}: {out}");
+        assert!(
+            out.trim().ends_with(&format!("-> {vip}")),
+            "{from} {name}: {out}"
+        );
+    }
+    assert_eq!(lookup("other/client", "web").0, Some(1));
+    assert_eq!(lookup("default/client", "nope").0, Some(1));
+    // A Service made later resolves too (the server reads its records again); one that
+    // goes stops resolving.
+    let later = lab.dir.join("later.yaml");
+    std::fs::write(
+        &later,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: later}\nspec:\n  selector: {app: web}\n  \
+         ports: [{port: 81, targetPort: 8080}]\n",
+    )
+    .unwrap();
+    lab.ok(&["apply", "-f", later.to_str().unwrap()]);
+    let later_vip = vr_tests::address_of(&lab.state()["services"]["default/later"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, out) = lookup("default/client", "later");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.trim().ends_with(&later_vip), "{out}");
+    lab.ok(&["delete", "-f", later.to_str().unwrap()]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(lookup("default/client", "later").0, Some(1));
+}

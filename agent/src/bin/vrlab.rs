@@ -89,8 +89,20 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// Resolves a name in a pod, through its resolver (the cluster's DNS when the lab has
+    /// a `cluster-dns` Service): exit 0 with the addresses, 1 if it does not resolve.
+    Lookup {
+        /// The pod, `namespace/name`.
+        #[arg(long)]
+        from: String,
+        /// The name (`web`, `web.default.svc.cluster.local`, ...).
+        name: String,
+    },
     /// Stops the nodes and removes every namespace, link and file of the lab.
     Down,
+    /// (inside a pod) Resolves a name and prints its addresses.
+    #[command(hide = true)]
+    Resolve { name: String },
     /// (inside a pod) Listens on ports, answering each connection or datagram with NAME.
     #[command(hide = true)]
     Serve {
@@ -139,6 +151,9 @@ struct PodState {
     network: String,
     server_pid: Option<u32>,
     ports: Vec<String>,
+    /// Runs the cluster's DNS server (image `cluster-dns`) instead of the listeners.
+    #[serde(default)]
+    dns: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -692,6 +707,7 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
         placements = t.pods;
     }
     lab.save(&state)?;
+    dns_records(lab, &state)?;
     // Pods that went away.
     let keep: Vec<String> = placements
         .iter()
@@ -769,13 +785,28 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
             }
         };
         ps.network = p.network.join(":");
-        if ps.ports != ports || ps.server_pid.is_none() {
+        let dns = cluster
+            .pods
+            .get(&(p.namespace.clone(), p.name.clone()))
+            .and_then(|pod| pod.spec.as_ref())
+            .is_some_and(|s| {
+                s.containers
+                    .iter()
+                    .any(|c| c.image.as_deref() == Some(DNS_IMAGE))
+            });
+        if ps.ports != ports || ps.server_pid.is_none() || ps.dns != dns {
             if let Some(pid) = ps.server_pid.take() {
                 kill(pid);
             }
             ps.ports = ports;
-            ps.server_pid = serve(lab, &key, &ps)?;
+            ps.dns = dns;
+            ps.server_pid = if dns {
+                Some(dns_server(lab, &ps.netns)?)
+            } else {
+                serve(lab, &key, &ps)?
+            };
         }
+        resolv_conf(&state, &p.namespace, &ps.netns)?;
         state.pods.insert(key, ps);
         lab.save(&state)?;
     }
@@ -905,6 +936,7 @@ async fn plug(
         mac: info.mac_address,
         network: p.network.join(":"),
         server_pid: None,
+        dns: false,
         ports: vec![],
     })
 }
@@ -957,6 +989,79 @@ async fn unplug(state: &State, p: &PodState) {
     }
     let _ = run(&["ip", "netns", "del", &p.netns]);
     let _ = run(&["ip", "link", "del", &p.veth]);
+    let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&p.netns));
+}
+
+/// A pod whose container has this image runs the cluster's DNS server.
+const DNS_IMAGE: &str = "cluster-dns";
+/// The cluster domain.
+const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// The cluster DNS's records: every Service's cluster IP under its name.
+fn dns_records(lab: &Lab, state: &State) -> Result<()> {
+    let mut r = agent::dns::Records::new(CLUSTER_DOMAIN);
+    for (key, vip) in &state.services {
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key));
+        if let Ok(ip) = vip.split('/').next().unwrap_or_default().parse() {
+            r.add(&format!("{name}.{ns}.svc.{CLUSTER_DOMAIN}"), ip);
+        }
+    }
+    // Written whole, then renamed: the server never reads half a file.
+    let path = lab.dir.join("dns.records");
+    let tmp = lab.dir.join("dns.records.new");
+    std::fs::write(&tmp, r.to_text())?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// Starts the DNS server in a pod and waits until it answers.
+fn dns_server(lab: &Lab, netns: &str) -> Result<u32> {
+    let log = lab.dir.join(format!("{netns}.log"));
+    let pid = spawn(
+        Command::new("ip")
+            .args(["netns", "exec", netns])
+            .arg(bin("cluster-dns"))
+            .arg("--records")
+            .arg(lab.dir.join("dns.records"))
+            .args(["--domain", CLUSTER_DOMAIN]),
+        &log,
+    )?;
+    wait_for("cluster-dns", &log, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening")
+    })?;
+    Ok(pid)
+}
+
+/// A pod's resolver configuration (`ip netns exec` puts /etc/netns/NAME/resolv.conf in
+/// place of /etc/resolv.conf): the Service named `cluster-dns`, with Kubernetes' search
+/// list; none while there is no such Service.
+fn resolv_conf(state: &State, namespace: &str, netns: &str) -> Result<()> {
+    let dir = Path::new("/etc/netns").join(netns);
+    let server = state
+        .services
+        .iter()
+        .find(|(k, _)| k.rsplit('/').next() == Some(DNS_IMAGE))
+        .map(|(_, vip)| vip.clone());
+    match server {
+        Some(vip) => {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(
+                dir.join("resolv.conf"),
+                format!(
+                    "nameserver {vip}
+search {namespace}.svc.{CLUSTER_DOMAIN}                      svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}
+options timeout:1 attempts:2
+"
+                ),
+            )?;
+        }
+        None => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    Ok(())
 }
 
 fn serve(lab: &Lab, key: &str, p: &PodState) -> Result<Option<u32>> {
@@ -1210,6 +1315,7 @@ fn down(lab: &Lab) -> Result<()> {
         }
         let _ = run(&["ip", "netns", "del", &p.netns]);
         let _ = run(&["ip", "link", "del", &p.veth]);
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&p.netns));
     }
     for n in &state.nodes {
         for pid in n.pids.iter().rev() {
@@ -1312,6 +1418,35 @@ fn real_main(a: Args) -> Result<u8> {
             );
         }
         Cmd::Down => down(&lab)?,
+        Cmd::Lookup { from, name } => {
+            let s = lab.load()?;
+            let p = s.pods.get(&from).ok_or_else(|| anyhow!("no pod {from}"))?;
+            let o = Command::new("ip")
+                .args(["netns", "exec", &p.netns])
+                .arg(bin("vrlab"))
+                .args(["resolve", &name])
+                .output()?;
+            let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            return Ok(if o.status.success() {
+                println!("{from}: {name} -> {out}");
+                0
+            } else {
+                println!(
+                    "{from}: {name} does not resolve ({})",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                1
+            });
+        }
+        Cmd::Resolve { name } => {
+            use std::net::ToSocketAddrs;
+            let addrs: Vec<String> = (name.as_str(), 0)
+                .to_socket_addrs()
+                .with_context(|| format!("resolving {name}"))?
+                .map(|a| a.ip().to_string())
+                .collect();
+            println!("{}", addrs.join(" "));
+        }
         Cmd::Serve { name, ports } => serve_ports(&name, &ports)?,
         Cmd::Connect {
             addr,
