@@ -289,6 +289,8 @@ struct Ctx<'a> {
     vns: HashMap<String, (u32, u32, u32)>,
     /// VN fq string -> uuid.
     vn_by_fq: HashMap<String, String>,
+    /// VNs forwarded in the underlay (ip-fabric forwarding), by uuid.
+    forwarded: BTreeSet<String>,
     /// SG fq string / uuid -> id.
     sg_ids: HashMap<String, u32>,
     /// Tag uuid -> id.
@@ -314,6 +316,7 @@ pub fn desired(
         out: Desired::default(),
         vns: HashMap::new(),
         vn_by_fq: HashMap::new(),
+        forwarded: BTreeSet::new(),
         sg_ids: HashMap::new(),
         tag_ids: HashMap::new(),
         paths: BTreeMap::new(),
@@ -352,6 +355,9 @@ pub fn desired(
                 ),
             );
             c.vn_by_fq.insert(fq_string(&vn.fq_name), vn.uuid.clone());
+            if vn.ip_fabric_forwarding {
+                c.forwarded.insert(vn.uuid.clone());
+            }
         }
     }
     let vn_ids: HashMap<String, u32> = c
@@ -883,29 +889,50 @@ fn remote_route(c: &mut Ctx<'_>, node: &Node, r: &RemoteRoute, priority: &[Strin
     if r.node_ip == node.ip || !c.vns.contains_key(&r.vn) {
         return;
     }
+    // A network forwarded in the underlay reaches the node's pods as they are, no
+    // encapsulation: out of the fabric to the node's MAC.
+    let direct = c.forwarded.contains(&r.vn);
     let Some(encap) = priority
         .iter()
         .find(|e| r.encaps.contains(e))
         .and_then(|e| encap_of(e))
+        .or(direct.then_some(Encap::MplsUdp))
     else {
         return;
     };
-    let nh = c.ids.get("nh", &format!("tunnel/{}/{encap:?}", r.node_ip));
-    c.out.nexthops.insert(
-        nh,
-        NexthopCfg {
-            id: nh,
-            kind: NexthopKind::Tunnel {
-                vif: node.fabric_vif,
-                src: node.ip,
-                dst: r.node_ip,
-                smac: node.mac.clone(),
-                dmac: r.node_mac.clone(),
-                encaps: vec![encap],
-                inner_dmac: None,
+    let nh = if direct {
+        let nh = c.ids.get("nh", &format!("direct/{}", r.node_ip));
+        c.out.nexthops.insert(
+            nh,
+            NexthopCfg {
+                id: nh,
+                kind: NexthopKind::Encap {
+                    vif: node.fabric_vif,
+                    dmac: r.node_mac.clone(),
+                    smac: node.mac.clone(),
+                },
             },
-        },
-    );
+        );
+        nh
+    } else {
+        let nh = c.ids.get("nh", &format!("tunnel/{}/{encap:?}", r.node_ip));
+        c.out.nexthops.insert(
+            nh,
+            NexthopCfg {
+                id: nh,
+                kind: NexthopKind::Tunnel {
+                    vif: node.fabric_vif,
+                    src: node.ip,
+                    dst: r.node_ip,
+                    smac: node.mac.clone(),
+                    dmac: r.node_mac.clone(),
+                    encaps: vec![encap],
+                    inner_dmac: None,
+                },
+            },
+        );
+        nh
+    };
     let attr = c.ids.get("attr", &format!("route/{}/{}", r.vn, r.prefix));
     let vn_id = c.vns[&r.vn].1;
     let tags: Vec<u32> = r
@@ -919,7 +946,9 @@ fn remote_route(c: &mut Ctx<'_>, node: &Node, r: &RemoteRoute, priority: &[Strin
         )
         .collect();
     set_attr(c, attr, vn_id, tags);
-    let label = if encap == Encap::Vxlan {
+    let label = if direct {
+        0
+    } else if encap == Encap::Vxlan {
         r.vni
     } else {
         r.label

@@ -770,3 +770,56 @@ fn the_snat_port_ranges_are_reserved_in_the_global_configuration_once() {
         ]
     );
 }
+
+#[test]
+fn ip_fabric_forwarding_puts_pod_networks_in_the_underlay_and_stays_on() {
+    let vn = |t: &agent::k8s::translate::Translation, name: &str| {
+        t.objects
+            .iter()
+            .find_map(|o| match &o.kind {
+                Some(object::Kind::VirtualNetwork(v)) if v.fq_name[2] == name => Some(v.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let ipam = |v: &agent::proto::VirtualNetwork| {
+        fq_string(&v.network_ipam_refs[0].ipam.as_ref().unwrap().fq_name)
+    };
+    // The global option: pod networks forwarded on the ip-fabric ipam, SNAT ignored;
+    // service networks stay in the overlay.
+    let cfg = KubeConfig {
+        ip_fabric_forwarding: true,
+        ip_fabric_snat: true,
+        ..KubeConfig::default()
+    };
+    let t = translate(&cfg, &cluster(), &BTreeSet::new());
+    for name in ["k8s-default-pod-network", "k8s-dev-pod-network"] {
+        let v = vn(&t, name);
+        assert!(v.ip_fabric_forwarding && !v.fabric_snat, "{name}");
+        assert_eq!(ipam(&v), "default-domain:k8s-default:k8s-ip-fabric-ipam");
+    }
+    let svc = vn(&t, "k8s-default-service-network");
+    assert!(!svc.ip_fabric_forwarding);
+    // A namespace annotation turns it off for its network...
+    let mut c = cluster();
+    c.apply(
+        manifest::parse(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: dev\n  annotations: \
+             {opencontrail.org/isolation: \"true\", opencontrail.org/ip_fabric_forwarding: \"false\"}\n",
+        )
+        .unwrap(),
+    );
+    let off = translate(&cfg, &c, &BTreeSet::new());
+    let dev = vn(&off, "k8s-dev-pod-network");
+    assert!(!dev.ip_fabric_forwarding && dev.fabric_snat);
+    assert_eq!(ipam(&dev), "default-domain:k8s-default:k8s-pod-ipam");
+    // ...but not once the network is forwarded: the plan keeps it as it is.
+    let actual = t.objects.clone();
+    let changes = plan(&cfg, &off.objects, &actual);
+    assert!(
+        !changes.iter().any(|ch| matches!(&ch.change,
+            Some(change::Change::Update(o)) if matches!(&o.kind,
+                Some(object::Kind::VirtualNetwork(v)) if v.fq_name[2] == "k8s-dev-pod-network"))),
+        "{changes:?}"
+    );
+}

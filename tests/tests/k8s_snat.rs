@@ -88,3 +88,63 @@ fn pods_reach_outside_through_the_node_address_where_snat_is_on() {
     assert_eq!(addr, node);
     assert_eq!(to_outside(&lab, "default/a", "80", "TCP"), None);
 }
+
+/// ip-fabric forwarding over two nodes: the cluster's pod network takes its addresses from
+/// the ip-fabric subnets and crosses the fabric as it is (no tunnel: the vrouters count no
+/// encapsulation for it), while an isolated namespace's network stays in the overlay
+/// (tunnels); SNAT is ignored for a forwarded network; forwarding stays on once on.
+#[test]
+fn a_forwarded_pod_network_crosses_the_fabric_without_encapsulation() {
+    let lab = VrLab::new("k8s-fwd");
+    lab.ok(&["up", "--nodes", "2"]);
+    lab.ok(&["apply", "-f", &manifest("forwarding.yaml")]);
+    let state = lab.state();
+    let pod = |k: &str| state["pods"][k].clone();
+    for k in ["default/a", "default/b"] {
+        let ip = vr_tests::address_of(&pod(k)["ip"]);
+        assert!(
+            ip.starts_with("10.6"),
+            "{k}: from the ip-fabric subnet: {ip}"
+        );
+    }
+    assert_ne!(pod("default/a")["node"], pod("default/b")["node"], "spread");
+    let encaps = || -> Vec<(u64, u64)> {
+        ["node1", "node2"]
+            .iter()
+            .map(|n| {
+                let s = vr_tests::vrctl_json(&lab.dir.join(n).join("vrouter.sock"), &["stats"]);
+                (s["encap"].as_u64().unwrap(), s["decap"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    let before = encaps();
+    for (f, t) in [("default/a", "default/b"), ("default/b", "default/a")] {
+        let o = lab.ok(&["probe", "--from", f, "--to", t]);
+        // The server saw the client's own address: no NAT on the way.
+        let ip = vr_tests::address_of(&pod(f)["ip"]);
+        assert!(o.contains(&format!("as {ip}:")), "{o}");
+    }
+    assert_eq!(encaps(), before, "no tunnel for the forwarded network");
+    // SNAT is ignored: the forwarded network has no way out through the node's address.
+    assert_eq!(to_outside(&lab, "default/a", "80", "TCP"), None);
+    // The isolated namespace's pods are in the overlay: tunnels.
+    let (x, y) = (pod("iso/x"), pod("iso/y"));
+    assert_ne!(x["node"], y["node"]);
+    lab.ok(&["probe", "--from", "iso/x", "--to", "iso/y"]);
+    let after = encaps();
+    assert!(
+        after
+            .iter()
+            .zip(&before)
+            .all(|(a, b)| a.0 > b.0 && a.1 > b.1),
+        "{before:?} -> {after:?}"
+    );
+    // Forwarding cannot be turned off: without the annotation the network stays in the
+    // underlay, and so do its pods' addresses.
+    set_snat(&lab, "default", "", true);
+    let again = lab.state();
+    assert_eq!(again["pods"]["default/a"]["ip"], pod("default/a")["ip"]);
+    let before = encaps();
+    lab.ok(&["probe", "--from", "default/a", "--to", "default/b"]);
+    assert_eq!(encaps()[..], before[..], "still no tunnel");
+}

@@ -80,6 +80,21 @@ fn comparable(o: &Object) -> Object {
     o
 }
 
+/// `desired` with what cannot change once set: a network forwarded in the underlay stays
+/// so (with its ipam), whatever the annotations say now.
+fn pin(desired: &Object, actual: &Object) -> Object {
+    let mut o = desired.clone();
+    if let (Some(object::Kind::VirtualNetwork(d)), Some(object::Kind::VirtualNetwork(a))) =
+        (&mut o.kind, &actual.kind)
+        && a.ip_fabric_forwarding
+    {
+        d.ip_fabric_forwarding = true;
+        d.fabric_snat = false;
+        d.network_ipam_refs = a.network_ipam_refs.clone();
+    }
+    o
+}
+
 /// `desired` with what the agent assigned to `actual`.
 fn adopt(desired: &Object, actual: &Object) -> Object {
     let mut o = desired.clone();
@@ -142,10 +157,12 @@ pub fn plan(cfg: &KubeConfig, desired: &[Object], actual: &[Object]) -> Vec<prot
     for d in desired {
         match have.get(&key(d)) {
             None => creates.push((key(d), d.clone())),
-            Some(a) if comparable(a) != comparable(d) && owned_obj(cfg, d) => {
-                updates.push((key(d), adopt(d, a)));
+            Some(a) => {
+                let d = pin(d, a);
+                if comparable(a) != comparable(&d) && owned_obj(cfg, &d) {
+                    updates.push((key(&d), adopt(&d, a)));
+                }
             }
-            Some(_) => {}
         }
     }
     creates.sort_by(|a, b| a.0.cmp(&b.0));

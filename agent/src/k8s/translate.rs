@@ -31,7 +31,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::netpol::{self, PodView};
 use super::services;
 use super::{
-    Cluster, IP_FABRIC_SNAT, ISOLATION, ISOLATION_SERVICE, KubeConfig, NETWORK, fq_annotation,
+    Cluster, IP_FABRIC_FORWARDING, IP_FABRIC_SNAT, ISOLATION, ISOLATION_SERVICE, KubeConfig,
+    NETWORK, fq_annotation,
 };
 use crate::kinds::{Kind, fq_string};
 use crate::oper::IP_FABRIC;
@@ -112,14 +113,35 @@ fn is_false(meta: &ObjectMeta, key: &str) -> bool {
     annotation(meta, key).is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
 }
 
-/// ip-fabric SNAT for a namespace's pod network: its annotation, else the global option.
-fn fabric_snat(cfg: &KubeConfig, meta: &ObjectMeta) -> bool {
-    if is_true(meta, IP_FABRIC_SNAT) {
-        true
-    } else if is_false(meta, IP_FABRIC_SNAT) {
-        false
+/// Where a pod network's traffic goes beyond the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Overlay only.
+    Overlay,
+    /// Overlay, reaching outside through the node's address (ip-fabric SNAT).
+    Snat,
+    /// Forwarded in the underlay, no encapsulation (ip-fabric forwarding).
+    Forwarded,
+}
+
+/// A namespace's pod network: each of ip-fabric forwarding and SNAT from its annotation,
+/// else the global option; forwarding wins (SNAT is ignored with it).
+fn underlay_of(cfg: &KubeConfig, meta: &ObjectMeta) -> Exit {
+    let flag = |key: &str, global: bool| {
+        if is_true(meta, key) {
+            true
+        } else if is_false(meta, key) {
+            false
+        } else {
+            global
+        }
+    };
+    if flag(IP_FABRIC_FORWARDING, cfg.ip_fabric_forwarding) {
+        Exit::Forwarded
+    } else if flag(IP_FABRIC_SNAT, cfg.ip_fabric_snat) {
+        Exit::Snat
     } else {
-        cfg.ip_fabric_snat
+        Exit::Overlay
     }
 }
 
@@ -290,15 +312,16 @@ impl Out {
         );
     }
     fn network(&mut self, fq: Vec<String>, ipam: &[String], policies: &[Vec<String>]) {
-        self.pod_network(fq, ipam, policies, false);
+        self.pod_network(fq, ipam, policies, Exit::Overlay);
     }
-    /// A network whose pods may reach outside through the node's address (`snat`).
+    /// A pod network, in the overlay (its pods may reach outside through the node's
+    /// address) or forwarded in the underlay.
     fn pod_network(
         &mut self,
         fq: Vec<String>,
         ipam: &[String],
         policies: &[Vec<String>],
-        snat: bool,
+        how: Exit,
     ) {
         self.put(
             Kind::VirtualNetwork,
@@ -312,7 +335,8 @@ impl Out {
                 }],
                 network_policy_refs: policies.iter().map(|p| r(Kind::NetworkPolicy, p)).collect(),
                 forwarding_mode: "l2_l3".into(),
-                fabric_snat: snat,
+                fabric_snat: how == Exit::Snat,
+                ip_fabric_forwarding: how == Exit::Forwarded,
                 ..Default::default()
             }),
         );
@@ -504,18 +528,48 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
             i.on_svc.push(access);
         }
     }
+    // Pod networks forwarded in the underlay take their addresses from the ip-fabric
+    // subnets (the ipam stays while the cluster has them: a forwarded network keeps it).
+    let fabric_ipam = n.in_base("ip-fabric-ipam");
+    if !cfg.ip_fabric_subnets.is_empty() {
+        out.flat_ipam(fabric_ipam.clone(), &cfg.ip_fabric_subnets);
+    }
+    let pod_network = |out: &mut Out, fq: Vec<String>, policies: &[Vec<String>], how| {
+        if how == Exit::Forwarded {
+            out.pod_network(fq, &fabric_ipam, policies, how);
+        } else {
+            out.pod_network(fq, &pod_ipam, policies, how);
+        }
+    };
+    let mut underlay_of = |what: &str, meta: &ObjectMeta| {
+        let how = underlay_of(cfg, meta);
+        if how == Exit::Forwarded && cfg.ip_fabric_subnets.is_empty() {
+            events.push(Event {
+                object: what.to_string(),
+                reason: "NoIpFabricSubnets".into(),
+                message: "ip-fabric forwarding needs ip_fabric_subnets; left in the overlay".into(),
+            });
+            return Exit::Overlay;
+        }
+        how
+    };
     for (name, i) in &isolated {
-        let snat = fabric_snat(cfg, &cluster.namespaces[name].metadata);
-        out.pod_network(i.pods.clone(), &pod_ipam, &i.on_pods, snat);
+        let how = underlay_of(
+            &format!("Namespace {name}"),
+            &cluster.namespaces[name].metadata,
+        );
+        pod_network(&mut out, i.pods.clone(), &i.on_pods, how);
         out.network(i.svc.clone(), &svc_ipam, &i.on_svc);
     }
     if cfg.cluster_network.is_none() {
         // The default namespace decides for the cluster's pod network.
-        let snat = cluster
+        let meta = cluster
             .namespaces
             .get("default")
-            .map_or(cfg.ip_fabric_snat, |ns| fabric_snat(cfg, &ns.metadata));
-        out.pod_network(default_pods.clone(), &pod_ipam, &on_default_pods, snat);
+            .map(|ns| ns.metadata.clone())
+            .unwrap_or_default();
+        let how = underlay_of("Namespace default", &meta);
+        pod_network(&mut out, default_pods.clone(), &on_default_pods, how);
         node_rules.push(pass_all(&fabric, &default_pods));
     }
     let mut attachments = Vec::new();

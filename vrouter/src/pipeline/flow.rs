@@ -223,8 +223,10 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
     } else {
         snap.attr(src_route.map_or(0, |r| r.attr))
     };
+    // A local VM; an encap nexthop out of the fabric (a network forwarded in the
+    // underlay, the gateway) is a remote destination, known by its route.
     let dst_vif = match &**nh {
-        Nexthop::Encap { vif, .. } => snap.vifs.get(vif.0),
+        Nexthop::Encap { vif, .. } => snap.vifs.get(vif.0).filter(|v| v.kind == VifKind::Virtual),
         _ => None,
     };
     // A remote backend is known by its own route (the VIP's says the service's network).
