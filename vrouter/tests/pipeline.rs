@@ -1010,6 +1010,52 @@ fn an_external_ip_routed_in_the_fabric_vrf_reaches_the_service_from_outside() {
 }
 
 #[test]
+fn a_flow_whose_destination_becomes_a_service_is_set_up_again_and_translated() {
+    let mut tb = Testbed::new(1024);
+    let dst = Ipv4Addr::new(10, 1, 2, 77);
+    // Before: an address behind node B, reached through the tunnel as it is.
+    assert_eq!(
+        tb.run_one(VM1, vm1_syn(dst, 47000, 80), 1).0,
+        Disposition::Tx(FABRIC)
+    );
+    // The address becomes a service (the service nexthop of `with_service`).
+    with_service(&mut tb);
+    let entry = RouteEntry {
+        nh: NhId(7),
+        label: 0,
+        attr: 0,
+    };
+    tb.writer
+        .add_route(RED, IpAddr::V4(dst), 32, entry)
+        .unwrap();
+    tb.writer.publish();
+    let again = ipv4_frame(
+        VM1_MAC,
+        gw(),
+        VM1_IP,
+        dst,
+        6,
+        47000,
+        80,
+        wire::tcp::flags::ACK,
+        b"x",
+    );
+    let (d, out) = tb.run_one(VM1, again, 2);
+    match d {
+        Disposition::Tx(VM2) => assert_eq!(decode(&out).dport, 8080),
+        Disposition::Tx(FABRIC) => {
+            let inner = &out[14 + 20 + 8 + 4..];
+            let (_, to, _, l4) = decode_ip(inner);
+            assert_eq!(to, REMOTE_IP);
+            assert_eq!(u16::from_be_bytes([l4[2], l4[3]]), 8080);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(tb.pipeline.stats.flows_reevaluated, 1);
+    assert_eq!(tb.pipeline.stats.drops.get(DropReason::InvalidNexthop), 0);
+}
+
+#[test]
 fn route_change_moves_existing_flows_to_the_new_nexthop() {
     let mut tb = Testbed::new(1024);
     let f = || vm1_udp(REMOTE_IP, 5555, 7, b"m");

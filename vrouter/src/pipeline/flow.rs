@@ -41,6 +41,19 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
             ctx.stats.flows_reevaluated += 1;
             found = None;
         }
+        // A destination that became a service (a new VIP or node port) since: the flow is
+        // set up again, translated, as the routes changed under it.
+        if let Some(hit) = found.filter(|h| {
+            h.forward
+                && h.action.route_gen != vrf.generation
+                && h.action.nat.is_none()
+                && m.label_nh.is_none()
+                && now_a_service(ctx.snap, vrf, &m.key)
+        }) {
+            ctx.flows.delete_pair(hit.idx);
+            ctx.stats.flows_reevaluated += 1;
+            found = None;
+        }
         match found {
             Some(hit) => {
                 ctx.stats.flow_hits += 1;
@@ -112,6 +125,17 @@ fn resolve(snap: &Snapshot, r: &RouteEntry, hash: u64) -> Result<(NhId, u32), Dr
         Nexthop::NodePorts(n) => (n.host, 0),
         _ => (r.nh, r.label),
     })
+}
+
+/// Whether a flow key's destination is now routed to a service (or a node port of it).
+fn now_a_service(snap: &Snapshot, vrf: &Vrf, k: &FlowKey) -> bool {
+    vrf.lookup(k.dst)
+        .and_then(|r| snap.nexthops.get(r.nh.0))
+        .is_some_and(|n| match &**n {
+            Nexthop::Service(_) => true,
+            Nexthop::NodePorts(np) => np.find(k.proto, k.dport).is_some(),
+            _ => false,
+        })
 }
 
 /// Whether a flow key is for a node port of its destination (fabric traffic to the node
