@@ -441,29 +441,30 @@ fn gateway_route(c: &mut Ctx<'_>, node: &Node) {
         return;
     };
     let nh = c.ids.get("nh", "gateway");
-    c.out.nexthops.insert(
-        nh,
-        NexthopCfg {
-            id: nh,
-            kind: NexthopKind::Encap {
-                vif: node.fabric_vif,
-                dmac: gw.clone(),
-                smac: node.mac.clone(),
-            },
-        },
-    );
+    let kind = NexthopKind::Encap {
+        vif: node.fabric_vif,
+        dmac: gw.clone(),
+        smac: node.mac.clone(),
+    };
+    default_routes(c, (nh, kind), &[node.fabric_vrf], 0);
+}
+
+/// A nexthop, and the default route to it in each of `vrfs` that has none.
+fn default_routes(c: &mut Ctx<'_>, (nh, kind): (u32, NexthopKind), vrfs: &[u32], attr: u32) {
+    c.out.nexthops.insert(nh, NexthopCfg { id: nh, kind });
     let prefix = "0.0.0.0/0".to_string();
-    let vrf = node.fabric_vrf;
-    c.out
-        .routes
-        .entry((vrf, prefix.clone()))
-        .or_insert_with(|| RouteCfg {
-            vrf,
-            prefix,
-            nh,
-            label: 0,
-            attr: 0,
-        });
+    for &vrf in vrfs {
+        c.out
+            .routes
+            .entry((vrf, prefix.clone()))
+            .or_insert_with(|| RouteCfg {
+                vrf,
+                prefix: prefix.clone(),
+                nh,
+                label: 0,
+                attr,
+            });
+    }
 }
 
 /// ip-fabric SNAT: a network with `fabric_snat` (and not forwarded in the underlay) gets a
@@ -492,33 +493,15 @@ fn fabric_snat(c: &mut Ctx<'_>, node: &Node, fabric_vn: Option<u32>) {
         return;
     }
     let nh = c.ids.get("nh", "snat");
-    c.out.nexthops.insert(
-        nh,
-        NexthopCfg {
-            id: nh,
-            kind: NexthopKind::Snat {
-                vif: node.fabric_vif,
-                ip: node.ip,
-                smac: node.mac.clone(),
-                dmac: gw.clone(),
-            },
-        },
-    );
+    let kind = NexthopKind::Snat {
+        vif: node.fabric_vif,
+        ip: node.ip,
+        smac: node.mac.clone(),
+        dmac: gw.clone(),
+    };
     let attr = c.ids.get("attr", "snat");
     set_attr(c, attr, fabric_vn.unwrap_or(0), vec![]);
-    let prefix = "0.0.0.0/0".to_string();
-    for vrf in vrfs {
-        c.out
-            .routes
-            .entry((vrf, prefix.clone()))
-            .or_insert_with(|| RouteCfg {
-                vrf,
-                prefix: prefix.clone(),
-                nh,
-                label: 0,
-                attr,
-            });
-    }
+    default_routes(c, (nh, kind), &vrfs, attr);
 }
 
 /// The objects of one kind that refer to `uuid` or are its children, in UUID order.

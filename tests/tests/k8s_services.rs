@@ -19,6 +19,25 @@ fn manifest(name: &str) -> String {
         .to_string()
 }
 
+/// One probe: its exit status and what it printed.
+fn probe(lab: &VrLab, from: &str, to: &str, port: &str, protocol: &str) -> (Option<i32>, String) {
+    let o = lab.vrlab(&[
+        "probe",
+        "--from",
+        from,
+        "--to",
+        to,
+        "--port",
+        port,
+        "--protocol",
+        protocol,
+    ]);
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+    )
+}
+
 /// `n` connections from the client to the service: which backend answered, how often.
 fn spread(lab: &VrLab, n: usize, port: &str, protocol: &str) -> BTreeMap<String, usize> {
     spread_to(lab, "svc/default/web", n, port, protocol)
@@ -33,17 +52,8 @@ fn spread_to(
 ) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for _ in 0..n {
-        let out = lab.ok(&[
-            "probe",
-            "--from",
-            "default/client",
-            "--to",
-            to,
-            "--port",
-            port,
-            "--protocol",
-            protocol,
-        ]);
+        let (code, out) = probe(lab, "default/client", to, port, protocol);
+        assert_eq!(code, Some(0), "{out}");
         let who = out
             .split('(')
             .nth(1)
@@ -169,23 +179,7 @@ fn external_ips_reach_the_service_from_outside_the_cluster() {
     // From the outside host (routing the public subnet to node 1): TCP and UDP to the
     // LoadBalancer's address, translated to the backends' target ports; the backends see
     // the client's own address.
-    let probe = |to: &str, port: &str, protocol: &str| {
-        let o = lab.vrlab(&[
-            "probe",
-            "--from",
-            "outside",
-            "--to",
-            to,
-            "--port",
-            port,
-            "--protocol",
-            protocol,
-        ]);
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout).to_string(),
-        )
-    };
+    let probe = |to: &str, port: &str, protocol: &str| probe(&lab, "outside", to, port, protocol);
     let mut backends = std::collections::BTreeSet::new();
     for _ in 0..12 {
         let (code, out) = probe("ext/default/lb", "80", "TCP");
@@ -234,23 +228,7 @@ fn a_node_port_is_served_on_the_node_address_and_the_rest_stays_the_hosts() {
         "{out}"
     );
     let node = vr_tests::address_of(&lab.state()["nodes"][0]["ip"]);
-    let probe = |from: &str, port: &str, protocol: &str| {
-        let o = lab.vrlab(&[
-            "probe",
-            "--from",
-            from,
-            "--to",
-            &node,
-            "--port",
-            port,
-            "--protocol",
-            protocol,
-        ]);
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout).to_string(),
-        )
-    };
+    let probe = |from: &str, port: &str, protocol: &str| probe(&lab, from, &node, port, protocol);
     // From outside the cluster and from a pod: the service's backend on its target port,
     // TCP and UDP; the backend sees the client's own address.
     let (code, out) = probe("outside", "30080", "TCP");

@@ -804,6 +804,39 @@ fn a_network_policy_decides_a_service_flow_on_the_service_network() {
     );
 }
 
+/// Sends SYNs from the fabric (`frame(sport)`) until one is translated to vm2 (target
+/// port 8080; the others go to the backend on node B) and returns its source port.
+fn syn_to_vm2(tb: &mut Testbed, client: Ipv4Addr, frame: impl Fn(u16) -> Vec<u8>) -> u16 {
+    for s in 45000..45064u16 {
+        match tb.run_one(FABRIC, frame(s), 1) {
+            (Disposition::Tx(VM2), out) => {
+                let o = decode(&out);
+                assert_eq!((o.src, o.dst, o.dport), (client, VM2_IP, 8080));
+                return s;
+            }
+            (Disposition::Tx(FABRIC), _) => {}
+            (other, _) => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("no connection to vm2");
+}
+
+/// vm2's SYN-ACK to a client outside: where it went, and the frame.
+fn vm2_answers(tb: &mut Testbed, client: Ipv4Addr, sport: u16) -> (Disposition, Vec<u8>) {
+    let reply = ipv4_frame(
+        VM2_MAC,
+        gw(),
+        VM2_IP,
+        client,
+        6,
+        8080,
+        sport,
+        wire::tcp::flags::SYN | wire::tcp::flags::ACK,
+        b"",
+    );
+    tb.run_one(VM2, reply, 2)
+}
+
 /// The fabric VRF's default: out of the fabric to the gateway (nexthop 8).
 fn gateway_default(tb: &mut Testbed) {
     let gw_cfg = NexthopCfg {
@@ -875,32 +908,8 @@ fn a_node_port_reaches_the_service_from_the_fabric_and_from_pods_and_the_rest_is
         )
     };
     // From outside: a backend on its target port; vm2 answers as the node's port.
-    let mut sport = None;
-    for s in 46000..46032u16 {
-        match tb.run_one(FABRIC, to_node(s, 30080), 1) {
-            (Disposition::Tx(VM2), out) => {
-                let o = decode(&out);
-                assert_eq!((o.src, o.dst, o.dport), (client, VM2_IP, 8080));
-                sport = Some(s);
-                break;
-            }
-            (Disposition::Tx(FABRIC), _) => {}
-            (other, _) => panic!("unexpected {other:?}"),
-        }
-    }
-    let sport = sport.expect("a connection to vm2");
-    let reply = ipv4_frame(
-        VM2_MAC,
-        gw(),
-        VM2_IP,
-        client,
-        6,
-        8080,
-        sport,
-        wire::tcp::flags::SYN | wire::tcp::flags::ACK,
-        b"",
-    );
-    let (d, out) = tb.run_one(VM2, reply, 2);
+    let sport = syn_to_vm2(&mut tb, client, |s| to_node(s, 30080));
+    let (d, out) = vm2_answers(&mut tb, client, sport);
     assert_eq!(d, Disposition::Tx(FABRIC));
     let o = decode(&out);
     assert_eq!(
@@ -954,34 +963,10 @@ fn an_external_ip_routed_in_the_fabric_vrf_reaches_the_service_from_outside() {
             b"",
         )
     };
-    // To our fabric MAC: translated to a backend on its target port.
-    let mut sport = None;
-    for s in 45000..45032u16 {
-        match tb.run_one(FABRIC, syn(FABRIC_MAC, s), 1) {
-            (Disposition::Tx(VM2), out) => {
-                let o = decode(&out);
-                assert_eq!((o.src, o.dst, o.dport), (client, VM2_IP, 8080));
-                sport = Some(s);
-                break;
-            }
-            (Disposition::Tx(FABRIC), _) => {} // the backend on node B
-            (other, _) => panic!("unexpected {other:?}"),
-        }
-    }
-    let sport = sport.expect("a connection to vm2");
-    // vm2's answer leaves through the gateway as the external address.
-    let reply = ipv4_frame(
-        VM2_MAC,
-        gw(),
-        VM2_IP,
-        client,
-        6,
-        8080,
-        sport,
-        wire::tcp::flags::SYN | wire::tcp::flags::ACK,
-        b"",
-    );
-    let (d, out) = tb.run_one(VM2, reply, 2);
+    // To our fabric MAC: translated to a backend on its target port; vm2's answer leaves
+    // through the gateway as the external address.
+    let sport = syn_to_vm2(&mut tb, client, |s| syn(FABRIC_MAC, s));
+    let (d, out) = vm2_answers(&mut tb, client, sport);
     assert_eq!(d, Disposition::Tx(FABRIC));
     let o = decode(&out);
     assert_eq!(
