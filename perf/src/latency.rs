@@ -213,6 +213,9 @@ pub fn run(o: &Options) -> Result<Latency> {
     })
 }
 
+/// At most this many latencies are kept (400 MB of samples).
+const MAX_SAMPLES: usize = 50_000_000;
+
 /// The generator: offers `frames` round robin at `rate` packets/s for `total` seconds,
 /// reads the output ring all along, and keeps the latencies of packets sent after
 /// `warm` seconds.
@@ -234,7 +237,7 @@ fn generate(
     let mut r = GenResult {
         sent: 0,
         not_offered: 0,
-        samples: Vec::with_capacity(((rate * (total - warm)) as usize).min(50_000_000)),
+        samples: Vec::with_capacity(((rate * (total - warm)) as usize).min(MAX_SAMPLES)),
     };
     let mut offered: u64 = 0;
     let mut next = 0usize;
@@ -272,7 +275,9 @@ fn generate(
             let t = dpdk_bindings::rdtsc();
             for m in out.as_slice() {
                 if let Some(ts) = read_stamp(m.data()) {
-                    if ts >= warm_at && r.samples.len() < r.samples.capacity().max(1) {
+                    // The capacity is the rate's share of the run; a generator that
+                    // fell behind catches up after the warm-up and sends more.
+                    if ts >= warm_at && r.samples.len() < MAX_SAMPLES {
                         r.samples.push(t.saturating_sub(ts));
                     }
                 }
