@@ -402,11 +402,10 @@ fn plan(d: &Desired, a: &Actual) -> [Vec<Op>; 5] {
         }
     }
     let mut main = Vec::new();
-    let (comp, plain): (Vec<_>, Vec<_>) = d
-        .nexthops
-        .values()
-        .partition(|n| n.kind.refers_to_nexthops());
-    for n in plain.into_iter().chain(comp) {
+    // Nexthops after those they refer to; deleted before them.
+    let mut set: Vec<_> = d.nexthops.values().collect();
+    set.sort_by_key(|n| n.kind.depth());
+    for n in set {
         if !a.nexthops.get(&n.id).is_some_and(|cur| same_nh(cur, n)) {
             main.push(Op::SetNexthop(n.clone()));
         }
@@ -450,12 +449,13 @@ fn plan(d: &Desired, a: &Actual) -> [Vec<Op>; 5] {
             main.push(Op::DelVni { vni: *vni });
         }
     }
-    let (comp, plain): (Vec<_>, Vec<_>) = a
+    let mut gone: Vec<_> = a
         .nexthops
         .values()
         .filter(|n| !d.nexthops.contains_key(&n.id))
-        .partition(|n| n.kind.refers_to_nexthops());
-    for n in comp.into_iter().chain(plain) {
+        .collect();
+    gone.sort_by_key(|n| std::cmp::Reverse(n.kind.depth()));
+    for n in gone {
         main.push(Op::DelNexthop { id: n.id });
     }
     let mut vif_dels = Vec::new();

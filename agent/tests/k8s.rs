@@ -823,3 +823,42 @@ fn ip_fabric_forwarding_puts_pod_networks_in_the_underlay_and_stays_on() {
         "{changes:?}"
     );
 }
+
+#[test]
+fn node_ports_are_assigned_like_the_api_server_does_and_kept() {
+    let svc = |name: &str, ports: &str| {
+        manifest::parse(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: NodePort\n  \
+             ports: {ports}\n"
+        ))
+        .unwrap()
+    };
+    let node_ports = |c: &Cluster, name: &str| -> Vec<Option<i32>> {
+        c.services[&("default".to_string(), name.to_string())]
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.node_port)
+            .collect()
+    };
+    let mut c = Cluster::default();
+    // Explicit ones are kept; missing ones get the lowest free.
+    c.apply(svc("a", "[{port: 80, nodePort: 30000}, {port: 81}]"));
+    assert_eq!(node_ports(&c, "a"), vec![Some(30000), Some(30001)]);
+    c.apply(svc("b", "[{port: 80}]"));
+    assert_eq!(node_ports(&c, "b"), vec![Some(30002)]);
+    // Applied again without them: each port keeps its own.
+    c.apply(svc("a", "[{port: 80}, {port: 81}]"));
+    assert_eq!(node_ports(&c, "a"), vec![Some(30000), Some(30001)]);
+    // ClusterIP Services get none.
+    c.apply(
+        manifest::parse(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {ports: [{port: 80}]}\n",
+        )
+        .unwrap(),
+    );
+    assert_eq!(node_ports(&c, "c"), vec![None]);
+}

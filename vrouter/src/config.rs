@@ -293,14 +293,15 @@ pub enum NexthopKind {
 }
 
 impl NexthopKind {
-    /// Whether it refers to other nexthops (set after them).
-    pub fn refers_to_nexthops(&self) -> bool {
-        matches!(
-            self,
-            NexthopKind::Composite { .. }
-                | NexthopKind::Service { .. }
-                | NexthopKind::NodePorts { .. }
-        )
+    /// How deep its references go: 0 none, 1 to plain nexthops (composites, services),
+    /// 2 to those (node ports name services). Set in increasing order, deleted in
+    /// decreasing order.
+    pub fn depth(&self) -> u8 {
+        match self {
+            NexthopKind::Composite { .. } | NexthopKind::Service { .. } => 1,
+            NexthopKind::NodePorts { .. } => 2,
+            _ => 0,
+        }
     }
 }
 
@@ -499,12 +500,10 @@ impl Config {
         for v in &self.vifs {
             apply_vif_with(w, v, &find)?;
         }
-        // Composites refer to other nexthops: plain ones first.
-        let (composites, plain): (Vec<_>, Vec<_>) = self
-            .nexthops
-            .iter()
-            .partition(|n| n.kind.refers_to_nexthops());
-        for n in plain.into_iter().chain(composites) {
+        // Nexthops that refer to others after them.
+        let mut nexthops: Vec<&NexthopCfg> = self.nexthops.iter().collect();
+        nexthops.sort_by_key(|n| n.kind.depth());
+        for n in nexthops {
             apply_nexthop(w, n)?;
         }
         for r in &self.routes {

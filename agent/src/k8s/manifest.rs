@@ -176,6 +176,7 @@ impl Cluster {
                 Doc::Service(mut s) => {
                     let k = key(&s.metadata);
                     s.metadata.namespace = Some(k.0.clone());
+                    self.node_ports(&k, &mut s);
                     self.services.insert(k, *s);
                 }
                 Doc::NetworkPolicy(mut n) => {
@@ -187,6 +188,42 @@ impl Cluster {
             }
         }
         skipped
+    }
+
+    /// Node ports as the API server assigns them: a NodePort or LoadBalancer Service's
+    /// port without one keeps the one it had (same port and protocol), else gets the
+    /// lowest free one of 30000-32767 (none when all are taken).
+    fn node_ports(&self, k: &(String, String), s: &mut Service) {
+        let Some(spec) = s.spec.as_mut() else { return };
+        if !matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer")) {
+            return;
+        }
+        let before = self.services.get(k).and_then(|o| o.spec.as_ref());
+        let mut taken: std::collections::BTreeSet<i32> = self
+            .services
+            .iter()
+            .filter(|(other, _)| *other != k)
+            .flat_map(|(_, o)| o.spec.iter().flat_map(|s| s.ports.iter().flatten()))
+            .filter_map(|p| p.node_port)
+            .collect();
+        taken.extend(spec.ports.iter().flatten().filter_map(|p| p.node_port));
+        for p in spec
+            .ports
+            .iter_mut()
+            .flatten()
+            .filter(|p| p.node_port.is_none())
+        {
+            let kept = before
+                .and_then(|b| {
+                    b.ports.iter().flatten().find(|o| {
+                        o.port == p.port && o.protocol == p.protocol && o.node_port.is_some()
+                    })
+                })
+                .and_then(|o| o.node_port)
+                .filter(|n| !taken.contains(n));
+            p.node_port = kept.or_else(|| (30000..=32767).find(|n| !taken.contains(n)));
+            taken.extend(p.node_port);
+        }
     }
 
     /// Removes each document's object; deleting a namespace deletes what is in it.
