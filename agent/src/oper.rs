@@ -291,6 +291,8 @@ struct Ctx<'a> {
     vn_by_fq: HashMap<String, String>,
     /// VNs forwarded in the underlay (ip-fabric forwarding), by uuid.
     forwarded: BTreeSet<String>,
+    /// VRFs of the VNs with ip-fabric SNAT (not forwarded, not ip-fabric itself).
+    snat_vrfs: Vec<u32>,
     /// SG fq string / uuid -> id.
     sg_ids: HashMap<String, u32>,
     /// Tag uuid -> id.
@@ -317,6 +319,7 @@ pub fn desired(
         vns: HashMap::new(),
         vn_by_fq: HashMap::new(),
         forwarded: BTreeSet::new(),
+        snat_vrfs: Vec::new(),
         sg_ids: HashMap::new(),
         tag_ids: HashMap::new(),
         paths: BTreeMap::new(),
@@ -337,7 +340,8 @@ pub fn desired(
     let mut ip_fabric = None;
     for o in db.list(Kind::VirtualNetwork) {
         if let Some(object::Kind::VirtualNetwork(vn)) = &o.kind {
-            let vrf = if fq_string(&vn.fq_name) == IP_FABRIC {
+            let is_fabric = fq_string(&vn.fq_name) == IP_FABRIC;
+            let vrf = if is_fabric {
                 ip_fabric = Some((vn.uuid.clone(), vn.virtual_network_network_id));
                 node.fabric_vrf
             } else {
@@ -357,6 +361,8 @@ pub fn desired(
             c.vn_by_fq.insert(fq_string(&vn.fq_name), vn.uuid.clone());
             if vn.ip_fabric_forwarding {
                 c.forwarded.insert(vn.uuid.clone());
+            } else if vn.fabric_snat && !is_fabric {
+                c.snat_vrfs.push(vrf);
             }
         }
     }
@@ -475,20 +481,7 @@ fn fabric_snat(c: &mut Ctx<'_>, node: &Node, fabric_vn: Option<u32>) {
     let Some(gw) = &node.gateway_mac else {
         return;
     };
-    let vrfs: Vec<u32> =
-        c.db.list(Kind::VirtualNetwork)
-            .into_iter()
-            .filter_map(|o| match &o.kind {
-                Some(object::Kind::VirtualNetwork(vn))
-                    if vn.fabric_snat
-                        && !vn.ip_fabric_forwarding
-                        && fq_string(&vn.fq_name) != IP_FABRIC =>
-                {
-                    c.vns.get(&vn.uuid).map(|v| v.0)
-                }
-                _ => None,
-            })
-            .collect();
+    let vrfs = std::mem::take(&mut c.snat_vrfs);
     if vrfs.is_empty() {
         return;
     }
@@ -883,39 +876,31 @@ fn remote_route(c: &mut Ctx<'_>, node: &Node, r: &RemoteRoute, priority: &[Strin
     else {
         return;
     };
-    let nh = if direct {
-        let nh = c.ids.get("nh", &format!("direct/{}", r.node_ip));
-        c.out.nexthops.insert(
-            nh,
-            NexthopCfg {
-                id: nh,
-                kind: NexthopKind::Encap {
-                    vif: node.fabric_vif,
-                    dmac: r.node_mac.clone(),
-                    smac: node.mac.clone(),
-                },
+    let (key, kind) = if direct {
+        (
+            format!("direct/{}", r.node_ip),
+            NexthopKind::Encap {
+                vif: node.fabric_vif,
+                dmac: r.node_mac.clone(),
+                smac: node.mac.clone(),
             },
-        );
-        nh
+        )
     } else {
-        let nh = c.ids.get("nh", &format!("tunnel/{}/{encap:?}", r.node_ip));
-        c.out.nexthops.insert(
-            nh,
-            NexthopCfg {
-                id: nh,
-                kind: NexthopKind::Tunnel {
-                    vif: node.fabric_vif,
-                    src: node.ip,
-                    dst: r.node_ip,
-                    smac: node.mac.clone(),
-                    dmac: r.node_mac.clone(),
-                    encaps: vec![encap],
-                    inner_dmac: None,
-                },
+        (
+            format!("tunnel/{}/{encap:?}", r.node_ip),
+            NexthopKind::Tunnel {
+                vif: node.fabric_vif,
+                src: node.ip,
+                dst: r.node_ip,
+                smac: node.mac.clone(),
+                dmac: r.node_mac.clone(),
+                encaps: vec![encap],
+                inner_dmac: None,
             },
-        );
-        nh
+        )
     };
+    let nh = c.ids.get("nh", &key);
+    c.out.nexthops.insert(nh, NexthopCfg { id: nh, kind });
     let attr = c.ids.get("attr", &format!("route/{}/{}", r.vn, r.prefix));
     let vn_id = c.vns[&r.vn].1;
     let tags: Vec<u32> = r

@@ -815,7 +815,18 @@ impl NexthopCfg {
     }
 }
 
+fn member(nh: u32, label: u32) -> Member {
+    Member {
+        nh: NhId(nh),
+        label,
+    }
+}
+
 fn nexthop(object: &str, k: &NexthopKind) -> Result<Nexthop, ConfigError> {
+    let bad_members = |e: crate::tables::ecmp::EcmpError| ConfigError::Value {
+        object: object.into(),
+        why: e.to_string(),
+    };
     Ok(match k {
         NexthopKind::Discard => Nexthop::Discard,
         NexthopKind::Receive { vif } => Nexthop::Receive { vif: VifId(*vif) },
@@ -860,21 +871,9 @@ fn nexthop(object: &str, k: &NexthopKind) -> Result<Nexthop, ConfigError> {
         NexthopKind::Composite { members } => {
             let m: Vec<_> = members
                 .iter()
-                .map(|m| {
-                    (
-                        Member {
-                            nh: NhId(m.nh),
-                            label: m.label,
-                        },
-                        m.weight,
-                    )
-                })
+                .map(|m| (member(m.nh, m.label), m.weight))
                 .collect();
-            let e = Ecmp::new(&m).map_err(|e| ConfigError::Value {
-                object: object.into(),
-                why: e.to_string(),
-            })?;
-            Nexthop::Composite(Arc::new(e))
+            Nexthop::Composite(Arc::new(Ecmp::new(&m).map_err(bad_members)?))
         }
         NexthopKind::Service {
             members,
@@ -883,16 +882,7 @@ fn nexthop(object: &str, k: &NexthopKind) -> Result<Nexthop, ConfigError> {
         } => {
             let b: Vec<_> = members
                 .iter()
-                .map(|m| {
-                    (
-                        Member {
-                            nh: NhId(m.nh),
-                            label: m.label,
-                        },
-                        m.weight,
-                        m.addr,
-                    )
-                })
+                .map(|m| (member(m.nh, m.label), m.weight, m.addr))
                 .collect();
             let ports = ports
                 .iter()
@@ -902,10 +892,7 @@ fn nexthop(object: &str, k: &NexthopKind) -> Result<Nexthop, ConfigError> {
                     target: p.target,
                 })
                 .collect();
-            let mut s = Service::new(&b, ports).map_err(|e| ConfigError::Value {
-                object: object.into(),
-                why: e.to_string(),
-            })?;
+            let mut s = Service::new(&b, ports).map_err(bad_members)?;
             s.client_ip_affinity = *affinity;
             Nexthop::Service(Arc::new(s))
         }

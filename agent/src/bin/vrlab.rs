@@ -376,25 +376,11 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
         // The host: vhost0 (the fabric's MAC and address) in the node's namespace.
         let host_ns = format!("vl{tag}-{name}");
         let host_end = format!("vh{tag}{i}");
-        let _ = run(&["ip", "netns", "del", &host_ns]);
-        let _ = run(&["ip", "link", "del", &host_end]);
-        run(&["ip", "netns", "add", &host_ns])?;
-        run(&[
-            "ip", "link", "add", &host_end, "type", "veth", "peer", "name", "vhost0", "netns",
-            &host_ns,
-        ])?;
-        run(&["ip", "link", "set", &host_end, "up"])?;
-        let cidr = format!("{ip}/24");
-        for cmd in [
-            vec!["ip", "link", "set", "lo", "up"],
-            vec!["ip", "link", "set", "vhost0", "address", &mac],
-            vec!["ip", "addr", "add", &cidr, "dev", "vhost0"],
-            vec!["ip", "link", "set", "vhost0", "up"],
-            vec!["ip", "route", "add", "default", "dev", "vhost0"],
-            vec!["ethtool", "-K", "vhost0", "tx", "off"],
-        ] {
-            in_ns(&host_ns, &cmd)?;
-        }
+        veth_host(
+            (&host_ns, &host_end, None),
+            ("vhost0", &mac, &format!("{ip}/24")),
+            &["default", "dev", "vhost0"],
+        )?;
         std::fs::write(
             &cfg,
             format!(
@@ -677,22 +663,18 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
                     _ => {}
                 }
             }
-            state.externals = cluster
-                .services
-                .keys()
-                .filter_map(|(ns, name)| {
-                    let fq = translate::service_interface(&cfg, ns, name);
-                    Some((format!("{ns}/{name}"), ext.get(&fq)?.clone()))
-                })
-                .collect();
-            state.services = cluster
-                .services
-                .keys()
-                .filter_map(|(ns, name)| {
-                    let fq = translate::service_interface(&cfg, ns, name);
-                    Some((format!("{ns}/{name}"), vips.get(&fq)?.clone()))
-                })
-                .collect();
+            state.services.clear();
+            state.externals.clear();
+            for (ns, name) in cluster.services.keys() {
+                let fq = translate::service_interface(&cfg, ns, name);
+                let key = format!("{ns}/{name}");
+                if let Some(v) = vips.get(&fq) {
+                    state.services.insert(key.clone(), v.clone());
+                }
+                if let Some(e) = ext.remove(&fq) {
+                    state.externals.insert(key, e);
+                }
+            }
         }
         wait_programmed(&mut a).await?;
         if placements.is_empty() {
@@ -1016,21 +998,47 @@ fn dns_records(lab: &Lab, state: &State) -> Result<()> {
 
 /// Starts the DNS server in a pod and waits until it answers.
 fn dns_server(lab: &Lab, netns: &str) -> Result<u32> {
+    let records = lab.dir.join("dns.records");
+    let args = [
+        "--records".as_ref(),
+        records.as_os_str(),
+        "--domain".as_ref(),
+        CLUSTER_DOMAIN.as_ref(),
+    ];
+    start_in(lab, netns, "cluster-dns", &args, Duration::from_secs(20))
+        .context("the cluster DNS server did not start")
+}
+
+/// Starts one of our programs in a namespace (its log next to the lab's) and waits until
+/// it says it is listening, at most `limit`.
+fn start_in(
+    lab: &Lab,
+    netns: &str,
+    program: &str,
+    args: &[&std::ffi::OsStr],
+    limit: Duration,
+) -> Result<u32> {
     let log = lab.dir.join(format!("{netns}.log"));
     let pid = spawn(
         Command::new("ip")
             .args(["netns", "exec", netns])
-            .arg(bin("cluster-dns"))
-            .arg("--records")
-            .arg(lab.dir.join("dns.records"))
-            .args(["--domain", CLUSTER_DOMAIN]),
+            .arg(bin(program))
+            .args(args),
         &log,
     )?;
-    wait_for("cluster-dns", &log, || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("listening")
-    })?;
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("listening")
+    {
+        if t.elapsed() > limit {
+            bail!(
+                "{program} in {netns} is not listening after {limit:?}:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(pid)
 }
 
@@ -1073,52 +1081,55 @@ fn serve(lab: &Lab, key: &str, p: &PodState) -> Result<Option<u32>> {
 
 /// Starts `vrlab serve` in a namespace and waits until it listens.
 fn listen_in(lab: &Lab, netns: &str, key: &str, ports: &[String]) -> Result<u32> {
-    let log = lab.dir.join(format!("{netns}.log"));
-    let pid = spawn(
-        Command::new("ip")
-            .args(["netns", "exec", netns])
-            .arg(bin("vrlab"))
-            .args(["serve", "--name", key, "--ports", &ports.join(",")]),
-        &log,
-    )?;
     // Until it listens (a probe right after apply must find it).
-    let t = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("listening")
-    {
-        if t.elapsed() > Duration::from_secs(5) {
-            bail!("{key}: the pod's listener did not start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let ports = ports.join(",");
+    let args = ["serve", "--name", key, "--ports", &ports].map(std::ffi::OsStr::new);
+    start_in(lab, netns, "vrlab", &args, Duration::from_secs(5))
+        .with_context(|| format!("{key}: the pod's listener did not start"))
+}
+
+/// A host namespace behind a veth pair (made anew): `end` in the root namespace, up and
+/// on `bridge` if one is given; `inner` in `netns` with `mac` and `cidr`, checksum
+/// offload off (the vrouter's af_packet and tap ports see whole packets), and `route`.
+fn veth_host(
+    (netns, end, bridge): (&str, &str, Option<&str>),
+    (inner, mac, cidr): (&str, &str, &str),
+    route: &[&str],
+) -> Result<()> {
+    let _ = run(&["ip", "netns", "del", netns]);
+    let _ = run(&["ip", "link", "del", end]);
+    run(&["ip", "netns", "add", netns])?;
+    run(&[
+        "ip", "link", "add", end, "type", "veth", "peer", "name", inner, "netns", netns,
+    ])?;
+    if let Some(b) = bridge {
+        run(&["ip", "link", "set", end, "master", b])?;
     }
-    Ok(pid)
+    run(&["ip", "link", "set", end, "up"])?;
+    let mut add_route = vec!["ip", "route", "add"];
+    add_route.extend_from_slice(route);
+    for cmd in [
+        vec!["ip", "link", "set", "lo", "up"],
+        vec!["ip", "link", "set", inner, "address", mac],
+        vec!["ip", "addr", "add", cidr, "dev", inner],
+        vec!["ip", "link", "set", inner, "up"],
+        vec!["ethtool", "-K", inner, "tx", "off"],
+        add_route,
+    ] {
+        in_ns(netns, &cmd)?;
+    }
+    Ok(())
 }
 
 /// The host outside the cluster: a namespace on the fabric bridge, listening.
 fn outside(lab: &Lab, tag: &str, bridge: &str) -> Result<Outside> {
     let netns = format!("vl{tag}-out");
-    let end = format!("vo{tag}");
-    let _ = run(&["ip", "netns", "del", &netns]);
-    let _ = run(&["ip", "link", "del", &end]);
-    run(&["ip", "netns", "add", &netns])?;
-    run(&[
-        "ip", "link", "add", &end, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-    ])?;
-    run(&["ip", "link", "set", &end, "master", bridge])?;
-    run(&["ip", "link", "set", &end, "up"])?;
-    let cidr = format!("{OUTSIDE_IP}/24");
-    for cmd in [
-        vec!["ip", "link", "set", "lo", "up"],
-        vec!["ip", "link", "set", "eth0", "address", OUTSIDE_MAC],
-        vec!["ip", "addr", "add", &cidr, "dev", "eth0"],
-        vec!["ip", "link", "set", "eth0", "up"],
-        vec!["ethtool", "-K", "eth0", "tx", "off"],
-        // External IPs are reached through node 1 (the first node's fabric address).
-        vec!["ip", "route", "add", PUBLIC_SUBNET, "via", "192.0.2.1"],
-    ] {
-        in_ns(&netns, &cmd)?;
-    }
+    // External IPs are reached through node 1 (the first node's fabric address).
+    veth_host(
+        (&netns, &format!("vo{tag}"), Some(bridge)),
+        ("eth0", OUTSIDE_MAC, &format!("{OUTSIDE_IP}/24")),
+        &[PUBLIC_SUBNET, "via", "192.0.2.1"],
+    )?;
     let mut o = Outside { netns, pid: None };
     o.pid = Some(listen_in(
         lab,

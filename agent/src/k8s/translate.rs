@@ -126,7 +126,7 @@ enum Exit {
 
 /// A namespace's pod network: each of ip-fabric forwarding and SNAT from its annotation,
 /// else the global option; forwarding wins (SNAT is ignored with it).
-fn underlay_of(cfg: &KubeConfig, meta: &ObjectMeta) -> Exit {
+fn exit_of(cfg: &KubeConfig, meta: &ObjectMeta) -> Exit {
     let flag = |key: &str, global: bool| {
         if is_true(meta, key) {
             true
@@ -541,8 +541,8 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
             out.pod_network(fq, &pod_ipam, policies, how);
         }
     };
-    let mut underlay_of = |what: &str, meta: &ObjectMeta| {
-        let how = underlay_of(cfg, meta);
+    let mut checked_exit = |what: &str, meta: &ObjectMeta| {
+        let how = exit_of(cfg, meta);
         if how == Exit::Forwarded && cfg.ip_fabric_subnets.is_empty() {
             events.push(Event {
                 object: what.to_string(),
@@ -554,7 +554,7 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
         how
     };
     for (name, i) in &isolated {
-        let how = underlay_of(
+        let how = checked_exit(
             &format!("Namespace {name}"),
             &cluster.namespaces[name].metadata,
         );
@@ -568,7 +568,7 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
             .get("default")
             .map(|ns| ns.metadata.clone())
             .unwrap_or_default();
-        let how = underlay_of("Namespace default", &meta);
+        let how = checked_exit("Namespace default", &meta);
         pod_network(&mut out, default_pods.clone(), &on_default_pods, how);
         node_rules.push(pass_all(&fabric, &default_pods));
     }

@@ -48,7 +48,7 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
                 && h.action.route_gen != vrf.generation
                 && h.action.nat.is_none()
                 && m.label_nh.is_none()
-                && now_a_service(ctx.snap, vrf, &m.key)
+                && service_at(ctx.snap, vrf, &m.key).is_some()
         }) {
             ctx.flows.delete_pair(hit.idx);
             ctx.stats.flows_reevaluated += 1;
@@ -62,8 +62,11 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
                 m.flow = Some(hit.idx);
                 apply(m, action);
             }
-            None if m.lookup_only && !node_port(ctx.snap, vrf, &m.key) => {
-                // Fabric traffic to the node that no flow claims: the host's.
+            // Fabric traffic to the node that no flow claims is the host's, unless it is
+            // for a node port.
+            None if m.lookup_only
+                && service_at(ctx.snap, vrf, &m.key) != Some(ServiceAt::NodePort) =>
+            {
                 m.done = Some(
                     ctx.snap
                         .global
@@ -127,25 +130,22 @@ fn resolve(snap: &Snapshot, r: &RouteEntry, hash: u64) -> Result<(NhId, u32), Dr
     })
 }
 
-/// Whether a flow key's destination is now routed to a service (or a node port of it).
-fn now_a_service(snap: &Snapshot, vrf: &Vrf, k: &FlowKey) -> bool {
-    vrf.lookup(k.dst)
-        .and_then(|r| snap.nexthops.get(r.nh.0))
-        .is_some_and(|n| match &**n {
-            Nexthop::Service(_) => true,
-            Nexthop::NodePorts(np) => np.find(k.proto, k.dport).is_some(),
-            _ => false,
-        })
+/// How a flow key's destination is a service, if it is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServiceAt {
+    /// A service address.
+    Address,
+    /// A node port of the node's address.
+    NodePort,
 }
 
-/// Whether a flow key is for a node port of its destination (fabric traffic to the node
-/// that no flow claims is set up as a flow only then).
-fn node_port(snap: &Snapshot, vrf: &Vrf, k: &FlowKey) -> bool {
-    vrf.lookup(k.dst)
-        .and_then(|r| snap.nexthops.get(r.nh.0))
-        .is_some_and(
-            |n| matches!(&**n, Nexthop::NodePorts(np) if np.find(k.proto, k.dport).is_some()),
-        )
+fn service_at(snap: &Snapshot, vrf: &Vrf, k: &FlowKey) -> Option<ServiceAt> {
+    let r = vrf.lookup(k.dst)?;
+    match &**snap.nexthops.get(r.nh.0)? {
+        Nexthop::Service(_) => Some(ServiceAt::Address),
+        Nexthop::NodePorts(np) => np.find(k.proto, k.dport).map(|_| ServiceAt::NodePort),
+        _ => None,
+    }
 }
 
 /// The cached action, re-resolved if the VRF's routes changed since it was set up.
