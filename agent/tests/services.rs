@@ -11,17 +11,8 @@ use agent::oper::{Bases, Ids, Node, RemoteRoute, desired};
 use agent::persist::PortRec;
 use agent::proto::{self, object::Kind as K};
 use agent::store::{Change, Db};
-use common::{obj, r};
+use common::{fq, obj, project_and_ipam, r};
 use vrouter::config::{NexthopKind, ServicePortCfg};
-
-const P: [&str; 2] = ["default-domain", "p"];
-
-fn fq(name: &str) -> Vec<String> {
-    P.iter()
-        .map(|s| s.to_string())
-        .chain([name.to_string()])
-        .collect()
-}
 
 fn net(name: &str, prefix: &str, policies: &[&str]) -> Change {
     Change::Create(obj(K::VirtualNetwork(proto::VirtualNetwork {
@@ -63,15 +54,8 @@ fn pod(name: &str, addr: &str) -> Vec<Change> {
 #[test]
 fn a_native_load_balancer_becomes_a_service_nexthop_routed_at_its_vip() {
     let mut db = Db::new();
-    let mut changes = vec![
-        Change::Create(obj(K::Project(proto::Project {
-            fq_name: P.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }))),
-        Change::Create(obj(K::NetworkIpam(proto::NetworkIpam {
-            fq_name: fq("ipam"),
-            ..Default::default()
-        }))),
+    let mut changes = Vec::from(project_and_ipam());
+    changes.extend([
         Change::Create(obj(K::NetworkPolicy(proto::NetworkPolicy {
             fq_name: fq("pods-svc"),
             network_policy_entries: vec![proto::PolicyRule {
@@ -97,7 +81,7 @@ fn a_native_load_balancer_becomes_a_service_nexthop_routed_at_its_vip() {
             fq_name: [fq("public"), vec!["pool".into()]].concat(),
             ..Default::default()
         }))),
-    ];
+    ]);
     changes.extend(pod("a", "10.1.0.11"));
     changes.extend(pod("b", "10.1.0.12"));
     changes.extend([

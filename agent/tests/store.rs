@@ -5,17 +5,8 @@ mod common;
 
 use agent::proto::{self, Object, object::Kind as K};
 use agent::store::{Change, Db};
-use common::{obj, r};
+use common::{P, fq, obj, project_and_ipam, r};
 use tonic::Code;
-
-const P: [&str; 2] = ["default-domain", "p"];
-
-fn fq(name: &str) -> Vec<String> {
-    P.iter()
-        .map(|s| s.to_string())
-        .chain([name.to_string()])
-        .collect()
-}
 
 fn vn(name: &str, ipam: &str, prefix: &str) -> Object {
     obj(K::VirtualNetwork(proto::VirtualNetwork {
@@ -46,26 +37,17 @@ fn iip(name: &str, net: &str, addr: &str) -> Object {
 
 fn base() -> Db {
     let mut db = Db::new();
-    db.apply(vec![
-        Change::Create(obj(K::Project(proto::Project {
-            fq_name: P.iter().map(|s| s.to_string()).collect(),
+    let mut changes = Vec::from(project_and_ipam());
+    changes.push(Change::Create(obj(K::NetworkIpam(proto::NetworkIpam {
+        fq_name: fq("flat"),
+        ipam_subnet_method: "flat-subnet".into(),
+        ipam_subnets: vec![proto::Subnet {
+            prefix: "10.32.0.0/12".into(),
             ..Default::default()
-        }))),
-        Change::Create(obj(K::NetworkIpam(proto::NetworkIpam {
-            fq_name: fq("ipam"),
-            ..Default::default()
-        }))),
-        Change::Create(obj(K::NetworkIpam(proto::NetworkIpam {
-            fq_name: fq("flat"),
-            ipam_subnet_method: "flat-subnet".into(),
-            ipam_subnets: vec![proto::Subnet {
-                prefix: "10.32.0.0/12".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }))),
-    ])
-    .unwrap();
+        }],
+        ..Default::default()
+    }))));
+    db.apply(changes).unwrap();
     db
 }
 

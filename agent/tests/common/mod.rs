@@ -15,3 +15,33 @@ pub fn r(t: &str, fq_name: Vec<String>) -> Ref {
 pub fn obj(k: K) -> Object {
     Object { kind: Some(k) }
 }
+
+/// The project the store-level tests work in.
+#[allow(dead_code)] // not every test binary uses it
+pub const P: [&str; 2] = ["default-domain", "p"];
+
+/// An FQ name in [`P`].
+#[allow(dead_code)]
+pub fn fq(name: &str) -> Vec<String> {
+    P.iter()
+        .map(|s| s.to_string())
+        .chain([name.to_string()])
+        .collect()
+}
+
+/// The project [`P`] and its user-defined-subnet ipam `ipam`.
+#[allow(dead_code)]
+pub fn project_and_ipam() -> [agent::store::Change; 2] {
+    use agent::proto;
+    use agent::store::Change;
+    [
+        Change::Create(obj(K::Project(proto::Project {
+            fq_name: P.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }))),
+        Change::Create(obj(K::NetworkIpam(proto::NetworkIpam {
+            fq_name: fq("ipam"),
+            ..Default::default()
+        }))),
+    ]
+}
