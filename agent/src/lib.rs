@@ -13,6 +13,8 @@
 //! - [`api`]: the gRPC services.
 //! - [`metrics`]: the Prometheus text endpoint.
 //! - [`k8s`]: kube-manager: Kubernetes objects -> VNC objects through the agent's API.
+//! - [`lbaas`]: HAProxy load balancers: a node's instances and their configuration
+//!   (`haproxy-manager` runs them).
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +23,7 @@ pub mod dns;
 pub mod firewall;
 pub mod k8s;
 pub mod kinds;
+pub mod lbaas;
 pub mod metrics;
 pub mod oper;
 pub mod persist;

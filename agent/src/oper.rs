@@ -12,8 +12,9 @@
 //! - routes: a /32 or /128 per address of a local interface, per address other nodes
 //!   publish (a tunnel nexthop per remote node and encapsulation), and an ECMP composite
 //!   where an address has several paths (a service VIP on several interfaces, here or on
-//!   other nodes); a network policy that passes traffic to another VN leaks that VN's
-//!   routes into the VRF;
+//!   other nodes); of several paths only those of the highest local preference count
+//!   (an HAProxy load balancer's active instance over its standby); a network policy
+//!   that passes traffic to another VN leaks that VN's routes into the VRF;
 //! - compiled rule sets: per combination of security groups (ingress and egress, the
 //!   union of their rules, default deny), and per VN with network policies (the implicit
 //!   same-VN pass, then the policies' rules in order both ways for `<>`, default deny),
@@ -215,6 +216,30 @@ pub struct RemoteRoute {
     /// Tag UUIDs of the interface.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The interface's local preference (of several paths to one prefix, only those
+    /// with the highest are used).
+    #[serde(default = "default_preference")]
+    pub preference: u32,
+}
+
+/// The preference of an interface that names none.
+pub const DEFAULT_PREFERENCE: u32 = 100;
+
+fn default_preference() -> u32 {
+    DEFAULT_PREFERENCE
+}
+
+/// An interface's local preference.
+fn preference(vmi: &proto::VirtualMachineInterface) -> u32 {
+    match vmi.local_preference {
+        0 => DEFAULT_PREFERENCE,
+        p => p,
+    }
+}
+
+/// HAProxy load balancers (the "opencontrail" or "haproxy" provider).
+pub fn is_haproxy(lb: &proto::Loadbalancer) -> bool {
+    matches!(lb.provider.as_str(), "opencontrail" | "haproxy")
 }
 
 /// Everything the vrouter should hold of the agent's.
@@ -279,6 +304,7 @@ struct Path {
     nh: u32,
     label: u32,
     attr: u32,
+    pref: u32,
 }
 
 struct Ctx<'a> {
@@ -372,13 +398,35 @@ pub fn desired(
         .filter_map(|(fq, u)| Some((fq.clone(), c.vns.get(u)?.1)))
         .collect();
     c.aps = firewall::compile(db, &vn_ids, &c.tag_ids, POLICY_PREFIX);
-    // Instance IPs by interface.
+    // Instance IPs by interface; an HAProxy load balancer's VIP is an address of each of
+    // its instances' interfaces.
+    let vips: Vec<proto::InstanceIp> = db
+        .list(Kind::Loadbalancer)
+        .into_iter()
+        .filter_map(|o| match &o.kind {
+            Some(object::Kind::Loadbalancer(lb)) if is_haproxy(lb) => Some(lb),
+            _ => None,
+        })
+        .filter(|lb| lb.vip_address.parse::<IpAddr>().is_ok())
+        .map(|lb| proto::InstanceIp {
+            uuid: lb.uuid.clone(),
+            instance_ip_address: lb.vip_address.clone(),
+            virtual_network_ref: lb.virtual_network_ref.clone(),
+            virtual_machine_interface_refs: lb.virtual_machine_interface_refs.clone(),
+            ..Default::default()
+        })
+        .collect();
     let mut iips: HashMap<&str, Vec<&proto::InstanceIp>> = HashMap::new();
-    for o in db.list(Kind::InstanceIp) {
-        if let Some(object::Kind::InstanceIp(i)) = &o.kind {
-            for r in &i.virtual_machine_interface_refs {
-                iips.entry(r.uuid.as_str()).or_default().push(i);
-            }
+    let instance_ips = db
+        .list(Kind::InstanceIp)
+        .into_iter()
+        .filter_map(|o| match &o.kind {
+            Some(object::Kind::InstanceIp(i)) => Some(i),
+            _ => None,
+        });
+    for i in instance_ips.chain(&vips) {
+        for r in &i.virtual_machine_interface_refs {
+            iips.entry(r.uuid.as_str()).or_default().push(i);
         }
     }
     let priority = encap_priority(db);
@@ -404,7 +452,13 @@ pub fn desired(
     if let (Some((uuid, vn_id)), Some(host)) = (&ip_fabric, node.host_vif) {
         host_route(&mut c, node, host, uuid, *vn_id);
     }
-    let paths = std::mem::take(&mut c.paths);
+    let mut paths = std::mem::take(&mut c.paths);
+    // Of several paths to a prefix, those with the highest preference (an active
+    // instance over its standby; equals are ECMP).
+    for ps in paths.values_mut() {
+        let top = ps.iter().map(|p| p.pref).max().unwrap_or(0);
+        ps.retain(|p| p.pref == top);
+    }
     let into = routes(&mut c, &paths);
     let on_nodes = services(&mut c, &paths, &into);
     node_ports(&mut c, on_nodes);
@@ -514,7 +568,9 @@ fn referring<'a, T>(
 /// Native load balancers: each with a VIP and listeners becomes a service nexthop over
 /// its members (the paths of their addresses, local or remote) with the listeners' ports
 /// mapped to the members' ports, routed at the VIP in its network's VRF and in the VRFs
-/// that network's routes leak into. Returns the node ports of their listeners.
+/// that network's routes leak into. An HAProxy load balancer's VIP is its instances'
+/// address (routed to the active one): only its floating IPs get a service nexthop, to
+/// the VIP at the listeners' ports. Returns the node ports of the listeners.
 fn services(
     c: &mut Ctx<'_>,
     paths: &BTreeMap<(String, String), Vec<Path>>,
@@ -529,7 +585,8 @@ fn services(
         let Some(object::Kind::Loadbalancer(lb)) = &o.kind else {
             continue;
         };
-        if !matches!(lb.provider.as_str(), "" | "native" | "opencontrail") {
+        let haproxy = is_haproxy(lb);
+        if !haproxy && !matches!(lb.provider.as_str(), "" | "native") {
             continue;
         }
         let (Ok(vip), Some(vn)) = (
@@ -558,6 +615,26 @@ fn services(
                 _ => None,
             });
             let mut target = None;
+            // HAProxy listens on the VIP itself: its external addresses go to the VIP
+            // (the active instance) at the listener's port.
+            if haproxy {
+                if let Some(p) = by_addr.get(host_prefix(vip).as_str())
+                    && members.is_empty()
+                {
+                    members.push(ServiceMemberCfg {
+                        nh: p.nh,
+                        label: p.label,
+                        weight: 1,
+                        addr: vip,
+                    });
+                }
+                ports.push(ServicePortCfg {
+                    proto,
+                    port: l.protocol_port as u16,
+                    target: l.protocol_port as u16,
+                });
+                continue;
+            }
             for pool in pools {
                 affinity |= pool.loadbalancer_method == "SOURCE_IP";
                 let pool_members = referring(c.db, &pool.uuid, |k| match k {
@@ -627,9 +704,13 @@ fn services(
         let Some(&(_, vn_id, _)) = c.vns.get(&vn) else {
             continue;
         };
-        let attr = c.ids.get("attr", &format!("vip/{}", lb.uuid));
-        set_attr(c, attr, vn_id, vec![]);
-        let mut at = vec![(prefix, vn, attr)];
+        // An HAProxy VIP is routed to its instances, as their address.
+        let mut at = Vec::new();
+        if !haproxy {
+            let attr = c.ids.get("attr", &format!("vip/{}", lb.uuid));
+            set_attr(c, attr, vn_id, vec![]);
+            at.push((prefix, vn, attr));
+        }
         // Its floating IPs (external addresses), in their pool's network.
         for f in referring(c.db, &lb.uuid, |k| match k {
             object::Kind::FloatingIp(f) => Some(f),
@@ -753,7 +834,12 @@ fn local_port(
         c.paths
             .entry((iip_vn, host_prefix(a)))
             .or_default()
-            .push(Path { nh, label, attr });
+            .push(Path {
+                nh,
+                label,
+                attr,
+                pref: preference(vmi),
+            });
         if i.service_instance_ip {
             continue;
         }
@@ -790,6 +876,7 @@ fn local_port(
                     .map(|r| r.uuid.clone())
                     .collect(),
                 tags: vmi.tag_refs.iter().map(|r| r.uuid.clone()).collect(),
+                preference: preference(vmi),
             });
         }
     }
@@ -851,7 +938,12 @@ fn host_route(c: &mut Ctx<'_>, node: &Node, host: u32, vn_uuid: &str, vn_id: u32
     c.paths
         .entry((vn_uuid.to_string(), host_prefix(IpAddr::V4(node.ip))))
         .or_default()
-        .push(Path { nh, label: 0, attr });
+        .push(Path {
+            nh,
+            label: 0,
+            attr,
+            pref: DEFAULT_PREFERENCE,
+        });
 }
 
 /// An attribute record (tags sorted, as the vrouter keeps them, so that diffs compare).
@@ -924,7 +1016,12 @@ fn remote_route(c: &mut Ctx<'_>, node: &Node, r: &RemoteRoute, priority: &[Strin
     c.paths
         .entry((r.vn.clone(), r.prefix.clone()))
         .or_default()
-        .push(Path { nh, label, attr });
+        .push(Path {
+            nh,
+            label,
+            attr,
+            pref: r.preference,
+        });
 }
 
 /// The VNs whose routes a VN's VRF also holds: those a passing rule of its policies names.

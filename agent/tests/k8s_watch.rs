@@ -1,5 +1,6 @@
 //! kube-manager's API-server source against kube's mock service: the watchers list
-//! namespaces, pods, services and network policies, then follow watch events; the stream
+//! namespaces, pods, services, network policies, ingresses and nodes, then follow watch
+//! events; the stream
 //! never yields a half-listed cluster, follows adds and deletes, and what it yields
 //! translates like manifests do.
 
@@ -47,6 +48,8 @@ async fn the_api_server_source_lists_then_follows_watch_events() {
                 "/api/v1/pods" => "pods",
                 "/api/v1/services" => "services",
                 "/apis/networking.k8s.io/v1/networkpolicies" => "networkpolicies",
+                "/apis/networking.k8s.io/v1/ingresses" => "ingresses",
+                "/api/v1/nodes" => "nodes",
                 _ => panic!("unexpected request {uri}"),
             };
             if !watching {
@@ -64,6 +67,11 @@ async fn the_api_server_source_lists_then_follows_watch_events() {
                         vec![pod("default", "a", "3"), pod("dev", "c", "4")],
                     ),
                     "services" => list("ServiceList", vec![]),
+                    "ingresses" => list("IngressList", vec![]),
+                    "nodes" => list(
+                        "NodeList",
+                        vec![json!({"metadata": {"name": "node1", "resourceVersion": "5"}})],
+                    ),
                     _ => list("NetworkPolicyList", vec![]),
                 };
                 send.send_response(respond(body.to_string()));
@@ -92,6 +100,7 @@ async fn the_api_server_source_lists_then_follows_watch_events() {
             let c = clusters.next().await.expect("the stream goes on");
             // Never a half-listed cluster.
             assert_eq!(c.namespaces.len(), 2, "both namespaces listed");
+            assert!(c.nodes.contains_key("node1"), "the node listed");
             assert!(
                 c.pods.contains_key(&("dev".into(), "c".into())),
                 "listed pod kept"
@@ -137,6 +146,8 @@ async fn the_api_server_source_lists_then_follows_watch_events() {
         "/api/v1/pods",
         "/api/v1/services",
         "/apis/networking.k8s.io/v1/networkpolicies",
+        "/apis/networking.k8s.io/v1/ingresses",
+        "/api/v1/nodes",
     ] {
         assert!(
             seen.iter()

@@ -169,6 +169,7 @@ fn a_native_load_balancer_becomes_a_service_nexthop_routed_at_its_vip() {
         encaps: vec!["MPLSoUDP".into()],
         security_groups: vec![],
         tags: vec![],
+        preference: agent::oper::DEFAULT_PREFERENCE,
     }];
     let node = Node {
         fabric_vif: 0,

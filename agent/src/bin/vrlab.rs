@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::k8s::{Cluster, KubeConfig, manifest, sync, translate};
+use agent::k8s::{Cluster, KubeConfig, ingress, manifest, sync, translate};
 use agent::proto::agent_api_client::AgentApiClient;
 use agent::proto::config_api_client::ConfigApiClient;
 use agent::proto::{self};
@@ -69,8 +69,9 @@ enum Cmd {
         #[arg(long, required_unless_present = "matrix")]
         from: Option<String>,
         /// The server: a pod `namespace/name`, a service `svc/namespace/name` (its
-        /// cluster IP) or `ext/namespace/name` (its external IP), `outside` (the host
-        /// outside the cluster), or an address.
+        /// cluster IP) or `ext/namespace/name` (its external IP), an ingress
+        /// `ing/namespace/name` (its VIP) or `ing-ext/namespace/name` (its external IP),
+        /// `outside` (the host outside the cluster), or an address.
         #[arg(long, required_unless_present = "matrix")]
         to: Option<String>,
         /// Port.
@@ -88,7 +89,16 @@ enum Cmd {
         /// How long to wait for an answer.
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
+        /// An HTTP GET of this path (exit 0 on a 2xx answer).
+        #[arg(long, conflicts_with = "matrix")]
+        path: Option<String>,
+        /// The HTTP Host header (an HTTP GET of `/` without --path).
+        #[arg(long, conflicts_with = "matrix")]
+        host: Option<String>,
     },
+    /// Lists the ingresses: VIP, external IP, and their HAProxy instances (node, pid,
+    /// state; the first is the active one).
+    Ingresses,
     /// Resolves a name in a pod, through its resolver (the cluster's DNS when the lab has
     /// a `cluster-dns` Service): exit 0 with the addresses, 1 if it does not resolve.
     Lookup {
@@ -120,6 +130,11 @@ enum Cmd {
         protocol: String,
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
+        /// An HTTP GET: the path, and the Host header.
+        #[arg(long)]
+        http_path: Option<String>,
+        #[arg(long)]
+        http_host: Option<String>,
     },
 }
 
@@ -178,6 +193,18 @@ struct State {
     /// Services' external addresses by `namespace/name`.
     #[serde(default)]
     externals: BTreeMap<String, Vec<String>>,
+    /// Ingresses by `namespace/name`.
+    #[serde(default)]
+    ingresses: BTreeMap<String, IngressState>,
+}
+
+/// An Ingress's load balancer: its VIP, external addresses, and HAProxy instances.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct IngressState {
+    vip: String,
+    externals: Vec<String>,
+    /// (node index, interface UUID), active first.
+    instances: Vec<(usize, String)>,
 }
 
 /// A host on the fabric, outside the cluster.
@@ -288,6 +315,23 @@ fn kill(pid: u32) {
         .arg(pid.to_string())
         .stderr(Stdio::null())
         .status();
+}
+
+/// Whether a process runs (a zombie does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Stops a process and waits (up to `limit`) until it has.
+fn kill_wait(pid: u32, limit: Duration) {
+    kill(pid);
+    let t = Instant::now();
+    while alive(pid) && t.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn wait_for(what: &str, log: &Path, mut ready: impl FnMut() -> bool) -> Result<()> {
@@ -443,6 +487,28 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         })?;
         provision(&state.nodes[(i - 1) as usize])?;
+        // The node's HAProxy instances (ingresses).
+        let mlog = dir.join("haproxy-manager.log");
+        let mg = spawn(
+            Command::new(bin("haproxy-manager"))
+                .args(["--agent", &format!("http://127.0.0.1:{port}")])
+                .args([
+                    "--host",
+                    &name,
+                    "--interval-ms",
+                    "300",
+                    "--restart-ms",
+                    "500",
+                ])
+                .arg("--dir")
+                .arg(dir.join("lb")),
+            &mlog,
+        )?;
+        state.nodes[(i - 1) as usize].pids.push(mg);
+        lab.save(&state)?;
+        wait_for("haproxy-manager", &mlog, || {
+            std::fs::read_to_string(&mlog).is_ok_and(|l| l.contains("managing HAProxy"))
+        })?;
         println!(
             "{name}: vrouter {} agent 127.0.0.1:{port}",
             socket.display()
@@ -588,6 +654,14 @@ async fn wait_programmed(a: &mut AgentApiClient<tonic::transport::Channel>) -> R
 async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
     let cfg = lab.kube_config()?;
     let mut state = lab.load()?;
+    // The lab's nodes are the cluster's (where ingresses' HAProxy instances run).
+    let mut with_nodes = cluster.clone();
+    for n in &state.nodes {
+        let mut node = k8s_openapi::api::core::v1::Node::default();
+        node.metadata.name = Some(n.name.clone());
+        with_nodes.nodes.entry(n.name.clone()).or_insert(node);
+    }
+    let cluster = &with_nodes;
     let mut placements = Vec::new();
     // The first node's agent assigns the pods' and services' addresses (services get the
     // members of new pods on a second round, once the pods have addresses); the other
@@ -662,6 +736,34 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
                     }
                     _ => {}
                 }
+            }
+            state.ingresses.clear();
+            for ((ns, name), ing) in &cluster.ingresses {
+                let fq = translate::ingress_loadbalancer(&cfg, ns, name);
+                let Some(vip) = vips.get(&fq).filter(|_| ingress::ours(ing)) else {
+                    continue;
+                };
+                let hosts = ingress::placement(ns, name, cluster.nodes.keys());
+                let instances = hosts
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, h)| {
+                        let node = state.nodes.iter().position(|n| n.name == *h)?;
+                        let vmi = ingress::instance_interface(&fq, i);
+                        Some((
+                            node,
+                            translate::uuid_for(agent::kinds::Kind::VirtualMachineInterface, &vmi),
+                        ))
+                    })
+                    .collect();
+                state.ingresses.insert(
+                    format!("{ns}/{name}"),
+                    IngressState {
+                        vip: vip.clone(),
+                        externals: ext.remove(&fq).unwrap_or_default(),
+                        instances,
+                    },
+                );
             }
             state.services.clear();
             state.externals.clear();
@@ -798,7 +900,101 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
     if state.nodes.len() > 1 {
         wait_routes(&state)?;
     }
+    wait_ingresses(lab, &state);
     Ok(())
+}
+
+/// An instance's HAProxy pid, if it runs.
+fn instance_pid(lab: &Lab, state: &State, node: usize, vmi: &str) -> Option<u32> {
+    let n = state.nodes.get(node)?;
+    let f = lab.dir.join(&n.name).join("lb").join(format!("{vmi}.pid"));
+    let pid: u32 = std::fs::read_to_string(f).ok()?.trim().parse().ok()?;
+    alive(pid).then_some(pid)
+}
+
+/// Whether a process's network namespace has a TCP socket listening on `addr:port`.
+fn listening(pid: u32, addr: &str, port: u16) -> bool {
+    let Ok(ip) = addr.parse::<std::net::Ipv4Addr>() else {
+        return false;
+    };
+    // /proc/net/tcp writes the address as the kernel holds it (little-endian here).
+    let want = format!("{:08X}:{port:04X}", u32::from_le_bytes(ip.octets()));
+    std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).is_ok_and(|t| {
+        t.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A")
+        })
+    })
+}
+
+/// Until every ingress's instances serve (their manager starts them a moment after the
+/// configuration arrives).
+fn wait_ingresses(lab: &Lab, state: &State) {
+    let t = Instant::now();
+    for (k, ing) in &state.ingresses {
+        for (node, vmi) in &ing.instances {
+            while !instance_pid(lab, state, *node, vmi).is_some_and(|p| listening(p, &ing.vip, 80))
+            {
+                if t.elapsed() > Duration::from_secs(20) {
+                    println!(
+                        "ingress {k}: the instance on {} does not serve yet",
+                        state.nodes[*node].name
+                    );
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let on: Vec<&str> = ing
+            .instances
+            .iter()
+            .map(|(n, _)| state.nodes[*n].name.as_str())
+            .collect();
+        println!(
+            "ingress {k} {} on {}{}",
+            ing.vip,
+            on.join(","),
+            if ing.externals.is_empty() {
+                String::new()
+            } else {
+                format!(" external {}", ing.externals.join(","))
+            }
+        );
+    }
+}
+
+/// The ingresses and their instances (the first is the active one).
+fn list_ingresses(lab: &Lab, state: &State) {
+    for (k, ing) in &state.ingresses {
+        println!(
+            "{k} vip {} external {}",
+            ing.vip,
+            if ing.externals.is_empty() {
+                "-".to_string()
+            } else {
+                ing.externals.join(",")
+            }
+        );
+        for (i, (node, vmi)) in ing.instances.iter().enumerate() {
+            let role = if i == 0 { "active" } else { "standby" };
+            let name = agent::lbaas::instance_name(vmi);
+            match instance_pid(lab, state, *node, vmi) {
+                Some(pid) => println!(
+                    "  {i} {} {name} pid {pid} {}, {role}",
+                    state.nodes[*node].name,
+                    if listening(pid, &ing.vip, 80) {
+                        "serving"
+                    } else {
+                        "starting"
+                    }
+                ),
+                None => println!(
+                    "  {i} {} {name} pid - down, {role}",
+                    state.nodes[*node].name
+                ),
+            }
+        }
+    }
 }
 
 /// Until every node's vrouter has a route to every pod (other nodes' pods come through
@@ -1151,11 +1347,11 @@ fn serve_ports(name: &str, ports: &[String]) -> Result<()> {
         match proto.to_ascii_uppercase().as_str() {
             "TCP" => {
                 let l = TcpListener::bind(("0.0.0.0", port))?;
+                let reply = std::sync::Arc::new(reply);
                 threads.push(std::thread::spawn(move || {
-                    for mut s in l.incoming().flatten() {
-                        if let Ok(peer) = s.peer_addr() {
-                            let _ = s.write_all(&reply(peer));
-                        }
+                    for s in l.incoming().flatten() {
+                        let reply = std::sync::Arc::clone(&reply);
+                        std::thread::spawn(move || answer_tcp(s, &*reply));
                     }
                 }));
             }
@@ -1179,6 +1375,68 @@ fn serve_ports(name: &str, ports: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Answers one connection: an HTTP request with a 200 whose body is the answer, anything
+/// else (or silence for 200 ms) with the answer itself.
+fn answer_tcp(mut s: TcpStream, reply: &dyn Fn(SocketAddr) -> Vec<u8>) {
+    let Ok(peer) = s.peer_addr() else { return };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut req = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n @ 1..) = s.read(&mut buf) {
+        req.extend_from_slice(&buf[..n]);
+        if !req.starts_with(b"GET ") && !req.starts_with(b"HEAD ") || req.len() > 16384 {
+            break;
+        }
+        if req.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let body = reply(peer);
+    if req.starts_with(b"GET ") || req.starts_with(b"HEAD ") {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(head.as_bytes());
+        if req.starts_with(b"GET ") {
+            let _ = s.write_all(&body);
+        }
+    } else {
+        let _ = s.write_all(&body);
+    }
+}
+
+/// An HTTP/1.1 GET: "STATUS BODY" (the body's first line).
+fn http_get(to: SocketAddr, path: &str, host: &str, timeout: Duration) -> Result<String> {
+    let mut s = TcpStream::connect_timeout(&to, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: vrlab\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .ok_or_else(|| anyhow!("not an HTTP answer: {:?}", head.lines().next()))?;
+    let via = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("x-served-by")
+            .then(|| v.trim().to_string())
+    });
+    let mut out = format!("{status} {}", body.lines().next().unwrap_or("").trim());
+    if let Some(v) = via {
+        out.push_str(&format!("\nvia {v}"));
+    }
+    Ok(out)
+}
+
 /// Connects and returns the server's answer.
 fn connect(addr: IpAddr, port: u16, protocol: &str, timeout: Duration) -> Result<String> {
     let to = SocketAddr::new(addr, port);
@@ -1187,6 +1445,8 @@ fn connect(addr: IpAddr, port: u16, protocol: &str, timeout: Duration) -> Result
         "TCP" => {
             let mut s = TcpStream::connect_timeout(&to, timeout)?;
             s.set_read_timeout(Some(timeout))?;
+            // Said at once, so that the server need not wait to tell us from HTTP.
+            s.write_all(b"probe\n")?;
             let n = s.read(&mut buf)?;
             Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
         }
@@ -1210,8 +1470,8 @@ fn probe_one(
     state: &State,
     from: &str,
     to: &str,
-    port: u16,
-    protocol: &str,
+    (port, protocol): (u16, &str),
+    http: Option<(&str, &str)>,
     timeout_ms: u64,
 ) -> Result<std::result::Result<String, String>> {
     // From a pod, a node's host, or the outside host.
@@ -1233,6 +1493,18 @@ fn probe_one(
             .get(&to["ext/".len()..])
             .and_then(|a| a.first())
             .ok_or_else(|| anyhow!("no external IP for service {}", &to["ext/".len()..]))?
+            .clone(),
+        Err(_) if to.starts_with("ing/") => state
+            .ingresses
+            .get(&to["ing/".len()..])
+            .ok_or_else(|| anyhow!("no ingress {}", &to["ing/".len()..]))?
+            .vip
+            .clone(),
+        Err(_) if to.starts_with("ing-ext/") => state
+            .ingresses
+            .get(&to["ing-ext/".len()..])
+            .and_then(|i| i.externals.first())
+            .ok_or_else(|| anyhow!("no external IP for ingress {}", &to["ing-ext/".len()..]))?
             .clone(),
         Err(_) if to.starts_with("svc/") => state
             .services
@@ -1260,6 +1532,10 @@ fn probe_one(
             "--timeout-ms",
             &timeout_ms.to_string(),
         ])
+        .args(
+            http.iter()
+                .flat_map(|(path, host)| ["--http-path", path, "--http-host", host]),
+        )
         .output()?;
     Ok(if o.status.success() {
         Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -1283,7 +1559,7 @@ fn matrix(state: &State, port: u16, protocol: &str, timeout_ms: u64, services: b
             for t in &targets {
                 jobs.push((
                     (f.clone(), t.clone()),
-                    sc.spawn(move || probe_one(state, f, t, port, protocol, timeout_ms)),
+                    sc.spawn(move || probe_one(state, f, t, (port, protocol), None, timeout_ms)),
                 ));
             }
         }
@@ -1328,9 +1604,10 @@ fn down(lab: &Lab) -> Result<()> {
         let _ = run(&["ip", "link", "del", &p.veth]);
         let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&p.netns));
     }
+    // Last started first: the HAProxy manager withdraws its instances through the agent.
     for n in &state.nodes {
         for pid in n.pids.iter().rev() {
-            kill(*pid);
+            kill_wait(*pid, Duration::from_secs(5));
         }
     }
     if let Some(pid) = state.etcd_pid {
@@ -1406,6 +1683,8 @@ fn real_main(a: Args) -> Result<u8> {
             matrix: all,
             services,
             timeout_ms,
+            path,
+            host,
         } => {
             let s = lab.load()?;
             if all {
@@ -1413,8 +1692,46 @@ fn real_main(a: Args) -> Result<u8> {
                 return Ok(0);
             }
             let (from, to) = (from.unwrap_or_default(), to.unwrap_or_default());
+            if path.is_some() || host.is_some() {
+                let path = path.unwrap_or_else(|| "/".into());
+                let host = host.unwrap_or_else(|| to.clone());
+                let url = format!("http://{host}{path}");
+                let r = probe_one(
+                    &s,
+                    &from,
+                    &to,
+                    (port, "TCP"),
+                    Some((&path, &host)),
+                    timeout_ms,
+                )?;
+                return Ok(match r {
+                    Ok(answer) => {
+                        // "STATUS BODY", the body "NAME PEER" from the lab's servers, then
+                        // "via INSTANCE" when an HAProxy answered.
+                        let (first, via) = answer.split_once('\n').unwrap_or((&answer, ""));
+                        let (status, body) = first.split_once(' ').unwrap_or((first, ""));
+                        let (name, seen) = body.split_once(' ').unwrap_or((body, "?"));
+                        let via = if via.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" {via}")
+                        };
+                        if status.starts_with('2') {
+                            println!("{from} -> {to} {url}: {status} ({name}) as {seen}{via}");
+                            0
+                        } else {
+                            println!("{from} -> {to} {url}: {status}{via} {body}");
+                            1
+                        }
+                    }
+                    Err(why) => {
+                        println!("{from} -> {to} {url}: blocked ({why})");
+                        1
+                    }
+                });
+            }
             return Ok(
-                match probe_one(&s, &from, &to, port, &protocol, timeout_ms)? {
+                match probe_one(&s, &from, &to, (port, &protocol), None, timeout_ms)? {
                     Ok(answer) => {
                         // "NAME PEER": the server, and the source it saw.
                         let (name, seen) = answer.split_once(' ').unwrap_or((&answer, "?"));
@@ -1428,6 +1745,7 @@ fn real_main(a: Args) -> Result<u8> {
                 },
             );
         }
+        Cmd::Ingresses => list_ingresses(&lab, &lab.load()?),
         Cmd::Down => down(&lab)?,
         Cmd::Lookup { from, name } => {
             let s = lab.load()?;
@@ -1464,8 +1782,19 @@ fn real_main(a: Args) -> Result<u8> {
             port,
             protocol,
             timeout_ms,
+            http_path,
+            http_host,
         } => {
-            let answer = connect(addr, port, &protocol, Duration::from_millis(timeout_ms))?;
+            let timeout = Duration::from_millis(timeout_ms);
+            let answer = match http_path {
+                Some(path) => http_get(
+                    SocketAddr::new(addr, port),
+                    &path,
+                    http_host.as_deref().unwrap_or("localhost"),
+                    timeout,
+                )?,
+                None => connect(addr, port, &protocol, timeout)?,
+            };
             println!("{answer}");
         }
     }

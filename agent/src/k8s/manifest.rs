@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use serde::Deserialize;
 
 use super::Cluster;
@@ -24,6 +24,10 @@ pub enum Doc {
     Service(Box<Service>),
     /// A NetworkPolicy (networking.k8s.io/v1).
     NetworkPolicy(Box<NetworkPolicy>),
+    /// An Ingress (networking.k8s.io/v1).
+    Ingress(Box<Ingress>),
+    /// A node.
+    Node(Box<Node>),
     /// A kind kube-manager does not translate (kind, name).
     Other(String, String),
 }
@@ -43,6 +47,8 @@ impl Doc {
             Doc::Pod(p) => format!("Pod {}", m(&p.metadata)),
             Doc::Service(s) => format!("Service {}", m(&s.metadata)),
             Doc::NetworkPolicy(n) => format!("NetworkPolicy {}", m(&n.metadata)),
+            Doc::Ingress(i) => format!("Ingress {}", m(&i.metadata)),
+            Doc::Node(n) => format!("Node {}", n.metadata.name.as_deref().unwrap_or("")),
             Doc::Other(k, n) => format!("{k} {n}"),
         }
     }
@@ -98,6 +104,8 @@ fn doc(v: serde_yaml::Value, out: &mut Vec<Doc>) -> Result<()> {
         ("v1", "Pod") => Doc::Pod(Box::new(typed(v, &what)?)),
         ("v1", "Service") => Doc::Service(Box::new(typed(v, &what)?)),
         ("networking.k8s.io/v1", "NetworkPolicy") => Doc::NetworkPolicy(Box::new(typed(v, &what)?)),
+        ("networking.k8s.io/v1", "Ingress") => Doc::Ingress(Box::new(typed(v, &what)?)),
+        ("v1", "Node") => Doc::Node(Box::new(typed(v, &what)?)),
         _ => Doc::Other(kind, name),
     };
     out.push(d);
@@ -184,6 +192,15 @@ impl Cluster {
                     n.metadata.namespace = Some(k.0.clone());
                     self.network_policies.insert(k, *n);
                 }
+                Doc::Ingress(mut i) => {
+                    let k = key(&i.metadata);
+                    i.metadata.namespace = Some(k.0.clone());
+                    self.ingresses.insert(k, *i);
+                }
+                Doc::Node(n) => {
+                    let name = n.metadata.name.clone().unwrap_or_default();
+                    self.nodes.insert(name, *n);
+                }
                 other @ Doc::Other(..) => skipped.push(other.describe()),
             }
         }
@@ -236,6 +253,7 @@ impl Cluster {
                     self.pods.retain(|(ns, _), _| *ns != name);
                     self.services.retain(|(ns, _), _| *ns != name);
                     self.network_policies.retain(|(ns, _), _| *ns != name);
+                    self.ingresses.retain(|(ns, _), _| *ns != name);
                 }
                 Doc::Pod(p) => {
                     self.pods.remove(&key(&p.metadata));
@@ -245,6 +263,13 @@ impl Cluster {
                 }
                 Doc::NetworkPolicy(n) => {
                     self.network_policies.remove(&key(&n.metadata));
+                }
+                Doc::Ingress(i) => {
+                    self.ingresses.remove(&key(&i.metadata));
+                }
+                Doc::Node(n) => {
+                    self.nodes
+                        .remove(n.metadata.name.as_deref().unwrap_or_default());
                 }
                 Doc::Other(..) => {}
             }
@@ -277,6 +302,12 @@ impl Cluster {
                 "networking.k8s.io/v1",
                 serde_json::to_value(n)?,
             )?;
+        }
+        for i in self.ingresses.values() {
+            put("Ingress", "networking.k8s.io/v1", serde_json::to_value(i)?)?;
+        }
+        for n in self.nodes.values() {
+            put("Node", "v1", serde_json::to_value(n)?)?;
         }
         Ok(out)
     }

@@ -11,6 +11,7 @@
 //! - [`sync`]: diff against what the agent holds of kube-manager's objects; one
 //!   all-or-nothing batch of creates, updates and deletes in dependency order.
 
+pub mod ingress;
 pub mod manifest;
 pub mod netpol;
 pub mod services;
@@ -22,8 +23,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 
 /// The `[KUBERNETES]` section of Contrail's `contrail-kubernetes.conf`, as far as the
 /// translation needs it.
@@ -261,6 +262,10 @@ pub struct Cluster {
     pub services: BTreeMap<(String, String), Service>,
     /// Network policies by (namespace, name).
     pub network_policies: BTreeMap<(String, String), NetworkPolicy>,
+    /// Ingresses by (namespace, name).
+    pub ingresses: BTreeMap<(String, String), Ingress>,
+    /// The cluster's nodes by name (where an ingress's HAProxy instances run).
+    pub nodes: BTreeMap<String, Node>,
 }
 
 /// Annotation: isolate a namespace's pods (and by default its services).
@@ -273,3 +278,6 @@ pub const NETWORK: &str = "opencontrail.org/network";
 pub const IP_FABRIC_FORWARDING: &str = "opencontrail.org/ip_fabric_forwarding";
 /// Annotation: a namespace's pods reach outside through the node's address.
 pub const IP_FABRIC_SNAT: &str = "opencontrail.org/ip_fabric_snat";
+/// Annotation: the ingress controller an Ingress is for; kube-manager takes those
+/// without one or with `opencontrail`.
+pub const INGRESS_CLASS: &str = "kubernetes.io/ingress.class";

@@ -116,20 +116,31 @@ fn external_ips(
         }
     }
     for (name, address) in addresses {
-        let fq: Vec<String> = pool.iter().cloned().chain([name]).collect();
-        out.put(
-            Kind::FloatingIp,
-            fq.clone(),
-            object::Kind::FloatingIp(proto::FloatingIp {
-                uuid: uuid_for(Kind::FloatingIp, &fq),
-                fq_name: fq,
-                floating_ip_address: address,
-                virtual_machine_interface_refs: vec![],
-                fixed_ip_address: String::new(),
-                loadbalancer_ref: Some(r(Kind::Loadbalancer, lb)),
-            }),
-        );
+        floating_ip(out, pool, name, address, lb);
     }
+}
+
+/// A floating IP of `pool` (empty address: the agent allocates one) on a load balancer.
+pub(super) fn floating_ip(
+    out: &mut Out,
+    pool: &[String],
+    name: String,
+    address: String,
+    lb: &[String],
+) {
+    let fq: Vec<String> = pool.iter().cloned().chain([name]).collect();
+    out.put(
+        Kind::FloatingIp,
+        fq.clone(),
+        object::Kind::FloatingIp(proto::FloatingIp {
+            uuid: uuid_for(Kind::FloatingIp, &fq),
+            fq_name: fq,
+            floating_ip_address: address,
+            virtual_machine_interface_refs: vec![],
+            fixed_ip_address: String::new(),
+            loadbalancer_ref: Some(r(Kind::Loadbalancer, lb)),
+        }),
+    );
 }
 
 /// A NodePort or LoadBalancer Service port's node port (the API server assigns it; a
@@ -250,7 +261,7 @@ pub(super) fn translate(
                     loadbalancer_listener_ref: Some(r(Kind::LoadbalancerListener, &listener)),
                     protocol: protocol.clone(),
                     loadbalancer_method: method.into(),
-                    session_persistence: String::new(),
+                    ..Default::default()
                 }),
             );
             for (pod, p) in &backends {

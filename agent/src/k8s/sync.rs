@@ -423,15 +423,19 @@ pub async fn node_interfaces(
 }
 
 /// The addresses the agent assigned, by instance-ip FQ name (pods' addresses, for the
-/// members of services).
+/// members of services) and by loadbalancer FQ name (services' VIPs, for the backends of
+/// ingresses).
 pub async fn addresses(c: &mut ConfigApiClient<Channel>) -> Result<BTreeMap<Vec<String>, String>> {
-    let list = list(c, Kind::InstanceIp).await?;
-    Ok(list
-        .objects
+    let iips = list(c, Kind::InstanceIp).await?.objects;
+    let lbs = list(c, Kind::Loadbalancer).await?.objects;
+    Ok(iips
         .into_iter()
+        .chain(lbs)
         .filter_map(|o| match o.kind {
             Some(object::Kind::InstanceIp(i)) => Some((i.fq_name, i.instance_ip_address)),
+            Some(object::Kind::Loadbalancer(l)) => Some((l.fq_name, l.vip_address)),
             _ => None,
         })
+        .filter(|(_, a)| !a.is_empty())
         .collect())
 }

@@ -29,11 +29,11 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::netpol::{self, PodView};
-use super::services;
 use super::{
     Cluster, IP_FABRIC_FORWARDING, IP_FABRIC_SNAT, ISOLATION, ISOLATION_SERVICE, KubeConfig,
     NETWORK, fq_annotation,
 };
+use super::{ingress, services};
 use crate::kinds::{Kind, fq_string};
 use crate::oper::IP_FABRIC;
 use crate::proto::{self, Object, object};
@@ -192,6 +192,12 @@ pub fn service_interface(cfg: &KubeConfig, namespace: &str, service: &str) -> Ve
     n.under(&n.project(namespace), n.service(namespace, service))
 }
 
+/// The FQ name of the load balancer kube-manager makes for an Ingress.
+pub fn ingress_loadbalancer(cfg: &KubeConfig, namespace: &str, ingress: &str) -> Vec<String> {
+    let n = Names { c: cfg };
+    n.under(&n.project(namespace), n.ingress(namespace, ingress))
+}
+
 /// The names of the cluster's objects.
 pub(super) struct Names<'a> {
     pub(super) c: &'a KubeConfig,
@@ -220,6 +226,9 @@ impl Names<'_> {
     }
     pub(super) fn service(&self, ns: &str, svc: &str) -> String {
         format!("{}__svc__{ns}__{svc}", self.c.cluster_name)
+    }
+    pub(super) fn ingress(&self, ns: &str, name: &str) -> String {
+        format!("{}__ingress__{ns}__{name}", self.c.cluster_name)
     }
     pub(super) fn pod_leaf(&self, ns: &str, pod: &str) -> String {
         self.pod(ns, pod)
@@ -377,7 +386,7 @@ impl Out {
 }
 
 /// An isolated namespace's networks.
-struct Isolated {
+pub(super) struct Isolated {
     pods: Vec<String>,
     svc: Vec<String>,
     /// The policies on its pod network and on its service network.
@@ -635,12 +644,68 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
         underlay,
         &mut events,
     );
+    ingress::translate(
+        &mut out,
+        &n,
+        cluster,
+        |what, ns, meta| {
+            network_of(
+                what,
+                (meta, "ingress"),
+                &cluster.namespaces[ns].metadata,
+                &default_pods,
+                isolated.get(ns),
+                existing_networks,
+            )
+        },
+        underlay,
+        &mut events,
+    );
     Translation {
         objects: out.objects(),
         events,
         pods,
         attachments,
     }
+}
+
+/// The network of a namespace's pod or ingress: the custom network its own annotation
+/// (else its namespace's) names, which must exist; else the namespace's pod network.
+pub(super) fn network_of(
+    what: &str,
+    (meta, word): (&ObjectMeta, &str),
+    namespace: &ObjectMeta,
+    default_pods: &[String],
+    isolated: Option<&Isolated>,
+    existing: &BTreeSet<String>,
+) -> Result<Vec<String>, Event> {
+    let custom = annotation(meta, NETWORK)
+        .map(|v| (v, word))
+        .or_else(|| annotation(namespace, NETWORK).map(|v| (v, "namespace")));
+    let Some((v, from)) = custom else {
+        return Ok(match isolated {
+            Some(i) => i.pods.clone(),
+            None => default_pods.to_vec(),
+        });
+    };
+    let Some(fq) = fq_annotation(v) else {
+        return Err(Event {
+            object: what.to_string(),
+            reason: "InvalidNetwork".into(),
+            message: format!("{NETWORK} on the {from}: {v:?} is not a network name"),
+        });
+    };
+    if !existing.contains(&fq_string(&fq)) {
+        return Err(Event {
+            object: what.to_string(),
+            reason: "NetworkNotFound".into(),
+            message: format!(
+                "{NETWORK} on the {from}: network {} does not exist",
+                fq_string(&fq)
+            ),
+        });
+    }
+    Ok(fq)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -668,36 +733,19 @@ fn pod_objects(
         events.push(Event::namespace_not_found(what, ns));
         return None;
     };
-    let custom = annotation(&pod.metadata, NETWORK)
-        .map(|v| (v, "pod"))
-        .or_else(|| annotation(&namespace.metadata, NETWORK).map(|v| (v, "namespace")));
-    let network = match custom {
-        Some((v, from)) => {
-            let Some(fq) = fq_annotation(v) else {
-                events.push(Event {
-                    object: what,
-                    reason: "InvalidNetwork".into(),
-                    message: format!("{NETWORK} on the {from}: {v:?} is not a network name"),
-                });
-                return None;
-            };
-            if !existing.contains(&fq_string(&fq)) {
-                events.push(Event {
-                    object: what,
-                    reason: "NetworkNotFound".into(),
-                    message: format!(
-                        "{NETWORK} on the {from}: network {} does not exist",
-                        fq_string(&fq)
-                    ),
-                });
-                return None;
-            }
-            fq
+    let network = match network_of(
+        &what,
+        (&pod.metadata, "pod"),
+        &namespace.metadata,
+        default_pods,
+        isolated,
+        existing,
+    ) {
+        Ok(fq) => fq,
+        Err(e) => {
+            events.push(e);
+            return None;
         }
-        None => match isolated {
-            Some(i) => i.pods.clone(),
-            None => default_pods.to_vec(),
-        },
     };
     // Nested mode: the pod rides on its node's VM interface.
     let parent = if n.c.nested_mode {
@@ -750,6 +798,7 @@ fn pod_objects(
             parent_interface_ref: parent.as_ref().map(|p| r(Kind::VirtualMachineInterface, p)),
             security_group_refs: Vec::new(),
             sub_interface_vlan_tag: 0,
+            ..Default::default()
         }),
     );
     let iip = vec![leaf];

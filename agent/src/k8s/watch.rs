@@ -1,6 +1,6 @@
 //! A Kubernetes API server as kube-manager's source: kube-rs watchers on namespaces, pods,
-//! services and network policies (all namespaces) keep a [`Cluster`] up to date. The
-//! stream yields the whole cluster after every change, once each of the four initial
+//! services, network policies, ingresses (all namespaces) and nodes keep a [`Cluster`] up
+//! to date. The stream yields the whole cluster after every change, once each of the initial
 //! listings is complete (never a half-listed cluster: a sync from it would delete what
 //! was not listed yet). A watcher that loses its connection lists again with back-off;
 //! its re-listing replaces what it had, so deletes missed meanwhile are not kept.
@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -24,6 +24,8 @@ enum Change {
     Pod(Event<Pod>),
     Service(Event<Service>),
     NetworkPolicy(Event<NetworkPolicy>),
+    Ingress(Event<Ingress>),
+    Node(Event<Node>),
 }
 
 /// A kind's objects while its (re-)listing is in progress.
@@ -75,7 +77,7 @@ fn namespaced<K: Resource>(o: &K) -> (String, String) {
     (o.namespace().unwrap_or_default(), o.name_any())
 }
 
-/// What the four watchers have seen.
+/// What the watchers have seen.
 #[derive(Default)]
 struct State {
     cluster: Cluster,
@@ -83,6 +85,8 @@ struct State {
     pods: Kind<Pod, (String, String)>,
     services: Kind<Service, (String, String)>,
     policies: Kind<NetworkPolicy, (String, String)>,
+    ingresses: Kind<Ingress, (String, String)>,
+    nodes: Kind<Node, String>,
 }
 
 impl State {
@@ -93,11 +97,18 @@ impl State {
             Change::Pod(e) => self.pods.on(e, &mut cl.pods, namespaced),
             Change::Service(e) => self.services.on(e, &mut cl.services, namespaced),
             Change::NetworkPolicy(e) => self.policies.on(e, &mut cl.network_policies, namespaced),
+            Change::Ingress(e) => self.ingresses.on(e, &mut cl.ingresses, namespaced),
+            Change::Node(e) => self.nodes.on(e, &mut cl.nodes, |o| o.name_any()),
         }
     }
 
     fn listed(&self) -> bool {
-        self.namespaces.listed && self.pods.listed && self.services.listed && self.policies.listed
+        self.namespaces.listed
+            && self.pods.listed
+            && self.services.listed
+            && self.policies.listed
+            && self.ingresses.listed
+            && self.nodes.listed
     }
 }
 
@@ -118,9 +129,17 @@ pub fn clusters(client: Client) -> impl Stream<Item = Cluster> {
             .default_backoff()
             .map(|e| e.map(Change::Service))
             .boxed(),
-        watcher::watcher(Api::<NetworkPolicy>::all(client), cfg)
+        watcher::watcher(Api::<NetworkPolicy>::all(client.clone()), cfg.clone())
             .default_backoff()
             .map(|e| e.map(Change::NetworkPolicy))
+            .boxed(),
+        watcher::watcher(Api::<Ingress>::all(client.clone()), cfg.clone())
+            .default_backoff()
+            .map(|e| e.map(Change::Ingress))
+            .boxed(),
+        watcher::watcher(Api::<Node>::all(client), cfg)
+            .default_backoff()
+            .map(|e| e.map(Change::Node))
             .boxed(),
     ];
     let mut state = State::default();
