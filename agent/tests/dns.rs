@@ -1,7 +1,7 @@
 //! The cluster DNS's answers, on real DNS messages (built and read with hickory-proto):
 //! A records of known names, no data for other types, NXDOMAIN in the cluster domain,
 //! REFUSED outside it, FORMERR or silence for what is not a query; the records file's
-//! errors; arbitrary bytes never panic.
+//! errors; arbitrary bytes never panic; the server binary over UDP and TCP.
 
 use std::net::Ipv4Addr;
 
@@ -125,4 +125,83 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = records().answer(&bytes);
     }
+}
+
+/// The server itself on loopback: the same answers over UDP and over TCP (several
+/// length-prefixed queries on one connection), and a records file rewritten is read again.
+#[test]
+fn the_server_answers_over_udp_and_tcp_and_follows_its_records_file() {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, UdpSocket};
+
+    let dir = std::env::temp_dir().join(format!("cluster-dns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("records");
+    std::fs::write(&file, "web.default.svc.cluster.local A 10.96.0.10\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cluster-dns"))
+        .args(["--listen", &listen, "--records"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 64];
+    let n = child.stdout.as_mut().unwrap().read(&mut line).unwrap();
+    assert!(String::from_utf8_lossy(&line[..n]).contains("listening"));
+
+    let query = |id: u16, name: &str| {
+        let mut q = Message::new(id, MessageType::Query, OpCode::Query);
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        q.to_vec().unwrap()
+    };
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    udp.send_to(&query(1, "web.default.svc.cluster.local."), &listen)
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = udp.recv_from(&mut buf).unwrap();
+    let m = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(addresses(&m), vec![Ipv4Addr::new(10, 96, 0, 10)]);
+
+    let mut tcp = TcpStream::connect(&listen).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let mut ask_tcp = |id: u16, name: &str| -> Message {
+        let q = query(id, name);
+        let mut out = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
+        out.extend_from_slice(&q);
+        tcp.write_all(&out).unwrap();
+        let mut len = [0u8; 2];
+        tcp.read_exact(&mut len).unwrap();
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        tcp.read_exact(&mut reply).unwrap();
+        let m = Message::from_vec(&reply).unwrap();
+        assert_eq!(m.metadata.id, id);
+        m
+    };
+    assert_eq!(
+        addresses(&ask_tcp(2, "web.default.svc.cluster.local.")),
+        vec![Ipv4Addr::new(10, 96, 0, 10)]
+    );
+    let m = ask_tcp(3, "nope.default.svc.cluster.local.");
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+
+    // A new address for web: the file is read again (its modification time moves).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(&file, "web.default.svc.cluster.local A 10.96.0.99\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        addresses(&ask_tcp(4, "web.default.svc.cluster.local.")),
+        vec![Ipv4Addr::new(10, 96, 0, 99)]
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -98,7 +98,7 @@ fn run(
             networks,
             node_interfaces: &Default::default(),
             addresses,
-            public_subnets: &[],
+            ..Default::default()
         },
     )
 }

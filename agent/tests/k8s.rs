@@ -589,7 +589,7 @@ fn services_become_load_balancers_with_a_member_per_ready_selected_pod() {
             networks: &BTreeSet::new(),
             node_interfaces: &Default::default(),
             addresses: &addresses,
-            public_subnets: &[],
+            ..Default::default()
         },
     );
     let lbs: Vec<&agent::proto::Loadbalancer> = t
@@ -821,6 +821,30 @@ fn ip_fabric_forwarding_puts_pod_networks_in_the_underlay_and_stays_on() {
             Some(change::Change::Update(o)) if matches!(&o.kind,
                 Some(object::Kind::VirtualNetwork(v)) if v.fq_name[2] == "k8s-dev-pod-network"))),
         "{changes:?}"
+    );
+    // The translation knows it too (from the agent's networks): the network stays
+    // forwarded, and the annotation that asks otherwise is an event.
+    let forwarded = BTreeSet::from(["default-domain:k8s-dev:k8s-dev-pod-network".to_string()]);
+    let kept = agent::k8s::translate::translate_with(
+        &cfg,
+        &c,
+        &agent::k8s::translate::Underlay {
+            forwarded: &forwarded,
+            ..Default::default()
+        },
+    );
+    assert!(vn(&kept, "k8s-dev-pod-network").ip_fabric_forwarding);
+    assert!(
+        kept.events
+            .iter()
+            .any(|e| e.object == "Namespace dev" && e.reason == "IpFabricForwardingImmutable"),
+        "{:?}",
+        kept.events
+    );
+    assert!(
+        !off.events
+            .iter()
+            .any(|e| e.reason == "IpFabricForwardingImmutable")
     );
 }
 

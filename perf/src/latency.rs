@@ -59,7 +59,8 @@ pub struct Latency {
     pub sent: u64,
     /// Of those, received back.
     pub received: u64,
-    /// Not taken by the input ring (the vrouter fell behind).
+    /// Due at the offered rate but not taken (the vrouter fell behind: its input ring
+    /// full, or every mbuf in flight).
     pub not_offered: u64,
     /// Median, microseconds.
     pub p50_us: f64,
@@ -157,25 +158,30 @@ pub fn run(o: &Options) -> Result<Latency> {
     let (rate, warm, total) = (o.rate_pps, o.warmup, o.warmup + o.duration);
 
     let gen_stop = Arc::new(AtomicBool::new(false));
+    // The vrouter runs until the generator has every packet back (or gave up waiting).
+    let stop = Arc::new(AtomicBool::new(false));
     let generator = {
-        let (pool, in_rx, out_tx, stop) = (
+        let (pool, in_rx, out_tx, gen_stop, stop) = (
             Arc::clone(&pool),
             Arc::clone(&in_rx),
             Arc::clone(&out_tx),
             Arc::clone(&gen_stop),
+            Arc::clone(&stop),
         );
         std::thread::Builder::new()
             .name("vrperf-gen".into())
             .spawn(move || -> GenResult {
                 let _ = dpdk_bindings::pin_current_thread(&cpus);
-                generate(
-                    &frames, &pool, &in_rx, &out_tx, rate, hz, warm, total, &stop,
-                )
+                let r = generate(
+                    &frames, &pool, &in_rx, &out_tx, rate, hz, warm, total, &gen_stop,
+                );
+                stop.store(true, Ordering::Relaxed);
+                r
             })?
     };
-    let stop = Arc::new(AtomicBool::new(false));
     let opts = runtime::Options {
-        duration: Some(Duration::from_secs_f64(total + 0.3)),
+        // A bound for a generator that never ends (the drain has its own).
+        duration: Some(Duration::from_secs_f64(total + DRAIN_S + 1.0)),
         mbufs: 16_383,
         flows: 1 << 19,
         ..runtime::Options::default()
@@ -216,9 +222,13 @@ pub fn run(o: &Options) -> Result<Latency> {
 /// At most this many latencies are kept (400 MB of samples).
 const MAX_SAMPLES: usize = 50_000_000;
 
+/// After the last packet is offered, how long the generator waits for those still in
+/// flight (on a loaded machine the forwarding lcore may not run for a while).
+const DRAIN_S: f64 = 2.0;
+
 /// The generator: offers `frames` round robin at `rate` packets/s for `total` seconds,
 /// reads the output ring all along, and keeps the latencies of packets sent after
-/// `warm` seconds.
+/// `warm` seconds; then waits (up to [`DRAIN_S`]) until every one of those is back.
 #[allow(clippy::too_many_arguments)]
 fn generate(
     frames: &[Vec<u8>],
@@ -261,15 +271,15 @@ fn generate(
                 let _ = b.push(m);
             }
             offered += want as u64;
-            let n = b.len() as u64;
             let took = input.enqueue_burst_shared(&mut b).unwrap_or(0) as u64;
             if now >= warm_at {
+                // Due but not taken: the input ring full, or no mbuf left.
                 r.sent += took;
-                r.not_offered += n - took;
+                r.not_offered += want as u64 - took;
             }
             b.clear();
         } else if drain_until.is_none() {
-            drain_until = Some(now + (0.05 * hz) as u64);
+            drain_until = Some(now + (DRAIN_S * hz) as u64);
         }
         if output.dequeue_burst_shared(&mut out).unwrap_or(0) > 0 {
             let t = dpdk_bindings::rdtsc();
@@ -284,7 +294,8 @@ fn generate(
             }
             out.clear();
         }
-        if drain_until.is_some_and(|d| now >= d) || stop.load(Ordering::Relaxed) {
+        let all_back = r.samples.len() as u64 >= r.sent.min(MAX_SAMPLES as u64);
+        if drain_until.is_some_and(|d| now >= d || all_back) || stop.load(Ordering::Relaxed) {
             break;
         }
     }

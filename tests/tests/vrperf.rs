@@ -175,8 +175,14 @@ fn latency_run_gets_every_stamped_packet_back() {
     let text = String::from_utf8_lossy(&out.stdout);
     let l: serde_json::Value =
         serde_json::from_str(text.lines().last().unwrap()).expect("one JSON line");
+    // Everything due at the offered rate was offered: taken by the vrouter's input ring
+    // (sent) or refused by it (not offered; a busy machine can starve the lcore).
     let sent = l["sent"].as_u64().unwrap();
-    assert!(sent > 10_000, "{l}");
+    let offered = sent + l["not_offered"].as_u64().unwrap();
+    assert!(
+        (24_000..=26_000).contains(&offered) && sent > 0,
+        "0.05 Mpps for 0.5 s: {l}"
+    );
     assert_eq!(
         l["received"].as_u64(),
         Some(sent),

@@ -1,12 +1,16 @@
 //! `cluster-dns`: the cluster's DNS server, run as a pod behind a Service. Answers for
 //! the Services of the cluster domain from a records file (`NAME A ADDRESS` lines) that
 //! whoever follows the cluster rewrites; the file is read again when it changes (a
-//! file that does not read keeps the previous records, reported on stderr).
+//! file that does not read keeps the previous records, reported on stderr). Queries come
+//! over UDP and over TCP (RFC 1035 4.2.2: each message behind its two-byte length, several
+//! on one connection; an idle connection is closed after 10 s).
 
 #![forbid(unsafe_code)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use agent::dns::Records;
@@ -17,7 +21,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Address and UDP port to answer on.
+    /// Address and port to answer on (UDP and TCP).
     #[arg(long, default_value = "0.0.0.0:53")]
     listen: SocketAddr,
     /// The records file.
@@ -64,18 +68,67 @@ impl Source {
     }
 }
 
+/// The answer to one message, the records read again first if they changed.
+fn answer(src: &Mutex<Source>, msg: &[u8]) -> Option<Vec<u8>> {
+    let mut s = src.lock().unwrap_or_else(|e| e.into_inner());
+    s.refresh(false);
+    s.records.answer(msg)
+}
+
+/// One TCP connection: length-prefixed queries until the client closes or goes quiet.
+fn serve_tcp(mut c: TcpStream, src: &Mutex<Source>) -> std::io::Result<()> {
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    loop {
+        let mut len = [0u8; 2];
+        match c.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        c.read_exact(&mut msg)?;
+        // Not a query: the connection is closed (there is no way to skip it).
+        let Some(reply) = answer(src, &msg) else {
+            return Ok(());
+        };
+        let Ok(n) = u16::try_from(reply.len()) else {
+            return Ok(());
+        };
+        let mut out = n.to_be_bytes().to_vec();
+        out.extend_from_slice(&reply);
+        c.write_all(&out)?;
+    }
+}
+
 fn main() -> Result<()> {
     let a = Args::parse();
     let sock =
         UdpSocket::bind(a.listen).with_context(|| format!("listening on {} (UDP)", a.listen))?;
-    let mut src = Source {
+    let tcp =
+        TcpListener::bind(a.listen).with_context(|| format!("listening on {} (TCP)", a.listen))?;
+    let src = Arc::new(Mutex::new(Source {
         path: a.records,
         records: Records::new(&a.domain),
         domain: a.domain,
         seen: None,
         checked: Instant::now(),
-    };
-    src.refresh(true);
+    }));
+    src.lock().unwrap_or_else(|e| e.into_inner()).refresh(true);
+    {
+        let src = Arc::clone(&src);
+        std::thread::spawn(move || {
+            for c in tcp.incoming() {
+                let Ok(c) = c else { continue };
+                let src = Arc::clone(&src);
+                std::thread::spawn(move || {
+                    let peer = c.peer_addr().ok();
+                    if let Err(e) = serve_tcp(c, &src) {
+                        eprintln!("cluster-dns: TCP from {peer:?}: {e}");
+                    }
+                });
+            }
+        });
+    }
     println!("listening on {}", a.listen);
     let (mut answered, mut dropped) = (0u64, 0u64);
     let mut buf = [0u8; 4096];
@@ -87,8 +140,7 @@ fn main() -> Result<()> {
                 continue;
             }
         };
-        src.refresh(false);
-        match src.records.answer(&buf[..n]) {
+        match answer(&src, &buf[..n]) {
             Some(reply) => {
                 if let Err(e) = sock.send_to(&reply, from) {
                     eprintln!("cluster-dns: answering {from}: {e}");

@@ -104,6 +104,7 @@ async fn once(cfg: &KubeConfig, agents: &[String], cluster: &Cluster, quiet: boo
             .with_context(|| format!("connecting to the agent at {a}"))?;
         let networks = sync::networks(&mut c).await?;
         let public = sync::public_subnets(cfg, &mut c).await?;
+        let forwarded = sync::forwarded(&mut c).await?;
         let nodes = if cfg.nested_mode {
             sync::node_interfaces(&mut c).await?
         } else {
@@ -124,6 +125,7 @@ async fn once(cfg: &KubeConfig, agents: &[String], cluster: &Cluster, quiet: boo
                     node_interfaces: &nodes,
                     addresses: &addresses,
                     public_subnets: &public,
+                    forwarded: &forwarded,
                 },
             );
             let round = sync::apply(cfg, &mut c, &t)

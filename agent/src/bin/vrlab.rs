@@ -673,6 +673,7 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
         let (mut c, mut a) = connect_node(n).await?;
         let nets = sync::networks(&mut c).await?;
         let public = sync::public_subnets(&cfg, &mut c).await?;
+        let forwarded = sync::forwarded(&mut c).await?;
         let none = BTreeMap::new();
         let mut total = sync::Report::default();
         let mut rounds = 0;
@@ -688,6 +689,7 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
                     node_interfaces: &none,
                     addresses: &addresses,
                     public_subnets: &public,
+                    forwarded: &forwarded,
                 },
             );
             for o in &mut t.objects {

@@ -328,6 +328,21 @@ pub async fn networks(c: &mut ConfigApiClient<Channel>) -> Result<BTreeSet<Strin
     Ok(out)
 }
 
+/// The FQ names (joined with ':') of the networks the agent forwards in the underlay.
+pub async fn forwarded(c: &mut ConfigApiClient<Channel>) -> Result<BTreeSet<String>> {
+    Ok(list(c, Kind::VirtualNetwork)
+        .await?
+        .objects
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(object::Kind::VirtualNetwork(v)) if v.ip_fabric_forwarding => {
+                Some(fq_string(&v.fq_name))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
 /// The subnets of the public floating-IP pool's network (none without a pool or network).
 pub async fn public_subnets(
     cfg: &KubeConfig,

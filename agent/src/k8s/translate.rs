@@ -407,6 +407,26 @@ pub struct Underlay<'a> {
     /// The subnets of the public floating-IP pool's network (external IPs outside them
     /// are events, not objects the agent would refuse).
     pub public_subnets: &'a [String],
+    /// FQ names (joined with ':') of the networks forwarded in the underlay now (they stay
+    /// so: an annotation that turns forwarding off is an event).
+    pub forwarded: &'a BTreeSet<String>,
+}
+
+static NO_NAMES: BTreeSet<String> = BTreeSet::new();
+static NO_ADDRESSES: BTreeMap<Vec<String>, String> = BTreeMap::new();
+static NO_INTERFACES: BTreeMap<String, Vec<String>> = BTreeMap::new();
+
+impl Default for Underlay<'_> {
+    /// An agent that holds nothing.
+    fn default() -> Self {
+        Underlay {
+            networks: &NO_NAMES,
+            node_interfaces: &NO_INTERFACES,
+            addresses: &NO_ADDRESSES,
+            public_subnets: &[],
+            forwarded: &NO_NAMES,
+        }
+    }
 }
 
 /// Translates the cluster. `existing_networks` are the FQ names (joined with ':') of the
@@ -435,8 +455,7 @@ pub fn translate_nested(
         &Underlay {
             networks: existing_networks,
             node_interfaces,
-            addresses: &BTreeMap::new(),
-            public_subnets: &[],
+            ..Underlay::default()
         },
     )
 }
@@ -550,8 +569,20 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
             out.pod_network(fq, &pod_ipam, policies, how);
         }
     };
-    let mut checked_exit = |what: &str, meta: &ObjectMeta| {
+    let mut checked_exit = |what: &str, meta: &ObjectMeta, network: &[String]| {
         let how = exit_of(cfg, meta);
+        // Forwarding, once on, stays on.
+        if how != Exit::Forwarded && underlay.forwarded.contains(&fq_string(network)) {
+            events.push(Event {
+                object: what.to_string(),
+                reason: "IpFabricForwardingImmutable".into(),
+                message: format!(
+                    "{} stays forwarded in the underlay: once on, ip-fabric forwarding cannot be turned off",
+                    fq_string(network)
+                ),
+            });
+            return Exit::Forwarded;
+        }
         if how == Exit::Forwarded && cfg.ip_fabric_subnets.is_empty() {
             events.push(Event {
                 object: what.to_string(),
@@ -566,6 +597,7 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
         let how = checked_exit(
             &format!("Namespace {name}"),
             &cluster.namespaces[name].metadata,
+            &i.pods,
         );
         pod_network(&mut out, i.pods.clone(), &i.on_pods, how);
         out.network(i.svc.clone(), &svc_ipam, &i.on_svc);
@@ -577,7 +609,7 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
             .get("default")
             .map(|ns| ns.metadata.clone())
             .unwrap_or_default();
-        let how = checked_exit("Namespace default", &meta);
+        let how = checked_exit("Namespace default", &meta, &default_pods);
         pod_network(&mut out, default_pods.clone(), &on_default_pods, how);
         node_rules.push(pass_all(&fabric, &default_pods));
     }
