@@ -463,6 +463,7 @@ pub fn desired(
     let on_nodes = services(&mut c, &paths, &into);
     node_ports(&mut c, on_nodes);
     fabric_snat(&mut c, node, ip_fabric.map(|(_, id)| id));
+    node_routes(&mut c, node, remote);
     gateway_route(&mut c, node);
     vn_policies(&mut c, ports);
     c.out
@@ -496,6 +497,43 @@ fn node_ports(c: &mut Ctx<'_>, ports: Vec<NodePortCfg>) {
 /// The fabric VRF's default: out of the fabric to the gateway, for answers to addresses
 /// outside the cluster (clients of external IPs, SNAT's peers). The underlay's own, so
 /// host traffic is still cross-connected as it is.
+/// The other nodes on the fabric, each by its own address in the fabric VRF: an encap
+/// nexthop to its MAC. Replies of connections another node translated for a client
+/// outside the cluster (an external IP or a node port of that node, a backend here) go
+/// back to it this way.
+fn node_routes(c: &mut Ctx<'_>, node: &Node, remote: &[RemoteRoute]) {
+    let nodes: BTreeMap<Ipv4Addr, &str> = remote
+        .iter()
+        .filter(|r| r.node_ip != node.ip)
+        .map(|r| (r.node_ip, r.node_mac.as_str()))
+        .collect();
+    for (ip, mac) in nodes {
+        let nh = c.ids.get("nh", &format!("direct/{ip}"));
+        c.out.nexthops.insert(
+            nh,
+            NexthopCfg {
+                id: nh,
+                kind: NexthopKind::Encap {
+                    vif: node.fabric_vif,
+                    dmac: mac.to_string(),
+                    smac: node.mac.clone(),
+                },
+            },
+        );
+        let prefix = host_prefix(IpAddr::V4(ip));
+        c.out
+            .routes
+            .entry((node.fabric_vrf, prefix.clone()))
+            .or_insert(RouteCfg {
+                vrf: node.fabric_vrf,
+                prefix,
+                nh,
+                label: 0,
+                attr: 0,
+            });
+    }
+}
+
 fn gateway_route(c: &mut Ctx<'_>, node: &Node) {
     let Some(gw) = &node.gateway_mac else {
         return;

@@ -239,5 +239,11 @@ fn the_standby_on_another_node_takes_over_when_the_active_haproxy_dies() {
     let inst = instances(&lab, "shop/single");
     assert_eq!(inst.len(), 2, "{inst:?}");
     assert_ne!(inst[0].0, inst[1].0, "one instance per node: {inst:?}");
+    // The external IP (routed to node 1) reaches the active instance wherever it runs.
+    let (code, out) = get(&lab, "outside", "ing-ext/shop/single", None, "/");
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(via(&out), inst[0].1, "{out}");
     check_failover(&lab, "shop/client", "shop/single");
+    let (code, out) = get(&lab, "outside", "ing-ext/shop/single", None, "/");
+    assert_eq!(code, Some(0), "after the failover and back: {out}");
 }

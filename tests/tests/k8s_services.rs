@@ -295,3 +295,35 @@ fn pods_resolve_service_names_through_the_cluster_dns_pod() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(lookup("default/client", "later").0, Some(1));
 }
+
+/// Two nodes, the backend on the second: a client outside the cluster reaches it through
+/// the external IP (routed to node 1) and through the node port of either node. Node 1
+/// translates and tunnels to node 2, which returns the replies to node 1 (the client's
+/// address has no route in the pod network): the client's address is kept all the way.
+#[test]
+fn external_ips_and_node_ports_reach_a_backend_on_another_node() {
+    let lab = VrLab::new("svc-remote");
+    lab.ok(&["up", "--nodes", "2"]);
+    lab.ok(&["apply", "-f", &manifest("remote.yaml")]);
+    let pods = lab.ok(&["pods"]);
+    assert!(
+        pods.lines()
+            .any(|l| l.starts_with("default/web-1") && l.ends_with("node2")),
+        "{pods}"
+    );
+    for (to, port) in [
+        ("ext/default/lb", "80"),
+        ("192.0.2.1", "30080"),
+        ("192.0.2.2", "30080"),
+    ] {
+        let (code, out) = probe(&lab, "outside", to, port, "TCP");
+        assert_eq!(code, Some(0), "{to}:{port}: {out}");
+        assert!(
+            out.contains("(default/web-1) as 192.0.2.254:"),
+            "{to}:{port}: {out}"
+        );
+    }
+    // From a pod on node 1, as before: through the overlay.
+    let (code, out) = probe(&lab, "default/client", "svc/default/lb", "80", "TCP");
+    assert_eq!(code, Some(0), "{out}");
+}

@@ -994,6 +994,156 @@ fn an_external_ip_routed_in_the_fabric_vrf_reaches_the_service_from_outside() {
     assert_eq!(tb.run_one(FABRIC, underlay, 3).0, Disposition::Tx(HOST));
 }
 
+/// Both halves of a connection from outside the cluster to a backend on another node:
+/// the node that translated it (here: a connection that went to node B's backend) finds
+/// the backend's reply, sent back to its fabric MAC unencapsulated, in its flow table and
+/// answers the client as the external address; the backend's node (here: vm1, reached
+/// through a tunnel from node B) returns its replies to node B, whose own route in the
+/// fabric VRF says how, instead of sending them the network's way out (no route, or the
+/// SNAT default).
+#[test]
+fn replies_to_outside_clients_go_back_through_the_node_that_translated() {
+    let mut tb = Testbed::new(1024);
+    with_service(&mut tb);
+    gateway_default(&mut tb);
+    let external = Ipv4Addr::new(203, 0, 113, 10);
+    let entry = |nh| RouteEntry {
+        nh,
+        label: 0,
+        attr: 0,
+    };
+    tb.writer
+        .add_route(FABRIC_VRF, IpAddr::V4(external), 32, entry(NhId(7)))
+        .unwrap();
+    tb.writer.publish();
+
+    // The translating node: a SYN that went to node B's backend (through the tunnel).
+    let client = Ipv4Addr::new(198, 51, 100, 30);
+    let mut sport = None;
+    for s in 46000..46064u16 {
+        let syn = ipv4_frame(
+            GATEWAY_MAC,
+            FABRIC_MAC,
+            client,
+            external,
+            6,
+            s,
+            80,
+            wire::tcp::flags::SYN,
+            b"",
+        );
+        if let (Disposition::Tx(FABRIC), out) = tb.run_one(FABRIC, syn, 1) {
+            // Tunnelled to node B (outer() checks the outer headers).
+            assert!(!outer(&out, 17).is_empty());
+            sport = Some(s);
+            break;
+        }
+    }
+    let sport = sport.expect("a connection to node B's backend");
+    let reply = |src_mac| {
+        ipv4_frame(
+            src_mac,
+            FABRIC_MAC,
+            REMOTE_IP,
+            client,
+            6,
+            8080,
+            sport,
+            wire::tcp::flags::SYN | wire::tcp::flags::ACK,
+            b"",
+        )
+    };
+    let (d, out) = tb.run_one(FABRIC, reply(NODE_B_MAC), 2);
+    assert_eq!(d, Disposition::Tx(FABRIC));
+    let o = decode(&out);
+    assert_eq!(
+        (o.src, o.dst, o.sport, o.dport),
+        (external, client, 80, sport),
+        "answered as the external address"
+    );
+    assert_eq!((o.src_mac, o.dst_mac), (FABRIC_MAC.0, GATEWAY_MAC.0));
+    // Underlay traffic through the node that no flow holds stays the host's.
+    let stray = ipv4_frame(
+        NODE_B_MAC,
+        FABRIC_MAC,
+        REMOTE_IP,
+        Ipv4Addr::new(198, 51, 100, 99),
+        6,
+        8080,
+        1234,
+        wire::tcp::flags::ACK,
+        b"",
+    );
+    assert_eq!(tb.run_one(FABRIC, stray, 2).0, Disposition::Tx(HOST));
+
+    // The backend's node: node B tunnels a translated SYN from a client to vm1.
+    let syn_from = |client: Ipv4Addr| {
+        let inner = ipv4_frame(
+            MacAddr([2, 0xb, 0, 0, 0, 5]),
+            gw(),
+            client,
+            VM1_IP,
+            6,
+            47000,
+            8080,
+            wire::tcp::flags::SYN,
+            b"",
+        );
+        from_node_b(TunnelKind::MplsUdp, VM1_LABEL, &inner[14..])
+    };
+    let vm1_answers = |tb: &mut Testbed, client: Ipv4Addr| {
+        let reply = ipv4_frame(
+            VM1_MAC,
+            gw(),
+            VM1_IP,
+            client,
+            6,
+            8080,
+            47000,
+            wire::tcp::flags::SYN | wire::tcp::flags::ACK,
+            b"",
+        );
+        tb.run_one(VM1, reply, 4)
+    };
+    // Without a route of node B's own, the reply takes the network's way out (here its
+    // SNAT default's nexthop), never reaching node B.
+    let first = Ipv4Addr::new(198, 51, 100, 31);
+    assert_eq!(
+        tb.run_one(FABRIC, syn_from(first), 3).0,
+        Disposition::Tx(VM1)
+    );
+    let (_, out) = vm1_answers(&mut tb, first);
+    assert_ne!(decode(&out).dst_mac, NODE_B_MAC.0);
+    // With it (the agent makes one per node it learns routes from): back to node B as
+    // it is, for node B to translate; the SNAT default does not take it.
+    let direct = NexthopCfg {
+        id: 11,
+        kind: NexthopKind::Encap {
+            vif: FABRIC.0,
+            dmac: NODE_B_MAC.to_string(),
+            smac: FABRIC_MAC.to_string(),
+        },
+    };
+    vrouter::config::apply_nexthop(&mut tb.writer, &direct).unwrap();
+    tb.writer
+        .add_route(FABRIC_VRF, IpAddr::V4(NODE_B), 32, entry(NhId(11)))
+        .unwrap();
+    tb.writer.publish();
+    let second = Ipv4Addr::new(198, 51, 100, 32);
+    assert_eq!(
+        tb.run_one(FABRIC, syn_from(second), 3).0,
+        Disposition::Tx(VM1)
+    );
+    let (d, out) = vm1_answers(&mut tb, second);
+    assert_eq!(d, Disposition::Tx(FABRIC));
+    let o = decode(&out);
+    assert_eq!(
+        (o.src, o.dst, o.sport, o.dport),
+        (VM1_IP, second, 8080, 47000)
+    );
+    assert_eq!((o.src_mac, o.dst_mac), (FABRIC_MAC.0, NODE_B_MAC.0));
+}
+
 #[test]
 fn a_flow_whose_destination_becomes_a_service_is_set_up_again_and_translated() {
     let mut tb = Testbed::new(1024);

@@ -373,6 +373,10 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
     let bridge = format!("vb{tag}");
     let _ = run(&["ip", "link", "del", &bridge]);
     run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
+    // The bridge lives in the host's own namespace, whose kernel would answer ARP on it
+    // for the host's addresses (one may be in the lab's fabric subnet): it answers none.
+    std::fs::write(format!("/proc/sys/net/ipv4/conf/{bridge}/arp_ignore"), "8")
+        .with_context(|| format!("arp_ignore on {bridge}"))?;
     run(&["ip", "link", "set", &bridge, "up"])?;
     state.bridge = Some(bridge.clone());
     lab.save(&state)?;

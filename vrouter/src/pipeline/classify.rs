@@ -236,15 +236,24 @@ fn from_fabric<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Me
     if vif.ip4 != Some(ip.dst()) {
         // Sent to us for an address the fabric VRF routes into the overlay (a floating
         // or external IP of a network joined to the ip-fabric network): the flow stage,
-        // as from a VM. Everything else is the host's.
+        // as from a VM. Sent to us for another address: the reply of a flow translated
+        // here whose other end is on another node (which returns it to us), found in
+        // the flow table. Everything else is the host's.
         let ours = eth.dst() == vif.mac;
         if ours && overlay_route(ctx, vif.vrf, ip.dst().into()) {
             parse_ip(p.data(), 14, false, vif.vrf, m);
+        } else if ours {
+            fabric_flow(p, vif.vrf, m);
+            if !m.pending() {
+                // Not a packet the flow table could hold: the host's, as it is.
+                m.done = Some(cross(host));
+            }
         } else {
             m.done = Some(cross(host));
         }
         return;
     }
+    m.tunnel_src = Some(ip.src());
     let l4 = 14 + ip.header_len();
     match ip.protocol() {
         IpProtocol::Udp => {

@@ -197,6 +197,23 @@ fn refresh(ctx: &mut Ctx<'_>, vrf: &Vrf, m: &Meta, hit: &FlowHit) -> FlowAction 
 
 type Setup = (FlowAction, FlowKey, FlowAction);
 
+/// The nexthop that reaches another node directly on the fabric: its address's own
+/// route in the fabric VRF (an encap nexthop out of the fabric vif, which the agent
+/// makes for every node it learns routes from), not the fabric's default (the gateway).
+fn return_to(snap: &Snapshot, node: std::net::Ipv4Addr) -> Option<NhId> {
+    let fabric = snap.global.fabric_vif?;
+    let vrf = snap.vrfs.get(snap.vifs.get(fabric.0)?.vrf.0)?;
+    let r = vrf.lookup(IpAddr::V4(node))?;
+    let default = vrf.lookup(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    if default.is_some_and(|d| d.nh == r.nh) {
+        return None;
+    }
+    match snap.nexthops.get(r.nh.0).map(|n| &**n) {
+        Some(Nexthop::Encap { vif, .. }) if *vif == fabric => Some(r.nh),
+        _ => None,
+    }
+}
+
 fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, DropReason> {
     let snap = ctx.snap;
     let k = &m.key;
@@ -308,7 +325,27 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         policy_gen: snap.policy_gen as u8,
         mirror: false,
     };
+    // A source sent by another node through a tunnel that this VRF routes nowhere, or
+    // only out of the node (the SNAT default): a client outside the cluster whose
+    // connection that node translated. Replies go back to that node, which holds the
+    // other half of the translation.
+    let back = m
+        .tunnel_src
+        .filter(|_| {
+            src_route.is_none_or(|r| {
+                matches!(
+                    snap.nexthops.get(r.nh.0).map(|n| &**n),
+                    Some(Nexthop::Snat { .. })
+                )
+            })
+        })
+        .and_then(|n| return_to(snap, n));
     let mut rev = match src_route.map(|r| resolve(snap, &r, k.reversed().hash())) {
+        _ if back.is_some() => FlowAction {
+            nh: back.unwrap_or(fwd.nh),
+            label: 0,
+            ..fwd
+        },
         Some(Ok((nh, label))) => FlowAction { nh, label, ..fwd },
         Some(Err(reason)) => FlowAction {
             route_gen: vrf.generation,

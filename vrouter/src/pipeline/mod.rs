@@ -88,6 +88,9 @@ pub(crate) struct Meta {
     pub(crate) tcp_flags: u8,
     /// The destination nexthop given by an MPLS label (no route lookup then).
     pub(crate) label_nh: Option<NhId>,
+    /// The fabric address of the node that sent it through a tunnel (decapsulated
+    /// packets).
+    pub(crate) tunnel_src: Option<std::net::Ipv4Addr>,
     /// Look the flow up but set none up; on a miss send to the host (fabric traffic).
     pub(crate) lookup_only: bool,
     /// The flow's decision.
@@ -116,6 +119,7 @@ impl Meta {
             hash: 0,
             tcp_flags: 0,
             label_nh: None,
+            tunnel_src: None,
             lookup_only: false,
             action: None,
             flow: None,
