@@ -297,7 +297,8 @@ fn pods_resolve_service_names_through_the_cluster_dns_pod() {
 }
 
 /// Two nodes, the backend on the second: a client outside the cluster reaches it through
-/// the external IP (routed to node 1) and through the node port of either node. Node 1
+/// the external IP (routed to node 1) and through the node port of either node, and so
+/// does each node's host through the other's node port. Node 1
 /// translates and tunnels to node 2, which returns the replies to node 1 (the client's
 /// address has no route in the pod network): the client's address is kept all the way.
 #[test]
@@ -322,6 +323,14 @@ fn external_ips_and_node_ports_reach_a_backend_on_another_node() {
             out.contains("(default/web-1) as 192.0.2.254:"),
             "{to}:{port}: {out}"
         );
+    }
+    // From each node's host to the other node's port (kubelet-style): node 1's host to
+    // node 2 (the backend local there), node 2's host through node 1 (translated there,
+    // tunnelled back to node 2's pod, its replies returned to node 1).
+    for (from, to) in [("node1", "192.0.2.2"), ("node2", "192.0.2.1")] {
+        let (code, out) = probe(&lab, from, to, "30080", "TCP");
+        assert_eq!(code, Some(0), "{from} -> {to}: {out}");
+        assert!(out.contains("(default/web-1)"), "{out}");
     }
     // From a pod on node 1, as before: through the overlay.
     let (code, out) = probe(&lab, "default/client", "svc/default/lb", "80", "TCP");

@@ -373,10 +373,7 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
     let bridge = format!("vb{tag}");
     let _ = run(&["ip", "link", "del", &bridge]);
     run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
-    // The bridge lives in the host's own namespace, whose kernel would answer ARP on it
-    // for the host's addresses (one may be in the lab's fabric subnet): it answers none.
-    std::fs::write(format!("/proc/sys/net/ipv4/conf/{bridge}/arp_ignore"), "8")
-        .with_context(|| format!("arp_ignore on {bridge}"))?;
+    quiet_arp(&bridge)?;
     run(&["ip", "link", "set", &bridge, "up"])?;
     state.bridge = Some(bridge.clone());
     lab.save(&state)?;
@@ -468,6 +465,7 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
                 .is_ok()
         })?;
         if let Some(bridge) = &state.bridge {
+            quiet_arp(&tap)?;
             run(&["ip", "link", "set", &tap, "master", bridge])?;
             run(&["ip", "link", "set", &tap, "up"])?;
         }
@@ -1293,6 +1291,14 @@ fn listen_in(lab: &Lab, netns: &str, key: &str, ports: &[String]) -> Result<u32>
 /// A host namespace behind a veth pair (made anew): `end` in the root namespace, up and
 /// on `bridge` if one is given; `inner` in `netns` with `mac` and `cidr`, checksum
 /// offload off (the vrouter's af_packet and tap ports see whole packets), and `route`.
+/// The lab's links in the host's own namespace (the bridge, the taps, the host ends of
+/// the pairs) are the fabric's wires: the host's kernel, which would answer ARP on them
+/// for its own addresses (one may be in the lab's fabric subnet), answers none there.
+fn quiet_arp(dev: &str) -> Result<()> {
+    std::fs::write(format!("/proc/sys/net/ipv4/conf/{dev}/arp_ignore"), "8")
+        .with_context(|| format!("arp_ignore on {dev}"))
+}
+
 fn veth_host(
     (netns, end, bridge): (&str, &str, Option<&str>),
     (inner, mac, cidr): (&str, &str, &str),
@@ -1304,6 +1310,7 @@ fn veth_host(
     run(&[
         "ip", "link", "add", end, "type", "veth", "peer", "name", inner, "netns", netns,
     ])?;
+    quiet_arp(end)?;
     if let Some(b) = bridge {
         run(&["ip", "link", "set", end, "master", b])?;
     }

@@ -325,17 +325,18 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         policy_gen: snap.policy_gen as u8,
         mirror: false,
     };
-    // A source sent by another node through a tunnel that this VRF routes nowhere, or
-    // only out of the node (the SNAT default): a client outside the cluster whose
-    // connection that node translated. Replies go back to that node, which holds the
-    // other half of the translation.
+    // A source sent by another node through a tunnel that this VRF routes nowhere, only
+    // out of the node (the SNAT default), or to this node's own host: a client outside
+    // the overlay whose connection that node translated (an external IP or node port
+    // there). Replies go back to that node, which holds the other half of the
+    // translation.
     let back = m
         .tunnel_src
         .filter(|_| {
             src_route.is_none_or(|r| {
                 matches!(
                     snap.nexthops.get(r.nh.0).map(|n| &**n),
-                    Some(Nexthop::Snat { .. })
+                    Some(Nexthop::Snat { .. } | Nexthop::Receive { .. } | Nexthop::NodePorts(_))
                 )
             })
         })
