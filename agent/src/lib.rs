@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cmd;
 pub mod dns;
 pub mod firewall;
 pub mod k8s;

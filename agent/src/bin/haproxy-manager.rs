@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use agent::cmd::{in_netns as in_ns, run};
 use agent::kinds::Kind;
 use agent::lbaas::{self, Instance, Objects};
 use agent::proto::{self, agent_api_client::AgentApiClient, config_api_client::ConfigApiClient};
@@ -83,27 +84,6 @@ struct Running {
 
 fn short(uuid: &str) -> String {
     uuid.chars().filter(|c| *c != '-').take(10).collect()
-}
-
-fn run(args: &[&str]) -> Result<()> {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("running {}", args[0]))?;
-    if !o.status.success() {
-        bail!(
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> Result<()> {
-    let mut v = vec!["ip", "netns", "exec", ns];
-    v.extend_from_slice(args);
-    run(&v)
 }
 
 fn ifindex(dev: &str) -> Option<u32> {

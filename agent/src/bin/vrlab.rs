@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use agent::cmd::{in_netns as in_ns, run};
 use agent::k8s::{Cluster, KubeConfig, ingress, manifest, sync, translate};
 use agent::proto::agent_api_client::AgentApiClient;
 use agent::proto::config_api_client::ConfigApiClient;
@@ -274,27 +275,6 @@ fn bin(name: &str) -> PathBuf {
         .and_then(|e| e.parent().map(|d| d.join(name)))
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from(name))
-}
-
-fn run(args: &[&str]) -> Result<String> {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("running {}", args[0]))?;
-    if !o.status.success() {
-        bail!(
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
-    let mut full = vec!["ip", "netns", "exec", ns];
-    full.extend_from_slice(args);
-    run(&full)
 }
 
 /// Starts a process in its own process group (it outlives `vrlab`), output to `log`.

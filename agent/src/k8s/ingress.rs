@@ -15,6 +15,7 @@
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::services::{put_listener, put_member, put_pool};
 use super::translate::{Event, Names, Out, Underlay, r, uuid_for};
 use super::{Cluster, INGRESS_CLASS};
 use crate::kinds::{Kind, fq_string};
@@ -211,18 +212,7 @@ pub(super) fn translate(
             }),
         );
         let listener = under("__http");
-        out.put(
-            Kind::LoadbalancerListener,
-            listener.clone(),
-            object::Kind::LoadbalancerListener(proto::LoadbalancerListener {
-                uuid: uuid_for(Kind::LoadbalancerListener, &listener),
-                fq_name: listener.clone(),
-                loadbalancer_ref: Some(r(Kind::Loadbalancer, &lb)),
-                protocol: "HTTP".into(),
-                protocol_port: 80,
-                node_port: 0,
-            }),
-        );
+        put_listener(out, &listener, &lb, ("HTTP", 80, 0));
         // (pool suffix, host, path, exact, backend)
         let mut rules: Vec<(String, String, String, bool, &IngressBackend)> = Vec::new();
         if let Some(b) = &spec.default_backend {
@@ -242,43 +232,18 @@ pub(super) fn translate(
         }
         for (suffix, host, path, exact, b) in rules {
             let pool = under(&suffix);
-            out.put(
-                Kind::LoadbalancerPool,
-                pool.clone(),
-                object::Kind::LoadbalancerPool(proto::LoadbalancerPool {
-                    uuid: uuid_for(Kind::LoadbalancerPool, &pool),
-                    fq_name: pool.clone(),
-                    loadbalancer_listener_ref: Some(r(Kind::LoadbalancerListener, &listener)),
-                    protocol: "HTTP".into(),
-                    loadbalancer_method: "ROUND_ROBIN".into(),
-                    session_persistence: String::new(),
-                    host,
-                    path,
-                    path_exact: exact,
-                }),
+            put_pool(
+                out,
+                &pool,
+                &listener,
+                ("HTTP", "ROUND_ROBIN"),
+                (host, path, exact),
             );
-            // A rule whose Service is not there (yet) stays, answering 503.
-            let Some((address, port)) = backend(&what, ns, b, (n, cluster, underlay), events)
-            else {
-                continue;
-            };
-            // Named like everything kube-manager owns (the cluster's prefix).
-            let member: Vec<String> = pool
-                .iter()
-                .cloned()
-                .chain([format!("{leaf}__backend")])
-                .collect();
-            out.put(
-                Kind::LoadbalancerMember,
-                member.clone(),
-                object::Kind::LoadbalancerMember(proto::LoadbalancerMember {
-                    uuid: uuid_for(Kind::LoadbalancerMember, &member),
-                    fq_name: member,
-                    address,
-                    protocol_port: u32::from(port),
-                    weight: 1,
-                }),
-            );
+            // A rule whose Service is not there (yet) stays, answering 503; the member is
+            // named like everything kube-manager owns (the cluster's prefix).
+            if let Some(backend) = backend(&what, ns, b, (n, cluster, underlay), events) {
+                put_member(out, &pool, format!("{leaf}__backend"), backend);
+            }
         }
         // An external address from the public pool, where the cluster has one.
         if let Some(pool) = &n.c.public_fip_pool

@@ -143,6 +143,74 @@ pub(super) fn floating_ip(
     );
 }
 
+/// A listener of load balancer `lb`.
+pub(super) fn put_listener(
+    out: &mut Out,
+    fq: &[String],
+    lb: &[String],
+    (protocol, port, node_port): (&str, u32, u32),
+) {
+    out.put(
+        Kind::LoadbalancerListener,
+        fq.to_vec(),
+        object::Kind::LoadbalancerListener(proto::LoadbalancerListener {
+            uuid: uuid_for(Kind::LoadbalancerListener, fq),
+            fq_name: fq.to_vec(),
+            loadbalancer_ref: Some(r(Kind::Loadbalancer, lb)),
+            protocol: protocol.into(),
+            protocol_port: port,
+            node_port,
+        }),
+    );
+}
+
+/// A pool of `listener`; `http`: the requests it serves (host, path, exact), for HAProxy.
+pub(super) fn put_pool(
+    out: &mut Out,
+    fq: &[String],
+    listener: &[String],
+    (protocol, method): (&str, &str),
+    http: (String, String, bool),
+) {
+    let (host, path, path_exact) = http;
+    out.put(
+        Kind::LoadbalancerPool,
+        fq.to_vec(),
+        object::Kind::LoadbalancerPool(proto::LoadbalancerPool {
+            uuid: uuid_for(Kind::LoadbalancerPool, fq),
+            fq_name: fq.to_vec(),
+            loadbalancer_listener_ref: Some(r(Kind::LoadbalancerListener, listener)),
+            protocol: protocol.into(),
+            loadbalancer_method: method.into(),
+            session_persistence: String::new(),
+            host,
+            path,
+            path_exact,
+        }),
+    );
+}
+
+/// A member of a pool (its FQ name: the pool's and `leaf`).
+pub(super) fn put_member(
+    out: &mut Out,
+    pool: &[String],
+    leaf: String,
+    (address, port): (String, u16),
+) {
+    let member: Vec<String> = pool.iter().cloned().chain([leaf]).collect();
+    out.put(
+        Kind::LoadbalancerMember,
+        member.clone(),
+        object::Kind::LoadbalancerMember(proto::LoadbalancerMember {
+            uuid: uuid_for(Kind::LoadbalancerMember, &member),
+            fq_name: member,
+            address,
+            protocol_port: u32::from(port),
+            weight: 1,
+        }),
+    );
+}
+
 /// A NodePort or LoadBalancer Service port's node port (the API server assigns it; a
 /// NodePort Service's port without one is an event, a LoadBalancer's may have none).
 fn node_port(
@@ -239,49 +307,26 @@ pub(super) fn translate(
                 project.iter().cloned().chain([suffix]).collect()
             };
             let listener = under(format!("{leaf}__{i}"));
-            out.put(
-                Kind::LoadbalancerListener,
-                listener.clone(),
-                object::Kind::LoadbalancerListener(proto::LoadbalancerListener {
-                    uuid: uuid_for(Kind::LoadbalancerListener, &listener),
-                    fq_name: listener.clone(),
-                    loadbalancer_ref: Some(r(Kind::Loadbalancer, &lb)),
-                    protocol: protocol.clone(),
-                    protocol_port: u32::try_from(port.port).unwrap_or(0),
-                    node_port: node_port(&what, kind, port, events),
-                }),
-            );
+            let np = node_port(&what, kind, port, events);
+            let number = u32::try_from(port.port).unwrap_or(0);
+            put_listener(out, &listener, &lb, (&protocol, number, np));
             let pool = under(format!("{leaf}__{i}__pool"));
-            out.put(
-                Kind::LoadbalancerPool,
-                pool.clone(),
-                object::Kind::LoadbalancerPool(proto::LoadbalancerPool {
-                    uuid: uuid_for(Kind::LoadbalancerPool, &pool),
-                    fq_name: pool.clone(),
-                    loadbalancer_listener_ref: Some(r(Kind::LoadbalancerListener, &listener)),
-                    protocol: protocol.clone(),
-                    loadbalancer_method: method.into(),
-                    ..Default::default()
-                }),
+            put_pool(
+                out,
+                &pool,
+                &listener,
+                (&protocol, method),
+                Default::default(),
             );
             for (pod, p) in &backends {
-                let iip = vec![n.pod_leaf(&p.namespace, &p.name)];
-                let (Some(addr), Some(tp)) = (underlay.addresses.get(&iip), target(port, pod))
-                else {
+                let leaf = n.pod_leaf(&p.namespace, &p.name);
+                let (Some(addr), Some(tp)) = (
+                    underlay.addresses.get(std::slice::from_ref(&leaf)),
+                    target(port, pod),
+                ) else {
                     continue;
                 };
-                let member: Vec<String> = pool.iter().cloned().chain(iip).collect();
-                out.put(
-                    Kind::LoadbalancerMember,
-                    member.clone(),
-                    object::Kind::LoadbalancerMember(proto::LoadbalancerMember {
-                        uuid: uuid_for(Kind::LoadbalancerMember, &member),
-                        fq_name: member,
-                        address: addr.clone(),
-                        protocol_port: u32::from(tp),
-                        weight: 1,
-                    }),
-                );
+                put_member(out, &pool, leaf, (addr.clone(), tp));
             }
         }
     }
