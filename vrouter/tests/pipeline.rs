@@ -932,24 +932,31 @@ fn a_node_port_reaches_the_service_from_the_fabric_and_from_pods_and_the_rest_is
     );
 }
 
+/// The service (nexthop 7) with an external address routed in the fabric VRF, whose
+/// default goes to the gateway; the external address.
+fn with_external_service(tb: &mut Testbed) -> Ipv4Addr {
+    with_service(tb);
+    let external = Ipv4Addr::new(203, 0, 113, 10);
+    let entry = RouteEntry {
+        nh: NhId(7),
+        label: 0,
+        attr: 0,
+    };
+    tb.writer
+        .add_route(FABRIC_VRF, IpAddr::V4(external), 32, entry)
+        .unwrap();
+    tb.writer.publish();
+    gateway_default(tb);
+    external
+}
+
 #[test]
 fn an_external_ip_routed_in_the_fabric_vrf_reaches_the_service_from_outside() {
     // The service's external address is routed in the fabric VRF (its network is joined
     // to ip-fabric), and the fabric VRF's default goes to the gateway.
     let mut tb = Testbed::new(1024);
-    with_service(&mut tb);
-    let external = Ipv4Addr::new(203, 0, 113, 10);
+    let external = with_external_service(&mut tb);
     let client = Ipv4Addr::new(198, 51, 100, 20);
-    let entry = |nh| RouteEntry {
-        nh,
-        label: 0,
-        attr: 0,
-    };
-    tb.writer
-        .add_route(FABRIC_VRF, IpAddr::V4(external), 32, entry(NhId(7)))
-        .unwrap();
-    tb.writer.publish();
-    gateway_default(&mut tb);
     let syn = |dmac, sport| {
         ipv4_frame(
             GATEWAY_MAC,
@@ -1004,18 +1011,12 @@ fn an_external_ip_routed_in_the_fabric_vrf_reaches_the_service_from_outside() {
 #[test]
 fn replies_to_outside_clients_go_back_through_the_node_that_translated() {
     let mut tb = Testbed::new(1024);
-    with_service(&mut tb);
-    gateway_default(&mut tb);
-    let external = Ipv4Addr::new(203, 0, 113, 10);
+    let external = with_external_service(&mut tb);
     let entry = |nh| RouteEntry {
         nh,
         label: 0,
         attr: 0,
     };
-    tb.writer
-        .add_route(FABRIC_VRF, IpAddr::V4(external), 32, entry(NhId(7)))
-        .unwrap();
-    tb.writer.publish();
 
     // The translating node: a SYN that went to node B's backend (through the tunnel).
     let client = Ipv4Addr::new(198, 51, 100, 30);

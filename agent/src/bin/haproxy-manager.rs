@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::cmd::{in_netns as in_ns, run};
+use agent::cmd::{ifindex, in_netns as in_ns, run};
 use agent::kinds::Kind;
 use agent::lbaas::{self, Instance, Objects};
 use agent::proto::{self, agent_api_client::AgentApiClient, config_api_client::ConfigApiClient};
@@ -84,14 +84,6 @@ struct Running {
 
 fn short(uuid: &str) -> String {
     uuid.chars().filter(|c| *c != '-').take(10).collect()
-}
-
-fn ifindex(dev: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 struct Manager {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::cmd::{in_netns as in_ns, run};
+use agent::cmd::{ifindex, in_netns as in_ns, run};
 use agent::k8s::{Cluster, KubeConfig, ingress, manifest, sync, translate};
 use agent::proto::agent_api_client::AgentApiClient;
 use agent::proto::config_api_client::ConfigApiClient;
@@ -1101,14 +1101,6 @@ async fn plug(
         dns: false,
         ports: vec![],
     })
-}
-
-fn ifindex(dev: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The PACKET_FANOUT group DPDK 22.11's af_packet PMD uses for a port.
