@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use vrouter::flow::{
-    AgingConfig, FlowAction, FlowKey, FlowTable, FlowVerdict, NatRewrite, TcpState,
+    AgingConfig, FlowAction, FlowKey, FlowTable, FlowVerdict, Hairpin, NatRewrite, TcpState,
 };
 use vrouter::pipeline::DropReason;
 use vrouter::tables::{NhId, VrfId};
@@ -29,6 +29,7 @@ fn fwd(nh: u32) -> FlowAction {
         nh: NhId(nh),
         label: 16,
         nat: None,
+        hairpin: Hairpin::No,
         policy_gen: 0,
         route_gen: 3,
         mirror: false,
@@ -96,6 +97,46 @@ fn a_pair_is_found_from_both_sides_with_its_actions() {
             .action,
         nat6
     );
+}
+
+#[test]
+fn a_flow_translated_both_ways_keeps_its_hairpin_mark_whatever_its_tcp_flags() {
+    let t = FlowTable::new(1024);
+    let k = key(6, "10.1.1.3", "10.96.0.10", 40000, 80);
+    let r = key(6, "10.1.1.3", "10.96.0.10", 8080, 40000);
+    let rewrite = |source, addr: &str, port| NatRewrite {
+        source,
+        addr: addr.parse().unwrap(),
+        port,
+        pooled: false,
+    };
+    let there = FlowAction {
+        nat: Some(rewrite(false, "10.1.1.3", 8080)),
+        hairpin: Hairpin::Source,
+        ..fwd(7)
+    };
+    let back = FlowAction {
+        nat: Some(rewrite(true, "10.96.0.10", 80)),
+        hairpin: Hairpin::Destination,
+        ..fwd(7)
+    };
+    let (fi, ri) = t
+        .insert_pair((&k, &there), (&r, &back), 100, &AGING)
+        .unwrap();
+    use vrouter::wire::tcp::flags as f;
+    t.touch(fi, 60, 101, f::SYN);
+    t.touch(ri, 60, 102, f::SYN | f::ACK);
+    t.touch(fi, 60, 103, f::ACK);
+    assert_eq!(t.lookup(&k, k.hash()).unwrap().action, there);
+    assert_eq!(t.lookup(&r, r.hash()).unwrap().action, back);
+    // The TCP state reads only the flags.
+    let dump = t.dump(0, 16).0;
+    assert!(
+        dump.iter()
+            .all(|i| i.tcp == vrouter::flow::TcpState::Established),
+        "{dump:?}"
+    );
+    assert!(dump.iter().any(|i| i.action == there));
 }
 
 #[test]

@@ -689,6 +689,63 @@ fn a_service_address_is_translated_to_a_backend_and_its_target_port_and_back() {
     );
 }
 
+/// A backend calling its own service and landing on itself (hairpin): it sees the
+/// service's address as the source (its own would be dropped by its kernel), and its
+/// answer comes back to it from the service's address and port.
+#[test]
+fn a_pod_reaching_itself_through_its_service_talks_to_the_service_both_ways() {
+    let mut tb = Testbed::new(1024);
+    let svc = with_service(&mut tb);
+    let syn = |sport| {
+        ipv4_frame(
+            VM2_MAC,
+            gw(),
+            VM2_IP,
+            svc,
+            6,
+            sport,
+            80,
+            wire::tcp::flags::SYN,
+            b"",
+        )
+    };
+    let mut hairpin = None;
+    for s in 48000..48064u16 {
+        if let (Disposition::Tx(VM2), out) = tb.run_one(VM2, syn(s), 1) {
+            hairpin = Some((s, out));
+            break;
+        }
+    }
+    let (sport, out) = hairpin.expect("a connection that lands on vm2 itself");
+    let o = decode(&out);
+    assert_eq!(
+        (o.src, o.sport, o.dst, o.dport),
+        (svc, sport, VM2_IP, 8080),
+        "from the service, to the target port"
+    );
+    // vm2 answers the service; it gets the answer as the service's.
+    let answer = ipv4_frame(
+        VM2_MAC,
+        gw(),
+        VM2_IP,
+        svc,
+        6,
+        8080,
+        sport,
+        wire::tcp::flags::SYN | wire::tcp::flags::ACK,
+        b"",
+    );
+    let (d, out) = tb.run_one(VM2, answer, 2);
+    assert_eq!(d, Disposition::Tx(VM2));
+    let o = decode(&out);
+    assert_eq!((o.src, o.sport, o.dst, o.dport), (svc, 80, VM2_IP, sport));
+    // Another client's connections are translated one way only, as before.
+    let (d, out) = tb.run_one(VM1, vm1_syn(svc, 48100, 80), 3);
+    if d == Disposition::Tx(VM2) {
+        assert_eq!(decode(&out).src, VM1_IP);
+    }
+}
+
 #[test]
 fn client_ip_affinity_sends_all_of_a_clients_connections_to_one_backend() {
     let mut tb = Testbed::new(1024);

@@ -127,6 +127,38 @@ pub struct NatRewrite {
     pub pooled: bool,
 }
 
+/// A flow translated both ways: a pod reaching itself through its service would get its
+/// own address back as the source, so the packet's other address is rewritten too, from
+/// the flow's own key (no address to store: the service is the forward key's
+/// destination, the pod the reply key's source; ports are kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hairpin {
+    /// One way only.
+    #[default]
+    No,
+    /// The source becomes the key's destination (the service).
+    Source,
+    /// The destination becomes the key's source (the pod itself).
+    Destination,
+}
+
+impl Hairpin {
+    /// The second rewrite of a packet with flow key `key`, if any.
+    pub fn rewrite(self, key: &FlowKey) -> Option<NatRewrite> {
+        let (source, addr) = match self {
+            Hairpin::No => return None,
+            Hairpin::Source => (true, key.dst),
+            Hairpin::Destination => (false, key.src),
+        };
+        Some(NatRewrite {
+            source,
+            addr,
+            port: 0,
+            pooled: false,
+        })
+    }
+}
+
 /// What a flow does with its packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowVerdict {
@@ -147,6 +179,8 @@ pub struct FlowAction {
     pub label: u32,
     /// Address/port rewrite, if any.
     pub nat: Option<NatRewrite>,
+    /// With `nat`, the packet's other address is rewritten too (hairpin).
+    pub hairpin: Hairpin,
     /// Route generation of the VRF when the nexthop was resolved.
     pub route_gen: u32,
     /// Policy generation of the tables (low 8 bits) when policy decided: a forward entry
@@ -164,6 +198,7 @@ impl FlowAction {
             nh: NhId(0),
             label: 0,
             nat: None,
+            hairpin: Hairpin::No,
             route_gen: 0,
             policy_gen: 0,
             mirror: false,

@@ -21,7 +21,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
-use super::{FlowAction, FlowKey, FlowVerdict, NatRewrite, hash_words};
+use super::{FlowAction, FlowKey, FlowVerdict, Hairpin, NatRewrite, hash_words};
 use crate::nat::SnatPools;
 use crate::pipeline::DropReason;
 use crate::policy::addr_bits;
@@ -54,6 +54,8 @@ const F_MIRROR: u64 = 1;
 const F_NAT: u64 = 2;
 const F_NAT_SRC: u64 = 4;
 const F_NAT_POOL: u64 = 8;
+const F_HAIRPIN_SRC: u64 = 16;
+const F_HAIRPIN_DST: u64 = 32;
 const ROLE_FWD: u64 = 1;
 
 /// One flow entry: a control word and 15 data words, 128 bytes, cache-line aligned.
@@ -713,6 +715,11 @@ fn encode_action(a: &FlowAction, rflow: u32, fwd: bool) -> (u64, u64, u64, u64, 
     if a.mirror {
         flags |= F_MIRROR;
     }
+    flags |= match a.hairpin {
+        Hairpin::No => 0,
+        Hairpin::Source => F_HAIRPIN_SRC,
+        Hairpin::Destination => F_HAIRPIN_DST,
+    };
     let (mut hi, mut lo, mut port) = (0, 0, 0);
     if let Some(n) = a.nat {
         flags |= F_NAT;
@@ -754,6 +761,13 @@ fn decode_action(act: u64, lbl: u64, hi: u64, lo: u64, misc: u64) -> FlowAction 
             pooled: flags & F_NAT_POOL != 0,
         }
     });
+    let hairpin = if flags & F_HAIRPIN_SRC != 0 {
+        Hairpin::Source
+    } else if flags & F_HAIRPIN_DST != 0 {
+        Hairpin::Destination
+    } else {
+        Hairpin::No
+    };
     FlowAction {
         verdict,
         nh: NhId(act as u32),
@@ -761,6 +775,7 @@ fn decode_action(act: u64, lbl: u64, hi: u64, lo: u64, misc: u64) -> FlowAction 
         route_gen: lbl as u32,
         policy_gen: (act >> 32) as u8,
         nat,
+        hairpin,
         mirror: flags & F_MIRROR != 0,
     }
 }

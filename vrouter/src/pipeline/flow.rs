@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use super::{Ctx, Disposition, DropReason, Meta};
-use crate::flow::{FlowAction, FlowHit, FlowKey, FlowVerdict, NatRewrite};
+use crate::flow::{FlowAction, FlowHit, FlowKey, FlowVerdict, Hairpin, NatRewrite};
 use crate::packet::PacketBuf;
 use crate::policy::{self, Action, FlowMatch, addr_bits};
 use crate::tables::{Nexthop, NhId, RouteEntry, Snapshot, Vif, VifKind, Vrf};
@@ -321,6 +321,7 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         nh: nh_id,
         label,
         nat: None,
+        hairpin: Hairpin::No,
         route_gen: vrf.generation,
         policy_gen: snap.policy_gen as u8,
         mirror: false,
@@ -384,6 +385,14 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
             port: k.dport,
             pooled: false,
         });
+        // A client that lands on itself (hairpin) would get its own address back as the
+        // source, which its kernel drops: the source becomes the service's address too,
+        // so that it answers the service, and its answers are translated both ways.
+        if addr == k.src {
+            fwd.hairpin = Hairpin::Source;
+            rev_key.dst = k.dst;
+            rev.hairpin = Hairpin::Destination;
+        }
     }
 
     if let Nexthop::Snat {

@@ -16,7 +16,10 @@ pub(super) fn run<B: PacketBuf>(_ctx: &mut Ctx<'_>, pkts: &mut [B], metas: &mut 
         if !m.pending() {
             continue;
         }
-        if rewrite(p.data_mut(), m, &nat).is_none() {
+        let second = m.action.and_then(|a| a.hairpin.rewrite(&m.key));
+        if rewrite(p.data_mut(), m, &nat).is_none()
+            || second.is_some_and(|n| rewrite(p.data_mut(), m, &n).is_none())
+        {
             m.done = Some(Disposition::Drop(DropReason::InvalidPacket));
         }
     }
