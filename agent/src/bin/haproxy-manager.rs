@@ -86,6 +86,11 @@ fn short(uuid: &str) -> String {
     uuid.chars().filter(|c| *c != '-').take(10).collect()
 }
 
+/// An instance's namespace and the host end of its pair, from its interface's UUID.
+fn link_names(vmi: &str) -> (String, String) {
+    (format!("vrlb-{}", short(vmi)), format!("lbh{}", short(vmi)))
+}
+
 struct Manager {
     args: Args,
     host: String,
@@ -234,9 +239,10 @@ impl Manager {
 
     /// Sets a new instance up: namespace, port, addresses, configuration, HAProxy.
     async fn start(&mut self, inst: Instance) -> Result<Running> {
+        let (netns, veth) = link_names(&inst.vmi_uuid);
         let mut r = Running {
-            netns: format!("vrlb-{}", short(&inst.vmi_uuid)),
-            veth: format!("lbh{}", short(&inst.vmi_uuid)),
+            netns,
+            veth,
             inst,
             child: None,
             retiring: Vec::new(),
@@ -451,6 +457,42 @@ impl Manager {
         }
     }
 
+    /// What an earlier run left (it was killed before it could remove its instances):
+    /// its HAProxies (by their pid files), its ports in the agent, namespaces and links.
+    /// The instances still bound here are set up afresh by the first sync.
+    async fn remove_leftovers(&mut self) -> Result<()> {
+        let mut n = 0;
+        for e in std::fs::read_dir(&self.args.dir)?.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "pid") {
+                if let Some(pid) = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok())
+                {
+                    let _ = run(&["kill", &pid.to_string()]);
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        let ports = self.agent.list_ports(proto::Empty {}).await?.into_inner();
+        for p in ports.ports.iter().filter(|p| p.name.starts_with("lb-")) {
+            let _ = self
+                .agent
+                .delete_port(proto::PortRef {
+                    vmi_uuid: p.vmi_uuid.clone(),
+                })
+                .await;
+            let (netns, veth) = link_names(&p.vmi_uuid);
+            let _ = run(&["ip", "netns", "del", &netns]);
+            let _ = run(&["ip", "link", "del", &veth]);
+            n += 1;
+        }
+        if n > 0 {
+            tracing::info!(instances = n, "removed what an earlier run left");
+        }
+        Ok(())
+    }
+
     async fn shutdown(&mut self) {
         let all: Vec<String> = self.running.keys().cloned().collect();
         for k in all {
@@ -505,6 +547,9 @@ async fn real_main(args: Args) -> Result<()> {
         running: BTreeMap::new(),
         args,
     };
+    if let Err(e) = m.remove_leftovers().await {
+        tracing::warn!("removing what an earlier run left: {e:#}");
+    }
     tracing::info!(host = %m.host, agent = %m.args.agent, "managing HAProxy instances");
     println!("managing HAProxy instances of {}", m.host);
     let _ = std::io::stdout().flush();
