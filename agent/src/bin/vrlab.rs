@@ -1617,6 +1617,7 @@ fn down(lab: &Lab) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    vrouter::cli::quiet_broken_pipe();
     let a = Args::parse();
     match real_main(a) {
         Ok(code) => std::process::ExitCode::from(code),

@@ -434,6 +434,7 @@ fn print(cmd: &Cmd, data: &Value) {
 }
 
 fn main() -> ExitCode {
+    vrouter::cli::quiet_broken_pipe();
     let cli = Cli::parse();
     let op = match op_of(&cli.cmd) {
         Ok(op) => op,
