@@ -97,6 +97,8 @@ struct Manager {
     config: ConfigApiClient<Channel>,
     agent: AgentApiClient<Channel>,
     running: BTreeMap<String, Running>,
+    /// Instances whose set-up failed: failures in a row, and when to try again.
+    failed: BTreeMap<String, (u32, Instant)>,
 }
 
 impl Manager {
@@ -363,6 +365,7 @@ impl Manager {
                 tracing::info!(lb = %r.inst.lb_name, "instance removed");
             }
         }
+        self.failed.retain(|k, _| want.contains_key(k));
         for (k, inst) in want {
             match self.running.remove(&k) {
                 Some(mut r) if r.inst.vip != inst.vip => {
@@ -388,13 +391,30 @@ impl Manager {
         Ok(())
     }
 
+    /// Sets an instance up; one whose set-up failed is tried again after a back-off
+    /// (`--restart-ms`, doubling up to 30 s), not on every read of the configuration.
     async fn start_logged(&mut self, inst: Instance) {
         let (k, name) = (inst.vmi_uuid.clone(), inst.lb_name.clone());
+        if self
+            .failed
+            .get(&k)
+            .is_some_and(|(_, at)| Instant::now() < *at)
+        {
+            return;
+        }
         match self.start(inst).await {
             Ok(r) => {
+                self.failed.remove(&k);
                 self.running.insert(k, r);
             }
-            Err(e) => tracing::error!(lb = %name, "starting an instance: {e:#}"),
+            Err(e) => {
+                let n = self.failed.get(&k).map_or(1, |(n, _)| n + 1);
+                let wait = Duration::from_millis(self.args.restart_ms)
+                    .saturating_mul(1 << (n - 1).min(16))
+                    .min(MAX_BACKOFF);
+                self.failed.insert(k, (n, Instant::now() + wait));
+                tracing::error!(lb = %name, retry_in_ms = wait.as_millis() as u64, "starting an instance: {e:#}");
+            }
         }
     }
 
@@ -545,6 +565,7 @@ async fn real_main(args: Args) -> Result<()> {
         config: ConfigApiClient::new(ch.clone()),
         agent: AgentApiClient::new(ch),
         running: BTreeMap::new(),
+        failed: BTreeMap::new(),
         args,
     };
     if let Err(e) = m.remove_leftovers().await {
