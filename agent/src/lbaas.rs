@@ -17,6 +17,12 @@
 //! `X-Served-By` with the instance's name (`LB_INSTANCE` in HAProxy's environment), so
 //! that one can tell which instance served.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::oper::is_haproxy;
+use crate::proto::{self, object};
+
 /// The environment variable that names an instance to its HAProxy.
 pub const INSTANCE_ENV: &str = "LB_INSTANCE";
 
@@ -24,12 +30,6 @@ pub const INSTANCE_ENV: &str = "LB_INSTANCE";
 pub fn instance_name(vmi_uuid: &str) -> String {
     format!("lb-{}", &vmi_uuid[..8.min(vmi_uuid.len())])
 }
-
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-
-use crate::oper::is_haproxy;
-use crate::proto::{self, object};
 
 /// One HAProxy instance a node runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -494,9 +494,24 @@ fn node_ports(c: &mut Ctx<'_>, ports: Vec<NodePortCfg>) {
     }
 }
 
-/// The fabric VRF's default: out of the fabric to the gateway, for answers to addresses
-/// outside the cluster (clients of external IPs, SNAT's peers). The underlay's own, so
-/// host traffic is still cross-connected as it is.
+/// Another node reached on the fabric as it is, no encapsulation: an encap nexthop out
+/// of the fabric vif to its MAC (one per node).
+fn direct_nh(c: &mut Ctx<'_>, node: &Node, (ip, mac): (Ipv4Addr, &str)) -> u32 {
+    let nh = c.ids.get("nh", &format!("direct/{ip}"));
+    c.out.nexthops.insert(
+        nh,
+        NexthopCfg {
+            id: nh,
+            kind: NexthopKind::Encap {
+                vif: node.fabric_vif,
+                dmac: mac.to_string(),
+                smac: node.mac.clone(),
+            },
+        },
+    );
+    nh
+}
+
 /// The other nodes on the fabric, each by its own address in the fabric VRF: an encap
 /// nexthop to its MAC. Replies of connections another node translated for a client
 /// outside the cluster (an external IP or a node port of that node, a backend here) go
@@ -508,18 +523,7 @@ fn node_routes(c: &mut Ctx<'_>, node: &Node, remote: &[RemoteRoute]) {
         .map(|r| (r.node_ip, r.node_mac.as_str()))
         .collect();
     for (ip, mac) in nodes {
-        let nh = c.ids.get("nh", &format!("direct/{ip}"));
-        c.out.nexthops.insert(
-            nh,
-            NexthopCfg {
-                id: nh,
-                kind: NexthopKind::Encap {
-                    vif: node.fabric_vif,
-                    dmac: mac.to_string(),
-                    smac: node.mac.clone(),
-                },
-            },
-        );
+        let nh = direct_nh(c, node, (ip, mac));
         let prefix = host_prefix(IpAddr::V4(ip));
         c.out
             .routes
@@ -534,6 +538,9 @@ fn node_routes(c: &mut Ctx<'_>, node: &Node, remote: &[RemoteRoute]) {
     }
 }
 
+/// The fabric VRF's default: out of the fabric to the gateway, for answers to addresses
+/// outside the cluster (clients of external IPs, SNAT's peers). The underlay's own, so
+/// host traffic is still cross-connected as it is.
 fn gateway_route(c: &mut Ctx<'_>, node: &Node) {
     let Some(gw) = &node.gateway_mac else {
         return;
@@ -1006,31 +1013,22 @@ fn remote_route(c: &mut Ctx<'_>, node: &Node, r: &RemoteRoute, priority: &[Strin
     else {
         return;
     };
-    let (key, kind) = if direct {
-        (
-            format!("direct/{}", r.node_ip),
-            NexthopKind::Encap {
-                vif: node.fabric_vif,
-                dmac: r.node_mac.clone(),
-                smac: node.mac.clone(),
-            },
-        )
+    let nh = if direct {
+        direct_nh(c, node, (r.node_ip, &r.node_mac))
     } else {
-        (
-            format!("tunnel/{}/{encap:?}", r.node_ip),
-            NexthopKind::Tunnel {
-                vif: node.fabric_vif,
-                src: node.ip,
-                dst: r.node_ip,
-                smac: node.mac.clone(),
-                dmac: r.node_mac.clone(),
-                encaps: vec![encap],
-                inner_dmac: None,
-            },
-        )
+        let nh = c.ids.get("nh", &format!("tunnel/{}/{encap:?}", r.node_ip));
+        let kind = NexthopKind::Tunnel {
+            vif: node.fabric_vif,
+            src: node.ip,
+            dst: r.node_ip,
+            smac: node.mac.clone(),
+            dmac: r.node_mac.clone(),
+            encaps: vec![encap],
+            inner_dmac: None,
+        };
+        c.out.nexthops.insert(nh, NexthopCfg { id: nh, kind });
+        nh
     };
-    let nh = c.ids.get("nh", &key);
-    c.out.nexthops.insert(nh, NexthopCfg { id: nh, kind });
     let attr = c.ids.get("attr", &format!("route/{}/{}", r.vn, r.prefix));
     let vn_id = c.vns[&r.vn].1;
     let tags: Vec<u32> = r

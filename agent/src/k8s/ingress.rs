@@ -15,7 +15,7 @@
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::services::{put_listener, put_member, put_pool};
+use super::services::{put_listener, put_loadbalancer, put_member, put_pool};
 use super::translate::{Event, Names, Out, Underlay, r, uuid_for};
 use super::{Cluster, INGRESS_CLASS};
 use crate::kinds::{Kind, fq_string};
@@ -199,18 +199,7 @@ pub(super) fn translate(
             );
             vmis.push(r(Kind::VirtualMachineInterface, &vmi));
         }
-        out.put(
-            Kind::Loadbalancer,
-            lb.clone(),
-            object::Kind::Loadbalancer(proto::Loadbalancer {
-                uuid: uuid_for(Kind::Loadbalancer, &lb),
-                fq_name: lb.clone(),
-                vip_address: String::new(),
-                virtual_network_ref: Some(r(Kind::VirtualNetwork, &net)),
-                provider: CLASS.into(),
-                virtual_machine_interface_refs: vmis,
-            }),
-        );
+        put_loadbalancer(out, &lb, (String::new(), &net), CLASS, vmis);
         let listener = under("__http");
         put_listener(out, &listener, &lb, ("HTTP", 80, 0));
         // (pool suffix, host, path, exact, backend)

@@ -143,6 +143,29 @@ pub(super) fn floating_ip(
     );
 }
 
+/// A load balancer: its VIP (empty: the agent allocates one) in `network`, its provider,
+/// and the interfaces of its instances (HAProxy's; none for native ones).
+pub(super) fn put_loadbalancer(
+    out: &mut Out,
+    fq: &[String],
+    (vip, network): (String, &[String]),
+    provider: &str,
+    interfaces: Vec<proto::Ref>,
+) {
+    out.put(
+        Kind::Loadbalancer,
+        fq.to_vec(),
+        object::Kind::Loadbalancer(proto::Loadbalancer {
+            uuid: uuid_for(Kind::Loadbalancer, fq),
+            fq_name: fq.to_vec(),
+            vip_address: vip,
+            virtual_network_ref: Some(r(Kind::VirtualNetwork, network)),
+            provider: provider.into(),
+            virtual_machine_interface_refs: interfaces,
+        }),
+    );
+}
+
 /// A listener of load balancer `lb`.
 pub(super) fn put_listener(
     out: &mut Out,
@@ -261,17 +284,12 @@ pub(super) fn translate(
         let project = n.project(ns);
         let leaf = n.service(ns, name);
         let lb: Vec<String> = project.iter().cloned().chain([leaf.clone()]).collect();
-        out.put(
-            Kind::Loadbalancer,
-            lb.clone(),
-            object::Kind::Loadbalancer(proto::Loadbalancer {
-                uuid: uuid_for(Kind::Loadbalancer, &lb),
-                fq_name: lb.clone(),
-                vip_address: cluster_ip.to_string(),
-                virtual_network_ref: Some(r(Kind::VirtualNetwork, &network_of(ns))),
-                provider: "native".into(),
-                virtual_machine_interface_refs: vec![],
-            }),
+        put_loadbalancer(
+            out,
+            &lb,
+            (cluster_ip.to_string(), &network_of(ns)),
+            "native",
+            vec![],
         );
         external_ips(out, n, (&what, kind, spec), &lb, underlay, events);
         // The pods behind it: selected, ready, with an interface and an address.

@@ -342,20 +342,22 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
             })
         })
         .and_then(|n| return_to(snap, n));
-    let mut rev = match src_route.map(|r| resolve(snap, &r, k.reversed().hash())) {
-        _ if back.is_some() => FlowAction {
-            nh: back.unwrap_or(fwd.nh),
+    let mut rev = match back {
+        Some(nh) => FlowAction {
+            nh,
             label: 0,
             ..fwd
         },
-        Some(Ok((nh, label))) => FlowAction { nh, label, ..fwd },
-        Some(Err(reason)) => FlowAction {
-            route_gen: vrf.generation,
-            ..FlowAction::drop(reason)
-        },
-        None => FlowAction {
-            route_gen: vrf.generation,
-            ..FlowAction::drop(DropReason::NoRoute)
+        None => match src_route.map(|r| resolve(snap, &r, k.reversed().hash())) {
+            Some(Ok((nh, label))) => FlowAction { nh, label, ..fwd },
+            Some(Err(reason)) => FlowAction {
+                route_gen: vrf.generation,
+                ..FlowAction::drop(reason)
+            },
+            None => FlowAction {
+                route_gen: vrf.generation,
+                ..FlowAction::drop(DropReason::NoRoute)
+            },
         },
     };
     // Replies come from the destination's side: a local interface in another VRF (a VN
