@@ -160,30 +160,39 @@ pub fn run(o: &Options) -> Result<Latency> {
     let gen_stop = Arc::new(AtomicBool::new(false));
     // The vrouter runs until the generator has every packet back (or gave up waiting).
     let stop = Arc::new(AtomicBool::new(false));
+    // Set by the runtime once its lcore polls the ports: the generator's clock starts
+    // then, so the set-up of tables, pools and ports (seconds on a loaded machine) is
+    // neither measured as latency nor long enough to end the run before it forwards.
+    let ready = Arc::new(AtomicBool::new(false));
     let generator = {
-        let (pool, in_rx, out_tx, gen_stop, stop) = (
+        let (pool, in_rx, out_tx, gen_stop, stop, ready) = (
             Arc::clone(&pool),
             Arc::clone(&in_rx),
             Arc::clone(&out_tx),
             Arc::clone(&gen_stop),
             Arc::clone(&stop),
+            Arc::clone(&ready),
         );
         std::thread::Builder::new()
             .name("vrperf-gen".into())
-            .spawn(move || -> GenResult {
+            .spawn(move || -> Result<GenResult> {
                 let _ = dpdk_bindings::pin_current_thread(&cpus);
-                let r = generate(
-                    &frames, &pool, &in_rx, &out_tx, rate, hz, warm, total, &gen_stop,
-                );
+                let r = wait_ready(&ready, &gen_stop).map(|()| {
+                    generate(
+                        &frames, &pool, &in_rx, &out_tx, rate, hz, warm, total, &gen_stop,
+                    )
+                });
                 stop.store(true, Ordering::Relaxed);
                 r
             })?
     };
     let opts = runtime::Options {
-        // A bound for a generator that never ends (the drain has its own).
+        // A bound for a generator that never ends (the drain has its own), counted from
+        // the lcores' launch (the set-up before it is not in it).
         duration: Some(Duration::from_secs_f64(total + DRAIN_S + 1.0)),
         mbufs: 16_383,
         flows: 1 << 19,
+        ready: Some(Arc::clone(&ready)),
         ..runtime::Options::default()
     };
     let report = runtime::run(&eal, &cfg, &opts, stop);
@@ -192,9 +201,13 @@ pub fn run(o: &Options) -> Result<Latency> {
         .join()
         .map_err(|_| anyhow::anyhow!("the generator thread panicked"))?;
     let report = report?;
+    let g = g?;
     if g.samples.is_empty() {
         bail!(
-            "nothing came back through the vrouter (rx {} tx {}, drops {:?})",
+            "nothing came back through the vrouter: {} offered, {} not taken \
+             (vrouter rx {} tx {}, drops {:?})",
+            g.sent,
+            g.not_offered,
             report.rx,
             report.tx,
             report.drops
@@ -217,6 +230,27 @@ pub fn run(o: &Options) -> Result<Latency> {
         max_us: us(*v.last().unwrap_or(&0)),
         min_us: us(v[0]),
     })
+}
+
+/// How long the generator waits for the vrouter's lcore to poll its ports.
+const READY_S: f64 = 60.0;
+
+/// Waits until the runtime says its lcores poll (`ready`), or fails with the reason.
+fn wait_ready(ready: &AtomicBool, stop: &AtomicBool) -> Result<()> {
+    let t = std::time::Instant::now();
+    while !ready.load(Ordering::Acquire) {
+        if stop.load(Ordering::Relaxed) {
+            bail!("the vrouter stopped before its forwarding lcore started polling");
+        }
+        if t.elapsed().as_secs_f64() > READY_S {
+            bail!(
+                "the vrouter's forwarding lcore did not start polling within {READY_S} s \
+                 (is CPU 1 available to it?)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// At most this many latencies are kept (400 MB of samples).

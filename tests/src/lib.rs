@@ -69,6 +69,20 @@ pub fn print_logs_on_failure(dir: &std::path::Path, names: &[&str]) {
     }
 }
 
+/// Waits until `f` holds, checking every 50 ms, for at most `limit`; panics naming `what`.
+/// For state that another process changes on its own time (a file read again, counters
+/// published, routes programmed): a slow machine gives a slow pass, not a false fail.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Runs a command, returning its output (panics only if it cannot be started).
 pub fn sh(args: &[&str]) -> std::process::Output {
     std::process::Command::new(args[0])
@@ -194,19 +208,90 @@ pub fn tcp_connects(ns: &str, ip: &str, port: u16) -> bool {
 }
 
 /// A TCP server in namespace `ns` on `ip`:`port` that accepts and closes every
-/// connection; stopped when dropped.
+/// connection; returned once it listens, stopped when dropped.
 pub fn tcp_acceptor(ns: &str, ip: &str, port: u16) -> Reap {
     let server = format!(
         "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-         s.bind(('{ip}', {port})); s.listen(16)\nwhile True:\n    c,_=s.accept(); c.close()"
+         s.bind(('{ip}', {port})); s.listen(16)\nprint('ready', flush=True)\n\
+         while True:\n    c,_=s.accept(); c.close()"
     );
-    let child = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "python3", "-c", &server])
-        .stdout(std::process::Stdio::null())
+    serve(ns, &server, &[]).reap()
+}
+
+/// The line a server started by [`serve`] prints once it is bound and listening.
+pub const READY: &str = "ready";
+
+/// A process in a pod that said it was ready: the lines it prints after that, and the
+/// process, killed when dropped.
+#[derive(Debug)]
+pub struct Served {
+    /// The process.
+    pub proc: Reap,
+    /// Lines of its stdout, read by a helper thread (a pipe read has no time-out).
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Served {
+    /// Keeps only the process (its later output is not read).
+    pub fn reap(self) -> Reap {
+        self.proc
+    }
+
+    /// The next line it prints (30 s at most), trimmed; `None` at its end or on time-out.
+    pub fn line(&mut self) -> Option<String> {
+        self.lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .ok()
+    }
+
+    /// The last line it has printed by now, or the next one if none is waiting.
+    pub fn latest_line(&mut self) -> Option<String> {
+        let mut last = self.line()?;
+        while let Ok(l) = self.lines.try_recv() {
+            last = l;
+        }
+        Some(last)
+    }
+
+    /// Waits for the process to end and returns its status and the rest of its output.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.proc.0.wait().expect("wait for a server");
+        let rest: Vec<String> = self.lines.iter().collect();
+        (status, rest.join("\n"))
+    }
+}
+
+/// Starts `python3 -u -c CODE ARGS..` in namespace `ns` and waits (30 s at most) until it
+/// prints [`READY`]: the code prints it once its sockets are bound, so a test talks to a
+/// server that listens, however slow the machine. Its stderr goes to the test's.
+pub fn serve(ns: &str, code: &str, args: &[&str]) -> Served {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-u", "-c", code])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("start a TCP server");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    Reap(child)
+        .expect("start a server in a pod");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l.trim().to_string()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut s = Served {
+        proc: Reap(child),
+        lines,
+    };
+    match s.line() {
+        Some(l) if l == READY => s,
+        other => {
+            panic!("a server in {ns} did not get ready (it said {other:?}; its stderr is above)")
+        }
+    }
 }
 
 /// A free TCP port on loopback (bound and released; good enough for a test's listener).

@@ -287,13 +287,15 @@ fn pods_resolve_service_names_through_the_cluster_dns_pod() {
     .unwrap();
     lab.ok(&["apply", "-f", later.to_str().unwrap()]);
     let later_vip = vr_tests::address_of(&lab.state()["services"]["default/later"]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let (code, out) = lookup("default/client", "later");
-    assert_eq!(code, Some(0), "{out}");
-    assert!(out.trim().ends_with(&later_vip), "{out}");
+    let limit = std::time::Duration::from_secs(20);
+    vr_tests::wait_until("the new Service to resolve", limit, || {
+        let (code, out) = lookup("default/client", "later");
+        code == Some(0) && out.trim().ends_with(&later_vip)
+    });
     lab.ok(&["delete", "-f", later.to_str().unwrap()]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(lookup("default/client", "later").0, Some(1));
+    vr_tests::wait_until("the deleted Service to stop resolving", limit, || {
+        lookup("default/client", "later").0 == Some(1)
+    });
 }
 
 /// Two nodes, the backend on the second: a client outside the cluster reaches it through

@@ -3,10 +3,8 @@
 //! for each other (the vrouter answers), ping and exchange UDP through the vrouter.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use vr_tests::{Daemon, Reap, in_ns, ok, sh, unique_prefix};
+use vr_tests::{Daemon, in_ns, ok, sh, unique_prefix};
 use vrouter::control::{Client, Op};
 use vrouter::testbed::{self, VM1_IP, VM1_MAC, VM2_IP, VM2_MAC};
 
@@ -137,17 +135,9 @@ fn two_pods_ping_and_talk_udp_through_the_vrouter() {
     // UDP: a real socket in pod b echoes what a socket in pod a sends.
     let server = format!(
         "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{VM2_IP}', 7000)); \
-         s.settimeout(10); d,a=s.recvfrom(100); s.sendto(d.upper(), a)"
+         print('ready'); s.settimeout(10); d,a=s.recvfrom(100); s.sendto(d.upper(), a)"
     );
-    let mut srv = Reap(
-        Command::new("ip")
-            .args(["netns", "exec", &p.ns[1], "python3", "-c", &server])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let srv = vr_tests::serve(&p.ns[1], &server, &[]);
     let client = format!(
         "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5); \
          s.sendto(b'hello pod', ('{VM2_IP}', 7000)); print(s.recvfrom(100)[0].decode())"
@@ -159,7 +149,7 @@ fn two_pods_ping_and_talk_udp_through_the_vrouter() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "HELLO POD");
-    assert!(srv.0.wait().unwrap().success());
+    assert!(srv.finish().0.success());
 
     // The vrouter saw both flows.
     let mut c = Client::connect(&socket).unwrap();
@@ -201,34 +191,30 @@ fn a_security_group_allowing_tcp_80_only_blocks_81_and_udp_for_real_sockets() {
     let (socket, _dump) = p.start(&cfg);
     // Pod b listens on TCP 80 and 81 and UDP 80.
     let server = r#"
-import socket, threading
+import queue, socket, threading
+ready = queue.Queue()
 def tcp(port):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(8)
+    s.bind(("0.0.0.0", port)); s.listen(8); ready.put(port)
     while True:
         c, _ = s.accept(); c.sendall(b"port %d" % port); c.close()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 80))
 for p in (80, 81):
     threading.Thread(target=tcp, args=(p,), daemon=True).start()
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 80))
+for p in (80, 81):
+    ready.get()
+print("ready")
 while True:
     d, a = u.recvfrom(100); u.sendto(d, a)
 "#;
-    let _srv = Reap(
-        Command::new("ip")
-            .args(["netns", "exec", &p.ns[1], "python3", "-c", server])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let _srv = vr_tests::serve(&p.ns[1], server, &[]);
     let probe = |kind: &str, port: u16| -> String {
         let code = match kind {
             "tcp" => format!(
-                "import socket\ntry:\n  c=socket.create_connection(('{VM2_IP}',{port}),timeout=2); print(c.recv(20).decode())\nexcept Exception as e: print('blocked')"
+                "import socket\ntry:\n  c=socket.create_connection(('{VM2_IP}',{port}),timeout=2); print(c.recv(20).decode())\nexcept socket.timeout: print('blocked')\nexcept Exception as e: print('error', e)"
             ),
             _ => format!(
-                "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\ntry:\n  s.sendto(b'x',('{VM2_IP}',{port})); s.recvfrom(10); print('open')\nexcept Exception: print('blocked')"
+                "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\ntry:\n  s.sendto(b'x',('{VM2_IP}',{port})); s.recvfrom(10); print('open')\nexcept socket.timeout: print('blocked')\nexcept Exception as e: print('error', e)"
             ),
         };
         String::from_utf8_lossy(&in_ns(&p.ns[0], &["python3", "-c", &code]).stdout)

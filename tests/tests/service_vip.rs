@@ -7,7 +7,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Duration;
 
 use vr_tests::{Daemon, ok, sh, unique_prefix, workspace_bin};
 
@@ -26,10 +25,12 @@ struct Lab {
     ns: Vec<String>,
     host_if: Vec<String>,
     procs: Vec<Child>,
+    servers: Vec<vr_tests::Reap>,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.servers.clear();
         for mut p in self.procs.drain(..) {
             let _ = p.kill();
             let _ = p.wait();
@@ -68,6 +69,7 @@ import socket, sys, threading
 name = sys.argv[1]
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 80)); s.listen(128)
+print("ready")
 def serve(c):
     f = c.makefile("rwb", buffering=0)
     for line in f:
@@ -128,6 +130,7 @@ fn vip_spreads_connections_and_a_removed_backend_keeps_its_established_ones() {
         ns: vec![],
         host_if: vec![],
         procs: vec![],
+        servers: vec![],
     };
     for (i, (name, ip, mac)) in PODS.iter().enumerate() {
         let ns = format!("vrv{i}{id}");
@@ -164,15 +167,9 @@ fn vip_spreads_connections_and_a_removed_backend_keeps_its_established_ones() {
     lab.daemon = Some(daemon);
     let _dump = vr_tests::DumpOnFailure(vec![socket.clone()]);
     for (i, (name, _, _)) in PODS.iter().enumerate().skip(1) {
-        let server = Command::new("ip")
-            .args(["netns", "exec", &lab.ns[i], "python3", "-c", SERVER, name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        lab.procs.push(server);
+        let server = vr_tests::serve(&lab.ns[i], SERVER, &[name]).reap();
+        lab.servers.push(server);
     }
-    std::thread::sleep(Duration::from_millis(500));
     let mut client = Command::new("ip")
         .args([
             "netns", "exec", &lab.ns[0], "python3", "-u", "-c", CLIENT, VIP,

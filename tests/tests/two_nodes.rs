@@ -238,6 +238,15 @@ fn capture(
     })
 }
 
+/// Waits until the vrouter behind `socket` says a capture is armed on `vif`.
+fn wait_capturing(socket: &Path, vif: u64) {
+    vr_tests::wait_until("the capture to start", Duration::from_secs(20), || {
+        vrouter::control::Client::connect(socket)
+            .and_then(|mut c| c.call(vrouter::control::Op::Hello))
+            .is_ok_and(|r| r.data.is_some_and(|d| d["capturing"].as_u64() == Some(vif)))
+    });
+}
+
 fn tshark(file: &Path, fields: &[&str]) -> String {
     let mut args = vec![
         "-r".to_string(),
@@ -273,7 +282,7 @@ fn pods_on_two_nodes_ping_over_mpls_udp_mpls_gre_and_vxlan() {
         // The kernel also sends its own IPv6 housekeeping (router solicitations, MLD) from
         // the bridged taps: capture generously for a bounded time and count only tunnels.
         let capturing = capture(&sockets[0], &cap, 64);
-        std::thread::sleep(Duration::from_millis(200));
+        wait_capturing(&sockets[0], 0);
         let o = sh(&[
             "ip", "netns", "exec", &lab.ns[0], "ping", "-c", "3", "-i", "0.2", "-W", "2", POD_B.0,
         ]);

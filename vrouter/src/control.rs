@@ -541,7 +541,12 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let data = match &req.request {
-        Op::Hello => json!({ "version": VERSION, "tables_version": t.version }),
+        Op::Hello => json!({
+            "version": VERSION,
+            "tables_version": t.version,
+            // The vif a capture is armed on, so a client can wait for one to start.
+            "capturing": state.capture.as_ref().and_then(|c| c.armed()),
+        }),
         Op::DumpVrfs => json!(
             t.vrfs
                 .iter()

@@ -47,6 +47,10 @@ pub struct Options {
     /// Counters are also taken after this long: the report's `window` covers the rest of
     /// the run (the steady state, without start-up and first-packet flow setup).
     pub warmup: Option<Duration>,
+    /// Set once every forwarding lcore polls its queues: a caller that offers traffic
+    /// itself (a generator in the same process) waits for it, so nothing it sends sits in
+    /// a queue while the tables, pools and ports are still being set up.
+    pub ready: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Options {
@@ -61,6 +65,7 @@ impl Default for Options {
             burst: 32,
             max_packets: None,
             warmup: None,
+            ready: None,
         }
     }
 }
@@ -274,6 +279,9 @@ struct LcoreCtx {
     busy_cycles: u64,
     /// Lcores that have left their loop.
     finished: Arc<std::sync::atomic::AtomicUsize>,
+    /// Lcores that have entered their loop, and the flag the last of them sets.
+    polling: Arc<std::sync::atomic::AtomicUsize>,
+    ready: Option<(usize, Arc<AtomicBool>)>,
 }
 
 impl LcoreCtx {
@@ -282,6 +290,12 @@ impl LcoreCtx {
         let mut disp = [Disposition::Drop(DropReason::InvalidPacket); MAX_BURST];
         let mut polls: u64 = 0;
         let mut received: u64 = 0;
+        let entered = self.polling.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some((lcores, ready)) = &self.ready {
+            if entered == *lcores {
+                ready.store(true, Ordering::Release);
+            }
+        }
         while !self.stop.load(Ordering::Relaxed) {
             // One snapshot per poll round: every packet of the round sees one configuration.
             let snap = Arc::clone(self.reader.load());
@@ -491,6 +505,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     let nvifs = sizes.vifs as usize;
     let capture = Arc::new(crate::capture::Capture::default());
     let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let polling = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut cmd_tx = Vec::new();
     let mut ctxs: Vec<LcoreCtx> = (0..nq)
         .map(|_| {
@@ -515,6 +530,8 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
             max_rx: opts.max_packets.map(|m| m.div_ceil(nq as u64).max(1)),
             busy_cycles: 0,
             finished: Arc::clone(&finished),
+            polling: Arc::clone(&polling),
+            ready: opts.ready.clone().map(|r| (nq, r)),
         })
         .collect();
     for (vif, _, port) in ports.iter_mut() {

@@ -9,6 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -32,13 +33,17 @@ struct Args {
     domain: String,
 }
 
-/// The records, read again when the file's modification time changes (looked at no
-/// more than every 200 ms).
+/// What says a records file changed: a new file put in its place (a new inode), a new
+/// length, or new modification and change times. Times alone miss a rewrite within the
+/// file system's timestamp granularity.
+type Stamp = (SystemTime, i64, i64, u64, u64);
+
+/// The records, read again when the file changes (looked at no more than every 200 ms).
 struct Source {
     path: PathBuf,
     domain: String,
     records: Records,
-    seen: Option<SystemTime>,
+    seen: Option<Stamp>,
     checked: Instant,
 }
 
@@ -49,7 +54,7 @@ impl Source {
         }
         self.checked = Instant::now();
         let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
+            .and_then(|m| Ok((m.modified()?, m.ctime(), m.ctime_nsec(), m.ino(), m.len())))
             .ok();
         if modified == self.seen && !force {
             return;
