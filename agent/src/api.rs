@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
 use tonic::{Request, Response, Status};
 
+use crate::device::{DevicePolicy, HostLinks};
 use crate::kinds::{Kind, kind_of, meta};
 use crate::persist::PortRec;
 use crate::program::Shared;
@@ -23,13 +24,23 @@ use crate::store::{Change, Committed, Event};
 pub struct Api {
     shared: Arc<Shared>,
     events: broadcast::Sender<Event>,
+    devices: DevicePolicy,
 }
 
 impl Api {
-    /// Services over the shared state.
+    /// Services over the shared state; ports may use the default device allow-list.
     pub fn new(shared: Arc<Shared>) -> Api {
+        Api::with_devices(shared, DevicePolicy::default())
+    }
+
+    /// Services over the shared state; ports may use the devices `devices` allows.
+    pub fn with_devices(shared: Arc<Shared>, devices: DevicePolicy) -> Api {
         let (events, _) = broadcast::channel(65_536);
-        Api { shared, events }
+        Api {
+            shared,
+            events,
+            devices,
+        }
     }
 
     /// Applies a batch: validated, durable, then published to watchers and the loop.
@@ -210,10 +221,18 @@ impl AgentApi for Api {
                 }
             }
         }
-        if p.device.contains(char::is_whitespace) {
-            return Err(Status::invalid_argument(
-                "device: no whitespace in a device spec",
-            ));
+        if !p.device.is_empty() {
+            // The vrouter (root) hot-plugs what this names: an allow-list match only.
+            let devices = self.devices.clone();
+            let spec = p.device.clone();
+            tokio::task::spawn_blocking(move || devices.check(&spec, &HostLinks))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|why| {
+                    tracing::warn!(vmi = %p.vmi_uuid, device = %p.device.escape_debug(), %why, "AddPort refused");
+                    self.shared.stats.refused_devices.fetch_add(1, Ordering::Relaxed);
+                    Status::invalid_argument(format!("device: {why}"))
+                })?;
         }
         let name = if p.name.is_empty() {
             vrouter::runtime::port_name(&p.device).to_string()

@@ -11,6 +11,7 @@
 //! - [`program`]: the reconcile loop: diff against the vrouter's tables, apply.
 //! - [`routes`]: routes exchanged between nodes (etcd, or none on a single node).
 //! - [`api`]: the gRPC services.
+//! - [`device`]: the allow-list of devices a port plugged through the API may use.
 //! - [`metrics`]: the Prometheus text endpoint.
 //! - [`k8s`]: kube-manager: Kubernetes objects -> VNC objects through the agent's API.
 //! - [`lbaas`]: HAProxy load balancers: a node's instances and their configuration
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod cmd;
+pub mod device;
 pub mod dns;
 pub mod firewall;
 pub mod k8s;

@@ -67,6 +67,10 @@ struct Args {
     /// Full resync with the vrouter at least this often (milliseconds).
     #[arg(long, default_value_t = 5000)]
     resync_ms: u64,
+    /// Drivers a port plugged through AddPort may use (comma-separated): `af_packet` (the
+    /// host end of a veth), `tap` (a new tap device). Nothing else: no files, no NICs.
+    #[arg(long, value_delimiter = ',', default_value = "af_packet,tap")]
+    port_drivers: Vec<agent::device::Driver>,
 }
 
 /// A MAC address argument, checked and written the vrouter's way.
@@ -130,7 +134,12 @@ async fn main() -> Result<()> {
         tokio::spawn(agent::routes::run(e, s, ttl));
     }
 
-    let api = Api::new(Arc::clone(&shared));
+    let api = Api::with_devices(
+        Arc::clone(&shared),
+        agent::device::DevicePolicy {
+            drivers: args.port_drivers.clone(),
+        },
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ConfigApiServer<Api>>().await;
     health.set_serving::<AgentApiServer<Api>>().await;

@@ -71,6 +71,11 @@ pub fn render(shared: &Shared, socket: &std::path::Path) -> String {
             "Reconciles that failed",
             &s.failures,
         ),
+        (
+            "agent_refused_devices_total",
+            "AddPort requests refused for a device off the allow-list",
+            &s.refused_devices,
+        ),
     ] {
         let _ = writeln!(
             out,

@@ -44,6 +44,8 @@ pub struct Stats {
     pub failures: AtomicU64,
     /// The last error.
     pub last_error: Mutex<String>,
+    /// AddPort requests refused for their device (off the allow-list).
+    pub refused_devices: AtomicU64,
 }
 
 /// State shared by the API, the loop and the route exchange.

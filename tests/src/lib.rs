@@ -294,6 +294,22 @@ pub fn serve(ns: &str, code: &str, args: &[&str]) -> Served {
     }
 }
 
+/// `GET path` from an HTTP/1.1 server at `addr` (a metrics endpoint); the whole response,
+/// which must be a 200.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP server");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read the HTTP response");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
+
 /// A free TCP port on loopback (bound and released; good enough for a test's listener).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

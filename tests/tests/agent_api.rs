@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use vr_tests::{Agent, Daemon, python, unique_prefix, workspace_bin};
+use vr_tests::{Agent, Daemon, http_get, python, unique_prefix, workspace_bin};
 
 struct Lab {
     dir: PathBuf,
@@ -102,20 +102,6 @@ fn python_client_builds_two_vns_with_policy_and_bad_requests_change_nothing() {
         body.contains("vrouter_vif_rx_total{vif=\"fabric\"}"),
         "{body}"
     );
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    body
 }
 
 #[test]

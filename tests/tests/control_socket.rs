@@ -341,6 +341,22 @@ nh = 7
             .iter()
             .any(|v| v["id"] == 5)
     );
+    // A new vif on the device another vif uses (the fabric's): refused, the fabric keeps
+    // forwarding on its queues.
+    let steal = d.dir.join("steal.toml");
+    std::fs::write(&steal, "[[vif]]\nid = 6\nname = \"thief\"\nkind = \"virtual\"\ndevice = \"net_null0,no-rx=1\"\nmac = \"02:00:00:00:00:06\"\nvrf = 1\n").unwrap();
+    let o = vrctl(&s, &["apply", steal.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already serves vif"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let f = tx(&s, "fabric");
+    until(
+        || tx(&s, "fabric") > f + 1000,
+        "the fabric still forwarding",
+    );
     // The same device name can be plugged in again after removal.
     let o = vrctl(&s, &["apply", frag.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

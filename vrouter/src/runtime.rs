@@ -711,6 +711,14 @@ fn attach_port(
         Ok(id) => id,
         Err(_) => eal.hotplug_vdev(dev).map_err(|e| e.to_string())?,
     };
+    // A device already serving another vif (the fabric, vhost0, a pod) is never taken
+    // over: configuring it again would take its queues from under that vif.
+    if let Some((owner, owner_name, _)) = ports.iter().find(|(_, _, p)| p.id() == id) {
+        return Err(format!(
+            "port {name} already serves vif {} ({owner_name})",
+            owner.0
+        ));
+    }
     let mut port = Port::configure(eal, id, pc, pool).map_err(|e| e.to_string())?;
     let (rxqs, txqs) = port.take_queues().ok_or("port queues already taken")?;
     for ((rx, tx), c) in rxqs.into_iter().zip(txqs).zip(cmds) {
