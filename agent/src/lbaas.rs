@@ -16,6 +16,12 @@
 //! member answers 503. TCP listeners forward to their (first) pool. HTTP answers carry
 //! `X-Served-By` with the instance's name (`LB_INSTANCE` in HAProxy's environment), so
 //! that one can tell which instance served.
+//!
+//! Hosts and paths come from tenants (Ingress rules): [`check_host`] and [`check_path`]
+//! are what the store and kube-manager let through, and the configuration writes them in
+//! single quotes (HAProxy's literal quoting), so nothing in them is a directive, a comment
+//! or a variable. The FQ name in the header comment is written printable only. An instance
+//! runs as an unprivileged user in an empty chroot ([`Sandbox`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -108,9 +114,124 @@ pub fn instances(o: &Objects, host: &str) -> Vec<Instance> {
     out
 }
 
+/// Longest host name (RFC 1123).
+const MAX_HOST: usize = 253;
+/// Longest path taken.
+const MAX_PATH: usize = 1024;
+
+/// Checks an HTTP host of a rule: an RFC 1123 name (labels of letters, digits and inner
+/// hyphens, 1-63 each), optionally with one leading `*.` wildcard label.
+pub fn check_host(host: &str) -> Result<(), String> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if name.is_empty() || host.len() > MAX_HOST {
+        return Err(format!(
+            "host {:?} is not 1..={MAX_HOST} characters",
+            host.escape_debug().to_string()
+        ));
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !name.split('.').all(label_ok) {
+        return Err(format!(
+            "host {:?} is not a DNS name (RFC 1123 labels, optionally one leading \"*.\")",
+            host.escape_debug().to_string()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an HTTP path of a rule: starts with `/`, at most [`MAX_PATH`] bytes, made of
+/// URL path characters (RFC 3986 unreserved, `%XX` escapes, and `/ : @ ! & ( ) * + , ; =`).
+/// `'` and `$` are path characters too, but not here: they quote and expand in HAProxy.
+pub fn check_path(path: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "path {:?} is not an absolute URL path of at most {MAX_PATH} characters \
+             (letters, digits, - . _ ~ / : @ ! & ( ) * + , ; = and %XX escapes)",
+            path.escape_debug().to_string()
+        )
+    };
+    if !path.starts_with('/') || path.len() > MAX_PATH {
+        return Err(bad());
+    }
+    let b = path.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                if !(i + 2 < b.len()
+                    && b[i + 1].is_ascii_hexdigit()
+                    && b[i + 2].is_ascii_hexdigit())
+                {
+                    return Err(bad());
+                }
+                i += 3;
+                continue;
+            }
+            c if c.is_ascii_alphanumeric() => {}
+            b'-' | b'.' | b'_' | b'~' | b'/' | b':' | b'@' | b'!' | b'&' | b'(' | b')' | b'*'
+            | b'+' | b',' | b';' | b'=' => {}
+            _ => return Err(bad()),
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// A value written as one HAProxy word in single quotes (no escapes, no variables inside).
+/// Callers pass values [`check_host`] / [`check_path`] took, which hold no quote; one that
+/// does anyway is cut at it, never let out of the word.
+fn quoted(v: &str) -> String {
+    let v = v.split('\'').next().unwrap_or_default();
+    format!("'{v}'")
+}
+
+/// Text for a comment line: printable ASCII only (a newline would end the comment).
+fn comment(v: &str) -> String {
+    v.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// How an instance's HAProxy drops its privileges once it has bound its ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    /// User and group it runs as.
+    pub user: String,
+    /// Group.
+    pub group: String,
+    /// An empty directory it is chrooted into.
+    pub chroot: std::path::PathBuf,
+}
+
+/// `config` with the sandbox's `user`, `group` and `chroot` in its `global` section.
+pub fn sandboxed(config: &str, s: &Sandbox) -> String {
+    let lines = format!(
+        "global\n    user {}\n    group {}\n    chroot {}\n",
+        quoted(&s.user),
+        quoted(&s.group),
+        quoted(&s.chroot.display().to_string())
+    );
+    config.replacen("global\n", &lines, 1)
+}
+
 /// A name HAProxy accepts for a section or an ACL.
 fn ident(prefix: &str, uuid: &str) -> String {
-    let short: String = uuid.chars().filter(|c| *c != '-').take(12).collect();
+    let short: String = uuid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect();
     format!("{prefix}{short}")
 }
 
@@ -122,15 +243,20 @@ fn specificity(p: &proto::LoadbalancerPool) -> (bool, bool, usize) {
 /// The host condition: exact (case-insensitive, port ignored) or a wildcard's suffix.
 fn host_acl(host: &str) -> String {
     match host.strip_prefix('*') {
-        Some(suffix) => format!("hdr(host),field(1,:) -m end -i {suffix}"),
-        None => format!("hdr(host),field(1,:) -m str -i {host}"),
+        Some(suffix) => format!("hdr(host),field(1,:) -m end -i {}", quoted(suffix)),
+        None => format!("hdr(host),field(1,:) -m str -i {}", quoted(host)),
     }
 }
 
 /// The HAProxy configuration of one load balancer.
 pub fn config(o: &Objects, lb: &proto::Loadbalancer) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "# {} ({})", lb.fq_name.join(":"), lb.uuid);
+    let _ = writeln!(
+        s,
+        "# {} ({})",
+        comment(&lb.fq_name.join(":")),
+        comment(&lb.uuid)
+    );
     s.push_str(
         "global\n    maxconn 4096\n\n\
          defaults\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\n",
@@ -188,12 +314,16 @@ pub fn config(o: &Objects, lb: &proto::Loadbalancer) -> String {
             if !p.path.is_empty() {
                 let prefix = p.path.trim_end_matches('/');
                 if p.path_exact {
-                    let _ = writeln!(s, "    acl {name}-path path -m str {}", p.path);
+                    let _ = writeln!(s, "    acl {name}-path path -m str {}", quoted(&p.path));
                     conds.push(format!("{name}-path"));
                 } else if !prefix.is_empty() {
                     // Lines of one ACL name are alternatives.
-                    let _ = writeln!(s, "    acl {name}-path path -m str {prefix}");
-                    let _ = writeln!(s, "    acl {name}-path path -m beg {prefix}/");
+                    let _ = writeln!(s, "    acl {name}-path path -m str {}", quoted(prefix));
+                    let _ = writeln!(
+                        s,
+                        "    acl {name}-path path -m beg {}",
+                        quoted(&format!("{prefix}/"))
+                    );
                     conds.push(format!("{name}-path"));
                 }
             }

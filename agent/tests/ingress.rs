@@ -326,31 +326,31 @@ fn the_haproxy_configuration_routes_by_host_and_path_and_haproxy_accepts_it() {
     assert!(
         acl(uses[0])
             .iter()
-            .any(|a| a.ends_with("path -m str /cart/checkout")),
+            .any(|a| a.ends_with("path -m str '/cart/checkout'")),
         "{cfg}"
     );
     assert!(
         acl(uses[1])
             .iter()
-            .any(|a| a.ends_with("path -m beg /cart/")),
+            .any(|a| a.ends_with("path -m beg '/cart/'")),
         "{cfg}"
     );
     assert!(
         acl(uses[1])
             .iter()
-            .any(|a| a.ends_with("path -m str /cart")),
+            .any(|a| a.ends_with("path -m str '/cart'")),
         "{cfg}"
     );
     assert!(
         acl(uses[1])
             .iter()
-            .any(|a| a.contains("-m str -i shop.example.com")),
+            .any(|a| a.contains("-m str -i 'shop.example.com'")),
         "{cfg}"
     );
     assert!(
         acl(uses[3])
             .iter()
-            .any(|a| a.ends_with("path -m beg /web/")),
+            .any(|a| a.ends_with("path -m beg '/web/'")),
         "{cfg}"
     );
     assert!(
@@ -371,10 +371,22 @@ fn the_haproxy_configuration_routes_by_host_and_path_and_haproxy_accepts_it() {
         "{cfg}"
     );
 
-    // The real HAProxy accepts it.
+    // The real HAProxy accepts it, sandboxed as haproxy-manager runs it.
     let dir = std::env::temp_dir().join(format!("lbaas-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir.join("chroot")).unwrap();
     let path = dir.join("fanout.cfg");
+    let cfg = lbaas::sandboxed(
+        &cfg,
+        &lbaas::Sandbox {
+            user: "haproxy".into(),
+            group: "haproxy".into(),
+            chroot: dir.join("chroot"),
+        },
+    );
+    assert!(
+        cfg.contains("global\n    user 'haproxy'\n    group 'haproxy'\n    chroot '"),
+        "{cfg}"
+    );
     std::fs::write(&path, &cfg).unwrap();
     let out = std::process::Command::new("haproxy")
         .env(lbaas::INSTANCE_ENV, "lb-test")
@@ -389,6 +401,103 @@ fn the_haproxy_configuration_routes_by_host_and_path_and_haproxy_accepts_it() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The Ingress of the CVE-2021-25742 family: a path that carries HAProxy directives on
+/// lines of their own, and a host with one. Each is its rule's event; the rest applies.
+const HOSTILE: &str = r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: evil, namespace: shop}
+spec:
+  rules:
+  - http:
+      paths:
+      - path: "/x\n    http-request return status 200 content-type text/plain file /etc/shadow if TRUE\n#"
+        pathType: ImplementationSpecific
+        backend: {service: {name: web, port: {number: 80}}}
+      - {path: "/ok' if TRUE", pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: "/${HOME}", pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /fine, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+  - host: "shop.example.com if TRUE\n    http-request deny"
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+  - host: "*.example.com"
+    http:
+      paths:
+      - {path: /wild, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#;
+
+#[test]
+fn hostile_ingress_paths_and_hosts_are_events_and_never_reach_haproxy() {
+    let c = shop(&format!("{}{HOSTILE}", nodes(&["n1"])));
+    let t = run(&c, &BTreeSet::new(), &BTreeMap::new());
+    let evil: Vec<_> = t
+        .events
+        .iter()
+        .filter(|e| e.object == "Ingress shop/evil")
+        .collect();
+    let reasons: Vec<&str> = evil.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "InvalidIngressPath",
+            "InvalidIngressPath",
+            "InvalidIngressPath",
+            "InvalidIngressHost"
+        ],
+        "{evil:?}"
+    );
+    assert!(
+        evil[0].message.starts_with("rules[0].http.paths[0]:"),
+        "{evil:?}"
+    );
+    assert!(evil[3].message.starts_with("rules[1]:"), "{evil:?}");
+    let pools = of(&t, |k| match k {
+        object::Kind::LoadbalancerPool(p) if p.fq_name[2].contains("evil") => Some(p),
+        _ => None,
+    });
+    let mut kept: Vec<(&str, &str)> = pools
+        .iter()
+        .map(|p| (p.host.as_str(), p.path.as_str()))
+        .collect();
+    kept.sort();
+    assert_eq!(kept, [("", "/fine"), ("*.example.com", "/wild")]);
+    // What is kept renders quoted, and nothing of the rejected rules is in the text.
+    let o = objects(&c, "10.33.0.");
+    let lb = o
+        .loadbalancers
+        .iter()
+        .find(|l| l.fq_name[2].ends_with("evil"))
+        .unwrap();
+    let cfg = lbaas::config(&o, lb);
+    assert!(
+        !cfg.contains("http-request return") && !cfg.contains("/etc/shadow"),
+        "{cfg}"
+    );
+    assert!(!cfg.contains("deny") && !cfg.contains("HOME"), "{cfg}");
+    assert!(cfg.contains("-m end -i '.example.com'"), "{cfg}");
+
+    // The store refuses the same values from any other client (gRPC).
+    for (host, path) in [
+        ("", "/x\n    http-request return status 200 if TRUE\n#"),
+        ("", "relative"),
+        ("", "/a b"),
+        ("", "/100%"),
+        ("a b", "/"),
+        ("-bad.example.com", "/"),
+        ("x.example.com\n#", "/"),
+    ] {
+        assert!(lbaas::check_path(path).is_err() || lbaas::check_host(host).is_err());
+    }
+    for ok in ["/", "/cart/checkout", "/a-b_c.d~e/%2F/:@!&()*+,;="] {
+        assert_eq!(lbaas::check_path(ok), Ok(()), "{ok}");
+    }
+    for ok in ["shop.example.com", "*.example.com", "a", "SHOP.Example.com"] {
+        assert_eq!(lbaas::check_host(ok), Ok(()), "{ok}");
+    }
 }
 
 #[test]

@@ -283,3 +283,33 @@ fn sub_interfaces_get_unique_vlan_tags_under_their_parent() {
         .unwrap();
     assert_eq!(tag_of(&c.objects[0]), 1);
 }
+
+#[test]
+fn pools_with_hosts_or_paths_haproxy_would_read_as_directives_are_refused() {
+    let mut db = base();
+    let rev = db.revision();
+    for (host, path, field) in [
+        (
+            "",
+            "/x\n    http-request return status 200 file /etc/shadow if TRUE\n#",
+            "path",
+        ),
+        ("", "/a' if TRUE", "path"),
+        ("shop.example.com if TRUE", "/", "host"),
+        ("a\nb", "/", "host"),
+    ] {
+        let e = db
+            .apply(vec![Change::Create(obj(K::LoadbalancerPool(
+                proto::LoadbalancerPool {
+                    fq_name: fq("pool"),
+                    host: host.into(),
+                    path: path.into(),
+                    ..Default::default()
+                },
+            )))])
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{host:?} {path:?}: {e}");
+        assert!(e.message().contains(field), "{host:?} {path:?}: {e}");
+        assert_eq!(db.revision(), rev);
+    }
+}

@@ -148,6 +148,22 @@ fn ingresses_route_by_path_and_host_through_haproxy_and_fail_over() {
         BTreeSet::from([instances(&lab, "shop/single")[0].1.clone()]),
         "only the active instance serves"
     );
+    // Every HAProxy serving runs unprivileged in an empty chroot.
+    for (_, name, pid) in instances(&lab, "shop/single") {
+        let pid = pid.expect("a running HAProxy");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u != "0"),
+            "{name}: HAProxy runs as root ({uid})"
+        );
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+        assert!(
+            root.ends_with("chroot"),
+            "{name}: HAProxy's root is {}",
+            root.display()
+        );
+    }
 
     // Fanout by path, hosts by name.
     let shop = Some("shop.example.com");

@@ -55,6 +55,12 @@ struct Args {
     /// How long a failed HAProxy waits before it is started again, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     restart_ms: u64,
+    /// The user HAProxy runs as once it has bound its ports (Debian's package makes it).
+    #[arg(long, default_value = "haproxy")]
+    user: String,
+    /// The group HAProxy runs as.
+    #[arg(long, default_value = "haproxy")]
+    group: String,
 }
 
 /// The longest wait before a restart.
@@ -99,6 +105,8 @@ struct Manager {
     running: BTreeMap<String, Running>,
     /// Instances whose set-up failed: failures in a row, and when to try again.
     failed: BTreeMap<String, (u32, Instant)>,
+    /// How every HAProxy drops its privileges.
+    sandbox: lbaas::Sandbox,
 }
 
 impl Manager {
@@ -138,7 +146,8 @@ impl Manager {
     fn write_config(&self, inst: &Instance) -> Result<PathBuf> {
         let path = self.cfg_path(&inst.vmi_uuid);
         let tmp = path.with_extension("cfg.new");
-        std::fs::write(&tmp, &inst.config).with_context(|| format!("writing {}", tmp.display()))?;
+        let text = lbaas::sandboxed(&inst.config, &self.sandbox);
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         let o = Command::new(&self.args.haproxy)
             .env(lbaas::INSTANCE_ENV, lbaas::instance_name(&inst.vmi_uuid))
             .args(["-c", "-q", "-f"])
@@ -546,6 +555,46 @@ async fn connect(addr: &str) -> Result<Channel> {
     }
 }
 
+/// Whether `name` is an entry of the colon-separated database `file` (/etc/passwd,
+/// /etc/group).
+fn in_db(file: &str, name: &str) -> bool {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(':').next() == Some(name))
+}
+
+/// The instances' sandbox: the user and group given (they must exist) and an empty
+/// root-owned directory under --dir as the chroot.
+fn sandbox(args: &Args) -> Result<lbaas::Sandbox> {
+    if !in_db("/etc/passwd", &args.user) {
+        bail!(
+            "--user {:?} does not exist (Debian's haproxy package creates \"haproxy\"; or pass --user nobody)",
+            args.user
+        );
+    }
+    if !in_db("/etc/group", &args.group) {
+        bail!(
+            "--group {:?} does not exist (or pass --group nogroup)",
+            args.group
+        );
+    }
+    let chroot = args.dir.join("chroot");
+    std::fs::create_dir_all(&chroot).with_context(|| format!("creating {}", chroot.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&chroot, std::fs::Permissions::from_mode(0o755))?;
+    }
+    if std::fs::read_dir(&chroot)?.next().is_some() {
+        bail!("{} is HAProxy's chroot and must be empty", chroot.display());
+    }
+    Ok(lbaas::Sandbox {
+        user: args.user.clone(),
+        group: args.group.clone(),
+        chroot,
+    })
+}
+
 async fn real_main(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
@@ -558,6 +607,7 @@ async fn real_main(args: Args) -> Result<()> {
         .stdout(Stdio::null())
         .status()
         .with_context(|| format!("{} is needed (Debian's haproxy)", args.haproxy))?;
+    let sandbox = sandbox(&args)?;
     let ch = connect(&args.agent).await?;
     let interval = Duration::from_millis(args.interval_ms.max(100));
     let mut m = Manager {
@@ -566,6 +616,7 @@ async fn real_main(args: Args) -> Result<()> {
         agent: AgentApiClient::new(ch),
         running: BTreeMap::new(),
         failed: BTreeMap::new(),
+        sandbox,
         args,
     };
     if let Err(e) = m.remove_leftovers().await {

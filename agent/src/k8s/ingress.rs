@@ -209,11 +209,30 @@ pub(super) fn translate(
         }
         for (j, rule) in spec.rules.iter().flatten().enumerate() {
             let host = rule.host.clone().unwrap_or_default();
+            // Hosts and paths go into HAProxy's configuration: a bad one is this rule's
+            // event, and the rest of the Ingress still applies.
+            if let Some(Err(e)) = (!host.is_empty()).then(|| crate::lbaas::check_host(&host)) {
+                events.push(Event {
+                    object: what.clone(),
+                    reason: "InvalidIngressHost".into(),
+                    message: format!("rules[{j}]: {e}; the rule is left out"),
+                });
+                continue;
+            }
             for (k, p) in rule.http.iter().flat_map(|h| &h.paths).enumerate() {
+                let path = p.path.clone().unwrap_or_default();
+                if let Some(Err(e)) = (!path.is_empty()).then(|| crate::lbaas::check_path(&path)) {
+                    events.push(Event {
+                        object: what.clone(),
+                        reason: "InvalidIngressPath".into(),
+                        message: format!("rules[{j}].http.paths[{k}]: {e}; the path is left out"),
+                    });
+                    continue;
+                }
                 rules.push((
                     format!("__{j}-{k}"),
                     host.clone(),
-                    p.path.clone().unwrap_or_default(),
+                    path,
                     p.path_type == "Exact",
                     &p.backend,
                 ));

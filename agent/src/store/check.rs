@@ -529,17 +529,24 @@ pub fn kind(db: &mut Db, name: &str, o: &mut Object, old: Option<&Object>) -> Re
                 return Err(invalid(name, "protocol_port", "is 1..=65535"));
             }
         }
-        Some(object::Kind::LoadbalancerPool(p))
+        Some(object::Kind::LoadbalancerPool(p)) => {
             if !matches!(
                 p.loadbalancer_method.as_str(),
                 "" | "ROUND_ROBIN" | "LEAST_CONNECTIONS" | "SOURCE_IP"
-            ) =>
-        {
-            return Err(invalid(
-                name,
-                "loadbalancer_method",
-                "is ROUND_ROBIN, LEAST_CONNECTIONS or SOURCE_IP",
-            ));
+            ) {
+                return Err(invalid(
+                    name,
+                    "loadbalancer_method",
+                    "is ROUND_ROBIN, LEAST_CONNECTIONS or SOURCE_IP",
+                ));
+            }
+            // Both end up in an HAProxy configuration.
+            if !p.host.is_empty() {
+                crate::lbaas::check_host(&p.host).map_err(|e| invalid(name, "host", e))?;
+            }
+            if !p.path.is_empty() {
+                crate::lbaas::check_path(&p.path).map_err(|e| invalid(name, "path", e))?;
+            }
         }
         Some(object::Kind::LoadbalancerMember(m)) => {
             m.address.parse::<IpAddr>().map_err(|_| {
