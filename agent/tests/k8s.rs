@@ -270,7 +270,11 @@ fn a_missing_custom_network_is_an_event_on_the_pod_and_an_existing_one_is_used()
         )
         .unwrap(),
     );
-    let cfg = KubeConfig::default();
+    // admin's networks are the operator's to share.
+    let cfg = KubeConfig {
+        shared_networks: vec!["default-domain:admin:*".into()],
+        ..KubeConfig::default()
+    };
     let t = translate(&cfg, &c, &BTreeSet::new());
     assert_eq!(t.events.len(), 1);
     assert_eq!(t.events[0].reason, "NetworkNotFound");
@@ -281,6 +285,86 @@ fn a_missing_custom_network_is_an_event_on_the_pod_and_an_existing_one_is_used()
     assert!(t.events.is_empty());
     let p = t.pods.iter().find(|p| p.name == "p").unwrap();
     assert_eq!(fq_string(&p.network), "default-domain:admin:blue");
+}
+
+#[test]
+fn a_custom_network_must_be_the_namespaces_own_or_shared_and_never_the_underlay() {
+    let pod = |name: &str, ns: &str, net: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  \
+             annotations: {{opencontrail.org/network: '{net}'}}\n"
+        )
+    };
+    let mut c = cluster();
+    let text = [
+        "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n".to_string(),
+        pod(
+            "fabric",
+            "default",
+            "default-domain:default-project:ip-fabric",
+        ),
+        pod("public", "default", "default-domain:admin:public"),
+        pod("theirs", "default", "default-domain:k8s-other:secret"),
+        pod("mine", "other", "default-domain:k8s-other:secret"),
+        pod("shared", "default", "default-domain:admin:blue"),
+        pod(
+            "json",
+            "default",
+            r#"{"domain": "default-domain", "project": "k8s-other", "name": "secret"}"#,
+        ),
+    ]
+    .concat();
+    c.apply(manifest::parse(&text).unwrap());
+    let cfg = KubeConfig {
+        public_fip_pool: Some(
+            ["default-domain", "admin", "public", "pool"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        shared_networks: vec!["default-domain:admin:blue".into()],
+        ..KubeConfig::default()
+    };
+    let nets: BTreeSet<String> = [
+        "default-domain:default-project:ip-fabric",
+        "default-domain:admin:public",
+        "default-domain:admin:blue",
+        "default-domain:k8s-other:secret",
+    ]
+    .map(String::from)
+    .into();
+    let t = translate(&cfg, &c, &nets);
+    let refused: BTreeSet<&str> = t
+        .events
+        .iter()
+        .filter(|e| e.reason == "NetworkNotAllowed")
+        .map(|e| e.object.as_str())
+        .collect();
+    assert_eq!(
+        refused,
+        BTreeSet::from([
+            "Pod default/fabric",
+            "Pod default/public",
+            "Pod default/theirs",
+            "Pod default/json"
+        ]),
+        "{:?}",
+        t.events
+    );
+    let placed = |name: &str| {
+        t.pods
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| fq_string(&p.network))
+    };
+    assert_eq!(
+        placed("mine").as_deref(),
+        Some("default-domain:k8s-other:secret")
+    );
+    assert_eq!(
+        placed("shared").as_deref(),
+        Some("default-domain:admin:blue")
+    );
+    assert_eq!(placed("theirs"), None);
 }
 
 #[test]

@@ -71,7 +71,16 @@ fn seed_service_rules(from: &str, service: &str) -> bool {
 #[test]
 fn isolation_lists_and_custom_networks_through_real_connections() {
     let lab = Lab::new("vrlab");
-    lab.ok(&["up"]);
+    // Namespace blue puts its pods in a network of the default namespace's project,
+    // which the operator shares (a namespace may name its own project's networks only).
+    let conf = std::env::temp_dir().join(vr_tests::unique_prefix("vrlab-kube.conf"));
+    std::fs::write(
+        &conf,
+        "[KUBERNETES]\nshared_networks = ['default-domain:k8s-default:blue']\n",
+    )
+    .unwrap();
+    lab.ok(&["up", "--config", conf.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&conf);
     lab.ok(&["apply", "-f", &manifests("namespaces.yaml")]);
     let out = lab.ok(&["apply", "-f", &manifests("pods.yaml")]);
     // The custom network does not exist yet: an event per pod, the rest goes on.
@@ -169,5 +178,5 @@ fn isolation_lists_and_custom_networks_through_real_connections() {
     lab.ok(&["delete", "-f", &manifests("pods.yaml")]);
     assert_eq!(lab.ok(&["pods"]).trim(), "");
     let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&netns.stdout).contains("vrlab-iso-x"));
+    assert!(!String::from_utf8_lossy(&netns.stdout).contains("-iso-x"));
 }

@@ -593,13 +593,15 @@ fn short_hash(s: &str) -> String {
     format!("{:08x}", agent::name_hash(s) as u32)
 }
 
-fn netns_name(ns: &str, pod: &str) -> String {
-    format!("vrlab-{ns}-{pod}")
+/// A pod's namespace: the lab's tag in it, so that two labs on one machine (each with
+/// a `default/a`) never share one.
+fn netns_name(tag: &str, ns: &str, pod: &str) -> String {
+    format!("vrlab{tag}-{ns}-{pod}")
 }
 
-/// Interface names are at most 15 bytes: a short stable hash of the pod.
-fn veth_name(ns: &str, pod: &str) -> String {
-    format!("vl{}", short_hash(&format!("{ns}/{pod}")))
+/// Interface names are at most 15 bytes: a short stable hash of the lab and the pod.
+fn veth_name(tag: &str, ns: &str, pod: &str) -> String {
+    format!("vl{}", short_hash(&format!("{tag}/{ns}/{pod}")))
 }
 
 async fn connect_node(
@@ -845,7 +847,8 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
                 state.next_dev += 1;
                 let pid = state.nodes[node_ix].pids.first().copied().unwrap_or(0);
                 let taken = fanout_taken(&state, node_ix);
-                let ps = plug(a, &key, p, &vmi.uuid, node_ix, dev, (pid, &taken)).await?;
+                let tag = short_hash(&lab.dir.display().to_string());
+                let ps = plug(a, (&tag, &key), p, &vmi.uuid, node_ix, dev, (pid, &taken)).await?;
                 state.pods.insert(key.clone(), ps.clone());
                 lab.save(&state)?;
                 println!("pod {key} {} on {}", ps.ip, state.nodes[node_ix].name);
@@ -1043,42 +1046,66 @@ fn address(netns: &str, old: &str, new: &str, gw: &str) -> Result<()> {
 
 async fn plug(
     a: &mut AgentApiClient<tonic::transport::Channel>,
-    key: &str,
+    (tag, key): (&str, &str),
     p: &translate::PodPlacement,
     vmi_uuid: &str,
     node: usize,
     dev: u32,
     fanout: (u32, &std::collections::BTreeSet<u16>),
 ) -> Result<PodState> {
-    let netns = netns_name(&p.namespace, &p.name);
-    let veth = veth_name(&p.namespace, &p.name);
+    let netns = netns_name(tag, &p.namespace, &p.name);
+    let veth = veth_name(tag, &p.namespace, &p.name);
     let _ = run(&["ip", "netns", "del", &netns]);
     let _ = run(&["ip", "link", "del", &veth]);
     run(&["ip", "netns", "add", &netns])?;
     // DPDK's af_packet port joins the PACKET_FANOUT group (pid ^ ifindex) & 0xffff, with
     // no way to choose it: a group another vrouter of the lab already uses would refuse
-    // the port. A pair whose host end lands on such an index is made again.
+    // the port. A pair whose host end lands on such an index is made again; so is one the
+    // vrouter refused all the same (a group held by a port the lab no longer lists, whose
+    // link is gone but whose socket another vrouter has not closed yet).
     let (pid, taken) = fanout;
-    for attempt in 0.. {
-        run(&[
-            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-        ])?;
-        let free = ifindex(&veth).is_some_and(|i| !taken.contains(&fanout_id(pid, i)));
-        if free || attempt == 64 {
-            break;
+    const PLUG_TRIES: u32 = 8;
+    let mut info = None;
+    for plug_try in 0..PLUG_TRIES {
+        for attempt in 0.. {
+            run(&[
+                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+            ])?;
+            let free = ifindex(&veth).is_some_and(|i| !taken.contains(&fanout_id(pid, i)));
+            if free || attempt == 64 {
+                break;
+            }
+            run(&["ip", "link", "del", &veth])?;
         }
-        run(&["ip", "link", "del", &veth])?;
+        run(&["ip", "link", "set", &veth, "up"])?;
+        // A refused vdev name stays taken in the EAL: each try has its own.
+        let device = match plug_try {
+            0 => format!("net_af_packet{dev},iface={veth}"),
+            t => format!("net_af_packet{dev}x{t},iface={veth}"),
+        };
+        let r = a
+            .add_port(proto::Port {
+                vmi_uuid: vmi_uuid.into(),
+                device,
+                name: format!("pod-{}", &vmi_uuid[..8]),
+            })
+            .await;
+        match r {
+            Ok(i) => {
+                info = Some(i.into_inner());
+                break;
+            }
+            Err(s) if s.message().contains("rte_eal_hotplug_add") && plug_try + 1 < PLUG_TRIES => {
+                eprintln!(
+                    "vrlab: {key}: port refused ({}); trying a new pair",
+                    s.message()
+                );
+                run(&["ip", "link", "del", &veth])?;
+            }
+            Err(s) => bail!("{key}: plugging: {}", s.message()),
+        }
     }
-    run(&["ip", "link", "set", &veth, "up"])?;
-    let info = a
-        .add_port(proto::Port {
-            vmi_uuid: vmi_uuid.into(),
-            device: format!("net_af_packet{dev},iface={veth}"),
-            name: format!("pod-{}", &vmi_uuid[..8]),
-        })
-        .await
-        .map_err(|s| anyhow!("{key}: plugging: {}", s.message()))?
-        .into_inner();
+    let info = info.ok_or_else(|| anyhow!("{key}: plugging: no try left"))?;
     let ip = info.ip_addresses.first().cloned().unwrap_or_default();
     for cmd in [
         vec!["ip", "link", "set", "lo", "up"],
@@ -1529,6 +1556,30 @@ fn probe_one(
     })
 }
 
+/// Probes every (from, to) cell at once (a blocked one waits its whole timeout): whether
+/// each connected.
+fn probe_cells(
+    state: &State,
+    cells: &[(String, String)],
+    (port, protocol): (u16, &str),
+    timeout_ms: u64,
+) -> Result<BTreeMap<(String, String), bool>> {
+    std::thread::scope(|sc| {
+        let jobs: Vec<_> = cells
+            .iter()
+            .map(|(f, t)| {
+                sc.spawn(move || probe_one(state, f, t, (port, protocol), None, timeout_ms))
+            })
+            .collect();
+        let mut out = BTreeMap::new();
+        for (k, j) in cells.iter().zip(jobs) {
+            let r = j.join().map_err(|_| anyhow!("a probe panicked"))?;
+            out.insert(k.clone(), r?.is_ok());
+        }
+        Ok(out)
+    })
+}
+
 fn matrix(state: &State, port: u16, protocol: &str, timeout_ms: u64, services: bool) -> Result<()> {
     let pods: Vec<String> = state.pods.keys().cloned().collect();
     let targets: Vec<String> = if services {
@@ -1536,24 +1587,26 @@ fn matrix(state: &State, port: u16, protocol: &str, timeout_ms: u64, services: b
     } else {
         pods.clone()
     };
-    // All probes at once (a blocked one waits its whole timeout), borrowing the state.
-    let mut cells: BTreeMap<(String, String), bool> = BTreeMap::new();
-    std::thread::scope(|sc| -> Result<()> {
-        let mut jobs = Vec::new();
-        for f in &pods {
-            for t in &targets {
-                jobs.push((
-                    (f.clone(), t.clone()),
-                    sc.spawn(move || probe_one(state, f, t, (port, protocol), None, timeout_ms)),
-                ));
-            }
-        }
-        for (k, j) in jobs {
-            let r = j.join().map_err(|_| anyhow!("a probe panicked"))?;
-            cells.insert(k, r?.is_ok());
-        }
-        Ok(())
-    })?;
+    let all: Vec<(String, String)> = pods
+        .iter()
+        .flat_map(|f| targets.iter().map(move |t| (f.clone(), t.clone())))
+        .collect();
+    let mut cells = probe_cells(state, &all, (port, protocol), timeout_ms)?;
+    // A probe that got no answer may only have been slow (49 of them start at once, on a
+    // machine that may be busy): a cell is blocked once a second probe, started after
+    // that crowd, gets none either. A connection is never made by a slow machine, so
+    // cells that connected need no second look.
+    let unanswered: Vec<(String, String)> = cells
+        .iter()
+        .filter(|(_, ok)| !**ok)
+        .map(|(k, _)| k.clone())
+        .collect();
+    cells.extend(probe_cells(
+        state,
+        &unanswered,
+        (port, protocol),
+        timeout_ms * 2,
+    )?);
     println!("{port}/{protocol}: rows from, columns to (listed below); . connects, X blocked");
     let w = pods.iter().map(String::len).max().unwrap_or(4);
     print!("{:w$}", "");

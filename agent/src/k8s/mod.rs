@@ -52,6 +52,9 @@ pub struct KubeConfig {
     /// The floating-IP pool (FQ name: domain, project, network, pool) that LoadBalancer
     /// Services' external IPs come from.
     pub public_fip_pool: Option<Vec<String>>,
+    /// Networks (FQ names, or `domain:project:*` for a project's) that any namespace may
+    /// name in `opencontrail.org/network`; a namespace may always name its own project's.
+    pub shared_networks: Vec<String>,
 }
 
 impl Default for KubeConfig {
@@ -67,6 +70,7 @@ impl Default for KubeConfig {
             ip_fabric_snat: false,
             nested_mode: false,
             public_fip_pool: None,
+            shared_networks: Vec::new(),
         }
     }
 }
@@ -91,6 +95,17 @@ fn bool_value(key: &str, v: &str) -> Result<bool> {
 }
 
 impl KubeConfig {
+    /// Whether the operator shares network `fq` with every namespace.
+    pub fn shares(&self, fq: &[String]) -> bool {
+        let name = fq.join(":");
+        self.shared_networks
+            .iter()
+            .any(|s| match s.strip_suffix(":*") {
+                Some(project) => fq.len() == 3 && fq[..2].join(":") == project,
+                None => *s == name,
+            })
+    }
+
     /// Reads the `[KUBERNETES]` section of an INI file. Written here rather than with an
     /// INI crate because Contrail's values are Python lists (`['a', 'b']`), which those
     /// crates hand back as strings anyway; unknown keys of the section are errors, other
@@ -125,6 +140,7 @@ impl KubeConfig {
                 "ip_fabric_forwarding" => c.ip_fabric_forwarding = bool_value(k, v)?,
                 "ip_fabric_snat" => c.ip_fabric_snat = bool_value(k, v)?,
                 "nested_mode" => c.nested_mode = bool_value(k, v)?,
+                "shared_networks" => c.shared_networks = list_value(v),
                 "public_fip_pool" => {
                     c.public_fip_pool = Some(
                         fip_pool_setting(v)

@@ -684,6 +684,7 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
             network_of(
                 what,
                 (meta, "ingress"),
+                (&n, ns),
                 &cluster.namespaces[ns].metadata,
                 &default_pods,
                 isolated.get(ns),
@@ -702,10 +703,13 @@ pub fn translate_with(cfg: &KubeConfig, cluster: &Cluster, underlay: &Underlay<'
 }
 
 /// The network of a namespace's pod or ingress: the custom network its own annotation
-/// (else its namespace's) names, which must exist; else the namespace's pod network.
+/// (else its namespace's) names, which must exist and be the namespace's to use (see
+/// [`custom_network_allowed`]); else the namespace's pod network.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn network_of(
     what: &str,
     (meta, word): (&ObjectMeta, &str),
+    (n, ns): (&Names<'_>, &str),
     namespace: &ObjectMeta,
     default_pods: &[String],
     isolated: Option<&Isolated>,
@@ -727,6 +731,13 @@ pub(super) fn network_of(
             message: format!("{NETWORK} on the {from}: {v:?} is not a network name"),
         });
     };
+    if let Err(why) = custom_network_allowed(n, ns, &fq, default_pods) {
+        return Err(Event {
+            object: what.to_string(),
+            reason: "NetworkNotAllowed".into(),
+            message: format!("{NETWORK} on the {from}: {}: {why}", fq_string(&fq)),
+        });
+    }
     if !existing.contains(&fq_string(&fq)) {
         return Err(Event {
             object: what.to_string(),
@@ -738,6 +749,39 @@ pub(super) fn network_of(
         });
     }
     Ok(fq)
+}
+
+/// Whether namespace `ns` may put its pods (or ingresses) in network `fq`: the cluster's
+/// pod network, a network of the namespace's own project, or one the operator shares
+/// (`shared_networks`); never the ip-fabric network nor the public floating-IP pool's
+/// network, which would put a tenant in the underlay or the outside world.
+pub(super) fn custom_network_allowed(
+    n: &Names<'_>,
+    ns: &str,
+    fq: &[String],
+    default_pods: &[String],
+) -> Result<(), String> {
+    let name = fq_string(fq);
+    if name == crate::oper::IP_FABRIC {
+        return Err("the ip-fabric network is the underlay's, not a pod network".into());
+    }
+    if n.c
+        .public_fip_pool
+        .as_ref()
+        .is_some_and(|p| p.len() > 3 && p[..3] == fq[..])
+    {
+        return Err("the public floating-IP pool's network is not a pod network".into());
+    }
+    if fq == default_pods || n.c.shares(fq) {
+        return Ok(());
+    }
+    if fq.len() == 3 && fq[..2] == n.project(ns)[..] {
+        return Ok(());
+    }
+    Err(format!(
+        "not a network of project {} (the operator shares others with shared_networks)",
+        fq_string(&n.project(ns))
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -768,6 +812,7 @@ fn pod_objects(
     let network = match network_of(
         &what,
         (&pod.metadata, "pod"),
+        (n, ns),
         &namespace.metadata,
         default_pods,
         isolated,
