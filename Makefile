@@ -53,7 +53,7 @@ bench-agent: setup
 FUZZ_SECONDS ?= 60
 fuzz: setup
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
-	cd vrouter/fuzz && for t in wire pipeline control; do \
+	cd vrouter/fuzz && for t in wire pipeline control framing; do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 	cd agent/fuzz && for t in manifest dns; do \

@@ -784,11 +784,16 @@ fn paged<T: Serialize>(mut items: Vec<T>, key: impl Fn(&T) -> u32) -> Value {
 /// Reads one frame; `Ok(None)` at a clean end of stream.
 pub fn read_frame(s: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
-    match s.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    // The end of the stream is clean only between frames: a length cut short is an error.
+    loop {
+        match s.read(&mut len[..1]) {
+            Ok(0) => return Ok(None),
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
+    s.read_exact(&mut len[1..])?;
     let n = u32::from_be_bytes(len) as usize;
     if n > MAX_FRAME {
         return Err(io::Error::new(
@@ -827,23 +832,86 @@ pub fn handle_frame(state: &ControlState, body: &[u8]) -> Reply {
     }
 }
 
+/// What [`FrameReader::poll`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Polled {
+    /// A whole frame's body.
+    Frame(Vec<u8>),
+    /// Nothing whole yet (the read timed out); what came so far is kept.
+    Pending,
+    /// The peer closed the stream between frames.
+    Closed,
+}
+
+/// Reads frames from a stream that has a read timeout, keeping the bytes a timed-out read
+/// already got: a frame that arrives slowly (a byte at a time, across many timeouts) is
+/// read whole, never cut into two and never desynchronises the stream.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    /// Reads what the stream has until a frame is whole, the read times out or it ends.
+    pub fn poll(&mut self, s: &mut impl Read) -> io::Result<Polled> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let need = if self.buf.len() < 4 {
+                4
+            } else {
+                let n = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
+                if n > MAX_FRAME {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("frame of {n} bytes exceeds {MAX_FRAME}"),
+                    ));
+                }
+                if self.buf.len() >= 4 + n {
+                    let body = self.buf[4..4 + n].to_vec();
+                    self.buf.drain(..4 + n);
+                    return Ok(Polled::Frame(body));
+                }
+                4 + n
+            };
+            // Only up to the end of this frame: memory follows what was sent.
+            let want = (need - self.buf.len()).min(chunk.len());
+            match s.read(&mut chunk[..want]) {
+                Ok(0) if self.buf.is_empty() => return Ok(Polled::Closed),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the stream ended inside a frame",
+                    ));
+                }
+                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(Polled::Pending);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 fn serve_client(state: &ControlState, mut s: UnixStream, stop: &AtomicBool) {
+    // The timeout only lets the thread see `stop`; the reader keeps partial frames.
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut reader = FrameReader::default();
     loop {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let body = match read_frame(&mut s) {
-            Ok(Some(b)) => b,
-            Ok(None) => return,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
+        let body = match reader.poll(&mut s) {
+            Ok(Polled::Frame(b)) => b,
+            Ok(Polled::Closed) => return,
+            Ok(Polled::Pending) => continue,
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 let r = Reply::err(0, "too-large", e.to_string());
                 let _ = write_frame(&mut s, &serde_json::to_vec(&r).unwrap_or_default());
@@ -857,6 +925,33 @@ fn serve_client(state: &ControlState, mut s: UnixStream, stop: &AtomicBool) {
             return;
         }
     }
+}
+
+/// Clients served at once; one more is told `busy` and closed.
+pub const MAX_CLIENTS: usize = 64;
+
+/// Binds a Unix socket at `path` that is mode 0600 from the moment it exists: it is made
+/// in a fresh directory only its owner can enter, set to 0600 there, then renamed into
+/// place (the umask never decides who can reach it, and there is no window before the
+/// chmod).
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let private = dir.join(format!(".{name}.{}.new", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let tmp = private.join("sock");
+    let r = UnixListener::bind(&tmp).and_then(|l| {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, path)?;
+        Ok(l)
+    });
+    let _ = std::fs::remove_dir_all(&private);
+    r
 }
 
 /// Listens on `path` (mode 0600: root only) until `stop`; one thread per client.
@@ -882,8 +977,7 @@ pub fn serve(
             std::fs::remove_file(path)?;
         }
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let listener = bind_private(path)?;
     listener.set_nonblocking(true)?;
     let path: PathBuf = path.to_owned();
     std::thread::Builder::new()
@@ -895,9 +989,21 @@ pub fn serve(
             let mut clients = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((s, _)) => {
-                        let (st, sp) = (Arc::clone(&state), Arc::clone(&stop));
+                    Ok((mut s, _)) => {
                         let _ = s.set_nonblocking(false);
+                        clients.retain(|c: &std::thread::JoinHandle<()>| !c.is_finished());
+                        if clients.len() >= MAX_CLIENTS {
+                            let r = Reply::err(
+                                0,
+                                "busy",
+                                format!("{MAX_CLIENTS} clients are connected; try again later"),
+                            );
+                            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+                            let _ =
+                                write_frame(&mut s, &serde_json::to_vec(&r).unwrap_or_default());
+                            continue;
+                        }
+                        let (st, sp) = (Arc::clone(&state), Arc::clone(&stop));
                         clients.push(std::thread::spawn(move || serve_client(&st, s, &sp)));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -275,3 +275,191 @@ fn named_policies_are_set_recompiled_into_their_vifs_and_refused_while_used() {
     assert!(call(&s, Op::DelAttr { id: 4 }).ok);
     assert_eq!(call(&s, Op::DumpAttrs).data.unwrap(), serde_json::json!([]));
 }
+
+/// A stream handed out `piece` bytes at a time, a timed-out read before each piece.
+struct Slow {
+    data: Vec<u8>,
+    piece: usize,
+    timed_out: bool,
+}
+
+impl std::io::Read for Slow {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.timed_out && !self.data.is_empty() {
+            self.timed_out = true;
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        self.timed_out = false;
+        let n = self.piece.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data.drain(..n);
+        Ok(n)
+    }
+}
+
+fn framed(bodies: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for b in bodies {
+        vrouter::control::write_frame(&mut out, b).unwrap();
+    }
+    out
+}
+
+#[test]
+fn frames_that_arrive_a_byte_at_a_time_across_timeouts_are_read_whole_and_in_order() {
+    use vrouter::control::{FrameReader, Polled};
+    let stream = framed(&[b"{\"first\":1}", b"", b"{\"third\":3}"]);
+    for piece in [1, 2, 3, 5, 7, 64] {
+        let mut slow = Slow {
+            data: stream.clone(),
+            piece,
+            timed_out: false,
+        };
+        let mut r = FrameReader::default();
+        let (mut frames, mut pending) = (Vec::new(), 0);
+        loop {
+            match r.poll(&mut slow).unwrap() {
+                Polled::Frame(f) => frames.push(f),
+                Polled::Pending => pending += 1,
+                Polled::Closed => break,
+            }
+        }
+        assert_eq!(
+            frames,
+            [b"{\"first\":1}".to_vec(), vec![], b"{\"third\":3}".to_vec()],
+            "pieces of {piece}"
+        );
+        assert!(pending > 0, "the reads timed out in between");
+    }
+    // Cut inside a frame or its length: an error, the same as a whole read says.
+    for cut in [2, 6] {
+        let mut slow = Slow {
+            data: stream[..cut].to_vec(),
+            piece: 1,
+            timed_out: false,
+        };
+        let mut r = FrameReader::default();
+        let e = loop {
+            match r.poll(&mut slow) {
+                Ok(Polled::Pending) => {}
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        let whole = vrouter::control::read_frame(&mut &stream[..cut]).unwrap_err();
+        assert_eq!(whole.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+    // A length over the limit is refused before any of the body is read.
+    let mut slow = Slow {
+        data: u32::MAX.to_be_bytes().to_vec(),
+        piece: 4,
+        timed_out: false,
+    };
+    let mut r = FrameReader::default();
+    let e = loop {
+        match r.poll(&mut slow) {
+            Ok(Polled::Pending) => {}
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[test]
+fn the_socket_is_private_from_the_start_answers_slow_writers_and_caps_its_clients() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = std::env::temp_dir().join(format!("vrctl-sock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vr.sock");
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = vrouter::control::serve(&path, Arc::new(state()), Arc::clone(&stop)).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // Nothing but the socket is left in its directory.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["vr.sock"]);
+
+    // A request written a byte at a time, with pauses longer than the server's 200 ms read
+    // timeout inside the length and inside the body, gets its reply, and the connection
+    // serves the next one.
+    let mut c = UnixStream::connect(&path).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let req = serde_json::to_vec(&Request {
+        version: VERSION,
+        id: 11,
+        request: Op::Hello,
+    })
+    .unwrap();
+    let frame = framed(&[&req]);
+    for (i, b) in frame.iter().enumerate() {
+        c.write_all(&[*b]).unwrap();
+        if i == 1 || i == frame.len() / 2 {
+            std::thread::sleep(std::time::Duration::from_millis(450));
+        }
+    }
+    let reply: Reply =
+        serde_json::from_slice(&vrouter::control::read_frame(&mut c).unwrap().unwrap()).unwrap();
+    assert!(reply.ok && reply.id == 11, "{reply:?}");
+    let mut again = vrouter::control::Client::connect(&path).unwrap();
+    assert!(again.call(Op::Hello).unwrap().ok);
+    drop(again);
+
+    // Clients past the cap are told so and closed; the ones in are still served.
+    let extra = 8;
+    let mut streams: Vec<UnixStream> = (0..vrouter::control::MAX_CLIENTS + extra)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    for s in &streams {
+        s.set_nonblocking(true).unwrap();
+    }
+    let mut told = vec![false; streams.len()];
+    let t = std::time::Instant::now();
+    while told.iter().filter(|b| **b).count() < extra {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "no client was told busy"
+        );
+        for (s, told) in streams.iter_mut().zip(told.iter_mut()) {
+            let mut b = [0u8; 256];
+            if let Ok(n) = s.read(&mut b)
+                && n > 4
+            {
+                assert!(String::from_utf8_lossy(&b[4..n]).contains("\"busy\""));
+                *told = true;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The first connection (still open) is served all along.
+
+    vrouter::control::write_frame(&mut c, &req).unwrap();
+    let reply: Reply =
+        serde_json::from_slice(&vrouter::control::read_frame(&mut c).unwrap().unwrap()).unwrap();
+    assert!(reply.ok, "{reply:?}");
+    // Places free up as clients leave.
+    drop(streams);
+    let t = std::time::Instant::now();
+    while !vrouter::control::Client::connect(&path)
+        .and_then(|mut c| c.call(Op::Hello))
+        .is_ok_and(|r| r.ok)
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "no place freed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
+    let _ = std::fs::remove_dir_all(&dir);
+}
