@@ -253,6 +253,11 @@ pub fn ref_uuids(o: &Object) -> Vec<String> {
         .collect()
 }
 
+/// The ports a listener may serve on every node's address (Kubernetes' default
+/// `--service-node-port-range`): a node port elsewhere would take a host port such as
+/// SSH (22), etcd (2379) or the kubelet (10250) from fabric and pod traffic.
+pub const NODE_PORTS: std::ops::RangeInclusive<u32> = 30000..=32767;
+
 /// `a:b:c` for messages.
 pub fn fq_string(fq: &[String]) -> String {
     fq.join(":")

@@ -970,3 +970,65 @@ fn node_ports_are_assigned_like_the_api_server_does_and_kept() {
     );
     assert_eq!(node_ports(&c, "c"), vec![None]);
 }
+
+#[test]
+fn a_node_port_outside_the_range_is_an_event_and_never_a_listener() {
+    let mut c = cluster();
+    c.apply(
+        manifest::parse(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ssh}\nspec:\n  type: NodePort\n  \
+             selector: {app: x}\n  ports: [{port: 80, nodePort: 22}, {port: 81, nodePort: 2379}, {port: 82, nodePort: 30082}]\n",
+        )
+        .unwrap(),
+    );
+    let t = translate(&KubeConfig::default(), &c, &BTreeSet::new());
+    let out: Vec<&str> = t
+        .events
+        .iter()
+        .filter(|e| e.reason == "NodePortOutOfRange")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(out.len(), 2, "{:?}", t.events);
+    assert!(
+        out[0].contains("nodePort 22 is outside 30000-32767"),
+        "{out:?}"
+    );
+    let node_ports: BTreeSet<u32> = t
+        .objects
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(object::Kind::LoadbalancerListener(l)) => Some(l.node_port),
+            _ => None,
+        })
+        .collect();
+    assert!(node_ports.contains(&30082), "{node_ports:?}");
+    assert!(
+        !node_ports.contains(&22) && !node_ports.contains(&2379),
+        "{node_ports:?}"
+    );
+
+    // The store refuses such a listener from any other client.
+    let mut db = agent::store::Db::new();
+    db.apply(vec![agent::store::Change::Create(agent::proto::Object {
+        kind: Some(object::Kind::Project(agent::proto::Project {
+            fq_name: vec!["d".into(), "p".into()],
+            ..Default::default()
+        })),
+    })])
+    .unwrap();
+    let e = db
+        .apply(vec![agent::store::Change::Create(agent::proto::Object {
+            kind: Some(object::Kind::LoadbalancerListener(
+                agent::proto::LoadbalancerListener {
+                    fq_name: vec!["d".into(), "p".into(), "l".into()],
+                    protocol: "TCP".into(),
+                    protocol_port: 80,
+                    node_port: 10250,
+                    ..Default::default()
+                },
+            )),
+        })])
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("node_port"), "{e}");
+}

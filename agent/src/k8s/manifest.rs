@@ -238,7 +238,11 @@ impl Cluster {
                 })
                 .and_then(|o| o.node_port)
                 .filter(|n| !taken.contains(n));
-            p.node_port = kept.or_else(|| (30000..=32767).find(|n| !taken.contains(n)));
+            p.node_port = kept.or_else(|| {
+                crate::kinds::NODE_PORTS
+                    .filter_map(|n| i32::try_from(n).ok())
+                    .find(|n| !taken.contains(n))
+            });
             taken.extend(p.node_port);
         }
     }

@@ -245,8 +245,22 @@ fn node_port(
     if !matches!(kind, "NodePort" | "LoadBalancer") {
         return 0;
     }
-    match port.node_port.and_then(|p| u16::try_from(p).ok()) {
-        Some(p @ 1..) => u32::from(p),
+    let range = crate::kinds::NODE_PORTS;
+    match port.node_port.and_then(|p| u32::try_from(p).ok()) {
+        Some(p) if range.contains(&p) => p,
+        Some(p) if p != 0 => {
+            events.push(Event {
+                object: what.to_string(),
+                reason: "NodePortOutOfRange".into(),
+                message: format!(
+                    "port {}: nodePort {p} is outside {}-{}; not served on the nodes",
+                    port.port,
+                    range.start(),
+                    range.end()
+                ),
+            });
+            0
+        }
         _ if kind == "LoadBalancer" => 0,
         _ => {
             events.push(Event {

@@ -528,6 +528,19 @@ pub fn kind(db: &mut Db, name: &str, o: &mut Object, old: Option<&Object>) -> Re
             if !(1..=65535).contains(&l.protocol_port) {
                 return Err(invalid(name, "protocol_port", "is 1..=65535"));
             }
+            if l.node_port != 0 && !crate::kinds::NODE_PORTS.contains(&l.node_port) {
+                let r = crate::kinds::NODE_PORTS;
+                return Err(invalid(
+                    name,
+                    "node_port",
+                    format!(
+                        "{} is outside {}-{} (0: none)",
+                        l.node_port,
+                        r.start(),
+                        r.end()
+                    ),
+                ));
+            }
         }
         Some(object::Kind::LoadbalancerPool(p)) => {
             if !matches!(
