@@ -137,6 +137,8 @@ fn the_plugin_adds_checks_and_deletes_pods_and_chains_with_tuning() {
     let l2 = String::from_utf8_lossy(&in_ns(&names.0[0], &["ip", "link", "show", "eth0"]).stdout)
         .to_string();
     assert!(l2.contains(&mac), "{l2}");
+    // The MTU a 1500-byte fabric leaves after the largest encapsulation (VXLAN).
+    assert!(l2.contains("mtu 1450"), "{l2}");
     let (ok, rb) = cni("ADD", &as_refs(&env_b), &conf);
     assert!(ok, "{rb}");
     let ip_b = vr_tests::address_of(&rb["ips"][0]["address"]);

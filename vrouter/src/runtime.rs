@@ -106,6 +106,8 @@ pub struct Report {
     pub decap: u64,
     /// Packets encapsulated.
     pub encap: u64,
+    /// TCP SYNs whose MSS was lowered to fit the tunnel.
+    pub mss_clamped: u64,
     /// Per vif, by name.
     pub vifs: HashMap<String, VifCounters>,
     /// Flow table.
@@ -203,6 +205,7 @@ impl StatsView {
             stats.arp_replies += p.stats.arp_replies;
             stats.decap += p.stats.decap;
             stats.encap += p.stats.encap;
+            stats.mss_clamped += p.stats.mss_clamped;
             busy_cycles += p.busy_cycles;
             for (v, _) in &names {
                 if let Some(c) = p.vifs.get(v.0 as usize) {
@@ -229,6 +232,7 @@ impl StatsView {
             arp_replies: stats.arp_replies,
             decap: stats.decap,
             encap: stats.encap,
+            mss_clamped: stats.mss_clamped,
             vifs: names
                 .iter()
                 .map(|(v, n)| (n.clone(), per_vif.get(&v.0).copied().unwrap_or_default()))

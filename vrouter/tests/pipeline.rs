@@ -1732,3 +1732,66 @@ fn host_and_pods_reach_each_other_through_vhost0_when_routes_are_leaked() {
     let (d, out) = tb.run_one(HOST, under.clone(), 7);
     assert_eq!((d, out), (Disposition::Tx(FABRIC), under));
 }
+
+/// A SYN from vm1 to node B's pod carrying MSS 1460 (and other options), built by
+/// etherparse.
+fn vm1_syn_with_mss(sport: u16) -> Vec<u8> {
+    use etherparse::{PacketBuilder, TcpOptionElement};
+    let b = PacketBuilder::ethernet2(VM1_MAC.0, gw().0)
+        .ipv4(VM1_IP.octets(), REMOTE_IP.octets(), 64)
+        .tcp(sport, 80, 1, 64240)
+        .syn()
+        .options(&[
+            TcpOptionElement::MaximumSegmentSize(1460),
+            TcpOptionElement::SelectiveAcknowledgementPermitted,
+            TcpOptionElement::Noop,
+            TcpOptionElement::WindowScale(7),
+        ])
+        .unwrap();
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).unwrap();
+    out
+}
+
+/// The MSS option of a TCP segment inside `ip` (a bare IPv4 packet), its checksum checked.
+fn mss_of(ip: &[u8]) -> Option<u16> {
+    use etherparse::TcpOptionElement;
+    let p = SlicedPacket::from_ip(ip).expect("inner IP decodes");
+    let (Some(NetSlice::Ipv4(v4)), Some(TransportSlice::Tcp(t))) = (p.net, p.transport) else {
+        panic!("not TCP over IPv4");
+    };
+    let h = v4.header();
+    assert_eq!(
+        t.calc_checksum_ipv4(h.source(), h.destination()).unwrap(),
+        t.checksum(),
+        "TCP checksum after the clamp"
+    );
+    t.options_iterator().find_map(|o| match o {
+        Ok(TcpOptionElement::MaximumSegmentSize(m)) => Some(m),
+        _ => None,
+    })
+}
+
+#[test]
+fn syns_into_a_tunnel_get_the_mss_that_fits_the_fabric_after_each_encapsulation() {
+    // Fabric MTU 1500: the inner IP packet may be 1468 (MPLSoUDP: IP 20 + UDP 8 + label
+    // 4), 1472 (MPLSoGRE: IP 20 + GRE 4 + label 4), 1450 (VXLAN: IP 20 + UDP 8 + VXLAN 8
+    // + the inner Ethernet 14); less 40 for the inner IP and TCP headers.
+    for (kind, sport, mss, inner_at) in [
+        (TunnelKind::MplsUdp, 5001, 1428, 32),
+        (TunnelKind::MplsGre, 5002, 1432, 28),
+        (TunnelKind::Vxlan, 5003, 1410, 50),
+    ] {
+        let mut tb = Testbed::new(1024);
+        set_encap(&mut tb, kind);
+        let (d, out) = tb.run_one(VM1, vm1_syn_with_mss(sport), 1);
+        assert_eq!(d, Disposition::Tx(FABRIC), "{kind:?}");
+        assert_eq!(mss_of(&out[14 + inner_at..]), Some(mss), "{kind:?}");
+        assert_eq!(tb.pipeline.stats.mss_clamped, 1, "{kind:?}");
+    }
+    // A segment that is not a SYN keeps its options; a SYN with a small MSS keeps it.
+    let mut tb = Testbed::new(1024);
+    let (_, out) = tb.run_one(VM1, vm1_syn(REMOTE_IP, 5004, 80), 1);
+    assert_eq!(mss_of(&out[14 + 32..]), None);
+    assert_eq!(tb.pipeline.stats.mss_clamped, 0);
+}

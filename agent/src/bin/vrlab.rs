@@ -595,6 +595,9 @@ fn short_hash(s: &str) -> String {
 
 /// A pod's namespace: the lab's tag in it, so that two labs on one machine (each with
 /// a `default/a`) never share one.
+/// A pod's MTU in the lab.
+const POD_MTU: &str = "1450";
+
 fn netns_name(tag: &str, ns: &str, pod: &str) -> String {
     format!("vrlab{tag}-{ns}-{pod}")
 }
@@ -1077,6 +1080,7 @@ async fn plug(
             }
             run(&["ip", "link", "del", &veth])?;
         }
+        run(&["ip", "link", "set", &veth, "mtu", POD_MTU])?;
         run(&["ip", "link", "set", &veth, "up"])?;
         // A refused vdev name stays taken in the EAL: each try has its own.
         let device = match plug_try {
@@ -1110,6 +1114,9 @@ async fn plug(
     for cmd in [
         vec!["ip", "link", "set", "lo", "up"],
         vec!["ip", "link", "set", "eth0", "address", &info.mac_address],
+        // What the lab's 1500-byte fabric leaves after the largest encapsulation (VXLAN's
+        // 50 bytes), as vrouter-cni gives pods.
+        vec!["ip", "link", "set", "eth0", "mtu", POD_MTU],
         vec!["ip", "link", "set", "eth0", "up"],
         vec!["ethtool", "-K", "eth0", "tx", "off"],
     ] {

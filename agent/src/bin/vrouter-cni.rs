@@ -13,7 +13,8 @@
 //!
 //! Network configuration fields besides the standard ones: `agent` (gRPC address,
 //! default `http://127.0.0.1:50051`), `clusterName` (default `k8s`), `clusterProject`
-//! (kube-manager's `cluster_project`), `mtu`.
+//! (kube-manager's `cluster_project`), `mtu` (of the pod's interface and its host end;
+//! default 1450: a 1500-byte fabric less the largest encapsulation, VXLAN's 50 bytes).
 
 #![forbid(unsafe_code)]
 
@@ -75,6 +76,25 @@ struct NetConf {
     mtu: Option<u32>,
     #[serde(default)]
     prev_result: Option<Value>,
+}
+
+/// A 1500-byte fabric less VXLAN's 50 bytes (outer IP, UDP, VXLAN, inner Ethernet), the
+/// largest of the encapsulations: a pod's packets fit the fabric whichever is used.
+const DEFAULT_MTU: u32 = 1450;
+
+impl NetConf {
+    /// The interface MTU, checked.
+    fn mtu(&self) -> Res<u32> {
+        let mtu = self.mtu.unwrap_or(DEFAULT_MTU);
+        if !(1280..=65_000).contains(&mtu) {
+            return Err(err(
+                code::INVALID_CONFIG,
+                "invalid network configuration",
+                format!("mtu {mtu} is outside 1280..=65000"),
+            ));
+        }
+        Ok(mtu)
+    }
 }
 
 fn default_agent() -> String {
@@ -317,6 +337,8 @@ async fn add(conf: &NetConf, env: &Env) -> Res<Value> {
 }
 
 async fn plug(ch: &Channel, conf: &NetConf, env: &Env, uuid: &str, host: &str) -> Res<Value> {
+    let mtu = conf.mtu()?.to_string();
+    cmd(&["ip", "link", "set", host, "mtu", &mtu])?;
     cmd(&["ip", "link", "set", host, "up"])?;
     let mut a = AgentApiClient::new(ch.clone());
     let info = a
@@ -341,9 +363,7 @@ async fn plug(ch: &Channel, conf: &NetConf, env: &Env, uuid: &str, host: &str) -
         ns,
         &["ip", "link", "set", dev, "address", &info.mac_address],
     )?;
-    if let Some(mtu) = conf.mtu {
-        in_netns(ns, &["ip", "link", "set", dev, "mtu", &mtu.to_string()])?;
-    }
+    in_netns(ns, &["ip", "link", "set", dev, "mtu", &mtu])?;
     in_netns(ns, &["ip", "link", "set", dev, "up"])?;
     // The vrouter reads the host end as raw frames: checksums must be complete.
     in_netns(ns, &["ethtool", "-K", dev, "tx", "off"])?;

@@ -53,6 +53,18 @@ pub(super) fn push<B: PacketBuf>(
         TunnelKind::Vxlan => wire::udp::HEADER_LEN + wire::vxlan::HEADER_LEN,
     };
     let ip_payload = tunnel_hdr + inner;
+    // The largest inner IP packet that fits the fabric once encapsulated: a TCP SYN's MSS
+    // is lowered to it (before the size check: a SYN is small).
+    let inner_l2 = if kind == TunnelKind::Vxlan { hl } else { 0 };
+    let ip_max = mtu.saturating_sub(20 + tunnel_hdr + inner_l2);
+    if m.key.proto == 6 && m.tcp_flags & wire::tcp::flags::SYN != 0 {
+        let max = super::mss::fits(ip_max, m.v6);
+        if let Some(seg) = p.data_mut().get_mut(m.l4..)
+            && super::mss::clamp(seg, max)
+        {
+            ctx.stats.mss_clamped += 1;
+        }
+    }
     if 20 + ip_payload > mtu {
         return Err(DropReason::TooBig);
     }

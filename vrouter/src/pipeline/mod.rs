@@ -15,6 +15,7 @@ mod drop;
 mod encap;
 mod flow;
 mod forward;
+mod mss;
 mod nat;
 
 use std::sync::Arc;
@@ -67,6 +68,8 @@ pub struct LcoreStats {
     pub decap: u64,
     /// Packets encapsulated.
     pub encap: u64,
+    /// TCP SYNs whose MSS was lowered to fit the tunnel.
+    pub mss_clamped: u64,
 }
 
 /// Per-packet state carried between stages.
