@@ -108,6 +108,8 @@ pub struct Report {
     pub encap: u64,
     /// TCP SYNs whose MSS was lowered to fit the tunnel.
     pub mss_clamped: u64,
+    /// ICMP errors sent (fragmentation needed).
+    pub icmp_errors: u64,
     /// Per vif, by name.
     pub vifs: HashMap<String, VifCounters>,
     /// Flow table.
@@ -206,6 +208,7 @@ impl StatsView {
             stats.decap += p.stats.decap;
             stats.encap += p.stats.encap;
             stats.mss_clamped += p.stats.mss_clamped;
+            stats.icmp_errors += p.stats.icmp_errors;
             busy_cycles += p.busy_cycles;
             for (v, _) in &names {
                 if let Some(c) = p.vifs.get(v.0 as usize) {
@@ -233,6 +236,7 @@ impl StatsView {
             decap: stats.decap,
             encap: stats.encap,
             mss_clamped: stats.mss_clamped,
+            icmp_errors: stats.icmp_errors,
             vifs: names
                 .iter()
                 .map(|(v, n)| (n.clone(), per_vif.get(&v.0).copied().unwrap_or_default()))

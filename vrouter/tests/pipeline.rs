@@ -1795,3 +1795,56 @@ fn syns_into_a_tunnel_get_the_mss_that_fits_the_fabric_after_each_encapsulation(
     assert_eq!(mss_of(&out[14 + 32..]), None);
     assert_eq!(tb.pipeline.stats.mss_clamped, 0);
 }
+
+#[test]
+fn a_df_packet_too_big_for_the_tunnel_gets_fragmentation_needed_with_the_mtu_that_fits() {
+    let mut tb = Testbed::new(1024);
+    // 1472 bytes of UDP payload: a 1500-byte IP packet, DF set (as ping -M do sends).
+    let big = vm1_udp(REMOTE_IP, 4100, 7, &[0x5a; 1472]);
+    let (d, out) = tb.run_one(VM1, big.clone(), 1);
+    assert_eq!(d, Disposition::Tx(VM1), "the error goes back to the sender");
+    let p = SlicedPacket::from_ethernet(&out).expect("the error decodes");
+    let Some(LinkSlice::Ethernet2(eth)) = &p.link else {
+        panic!("not Ethernet")
+    };
+    assert_eq!((eth.source(), eth.destination()), (gw().0, VM1_MAC.0));
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    assert_eq!(
+        (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination)),
+        (NODE_A, VM1_IP)
+    );
+    let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else {
+        panic!("not ICMP: {:?}", p.transport)
+    };
+    use etherparse::{Icmpv4Type, icmpv4::DestUnreachableHeader};
+    // MPLSoUDP leaves 1500 - 20 - 8 - 4 = 1468 bytes for the inner packet.
+    assert_eq!(
+        icmp.icmp_type(),
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: 1468
+        })
+    );
+    assert_eq!(
+        icmp.checksum(),
+        icmp.icmp_type().calc_checksum(icmp.payload())
+    );
+    // It quotes the packet's IP header and the first 8 bytes after it.
+    assert_eq!(icmp.payload(), &big[14..14 + 28]);
+    assert_eq!(tb.pipeline.stats.icmp_errors, 1);
+
+    // A packet that fits goes through; one without DF is dropped as too big.
+    let (d, _) = tb.run_one(VM1, vm1_udp(REMOTE_IP, 4100, 7, &[0x5a; 1440]), 2);
+    assert_eq!(d, Disposition::Tx(FABRIC));
+    let mut no_df = big;
+    no_df[20] &= !0x40;
+    no_df[24..26].fill(0);
+    let c = checksum::checksum(&no_df[14..34]);
+    no_df[24..26].copy_from_slice(&c.to_be_bytes());
+    let (d, _) = tb.run_one(VM1, no_df, 3);
+    assert_eq!(d, Disposition::Drop(DropReason::TooBig));
+    assert_eq!(tb.pipeline.stats.icmp_errors, 1);
+}

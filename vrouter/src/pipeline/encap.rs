@@ -12,6 +12,37 @@ use crate::wire::{self, EtherType, IpProtocol};
 /// MPLS over UDP destination port (RFC 7510).
 pub const MPLS_UDP_PORT: u16 = 6635;
 
+/// The largest inner IP packet that fits the fabric once encapsulated with `kind`
+/// towards `t` (the out vif's MTU less the outer IP header, the tunnel header and, for
+/// VXLAN, the inner Ethernet header).
+pub(super) fn room(ctx: &Ctx<'_>, kind: TunnelKind, t: &Tunnel) -> Result<usize, DropReason> {
+    let mtu = usize::from(
+        ctx.snap
+            .vifs
+            .get(t.out_vif.0)
+            .ok_or(DropReason::InvalidVif)?
+            .mtu,
+    );
+    Ok(mtu.saturating_sub(20 + tunnel_header(kind) + inner_l2(kind)))
+}
+
+/// Bytes between the outer IP header and the inner packet (or frame).
+fn tunnel_header(kind: TunnelKind) -> usize {
+    match kind {
+        TunnelKind::MplsUdp => wire::udp::HEADER_LEN + wire::mpls::ENTRY_LEN,
+        TunnelKind::MplsGre => wire::gre::BASE_LEN + wire::mpls::ENTRY_LEN,
+        TunnelKind::Vxlan => wire::udp::HEADER_LEN + wire::vxlan::HEADER_LEN,
+    }
+}
+
+/// The inner Ethernet header a tunnel carries (VXLAN only).
+fn inner_l2(kind: TunnelKind) -> usize {
+    match kind {
+        TunnelKind::Vxlan => wire::ethernet::HEADER_LEN,
+        TunnelKind::MplsUdp | TunnelKind::MplsGre => 0,
+    }
+}
+
 pub(super) fn push<B: PacketBuf>(
     ctx: &mut Ctx<'_>,
     p: &mut B,
@@ -20,13 +51,7 @@ pub(super) fn push<B: PacketBuf>(
     t: &Tunnel,
     label: u32,
 ) -> Result<(), DropReason> {
-    let mtu = usize::from(
-        ctx.snap
-            .vifs
-            .get(t.out_vif.0)
-            .ok_or(DropReason::InvalidVif)?
-            .mtu,
-    );
+    let ip_max = room(ctx, kind, t)?;
     let hl = wire::ethernet::HEADER_LEN;
     let entropy = 0xc000 | ((m.hash >> 16) as u16 & 0x3fff);
 
@@ -47,16 +72,9 @@ pub(super) fn push<B: PacketBuf>(
         }
     }
     let inner = p.len();
-    let tunnel_hdr = match kind {
-        TunnelKind::MplsUdp => wire::udp::HEADER_LEN + wire::mpls::ENTRY_LEN,
-        TunnelKind::MplsGre => wire::gre::BASE_LEN + wire::mpls::ENTRY_LEN,
-        TunnelKind::Vxlan => wire::udp::HEADER_LEN + wire::vxlan::HEADER_LEN,
-    };
+    let tunnel_hdr = tunnel_header(kind);
     let ip_payload = tunnel_hdr + inner;
-    // The largest inner IP packet that fits the fabric once encapsulated: a TCP SYN's MSS
-    // is lowered to it (before the size check: a SYN is small).
-    let inner_l2 = if kind == TunnelKind::Vxlan { hl } else { 0 };
-    let ip_max = mtu.saturating_sub(20 + tunnel_hdr + inner_l2);
+    // A TCP SYN's MSS is lowered to what fits the fabric once encapsulated.
     if m.key.proto == 6 && m.tcp_flags & wire::tcp::flags::SYN != 0 {
         let max = super::mss::fits(ip_max, m.v6);
         if let Some(seg) = p.data_mut().get_mut(m.l4..)
@@ -65,7 +83,7 @@ pub(super) fn push<B: PacketBuf>(
             ctx.stats.mss_clamped += 1;
         }
     }
-    if 20 + ip_payload > mtu {
+    if inner.saturating_sub(inner_l2(kind)) > ip_max {
         return Err(DropReason::TooBig);
     }
     let total = hl + 20 + tunnel_hdr;

@@ -5,10 +5,15 @@
 use super::{Ctx, Disposition, DropReason, Meta, encap};
 use crate::packet::PacketBuf;
 use crate::tables::nexthop::choose_encap;
-use crate::tables::{Nexthop, NhId, VifId};
+use crate::tables::{Nexthop, NhId, Vif, VifId, VifKind};
 use crate::wire::{self, EtherType, MacAddr};
 
-pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, pkts: &mut [B], metas: &mut [Meta]) {
+pub(super) fn run<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    in_vif: &Vif,
+    pkts: &mut [B],
+    metas: &mut [Meta],
+) {
     for (p, m) in pkts.iter_mut().zip(metas.iter_mut()) {
         if !m.pending() {
             continue;
@@ -19,6 +24,7 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, pkts: &mut [B], metas: &mut [
         };
         m.done = Some(match forward(ctx, p, m, a.nh, a.label, true) {
             Ok(d) => d,
+            Err(DropReason::TooBig) => too_big(ctx, in_vif, p, m),
             Err(r) => Disposition::Drop(r),
         });
     }
@@ -43,9 +49,9 @@ fn forward<B: PacketBuf>(
         Nexthop::Receive { vif } => {
             // To the host stack: addressed to the host interface's MAC.
             let host = snap.vifs.get(vif.0).ok_or(DropReason::InvalidVif)?.mac;
+            check_mtu(ctx, m, *vif, p.len() - m.l3)?;
             decrement_ttl(p, m)?;
             l2_rewrite(p, m, host, snap.global.vrouter_mac)?;
-            check_mtu(ctx, *vif, p.len() - wire::ethernet::HEADER_LEN)?;
             Ok(Disposition::Tx(*vif))
         }
         Nexthop::L2Flood { .. } => Ok(Disposition::Flood(nh_id)),
@@ -63,15 +69,21 @@ fn forward<B: PacketBuf>(
         | Nexthop::Snat {
             vif, dmac, smac, ..
         } => {
+            check_mtu(ctx, m, *vif, p.len() - m.l3)?;
             decrement_ttl(p, m)?;
             l2_rewrite(p, m, *dmac, *smac)?;
-            check_mtu(ctx, *vif, p.len() - wire::ethernet::HEADER_LEN)?;
             Ok(Disposition::Tx(*vif))
         }
         Nexthop::Tunnel(t) => {
-            decrement_ttl(p, m)?;
             let kind =
                 choose_encap(&snap.global.encap_priority, t.encaps).ok_or(DropReason::NoEncap)?;
+            // Checked before anything is rewritten, so an error can quote the packet.
+            let room = encap::room(ctx, kind, t)?;
+            if p.len() - m.l3 > room {
+                m.path_mtu = u16::try_from(room).unwrap_or(u16::MAX);
+                return Err(DropReason::TooBig);
+            }
+            decrement_ttl(p, m)?;
             encap::push(ctx, p, m, kind, t, label)?;
             ctx.stats.encap += 1;
             Ok(Disposition::Tx(t.out_vif))
@@ -79,12 +91,35 @@ fn forward<B: PacketBuf>(
     }
 }
 
-fn check_mtu(ctx: &Ctx<'_>, vif: VifId, ip_len: usize) -> Result<(), DropReason> {
+fn check_mtu(ctx: &Ctx<'_>, m: &mut Meta, vif: VifId, ip_len: usize) -> Result<(), DropReason> {
     let mtu = ctx.snap.vifs.get(vif.0).ok_or(DropReason::InvalidVif)?.mtu;
     if ip_len > usize::from(mtu) {
+        m.path_mtu = mtu;
         return Err(DropReason::TooBig);
     }
     Ok(())
+}
+
+/// A packet too big for its path: a VM's IPv4 packet with DF set is answered with
+/// "fragmentation needed" (from the node's address) out of the interface it came in on;
+/// anything else is dropped as too big.
+fn too_big<B: PacketBuf>(ctx: &mut Ctx<'_>, in_vif: &Vif, p: &mut B, m: &Meta) -> Disposition {
+    let node = ctx
+        .snap
+        .global
+        .fabric_vif
+        .and_then(|f| ctx.snap.vifs.get(f.0))
+        .and_then(|f| f.ip4);
+    match node {
+        Some(src) if in_vif.kind == VifKind::Virtual && m.path_mtu > 0 => {
+            let smac = ctx.snap.global.vrouter_mac;
+            match super::icmp_error::frag_needed(ctx, p, m, (src, smac), m.path_mtu) {
+                Ok(()) => Disposition::Tx(in_vif.id),
+                Err(r) => Disposition::Drop(r),
+            }
+        }
+        _ => Disposition::Drop(DropReason::TooBig),
+    }
 }
 
 /// Decrements the IPv4 TTL (with checksum update) or the IPv6 hop limit.

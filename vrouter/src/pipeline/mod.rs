@@ -15,6 +15,7 @@ mod drop;
 mod encap;
 mod flow;
 mod forward;
+mod icmp_error;
 mod mss;
 mod nat;
 
@@ -70,6 +71,8 @@ pub struct LcoreStats {
     pub encap: u64,
     /// TCP SYNs whose MSS was lowered to fit the tunnel.
     pub mss_clamped: u64,
+    /// ICMP errors sent (fragmentation needed).
+    pub icmp_errors: u64,
 }
 
 /// Per-packet state carried between stages.
@@ -102,6 +105,8 @@ pub(crate) struct Meta {
     pub(crate) flow: Option<FlowIdx>,
     /// Final disposition, once known.
     pub(crate) done: Option<Disposition>,
+    /// The MTU a packet too big for its path was measured against (for the ICMP error).
+    pub(crate) path_mtu: u16,
 }
 
 impl Meta {
@@ -127,6 +132,7 @@ impl Meta {
             action: None,
             flow: None,
             done: None,
+            path_mtu: 0,
         }
     }
 
@@ -212,7 +218,7 @@ impl Pipeline {
                 classify::run(&mut ctx, &vif, pkts, &mut metas);
                 flow::run(&mut ctx, &vif, pkts, &mut metas);
                 nat::run(&mut ctx, pkts, &mut metas);
-                forward::run(&mut ctx, pkts, &mut metas);
+                forward::run(&mut ctx, &vif, pkts, &mut metas);
             }
         }
         for (m, d) in metas.iter().zip(out.iter_mut()) {

@@ -1,0 +1,82 @@
+//! ICMP errors the vrouter sends itself: "fragmentation needed" (type 3 code 4, RFC 1191)
+//! for an IPv4 packet with DF set that does not fit the path (the fabric once encapsulated,
+//! or a local interface), sent back out of the interface it came from, to its sender, so
+//! that path MTU discovery works for what MSS clamping does not cover (UDP, ICMP, a TCP
+//! stack that ignores the MSS).
+//!
+//! The packet is rewritten in place: the buffer is at least as long as the error (the
+//! packet was too big), so the quoted header and first 8 bytes of payload move forward and
+//! the rest is cut.
+
+use std::net::Ipv4Addr;
+
+use super::{Ctx, DropReason, Meta};
+use crate::packet::PacketBuf;
+use crate::wire::{self, EtherType, IpProtocol, MacAddr, checksum};
+
+/// Code of "fragmentation needed and DF set".
+const FRAG_NEEDED: u8 = 4;
+
+/// Turns `p` (an IPv4 packet at `m.l3` with DF set) into a "fragmentation needed" error to
+/// its sender with `mtu` as the next-hop MTU, from `src`, over Ethernet from `smac`.
+/// `Err(TooBig)` if the packet is not one to answer (IPv6, DF clear, an ICMP error itself,
+/// a later fragment), so the caller drops it as too big.
+pub(super) fn frag_needed<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    p: &mut B,
+    m: &Meta,
+    (src, smac): (Ipv4Addr, MacAddr),
+    mtu: u16,
+) -> Result<(), DropReason> {
+    if m.v6 {
+        return Err(DropReason::TooBig);
+    }
+    let d = p.data();
+    let ip = d.get(m.l3..).ok_or(DropReason::TooBig)?;
+    let Ok(v) = wire::ipv4::Packet::new_checked(ip) else {
+        return Err(DropReason::TooBig);
+    };
+    let r = wire::ipv4::Repr::parse(&v).map_err(|_| DropReason::TooBig)?;
+    // Never an error about an error, nor about a fragment but the first (RFC 1122 3.2.2).
+    let is_icmp_error = r.protocol == IpProtocol::Icmp
+        && ip.get(v.header_len()).is_some_and(|t| {
+            !matches!(*t, wire::icmp::ECHO_REQUEST_V4 | wire::icmp::ECHO_REPLY_V4)
+        });
+    if !r.dont_frag || !r.first_fragment || is_icmp_error {
+        return Err(DropReason::TooBig);
+    }
+    let dst_mac = MacAddr(d[6..12].try_into().map_err(|_| DropReason::TooBig)?);
+    let quote_len = (v.header_len() + 8).min(ip.len());
+    let mut quote = [0u8; 60 + 8];
+    quote[..quote_len].copy_from_slice(&ip[..quote_len]);
+    let hl = wire::ethernet::HEADER_LEN;
+    let icmp_len = wire::icmp::HEADER_LEN + quote_len;
+    let total = hl + 20 + icmp_len;
+    let cut = p.len().checked_sub(total).ok_or(DropReason::TooBig)?;
+    if !p.trim(cut) {
+        return Err(DropReason::TooBig);
+    }
+    let out = p.data_mut();
+    wire::ethernet::Repr {
+        src: smac,
+        dst: dst_mac,
+        ethertype: EtherType::Ipv4,
+    }
+    .emit(&mut wire::ethernet::Frame::new_unchecked(&mut out[..hl]));
+    wire::ipv4::Repr {
+        dont_frag: false,
+        ..wire::ipv4::Repr::tunnel(src, r.src, IpProtocol::Icmp, icmp_len)
+    }
+    .emit(&mut out[hl..hl + 20])
+    .map_err(|_| DropReason::TooBig)?;
+    let icmp = &mut out[hl + 20..];
+    icmp[0] = wire::icmp::DEST_UNREACH_V4;
+    icmp[1] = FRAG_NEEDED;
+    icmp[2..6].fill(0);
+    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+    icmp[8..8 + quote_len].copy_from_slice(&quote[..quote_len]);
+    let c = checksum::checksum(&icmp[..icmp_len]);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ctx.stats.icmp_errors += 1;
+    Ok(())
+}
