@@ -214,3 +214,93 @@ fn the_server_answers_over_udp_and_tcp_and_follows_its_records_file() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Connections that send nothing (slowloris) take at most the server's cap: the next one
+/// is closed at once, UDP is answered all along, and a place frees when one leaves.
+#[test]
+fn idle_tcp_connections_are_capped_and_udp_is_served_all_along() {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, UdpSocket};
+
+    let dir = std::env::temp_dir().join(format!("cluster-dns-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("records");
+    std::fs::write(&file, "web.default.svc.cluster.local A 10.96.0.10\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cluster-dns"))
+        .args(["--listen", &listen, "--records"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 64];
+    let n = child.stdout.as_mut().unwrap().read(&mut line).unwrap();
+    assert!(String::from_utf8_lossy(&line[..n]).contains("listening"));
+
+    let mut idle: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(&listen).unwrap())
+        .collect();
+    // Past the cap: closed without an answer (a read ends at once, well before the
+    // server's 10 s idle timeout).
+    let t = std::time::Instant::now();
+    let closed = loop {
+        let mut extra = TcpStream::connect(&listen).unwrap();
+        extra
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        if matches!(extra.read(&mut b), Ok(0)) {
+            break true;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(20) {
+            break false;
+        }
+    };
+    assert!(closed, "a connection past the cap is closed");
+    let mut q = Message::new(9, MessageType::Query, OpCode::Query);
+    q.add_query(Query::query(
+        Name::from_ascii("web.default.svc.cluster.local.").unwrap(),
+        RecordType::A,
+    ));
+    let q = q.to_vec().unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    udp.send_to(&q, &listen).unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = udp.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        addresses(&Message::from_vec(&buf[..n]).unwrap()),
+        vec![Ipv4Addr::new(10, 96, 0, 10)]
+    );
+    // One idle client leaves: a new connection is served.
+    drop(idle.pop());
+    let t = std::time::Instant::now();
+    loop {
+        let mut c = TcpStream::connect(&listen).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut out = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
+        out.extend_from_slice(&q);
+        c.write_all(&out).unwrap();
+        let mut len = [0u8; 2];
+        if c.read_exact(&mut len).is_ok() {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "no place freed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(idle);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

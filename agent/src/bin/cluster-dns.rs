@@ -80,6 +80,32 @@ fn answer(src: &Mutex<Source>, msg: &[u8]) -> Option<Vec<u8>> {
     s.records.answer(msg)
 }
 
+/// TCP connections served at once.
+const MAX_TCP: usize = 64;
+
+/// A log that says at most one line a second: what a client sends cannot fill the disk.
+#[derive(Default)]
+struct Quiet {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Quiet {
+    /// Logs `line(events since the last line)` unless a line went out in the last second.
+    fn say(&mut self, line: impl FnOnce(u64) -> String) {
+        self.held += 1;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        eprintln!("cluster-dns: {}", line(self.held));
+        self.last = Some(Instant::now());
+        self.held = 0;
+    }
+}
+
 /// One TCP connection: length-prefixed queries until the client closes or goes quiet.
 fn serve_tcp(mut c: TcpStream, src: &Mutex<Source>) -> std::io::Result<()> {
     c.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -122,20 +148,29 @@ fn main() -> Result<()> {
     {
         let src = Arc::clone(&src);
         std::thread::spawn(move || {
+            // A bounded number of connections: a client that opens many and sends nothing
+            // (slowloris) takes at most MAX_TCP threads, each for its read timeout, and
+            // the next connection is closed at once; UDP is served all along.
+            let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut log = Quiet::default();
             for c in tcp.incoming() {
                 let Ok(c) = c else { continue };
-                let src = Arc::clone(&src);
+                if open.load(std::sync::atomic::Ordering::Acquire) >= MAX_TCP {
+                    log.say(|n| format!("{n} TCP connections refused: {MAX_TCP} are open"));
+                    continue;
+                }
+                open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let (src, open) = (Arc::clone(&src), Arc::clone(&open));
                 std::thread::spawn(move || {
-                    let peer = c.peer_addr().ok();
-                    if let Err(e) = serve_tcp(c, &src) {
-                        eprintln!("cluster-dns: TCP from {peer:?}: {e}");
-                    }
+                    let _ = serve_tcp(c, &src);
+                    open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 });
             }
         });
     }
     println!("listening on {}", a.listen);
     let (mut answered, mut dropped) = (0u64, 0u64);
+    let mut quiet = Quiet::default();
     let mut buf = [0u8; 4096];
     loop {
         let (n, from) = match sock.recv_from(&mut buf) {
@@ -154,9 +189,9 @@ fn main() -> Result<()> {
             }
             None => {
                 dropped += 1;
-                eprintln!(
-                    "cluster-dns: not a query from {from} ({dropped} so far, {answered} answered)"
-                );
+                quiet.say(|_| {
+                    format!("not a query from {from} ({dropped} so far, {answered} answered)")
+                });
             }
         }
     }

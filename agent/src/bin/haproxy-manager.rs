@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -494,11 +494,18 @@ impl Manager {
         for e in std::fs::read_dir(&self.args.dir)?.flatten() {
             let path = e.path();
             if path.extension().is_some_and(|x| x == "pid") {
+                // A pid from an earlier run may belong to anything by now (a reboot, pid
+                // reuse): only an HAProxy running this instance's configuration is ended.
+                let cfg = path.with_extension("cfg");
                 if let Some(pid) = std::fs::read_to_string(&path)
                     .ok()
                     .and_then(|t| t.trim().parse::<u32>().ok())
                 {
-                    let _ = run(&["kill", &pid.to_string()]);
+                    if runs_config(pid, &cfg) {
+                        let _ = run(&["kill", &pid.to_string()]);
+                    } else {
+                        tracing::info!(pid, file = %path.display(), "stale pid file: not an HAProxy of ours, left alone");
+                    }
                 }
                 let _ = std::fs::remove_file(&path);
             }
@@ -553,6 +560,17 @@ async fn connect(addr: &str) -> Result<Channel> {
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+/// Whether process `pid` is an HAProxy started with configuration file `cfg` (its command
+/// line, from /proc, names the file after `-f`).
+fn runs_config(pid: u32, cfg: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let want = cfg.as_os_str().as_encoded_bytes();
+    args.windows(2).any(|w| w[0] == b"-f" && w[1] == want)
 }
 
 /// Whether `name` is an entry of the colon-separated database `file` (/etc/passwd,
