@@ -76,6 +76,11 @@ pub fn render(shared: &Shared, socket: &std::path::Path) -> String {
             "AddPort requests refused for a device off the allow-list",
             &s.refused_devices,
         ),
+        (
+            "agent_refused_routes_total",
+            "Route values from other nodes refused",
+            &s.refused_routes,
+        ),
     ] {
         let _ = writeln!(
             out,

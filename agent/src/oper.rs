@@ -265,6 +265,8 @@ pub struct Desired {
     pub published: Vec<RemoteRoute>,
     /// Local ports as the CNI / port API reports them.
     pub ports: BTreeMap<String, proto::PortInfo>,
+    /// Routes of other nodes left out: their prefix is outside their network's subnets.
+    pub refused_routes: usize,
 }
 
 /// Encapsulation names of the API.
@@ -998,8 +1000,31 @@ fn set_attr(c: &mut Ctx<'_>, id: u32, vn: u32, mut tags: Vec<u32>) {
     c.out.attrs.insert(id, AttrCfg { id, vn, tags });
 }
 
+/// Whether a remote route's prefix lies in one of its network's subnets.
+fn in_subnets(db: &Db, r: &RemoteRoute) -> bool {
+    let Some(addr) = r
+        .prefix
+        .split('/')
+        .next()
+        .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+    else {
+        return false;
+    };
+    match db.get(&r.vn).and_then(|o| o.kind.as_ref()) {
+        Some(object::Kind::VirtualNetwork(vn)) => {
+            db.vn_subnets(vn).iter().any(|s| s.net.contains(addr))
+        }
+        _ => false,
+    }
+}
+
 fn remote_route(c: &mut Ctx<'_>, node: &Node, r: &RemoteRoute, priority: &[String]) {
     if r.node_ip == node.ip || !c.vns.contains_key(&r.vn) {
+        return;
+    }
+    // Another node may speak only for addresses of the network's own subnets.
+    if !in_subnets(c.db, r) {
+        c.out.refused_routes += 1;
         return;
     }
     // A network forwarded in the underlay reaches the node's pods as they are, no

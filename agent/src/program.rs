@@ -46,6 +46,8 @@ pub struct Stats {
     pub last_error: Mutex<String>,
     /// AddPort requests refused for their device (off the allow-list).
     pub refused_devices: AtomicU64,
+    /// Route values from etcd refused (malformed, under another node's key, out of range).
+    pub refused_routes: AtomicU64,
 }
 
 /// State shared by the API, the loop and the route exchange.

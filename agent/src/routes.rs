@@ -8,7 +8,11 @@
 //!   publishing agent (kept alive; a node gone for longer than the TTL is withdrawn);
 //! - a watch from the revision of the initial read, so no change falls in between;
 //! - if etcd goes away, the last routes learned stay in place (the data path keeps
-//!   forwarding) and the session is retried.
+//!   forwarding) and the session is retried;
+//! - every value read is checked ([`check`]) before it is learned: it sits under its own
+//!   node's key, names a unicast MAC, a host prefix, labels and VNIs in range; one that is
+//!   not is refused and counted (`agent_refused_routes_total`), and the rest goes on. The
+//!   reconcile also keeps only prefixes inside their network's subnets.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +30,75 @@ pub const KEY_PREFIX: &str = "/vrouter/routes/";
 
 fn key(r: &RemoteRoute) -> String {
     format!("{KEY_PREFIX}{}/{}/{}", r.node_ip, r.vn, r.prefix)
+}
+
+/// Highest local preference taken (the API's are 0, 100 and 200).
+const MAX_PREFERENCE: u32 = 65_535;
+
+/// Checks a route read from etcd under key `k`: whatever wrote it, it may speak only for
+/// the node, network and prefix its key names, and its values must make sense to program.
+pub fn check(k: &str, r: &RemoteRoute) -> Result<(), String> {
+    if k != key(r) {
+        return Err(format!(
+            "the value names node {}, network {:?} and prefix {:?}, not its key's",
+            r.node_ip, r.vn, r.prefix
+        ));
+    }
+    let mac: vrouter::wire::MacAddr = r
+        .node_mac
+        .parse()
+        .map_err(|e| format!("node_mac {:?}: {e}", r.node_mac))?;
+    if mac.0[0] & 1 != 0 || mac.0 == [0; 6] {
+        return Err(format!("node_mac {mac} is not a unicast address"));
+    }
+    let (addr, len) = vrouter::config::parse_prefix(&r.prefix)?;
+    let host = if addr.is_ipv4() { 32 } else { 128 };
+    if len != host {
+        return Err(format!("prefix {} is not a host prefix", r.prefix));
+    }
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+        return Err(format!("prefix {} is not a unicast host", r.prefix));
+    }
+    if !(16..1 << 20).contains(&r.label) {
+        return Err(format!("label {} is outside 16..2^20", r.label));
+    }
+    if r.vni >= 1 << 24 {
+        return Err(format!("vni {} is outside 0..2^24", r.vni));
+    }
+    if r.preference > MAX_PREFERENCE {
+        return Err(format!(
+            "preference {} is over {MAX_PREFERENCE}",
+            r.preference
+        ));
+    }
+    if r.encaps.iter().any(|e| crate::oper::encap_of(e).is_none()) {
+        return Err(format!(
+            "encaps {:?}: MPLSoUDP, MPLSoGRE or VXLAN",
+            r.encaps
+        ));
+    }
+    Ok(())
+}
+
+/// Learns one value from etcd: checked, or refused and counted.
+fn read_route(shared: &Shared, k: &str, v: &[u8]) -> Option<RemoteRoute> {
+    let refused = |why: String| {
+        shared.stats.refused_routes.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key = %k.escape_debug(), %why, "route refused");
+    };
+    match serde_json::from_slice::<RemoteRoute>(v) {
+        Ok(r) => match check(k, &r) {
+            Ok(()) => Some(r),
+            Err(why) => {
+                refused(why);
+                None
+            }
+        },
+        Err(e) => {
+            refused(format!("not a route: {e}"));
+            None
+        }
+    }
 }
 
 /// Runs the exchange until the agent stops.
@@ -60,8 +133,9 @@ async fn session(endpoints: &[String], shared: &Shared, ttl: i64) -> Result<()> 
     let rev = resp.header().map_or(0, |h| h.revision());
     let mut known = BTreeMap::new();
     for kv in resp.kvs() {
-        if let Ok(r) = serde_json::from_slice::<RemoteRoute>(kv.value()) {
-            known.insert(String::from_utf8_lossy(kv.key()).into_owned(), r);
+        let k = String::from_utf8_lossy(kv.key()).into_owned();
+        if let Some(r) = read_route(shared, &k, kv.value()) {
+            known.insert(k, r);
         }
     }
     learn(shared, &known);
@@ -137,11 +211,15 @@ async fn session(endpoints: &[String], shared: &Shared, ttl: i64) -> Result<()> 
                     let Some(kv) = ev.kv() else { continue };
                     let k = String::from_utf8_lossy(kv.key()).into_owned();
                     match ev.event_type() {
-                        EventType::Put => match serde_json::from_slice::<RemoteRoute>(kv.value()) {
-                            Ok(r) => {
+                        EventType::Put => match read_route(shared, &k, kv.value()) {
+                            Some(r) => {
                                 known.insert(k, r);
                             }
-                            Err(e) => tracing::warn!("route {k}: not a route ({e}); ignored"),
+                            // A refused value replaces nothing good: what the key held
+                            // before is withdrawn.
+                            None => {
+                                known.remove(&k);
+                            }
                         },
                         EventType::Delete => {
                             known.remove(&k);
@@ -150,6 +228,59 @@ async fn session(endpoints: &[String], shared: &Shared, ttl: i64) -> Result<()> 
                 }
                 learn(shared, &known);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> RemoteRoute {
+        RemoteRoute {
+            node_ip: "192.0.2.2".parse().unwrap(),
+            node_mac: "02:fa:00:00:00:02".into(),
+            vn: "vn-uuid".into(),
+            prefix: "10.60.0.11/32".into(),
+            label: 33,
+            vni: 5,
+            encaps: vec!["MPLSoUDP".into(), "VXLAN".into()],
+            security_groups: vec![],
+            tags: vec![],
+            preference: 100,
+        }
+    }
+
+    #[test]
+    fn a_route_speaks_only_for_its_key_with_sane_values() {
+        let ok = route();
+        assert_eq!(check(&key(&ok), &ok), Ok(()));
+        let k = key(&ok);
+        let mut other_node = ok.clone();
+        other_node.node_ip = "192.0.2.1".parse().unwrap();
+        assert!(
+            check(&k, &other_node)
+                .unwrap_err()
+                .contains("not its key's")
+        );
+        for (f, says) in [
+            (|r: &mut RemoteRoute| r.prefix = "0.0.0.0/0".into()) as fn(&mut RemoteRoute),
+            |r| r.prefix = "10.60.0.0/24".into(),
+            |r| r.prefix = "224.0.0.1/32".into(),
+            |r| r.node_mac = "ff:ff:ff:ff:ff:ff".into(),
+            |r| r.node_mac = "not a mac".into(),
+            |r| r.label = 3,
+            |r| r.label = 1 << 20,
+            |r| r.vni = 1 << 24,
+            |r| r.preference = 1 << 20,
+            |r| r.encaps = vec!["IPIP".into()],
+        ]
+        .into_iter()
+        .zip(0..)
+        {
+            let mut r = ok.clone();
+            f(&mut r);
+            assert!(check(&key(&r), &r).is_err(), "case {says}: {r:?}");
         }
     }
 }

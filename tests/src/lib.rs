@@ -197,6 +197,38 @@ pub fn pings(ns: &str, ip: &str) -> bool {
         .success()
 }
 
+/// Whether `ns` reaches `ip` by ping within 20 s (one ping at a time until one is
+/// answered): for what must work, so that a slow machine gives a slow pass. What must not
+/// work is checked with [`pings`], which waits no longer than its pings.
+pub fn pings_within(ns: &str, ip: &str) -> bool {
+    let t = std::time::Instant::now();
+    loop {
+        if in_ns(ns, &["ping", "-c", "1", "-W", "2", ip])
+            .status
+            .success()
+        {
+            return true;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(20) {
+            return false;
+        }
+    }
+}
+
+/// Whether a TCP connection from `ns` to `ip`:`port` is accepted within 20 s (tried again
+/// until one is): for what must work, like [`pings_within`].
+pub fn tcp_connects_within(ns: &str, ip: &str, port: u16) -> bool {
+    let t = std::time::Instant::now();
+    loop {
+        if tcp_connects(ns, ip, port) {
+            return true;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(20) {
+            return false;
+        }
+    }
+}
+
 /// Whether a TCP connection from namespace `ns` to `ip`:`port` is accepted (2 s timeout).
 pub fn tcp_connects(ns: &str, ip: &str, port: u16) -> bool {
     let code = format!(

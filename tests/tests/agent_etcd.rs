@@ -189,6 +189,41 @@ fn two_nodes_learn_each_others_routes_through_etcd() {
         );
     }
 
+    // Values anyone with etcd access can write: each refused and counted, and nothing
+    // else stops (both nodes keep their routes).
+    let written = python("etcd_inject.py", &[&url, "192.0.2.2"]);
+    assert_eq!(written.trim(), "6", "{written}");
+    let refused = |a: &Agent| -> u64 {
+        vr_tests::http_get(&a.metrics, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("agent_refused_routes_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    wait_for("both agents refuse the five bad values", || {
+        agents.iter().all(|a| refused(a) >= 5)
+    });
+    for s in [&sa, &sb] {
+        let r = routes(s);
+        for p in [
+            "0.0.0.0/0",
+            "10.60.0.77/32",
+            "10.60.0.78/32",
+            "10.60.0.79/32",
+            "10.60.0.80/32",
+            "10.99.0.1/32",
+        ] {
+            assert!(!r.iter().any(|x| x.0 == p), "{p} was programmed: {r:?}");
+        }
+    }
+    let r = routes(&sa);
+    let to_b = r.iter().find(|r| r.0 == "10.60.0.11/32").unwrap();
+    assert_eq!(
+        nh(&sa, to_b.1)["dst"],
+        "192.0.2.2",
+        "pod b still through node b"
+    );
+
     // Pod b unplugged: node a withdraws its route, and the VIP is local only.
     python(
         "agent_multi.py",

@@ -5,7 +5,7 @@
 //! opens TCP connections to it (what kubelet probes do), and the pod reaches the host;
 //! removing the policy separates them again.
 
-use vr_tests::{PodLab, in_ns, ok, pings, python, tcp_acceptor, tcp_connects, vrctl_json};
+use vr_tests::{PodLab, in_ns, ok, pings, python, tcp_acceptor, vrctl_json};
 
 #[test]
 fn host_and_pod_reach_each_other_through_vhost0_only_with_a_policy() {
@@ -56,11 +56,14 @@ fn host_and_pod_reach_each_other_through_vhost0_only_with_a_policy() {
     // The policy leaks the pod routes into the fabric VRF and the node's address into the
     // pod network: both directions work, ICMP and TCP.
     python("agent_host.py", &[&target, "policy"]);
-    assert!(pings(&host, &pod), "host -> pod");
-    assert!(tcp_connects(&host, &pod, 8080), "host -> pod TCP 8080");
-    assert!(pings(&lab.ns[0], node), "pod -> host");
+    assert!(vr_tests::pings_within(&host, &pod), "host -> pod");
     assert!(
-        tcp_connects(&lab.ns[0], node, 10250),
+        vr_tests::tcp_connects_within(&host, &pod, 8080),
+        "host -> pod TCP 8080"
+    );
+    assert!(vr_tests::pings_within(&lab.ns[0], node), "pod -> host");
+    assert!(
+        vr_tests::tcp_connects_within(&lab.ns[0], node, 10250),
         "pod -> host TCP 10250"
     );
     let routes = vrctl_json(&lab.socket(), &["rt", "--dump", "0"]);

@@ -53,8 +53,8 @@ fn network_policy_decides_what_crosses_between_two_networks() {
 
     // Everything passes: ping both ways.
     python("agent_vns.py", &[&target, "policy", "pass", "any"]);
-    assert!(pings(&lab.ns[0], &blue), "red -> blue");
-    assert!(pings(&lab.ns[1], &red), "blue -> red");
+    assert!(vr_tests::pings_within(&lab.ns[0], &blue), "red -> blue");
+    assert!(vr_tests::pings_within(&lab.ns[1], &red), "blue -> red");
 
     // Policy gone: apart again.
     python("agent_vns.py", &[&target, "nopolicy"]);
