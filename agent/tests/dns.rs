@@ -127,14 +127,11 @@ proptest! {
     }
 }
 
-/// The server itself on loopback: the same answers over UDP and over TCP (several
-/// length-prefixed queries on one connection), and a records file rewritten is read again.
-#[test]
-fn the_server_answers_over_udp_and_tcp_and_follows_its_records_file() {
-    use std::io::{Read, Write};
-    use std::net::{TcpStream, UdpSocket};
-
-    let dir = std::env::temp_dir().join(format!("cluster-dns-{}", std::process::id()));
+/// Starts the real server on a free loopback port with a records file naming web's
+/// address, in a scratch directory named after `tag`; returns once it listens.
+fn server(tag: &str) -> (std::process::Child, String, std::path::PathBuf) {
+    use std::io::Read;
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("records");
     std::fs::write(&file, "web.default.svc.cluster.local A 10.96.0.10\n").unwrap();
@@ -154,6 +151,18 @@ fn the_server_answers_over_udp_and_tcp_and_follows_its_records_file() {
     let mut line = [0u8; 64];
     let n = child.stdout.as_mut().unwrap().read(&mut line).unwrap();
     assert!(String::from_utf8_lossy(&line[..n]).contains("listening"));
+    (child, listen, dir)
+}
+
+/// The server itself on loopback: the same answers over UDP and over TCP (several
+/// length-prefixed queries on one connection), and a records file rewritten is read again.
+#[test]
+fn the_server_answers_over_udp_and_tcp_and_follows_its_records_file() {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, UdpSocket};
+
+    let (mut child, listen, dir) = server("cluster-dns");
+    let file = dir.join("records");
 
     let query = |id: u16, name: &str| {
         let mut q = Message::new(id, MessageType::Query, OpCode::Query);
@@ -222,26 +231,7 @@ fn idle_tcp_connections_are_capped_and_udp_is_served_all_along() {
     use std::io::{Read, Write};
     use std::net::{TcpStream, UdpSocket};
 
-    let dir = std::env::temp_dir().join(format!("cluster-dns-cap-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("records");
-    std::fs::write(&file, "web.default.svc.cluster.local A 10.96.0.10\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cluster-dns"))
-        .args(["--listen", &listen, "--records"])
-        .arg(&file)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = [0u8; 64];
-    let n = child.stdout.as_mut().unwrap().read(&mut line).unwrap();
-    assert!(String::from_utf8_lossy(&line[..n]).contains("listening"));
+    let (mut child, listen, dir) = server("cluster-dns-cap");
 
     let mut idle: Vec<TcpStream> = (0..64)
         .map(|_| TcpStream::connect(&listen).unwrap())

@@ -297,6 +297,17 @@ impl std::io::Read for Slow {
     }
 }
 
+/// Polls until the reader fails; the error (a frame or a clean end first is a failure).
+fn poll_err(r: &mut vrouter::control::FrameReader, s: &mut Slow) -> std::io::Error {
+    loop {
+        match r.poll(s) {
+            Ok(vrouter::control::Polled::Pending) => {}
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+    }
+}
+
 fn framed(bodies: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
     for b in bodies {
@@ -338,14 +349,7 @@ fn frames_that_arrive_a_byte_at_a_time_across_timeouts_are_read_whole_and_in_ord
             piece: 1,
             timed_out: false,
         };
-        let mut r = FrameReader::default();
-        let e = loop {
-            match r.poll(&mut slow) {
-                Ok(Polled::Pending) => {}
-                Ok(other) => panic!("{other:?}"),
-                Err(e) => break e,
-            }
-        };
+        let e = poll_err(&mut FrameReader::default(), &mut slow);
         assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
         let whole = vrouter::control::read_frame(&mut &stream[..cut]).unwrap_err();
         assert_eq!(whole.kind(), std::io::ErrorKind::UnexpectedEof);
@@ -356,14 +360,7 @@ fn frames_that_arrive_a_byte_at_a_time_across_timeouts_are_read_whole_and_in_ord
         piece: 4,
         timed_out: false,
     };
-    let mut r = FrameReader::default();
-    let e = loop {
-        match r.poll(&mut slow) {
-            Ok(Polled::Pending) => {}
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => break e,
-        }
-    };
+    let e = poll_err(&mut FrameReader::default(), &mut slow);
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
 }
 
