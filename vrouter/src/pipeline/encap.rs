@@ -43,15 +43,17 @@ fn inner_l2(kind: TunnelKind) -> usize {
     }
 }
 
+/// Encapsulates `p` for `t` with `kind`. `ip_max` is [`room`]'s answer, which the caller
+/// has already held the packet against (before any rewrite, so that a packet too big can
+/// still be quoted in an ICMP error).
 pub(super) fn push<B: PacketBuf>(
     ctx: &mut Ctx<'_>,
     p: &mut B,
     m: &mut Meta,
-    kind: TunnelKind,
-    t: &Tunnel,
+    (kind, t): (TunnelKind, &Tunnel),
     label: u32,
+    ip_max: usize,
 ) -> Result<(), DropReason> {
-    let ip_max = room(ctx, kind, t)?;
     let hl = wire::ethernet::HEADER_LEN;
     let entropy = 0xc000 | ((m.hash >> 16) as u16 & 0x3fff);
 
@@ -82,9 +84,6 @@ pub(super) fn push<B: PacketBuf>(
         {
             ctx.stats.mss_clamped += 1;
         }
-    }
-    if inner.saturating_sub(inner_l2(kind)) > ip_max {
-        return Err(DropReason::TooBig);
     }
     let total = hl + 20 + tunnel_hdr;
     let h = p.prepend(total).ok_or(DropReason::NoHeadroom)?;

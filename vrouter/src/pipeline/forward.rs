@@ -84,7 +84,7 @@ fn forward<B: PacketBuf>(
                 return Err(DropReason::TooBig);
             }
             decrement_ttl(p, m)?;
-            encap::push(ctx, p, m, kind, t, label)?;
+            encap::push(ctx, p, m, (kind, t), label, room)?;
             ctx.stats.encap += 1;
             Ok(Disposition::Tx(t.out_vif))
         }
