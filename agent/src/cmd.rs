@@ -24,15 +24,6 @@ pub fn run(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-/// A link's interface index, if it exists.
-pub fn ifindex(dev: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// [`run`] inside the named network namespace (`ip netns exec`).
 pub fn in_netns(ns: &str, args: &[&str]) -> Result<String> {
     let mut full = vec!["ip", "netns", "exec", ns];

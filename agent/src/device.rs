@@ -6,6 +6,11 @@
 //! passed through: a driver of [`Driver`], only the arguments that driver is listed with,
 //! and an interface that is the kind the CNI and the HAProxy manager create (the host end
 //! of a veth for af_packet; a new tap, which the driver creates, for net_tap).
+//!
+//! `packet:<veth>` is no vdev: the vrouter serves the interface itself (an AF_PACKET ring,
+//! no ethdev, so not bounded by DPDK's 32 ports). It takes no arguments; the interface
+//! must be the host end of a veth as for af_packet. It is what the CNI, the lab and the
+//! HAProxy manager plug.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,6 +18,8 @@ use std::str::FromStr;
 /// A driver a plugged port may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
+    /// `packet:<veth>`: the host end of a pod's veth pair, served by the vrouter itself.
+    Packet,
     /// `net_af_packet…,iface=<veth>`: the host end of a pod's veth pair.
     AfPacket,
     /// `net_tap…,iface=<new name>`: a tap device the driver creates.
@@ -23,6 +30,7 @@ impl Driver {
     /// The vdev name prefix.
     pub fn prefix(self) -> &'static str {
         match self {
+            Driver::Packet => "packet:",
             Driver::AfPacket => "net_af_packet",
             Driver::Tap => "net_tap",
         }
@@ -38,7 +46,7 @@ impl Driver {
                 ("framecnt", 64, 1 << 16),
                 ("qdisc_bypass", 0, 1),
             ],
-            Driver::Tap => &[],
+            Driver::Tap | Driver::Packet => &[],
         }
     }
 }
@@ -47,9 +55,10 @@ impl FromStr for Driver {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "packet" => Ok(Driver::Packet),
             "af_packet" | "af-packet" => Ok(Driver::AfPacket),
             "tap" => Ok(Driver::Tap),
-            _ => Err(format!("no port driver {s:?} (af_packet, tap)")),
+            _ => Err(format!("no port driver {s:?} (packet, af_packet, tap)")),
         }
     }
 }
@@ -57,6 +66,7 @@ impl FromStr for Driver {
 impl fmt::Display for Driver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Driver::Packet => "packet",
             Driver::AfPacket => "af_packet",
             Driver::Tap => "tap",
         })
@@ -99,7 +109,7 @@ pub struct DevicePolicy {
 impl Default for DevicePolicy {
     fn default() -> Self {
         DevicePolicy {
-            drivers: vec![Driver::AfPacket, Driver::Tap],
+            drivers: vec![Driver::Packet, Driver::AfPacket, Driver::Tap],
         }
     }
 }
@@ -127,6 +137,15 @@ impl DevicePolicy {
         if !spec.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("only printable ASCII without spaces".into());
         }
+        if let Some(iface) = spec.strip_prefix(Driver::Packet.prefix()) {
+            if !self.drivers.contains(&Driver::Packet) {
+                return Err("packet:<ifname> ports are not allowed here".into());
+            }
+            if !valid_ifname(iface) {
+                return Err(format!("{iface:?} is not an interface name"));
+            }
+            return veth_host_end(iface, links);
+        }
         let mut parts = spec.split(',');
         let vdev = parts.next().unwrap_or_default();
         // The longest prefix first: net_tap must not take net_tapfoo's place, and a driver
@@ -135,6 +154,7 @@ impl DevicePolicy {
             .drivers
             .iter()
             .copied()
+            .filter(|d| *d != Driver::Packet)
             .find(|d| vdev.strip_prefix(d.prefix()).is_some_and(valid_suffix))
             .ok_or_else(|| {
                 let allowed: Vec<String> = self
@@ -176,21 +196,28 @@ impl DevicePolicy {
         }
         let iface = iface.ok_or_else(|| format!("{driver} ports need iface=<name>"))?;
         match (driver, links.kind(iface)) {
-            (Driver::AfPacket, Some(k)) if k == "veth" => Ok(()),
-            (Driver::AfPacket, Some(k)) => Err(format!(
-                "iface {iface:?} is not the host end of a veth pair (it is {})",
-                if k.is_empty() {
-                    "a NIC or loopback"
-                } else {
-                    k.as_str()
-                }
-            )),
-            (Driver::AfPacket, None) => Err(format!("iface {iface:?} does not exist")),
+            (Driver::Packet | Driver::AfPacket, _) => veth_host_end(iface, links),
             (Driver::Tap, None) => Ok(()),
             (Driver::Tap, Some(_)) => Err(format!(
                 "iface {iface:?} exists: a tap port makes a new interface, it does not take one"
             )),
         }
+    }
+}
+
+/// Whether `iface` is a veth (a pod's or an HAProxy instance's host end).
+fn veth_host_end(iface: &str, links: &dyn Links) -> Result<(), String> {
+    match links.kind(iface) {
+        Some(k) if k == "veth" => Ok(()),
+        Some(k) => Err(format!(
+            "iface {iface:?} is not the host end of a veth pair (it is {})",
+            if k.is_empty() {
+                "a NIC or loopback"
+            } else {
+                k.as_str()
+            }
+        )),
+        None => Err(format!("iface {iface:?} does not exist")),
     }
 }
 
@@ -223,6 +250,8 @@ mod tests {
     #[test]
     fn the_interfaces_the_cni_and_haproxy_manager_make_pass() {
         for ok in [
+            "packet:veth0",
+            "packet:vl1234",
             "net_af_packet0,iface=veth0",
             "net_af_packet_0123456789ab,iface=vl1234",
             "net_af_packet_lb1x2,iface=veth0,qpairs=2",
@@ -265,6 +294,15 @@ mod tests {
             ("net_af_packet-0,iface=veth0", "not an allowed device"),
             ("net_vhost0,iface=/tmp/x.sock", "not an allowed device"),
             ("eth_af_packet0,iface=veth0", "not an allowed device"),
+            ("packet:eth0", "not the host end of a veth"),
+            ("packet:lo", "not the host end of a veth"),
+            ("packet:br0", "it is bridge"),
+            ("packet:nosuch", "does not exist"),
+            ("packet:", "not an interface name"),
+            ("packet:veth0,iface=eth0", "not an interface name"),
+            ("packet:../../x", "not an interface name"),
+            ("packet:averyveryverylongname", "not an interface name"),
+            ("packet:veth0 ", "printable ASCII"),
         ] {
             let e = check(bad).expect_err(bad);
             assert!(e.contains(says), "{bad}: {e}");
@@ -279,6 +317,12 @@ mod tests {
             drivers: vec![Driver::AfPacket],
         };
         assert!(p.check("net_tap0,iface=tapnew", &Fake).is_err());
+        assert!(
+            p.check("packet:veth0", &Fake)
+                .unwrap_err()
+                .contains("not allowed")
+        );
+        assert_eq!("packet".parse::<Driver>(), Ok(Driver::Packet));
         assert_eq!("af_packet".parse::<Driver>(), Ok(Driver::AfPacket));
         assert!("pcap".parse::<Driver>().is_err());
     }

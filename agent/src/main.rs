@@ -67,9 +67,10 @@ struct Args {
     /// Full resync with the vrouter at least this often (milliseconds).
     #[arg(long, default_value_t = 5000)]
     resync_ms: u64,
-    /// Drivers a port plugged through AddPort may use (comma-separated): `af_packet` (the
-    /// host end of a veth), `tap` (a new tap device). Nothing else: no files, no NICs.
-    #[arg(long, value_delimiter = ',', default_value = "af_packet,tap")]
+    /// Drivers a port plugged through AddPort may use (comma-separated): `packet` (the
+    /// host end of a veth, served by the vrouter itself), `af_packet` (the same through
+    /// DPDK's PMD, a port each), `tap` (a new tap device). Nothing else: no files, no NICs.
+    #[arg(long, value_delimiter = ',', default_value = "packet,af_packet,tap")]
     port_drivers: Vec<agent::device::Driver>,
 }
 

@@ -43,6 +43,10 @@ HOSTILE = [
     "net_ring_vrperf_in",
     "net_af_packet9,iface=../../etc",
     "net_af_packet9,iface=x\ny",
+    "packet:lo",
+    "packet:eth0",
+    "packet:../../etc",
+    f"packet:{HOST_IF},iface=eth0",
 ]
 for dev in HOSTILE:
     try:
@@ -52,7 +56,7 @@ for dev in HOSTILE:
         print(json.dumps({"device": dev, "code": e.code().name, "message": e.details()}))
 
 info = a.agent.AddPort(pb.Port(vmi_uuid=vmi.uuid, name="pod",
-                               device=f"net_af_packet0,iface={HOST_IF}"), timeout=60)
+                               device=f"packet:{HOST_IF}"), timeout=60)
 print(json.dumps({"name": "pod", "mac": info.mac_address, "ip": info.ip_addresses[0],
                   "gateway": info.gateway, "vif": info.vif}))
 a.wait_programmed()

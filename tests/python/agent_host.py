@@ -2,7 +2,7 @@
 
 usage: agent_host.py TARGET setup HOST_IF
            builds the ip-fabric network (default-domain:default-project:ip-fabric) and a pod
-           network (10.46.1.0/24) with one pod interface plugged as an af_packet port;
+           network (10.46.1.0/24) with one pod interface plugged as a host interface (packet:);
            prints the port as a JSON line
        agent_host.py TARGET policy
            a network policy passing everything between the two, attached to both
@@ -41,7 +41,7 @@ if CMD == "setup":
         fq_name=["pod-ip"], virtual_network_ref=ref("virtual-network", PODS),
         virtual_machine_interface_refs=[ref("virtual-machine-interface", D + ["pod"])]))
     info = a.agent.AddPort(pb.Port(vmi_uuid=vmi.uuid, name="pod",
-                                   device=f"net_af_packet0,iface={ARGS[0]}"), timeout=60)
+                                   device=f"packet:{ARGS[0]}"), timeout=60)
     print(json.dumps({"name": "pod", "mac": info.mac_address, "ip": info.ip_addresses[0],
                       "gateway": info.gateway, "vif": info.vif}))
 elif CMD == "policy":

@@ -1,5 +1,5 @@
 """Builds pods for the traffic tests: one VN, one interface per host-side veth, each
-plugged as an af_packet port; prints the ports as JSON lines (name, mac, ip/len, gateway).
+plugged as a host interface (packet:); prints the ports as JSON lines (name, mac, ip/len, gateway).
 
 usage: agent_pods.py TARGET HOST_IF...
 """
@@ -25,7 +25,7 @@ for i, host_if in enumerate(HOST_IFS):
         fq_name=[name + "-ip"], virtual_network_ref=ref("virtual-network", P + ["pod-net"]),
         virtual_machine_interface_refs=[ref("virtual-machine-interface", P + [name])]))
     info = a.agent.AddPort(pb.Port(vmi_uuid=vmi.uuid, name=name,
-                                   device=f"net_af_packet{i},iface={host_if}"), timeout=60)
+                                   device=f"packet:{host_if}"), timeout=60)
     print(json.dumps({"name": name, "mac": info.mac_address, "ip": info.ip_addresses[0],
                       "gateway": info.gateway, "vif": info.vif}))
 a.wait_programmed()

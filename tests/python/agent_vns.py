@@ -2,7 +2,7 @@
 
 usage: agent_vns.py TARGET setup HOST_IF_RED HOST_IF_BLUE
            builds VNs red (10.45.1.0/24) and blue (10.45.2.0/24), one pod interface in
-           each plugged as an af_packet port; prints the ports as JSON lines
+           each plugged as a host interface (packet:); prints the ports as JSON lines
        agent_vns.py TARGET policy ACTION [PROTO]
            (re)creates network policy red-blue (<>, ACTION pass|deny, PROTO any|tcp|udp|icmp)
            and attaches it to both VNs
@@ -40,7 +40,7 @@ if CMD == "setup":
             fq_name=[name + "-ip"], virtual_network_ref=ref("virtual-network", P + [net]),
             virtual_machine_interface_refs=[ref("virtual-machine-interface", P + [name])]))
         info = a.agent.AddPort(pb.Port(vmi_uuid=vmi.uuid, name=name,
-                                       device=f"net_af_packet{i},iface={ARGS[i]}"), timeout=60)
+                                       device=f"packet:{ARGS[i]}"), timeout=60)
         print(json.dumps({"name": name, "mac": info.mac_address, "ip": info.ip_addresses[0],
                           "gateway": info.gateway, "vif": info.vif}))
 elif CMD == "policy":

@@ -587,7 +587,7 @@ impl PodLab {
 id = 1
 name = "vhost0"
 kind = "host"
-device = "net_af_packet99,iface={end}"
+device = "packet:{end}"
 mac = "{LAB_NODE_MAC}"
 vrf = 0
 ip4 = "{LAB_NODE_IP}"

@@ -13,7 +13,7 @@ fn hostile_devices_are_refused_and_nothing_is_written_or_taken() {
     let out = python("agent_devices.py", &[&target, &scratch, &lab.host_if[0]]);
     let lines = json_lines(&out);
     let (tries, port) = lines.split_at(lines.len() - 1);
-    assert_eq!(tries.len(), 11, "{out}");
+    assert_eq!(tries.len(), 15, "{out}");
     for t in tries {
         assert_eq!(t["code"], "INVALID_ARGUMENT", "{t}");
         assert!(
@@ -38,13 +38,13 @@ fn hostile_devices_are_refused_and_nothing_is_written_or_taken() {
         devices,
         [
             "net_null0,no-rx=1".to_string(),
-            format!("net_af_packet0,iface={}", lab.host_if[0])
+            format!("packet:{}", lab.host_if[0])
         ],
         "{vifs}"
     );
     let metrics = vr_tests::http_get(&lab.agent.as_ref().unwrap().metrics, "/metrics");
     assert!(
-        metrics.contains("agent_refused_devices_total 11"),
+        metrics.contains("agent_refused_devices_total 15"),
         "refusals counted: {metrics}"
     );
     // The agent still serves: the pod is plugged, and the vrouter answers its ARP for the

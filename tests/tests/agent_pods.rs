@@ -1,4 +1,4 @@
-//! The agent programs real pods: two network namespaces plugged through af_packet ports it
+//! The agent programs real pods: two network namespaces plugged as host interfaces it
 //! adds to the vrouter. A TCP stream between them keeps flowing while the agent is killed
 //! with SIGKILL and started again: the vrouter forwards headless, and the restarted agent's
 //! reconcile changes nothing under the established flow.

@@ -58,7 +58,7 @@ ip4 = "192.0.2.1"
 id = 2
 name = "pod"
 kind = "virtual"
-device = "net_af_packet1,iface={pod_if}"
+device = "packet:{pod_if}"
 mac = "00:00:5e:00:01:00"
 vrf = 1
 ip4 = "10.1.1.3"

@@ -1,6 +1,7 @@
 //! Real kernel peers: two "pods" (network namespaces) whose eth0 is one end of a veth
-//! pair; the vrouter owns the other ends as DPDK af_packet ports. The pods' own stacks ARP
-//! for each other (the vrouter answers), ping and exchange UDP through the vrouter.
+//! pair; the vrouter serves the other ends itself (`packet:` host interfaces). The pods'
+//! own stacks ARP for each other (the vrouter answers), ping and exchange UDP through the
+//! vrouter.
 
 use std::path::PathBuf;
 
@@ -83,12 +84,12 @@ fn pods() -> Pods {
     p
 }
 
-/// The testbed topology with vm1 and vm2 on the pods' host interfaces (af_packet) and the
-/// fabric a sink.
+/// The testbed topology with vm1 and vm2 on the pods' host interfaces (served by the
+/// vrouter itself) and the fabric a sink.
 fn config(p: &Pods) -> vrouter::config::Config {
     testbed::config(|name| match name {
-        "vm1" => Some(format!("net_af_packet0,iface={}", p.host_if[0])),
-        "vm2" => Some(format!("net_af_packet1,iface={}", p.host_if[1])),
+        "vm1" => Some(format!("packet:{}", p.host_if[0])),
+        "vm2" => Some(format!("packet:{}", p.host_if[1])),
         "fabric" => Some("net_null0,no-rx=1".into()),
         _ => None,
     })

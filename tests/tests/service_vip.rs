@@ -53,7 +53,7 @@ fn config(host_if: &[String]) -> String {
     for (i, ((name, ip, mac), h)) in PODS.iter().zip(host_if).enumerate() {
         let (vif, nh) = (2 + i, 1 + i);
         c += &format!(
-            "[[vif]]\nid = {vif}\nname = \"{name}\"\nkind = \"virtual\"\ndevice = \"net_af_packet{i},iface={h}\"\nmac = \"{gw}\"\nvrf = 1\nip4 = \"{ip}\"\n\n\
+            "[[vif]]\nid = {vif}\nname = \"{name}\"\nkind = \"virtual\"\ndevice = \"packet:{h}\"\nmac = \"{gw}\"\nvrf = 1\nip4 = \"{ip}\"\n\n\
              [[nexthop]]\nid = {nh}\ntype = \"encap\"\nvif = {vif}\ndmac = \"{mac}\"\nsmac = \"{gw}\"\n\n\
              [[route]]\nvrf = 1\nprefix = \"{ip}/32\"\nnh = {nh}\n\n"
         );

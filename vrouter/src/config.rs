@@ -79,8 +79,9 @@ pub struct VifCfg {
     pub name: String,
     /// Kind.
     pub kind: VifKindCfg,
-    /// DPDK device: a vdev spec (`net_tap0,iface=tap1`, `net_pcap0,rx_pcap=in.pcap`) or a
-    /// PCI address. The part before the first comma is the port name.
+    /// Device: a host interface the vrouter serves itself (`packet:veth1`, no ethdev), a
+    /// DPDK vdev spec (`net_tap0,iface=tap1`, `net_pcap0,rx_pcap=in.pcap`) or a PCI
+    /// address. For DPDK devices the part before the first comma is the port name.
     pub device: Option<String>,
     /// MAC the vrouter uses on it.
     pub mac: String,

@@ -5,6 +5,13 @@
 //! queues; lcore i owns RX queue i of every port (RSS spreads flows over them) and TX queue
 //! i of every port, so nothing on the fast path is shared but the flow table and the
 //! read-only table snapshot. Each lcore publishes its counters every few thousand polls.
+//!
+//! Host interfaces (`packet:<ifname>`: a pod's veth, an HAProxy instance's) are no ethdev:
+//! the vrouter serves them itself with `rawsock`, so their number is not bounded by
+//! `RTE_MAX_ETHPORTS`. Each has one receive ring, polled by one lcore (the one serving the
+//! fewest); every lcore sends to any of them through its own batch socket. An interface
+//! that has been quiet for a while is polled a few per round instead of every round, so
+//! idle interfaces cost the busy ones next to nothing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +23,7 @@ use dpdk_bindings::{
     Burst, DEFAULT_DATA_ROOM, Eal, Mempool, Port, PortConfig, PortStats, RxQueue, SocketId,
     TxQueue, port_info,
 };
+use rawsock::{RxRing, TxSocket};
 use serde::Serialize;
 
 use crate::config::Config;
@@ -51,6 +59,8 @@ pub struct Options {
     /// itself (a generator in the same process) waits for it, so nothing it sends sits in
     /// a queue while the tables, pools and ports are still being set up.
     pub ready: Option<Arc<AtomicBool>>,
+    /// Frames in each host interface's receive ring (2 KiB each).
+    pub ring_frames: u32,
 }
 
 impl Default for Options {
@@ -66,6 +76,7 @@ impl Default for Options {
             max_packets: None,
             warmup: None,
             ready: None,
+            ring_frames: 256,
         }
     }
 }
@@ -79,6 +90,9 @@ pub struct VifCounters {
     pub tx: u64,
     /// Packets the TX queue did not take.
     pub tx_dropped: u64,
+    /// Frames the kernel dropped because the vif's receive ring was full (host
+    /// interfaces only).
+    pub rx_dropped: u64,
 }
 
 /// What a run did.
@@ -216,6 +230,7 @@ impl StatsView {
                     a.rx += c.rx;
                     a.tx += c.tx;
                     a.tx_dropped += c.tx_dropped;
+                    a.rx_dropped += c.rx_dropped;
                 }
             }
         }
@@ -258,12 +273,43 @@ enum LcoreCmd {
         rx: RxQueue,
         tx: TxQueue,
     },
-    /// Stop using `vif`'s queues (drop them) and say so.
+    /// Start sending to host interface `ifindex` for `vif`, and receiving from `ring` when
+    /// this lcore is the one serving it. `sock` is the lcore's send socket, handed over
+    /// with the first host interface.
+    AttachHost {
+        vif: VifId,
+        ifindex: u32,
+        ring: Option<RxRing>,
+        sock: Option<TxSocket>,
+    },
+    /// Stop using `vif`'s queues or ring (drop them) and say so.
     Detach {
         vif: VifId,
         ack: std::sync::mpsc::Sender<()>,
     },
 }
+
+/// Where an lcore sends a vif's packets.
+enum Sink {
+    /// An ethdev TX queue.
+    Eth(TxQueue),
+    /// A host interface, through the lcore's send socket.
+    Host(u32),
+}
+
+/// A host interface's receive ring, as one lcore polls it.
+struct HostRx {
+    vif: VifId,
+    ring: RxRing,
+    /// Rounds in a row it had nothing.
+    idle: u32,
+}
+
+/// Rounds without a frame after which a host interface is polled as a quiet one.
+const HOT_IDLE_ROUNDS: u32 = 1024;
+/// Quiet host interfaces looked at per round (round robin): with 256 of them, each is seen
+/// every 32 rounds, a few microseconds when the lcore is idle.
+const COLD_PER_ROUND: usize = 8;
 
 /// What one forwarding lcore owns.
 struct LcoreCtx {
@@ -272,8 +318,17 @@ struct LcoreCtx {
     pipeline: Pipeline,
     reader: TableReader,
     rx: Vec<(VifId, RxQueue)>,
-    /// TX queue by vif index.
-    tx: Vec<Option<TxQueue>>,
+    /// Host interfaces with recent traffic: polled every round.
+    hot: Vec<HostRx>,
+    /// Quiet host interfaces: [`COLD_PER_ROUND`] of them a round.
+    cold: Vec<HostRx>,
+    cold_next: usize,
+    /// Output by vif index.
+    tx: Vec<Option<Sink>>,
+    /// Sends to host interfaces (none until the first is attached).
+    host_tx: Option<TxSocket>,
+    /// Mbufs for frames from host interfaces.
+    pool: Arc<Mempool>,
     out: Vec<Burst>,
     /// Vifs whose output burst holds packets (flush visits only these).
     pending: Vec<usize>,
@@ -311,57 +366,48 @@ impl LcoreCtx {
             let now = t0 / self.tsc_per_ms;
             let capturing = self.capture.armed();
             let mut round = 0;
-            for (vif, rxq) in self.rx.iter_mut() {
-                let n = rxq.rx_burst_max(&mut burst, self.burst);
+            for i in 0..self.rx.len() {
+                let vif = self.rx[i].0;
+                let n = self.rx[i].1.rx_burst_max(&mut burst, self.burst);
+                if n > 0 {
+                    round += n;
+                    self.vifs[vif.0 as usize].rx += n as u64;
+                    self.forward(vif, &mut burst, &mut disp, &snap, now, capturing);
+                }
+            }
+            let mut i = 0;
+            while i < self.hot.len() {
+                let vif = self.hot[i].vif;
+                let n = self.host_rx(i, &mut burst);
                 if n == 0 {
-                    continue;
-                }
-                round += n;
-                if capturing == Some(vif.0) {
-                    for m in burst.as_slice() {
-                        self.capture.offer(m.data());
+                    self.hot[i].idle += 1;
+                    if self.hot[i].idle >= HOT_IDLE_ROUNDS {
+                        let h = self.hot.swap_remove(i);
+                        self.cold.push(h);
+                        continue;
+                    }
+                } else {
+                    self.hot[i].idle = 0;
+                    round += n;
+                    self.vifs[vif.0 as usize].rx += n as u64;
+                    if !burst.is_empty() {
+                        self.forward(vif, &mut burst, &mut disp, &snap, now, capturing);
                     }
                 }
-                self.vifs[vif.0 as usize].rx += n as u64;
-                self.pipeline
-                    .process(&snap, *vif, burst.as_mut_slice(), &mut disp[..n], now);
-                for (m, d) in burst.drain().zip(disp.iter()) {
-                    if let Disposition::Tx(out) = d {
-                        let o = out.0 as usize;
-                        if let Some(b) = self.out.get_mut(o) {
-                            if b.is_empty() {
-                                self.pending.push(o);
-                            }
-                            if let Err(m) = b.push(m) {
-                                drop(m);
-                            }
-                        }
-                    }
-                    // Drops were counted by the pipeline. Flooding needs copies of the
-                    // mbuf, which the runtime does not make yet: count it, never lose it
-                    // silently.
-                    if let Disposition::Flood(_) = d {
-                        self.pipeline.stats.tx -= 1;
-                        self.pipeline
-                            .stats
-                            .drops
-                            .count(DropReason::FloodUnsupported);
-                    }
+                i += 1;
+            }
+            for _ in 0..COLD_PER_ROUND.min(self.cold.len()) {
+                if self.cold_next >= self.cold.len() {
+                    self.cold_next = 0;
                 }
-                if let Some(c) = capturing {
-                    if let Some(b) = self.out.get(c as usize) {
-                        for m in b.as_slice() {
-                            self.capture.offer(m.data());
-                        }
-                    }
+                if self.cold[self.cold_next].ring.ready() {
+                    // Served every round from the next one on.
+                    let mut h = self.cold.swap_remove(self.cold_next);
+                    h.idle = 0;
+                    self.hot.push(h);
+                } else {
+                    self.cold_next += 1;
                 }
-                flush(
-                    &mut self.out,
-                    &mut self.pending,
-                    &mut self.tx,
-                    &mut self.vifs,
-                    &mut self.pipeline.stats,
-                );
             }
             if round > 0 {
                 // Cycles of rounds that moved packets, as testpmd's --record-core-cycles.
@@ -379,15 +425,127 @@ impl LcoreCtx {
                 self.publish();
             }
         }
-        flush(
-            &mut self.out,
-            &mut self.pending,
-            &mut self.tx,
-            &mut self.vifs,
-            &mut self.pipeline.stats,
-        );
+        self.flush();
         self.publish();
         self.finished.fetch_add(1, Ordering::Release);
+    }
+
+    /// Copies up to a burst of frames from hot host interface `i` into mbufs in `burst`.
+    /// Returns the frames taken from the ring: those that could not become a packet (cut
+    /// short, no mbuf) are counted as received and dropped here.
+    fn host_rx(&mut self, i: usize, burst: &mut Burst) -> usize {
+        let (pool, stats) = (&self.pool, &mut self.pipeline.stats);
+        self.hot[i].ring.recv(self.burst, |f| {
+            let reason = if f.truncated {
+                Some(DropReason::RxTruncated)
+            } else {
+                match pool.alloc() {
+                    Some(mut m) => {
+                        let ok = match f.vlan {
+                            None => m.extend_from_slice(f.data),
+                            // The kernel took the tag out: put it back where it was.
+                            Some((tpid, tci)) => {
+                                f.data.len() >= 12
+                                    && m.extend_from_slice(&f.data[..12])
+                                    && m.extend_from_slice(&tpid.to_be_bytes())
+                                    && m.extend_from_slice(&tci.to_be_bytes())
+                                    && m.extend_from_slice(&f.data[12..])
+                            }
+                        };
+                        match ok {
+                            true => burst.push(m).err().map(|_| DropReason::NoMbuf),
+                            false => Some(DropReason::RxTruncated),
+                        }
+                    }
+                    None => Some(DropReason::NoMbuf),
+                }
+            };
+            if let Some(r) = reason {
+                stats.rx += 1;
+                stats.drops.count(r);
+            }
+        })
+    }
+
+    /// Runs a received burst from `vif` through the pipeline and sends what it gives out.
+    fn forward(
+        &mut self,
+        vif: VifId,
+        burst: &mut Burst,
+        disp: &mut [Disposition; MAX_BURST],
+        snap: &crate::tables::Snapshot,
+        now: u64,
+        capturing: Option<u32>,
+    ) {
+        let n = burst.len();
+        if capturing == Some(vif.0) {
+            for m in burst.as_slice() {
+                self.capture.offer(m.data());
+            }
+        }
+        self.pipeline
+            .process(snap, vif, burst.as_mut_slice(), &mut disp[..n], now);
+        for (m, d) in burst.drain().zip(disp.iter()) {
+            if let Disposition::Tx(out) = d {
+                let o = out.0 as usize;
+                if let Some(b) = self.out.get_mut(o) {
+                    if b.is_empty() {
+                        self.pending.push(o);
+                    }
+                    if let Err(m) = b.push(m) {
+                        drop(m);
+                    }
+                }
+            }
+            // Drops were counted by the pipeline. Flooding needs copies of the
+            // mbuf, which the runtime does not make yet: count it, never lose it
+            // silently.
+            if let Disposition::Flood(_) = d {
+                self.pipeline.stats.tx -= 1;
+                self.pipeline
+                    .stats
+                    .drops
+                    .count(DropReason::FloodUnsupported);
+            }
+        }
+        if let Some(c) = capturing {
+            if let Some(b) = self.out.get(c as usize) {
+                for m in b.as_slice() {
+                    self.capture.offer(m.data());
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Sends every pending output burst on its vif's TX queue or host interface; what is
+    /// not taken is freed and counted (`tx_queue_full`), and packets for a vif without an
+    /// output likewise.
+    fn flush(&mut self) {
+        for i in self.pending.drain(..) {
+            let b = &mut self.out[i];
+            let want = b.len() as u64;
+            let sent = match self.tx.get_mut(i).and_then(Option::as_mut) {
+                Some(Sink::Eth(q)) => q.tx_burst(b) as u64,
+                Some(Sink::Host(ifindex)) => match self.host_tx.as_mut() {
+                    Some(sock) => sock.send(
+                        *ifindex,
+                        b.as_slice()
+                            .iter()
+                            .filter(|m| m.is_contiguous())
+                            .map(|m| m.data()),
+                    ) as u64,
+                    None => 0,
+                },
+                None => 0,
+            };
+            self.vifs[i].tx += sent;
+            self.vifs[i].tx_dropped += want - sent;
+            for _ in sent..want {
+                self.pipeline.stats.drops.count(DropReason::TxFull);
+            }
+            b.clear();
+        }
     }
 
     /// Applies attach/detach commands (between poll rounds, so no burst is in flight).
@@ -397,11 +555,29 @@ impl LcoreCtx {
                 LcoreCmd::Attach { vif, rx, tx } => {
                     self.rx.push((vif, rx));
                     if let Some(slot) = self.tx.get_mut(vif.0 as usize) {
-                        *slot = Some(tx);
+                        *slot = Some(Sink::Eth(tx));
+                    }
+                }
+                LcoreCmd::AttachHost {
+                    vif,
+                    ifindex,
+                    ring,
+                    sock,
+                } => {
+                    if sock.is_some() {
+                        self.host_tx = sock;
+                    }
+                    if let Some(ring) = ring {
+                        self.hot.push(HostRx { vif, ring, idle: 0 });
+                    }
+                    if let Some(slot) = self.tx.get_mut(vif.0 as usize) {
+                        *slot = Some(Sink::Host(ifindex));
                     }
                 }
                 LcoreCmd::Detach { vif, ack } => {
                     self.rx.retain(|(v, _)| *v != vif);
+                    self.hot.retain(|h| h.vif != vif);
+                    self.cold.retain(|h| h.vif != vif);
                     if let Some(slot) = self.tx.get_mut(vif.0 as usize) {
                         *slot = None;
                     }
@@ -415,36 +591,19 @@ impl LcoreCtx {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        // The kernel's ring-full drops, read (and reset) per ring.
+        for h in self.hot.iter().chain(self.cold.iter()) {
+            if let Ok(s) = h.ring.stats() {
+                if let Some(c) = self.vifs.get_mut(h.vif.0 as usize) {
+                    c.rx_dropped += u64::from(s.drops);
+                }
+            }
+        }
         let mut p = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         p.stats = self.pipeline.stats.clone();
         p.vifs = self.vifs.clone();
         p.busy_cycles = self.busy_cycles;
-    }
-}
-
-/// Sends every pending output burst on its vif's TX queue; what a queue does not take is
-/// freed and counted (`tx_queue_full`), and packets for a vif without a port likewise.
-fn flush(
-    out: &mut [Burst],
-    pending: &mut Vec<usize>,
-    tx: &mut [Option<TxQueue>],
-    vifs: &mut [VifCounters],
-    stats: &mut LcoreStats,
-) {
-    for i in pending.drain(..) {
-        let b = &mut out[i];
-        let want = b.len() as u64;
-        let sent = match tx.get_mut(i).and_then(Option::as_mut) {
-            Some(q) => q.tx_burst(b) as u64,
-            None => 0,
-        };
-        vifs[i].tx += sent;
-        vifs[i].tx_dropped += want - sent;
-        for _ in 0..b.len() {
-            stats.drops.count(DropReason::TxFull);
-        }
-        b.clear();
     }
 }
 
@@ -469,22 +628,27 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
 
     let workers = eal.worker_lcores();
     let nq = workers.len().max(1);
-    let pool = Mempool::new(
-        eal,
-        "vr_mbufs",
-        opts.mbufs,
-        256.min(opts.mbufs / 4),
-        DEFAULT_DATA_ROOM,
-        SocketId::ANY,
-    )
-    .context(
-        "creating the mbuf pool (try --mbufs with a smaller number, or more memory with -m)",
-    )?;
+    let pool = Arc::new(
+        Mempool::new(
+            eal,
+            "vr_mbufs",
+            opts.mbufs,
+            256.min(opts.mbufs / 4),
+            DEFAULT_DATA_ROOM,
+            SocketId::ANY,
+        )
+        .context(
+            "creating the mbuf pool (try --mbufs with a smaller number, or more memory with -m)",
+        )?,
+    );
 
-    // A port per vif with a device.
+    // A port per vif with a device; host interfaces are opened once the lcores exist.
     let mut ports: Vec<(VifId, String, Port)> = Vec::new();
     for v in &cfg.vifs {
         let Some(dev) = &v.device else { continue };
+        if host_iface(dev).is_some() {
+            continue;
+        }
         let name = port_name(dev);
         let id = eal.port_by_name(name).with_context(|| {
             format!(
@@ -503,7 +667,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
             .with_context(|| format!("vif {} ({}): port {name}", v.id, v.name))?;
         ports.push((VifId(v.id), v.name.clone(), port));
     }
-    if ports.is_empty() {
+    if cfg.vifs.iter().all(|v| v.device.is_none()) {
         bail!("no vif has a device: nothing to forward");
     }
 
@@ -527,7 +691,12 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
             pipeline: Pipeline::new(Arc::clone(&flows), Arc::clone(&snat), aging),
             reader: writer.reader(),
             rx: Vec::new(),
+            hot: Vec::new(),
+            cold: Vec::new(),
+            cold_next: 0,
             tx: (0..nvifs).map(|_| None).collect(),
+            host_tx: None,
+            pool: Arc::clone(&pool),
             out: (0..nvifs).map(|_| Burst::new()).collect(),
             pending: Vec::with_capacity(nvifs),
             vifs: vec![VifCounters::default(); nvifs],
@@ -546,7 +715,27 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         let (rxqs, txqs) = port.take_queues().context("port queues")?;
         for (q, (rx, tx)) in rxqs.into_iter().zip(txqs).enumerate() {
             ctxs[q].rx.push((*vif, rx));
-            ctxs[q].tx[vif.0 as usize] = Some(tx);
+            ctxs[q].tx[vif.0 as usize] = Some(Sink::Eth(tx));
+        }
+    }
+    let mut hosts = Hosts::new(nq, opts.ring_frames);
+    for v in &cfg.vifs {
+        let Some(ifname) = v.device.as_deref().and_then(host_iface) else {
+            continue;
+        };
+        let (ifindex, ring, lcore, socks) = hosts
+            .open(v.id, ifname)
+            .map_err(|e| anyhow::anyhow!("vif {} ({}): {e}", v.id, v.name))?;
+        for (q, sock) in socks.into_iter().enumerate() {
+            ctxs[q].host_tx = Some(sock);
+        }
+        ctxs[lcore].hot.push(HostRx {
+            vif: VifId(v.id),
+            ring,
+            idle: 0,
+        });
+        for c in ctxs.iter_mut() {
+            c.tx[v.id as usize] = Some(Sink::Host(ifindex));
         }
     }
     let shared: Vec<_> = ctxs.iter().map(|c| Arc::clone(&c.shared)).collect();
@@ -558,7 +747,16 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     let view = StatsView {
         shared: shared.clone(),
         names: Arc::new(Mutex::new(
-            ports.iter().map(|(v, n, _)| (*v, n.clone())).collect(),
+            ports
+                .iter()
+                .map(|(v, n, _)| (*v, n.clone()))
+                .chain(
+                    cfg.vifs
+                        .iter()
+                        .filter(|v| v.device.as_deref().and_then(host_iface).is_some())
+                        .map(|v| (VifId(v.id), v.name.clone())),
+                )
+                .collect(),
         )),
         flows: Arc::clone(&flows),
         start: Instant::now(),
@@ -645,7 +843,11 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         while let Ok(req) = port_rx.try_recv() {
             let r = match req.op {
                 crate::control::PortOp::Attach(v) => {
-                    attach_port(eal, &v, &pc, &pool, &cmd_tx, &mut ports).map(|name| {
+                    let r = match v.device.as_deref().and_then(host_iface) {
+                        Some(ifname) => attach_host(&v, ifname, &mut hosts, &cmd_tx),
+                        None => attach_port(eal, &v, &pc, &pool, &cmd_tx, &mut ports),
+                    };
+                    r.map(|name| {
                         view.names
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -657,7 +859,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .retain(|(v, _)| v.0 != vif);
-                    detach_port(eal, VifId(vif), &cmd_tx, &mut ports, &cfg_devices)
+                    detach(eal, VifId(vif), &cmd_tx, &mut ports, &mut hosts)
                 }
             };
             let _ = req.reply.send(r);
@@ -741,18 +943,20 @@ fn attach_port(
     Ok(v.name.clone())
 }
 
-/// Takes a vif's queues back from every lcore (waiting for each to let go), closes the
-/// port and unplugs a virtual device.
-fn detach_port(
+/// Takes a vif's queues or ring back from every lcore (waiting for each to let go), then
+/// closes the port and unplugs a virtual device, or closes the host interface's ring.
+fn detach(
     eal: &Eal,
     vif: VifId,
     cmds: &[std::sync::mpsc::Sender<LcoreCmd>],
     ports: &mut Vec<(VifId, String, Port)>,
-    _start_devices: &[(u32, String)],
+    hosts: &mut Hosts,
 ) -> Result<(), String> {
-    let Some(i) = ports.iter().position(|(v, _, _)| *v == vif) else {
+    let port = ports.iter().position(|(v, _, _)| *v == vif);
+    let host = hosts.served.iter().position(|h| h.vif == vif.0);
+    if port.is_none() && host.is_none() {
         return Err(format!("{vif} has no port"));
-    };
+    }
     let (ack_tx, ack_rx) = std::sync::mpsc::channel();
     for c in cmds {
         c.send(LcoreCmd::Detach {
@@ -766,6 +970,11 @@ fn detach_port(
             .recv_timeout(Duration::from_secs(5))
             .map_err(|_| "a forwarding lcore did not let go of the port")?;
     }
+    if let Some(i) = host {
+        hosts.served.swap_remove(i);
+        return Ok(());
+    }
+    let Some(i) = port else { return Ok(()) };
     let (_, _, port) = ports.remove(i);
     let name = port_info(eal, port.id())
         .map(|i| i.name)
@@ -775,6 +984,118 @@ fn detach_port(
         eal.unplug_vdev(&name).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The interface name of a host interface device (`packet:<ifname>`), which the vrouter
+/// serves itself (see the module doc); `None` for DPDK devices.
+pub fn host_iface(device: &str) -> Option<&str> {
+    device.strip_prefix(HOST_PREFIX)
+}
+
+/// How a host interface device starts.
+pub const HOST_PREFIX: &str = "packet:";
+
+/// Whether `name` can be a Linux interface name (1 to 15 bytes, no `/`, `:`, `,`, blank or
+/// control character).
+pub fn valid_ifname(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b','))
+}
+
+/// One host interface the vrouter serves.
+#[derive(Debug)]
+struct HostIf {
+    vif: u32,
+    ifindex: u32,
+    /// The lcore polling its ring.
+    lcore: usize,
+}
+
+/// The host interfaces being served, and where a new one goes.
+#[derive(Debug)]
+struct Hosts {
+    served: Vec<HostIf>,
+    lcores: usize,
+    ring_frames: u32,
+    /// The lcores have their send sockets.
+    socks_made: bool,
+}
+
+impl Hosts {
+    fn new(lcores: usize, ring_frames: u32) -> Hosts {
+        Hosts {
+            served: Vec::new(),
+            lcores,
+            ring_frames,
+            socks_made: false,
+        }
+    }
+
+    /// Opens a ring on `ifname` for `vif` on the lcore serving the fewest; returns its
+    /// index, the ring, the lcore and, the first time, a send socket per lcore.
+    fn open(
+        &mut self,
+        vif: u32,
+        ifname: &str,
+    ) -> Result<(u32, RxRing, usize, Vec<TxSocket>), String> {
+        if !valid_ifname(ifname) {
+            return Err(format!("{ifname:?} is not an interface name"));
+        }
+        if self.served.iter().any(|h| h.vif == vif) {
+            return Err(format!("vif {vif} already has a port"));
+        }
+        let ifindex = rawsock::ifindex(ifname).map_err(|e| format!("interface {ifname}: {e}"))?;
+        if let Some(h) = self.served.iter().find(|h| h.ifindex == ifindex) {
+            return Err(format!("interface {ifname} already serves vif {}", h.vif));
+        }
+        let socks = if self.socks_made {
+            Vec::new()
+        } else {
+            (0..self.lcores)
+                .map(|_| TxSocket::new())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("packet socket (CAP_NET_RAW needed): {e}"))?
+        };
+        let ring = RxRing::open(ifindex, self.ring_frames)
+            .map_err(|e| format!("receive ring on {ifname}: {e}"))?;
+        let lcore = (0..self.lcores)
+            .min_by_key(|l| self.served.iter().filter(|h| h.lcore == *l).count())
+            .unwrap_or(0);
+        self.socks_made = true;
+        self.served.push(HostIf {
+            vif,
+            ifindex,
+            lcore,
+        });
+        Ok((ifindex, ring, lcore, socks))
+    }
+}
+
+/// Serves a host interface added while running: its ring goes to one lcore, every lcore
+/// sends to it.
+fn attach_host(
+    v: &crate::config::VifCfg,
+    ifname: &str,
+    hosts: &mut Hosts,
+    cmds: &[std::sync::mpsc::Sender<LcoreCmd>],
+) -> Result<String, String> {
+    let (ifindex, ring, lcore, socks) = hosts.open(v.id, ifname)?;
+    let mut ring = Some(ring);
+    let mut socks = socks.into_iter();
+    for (q, c) in cmds.iter().enumerate() {
+        c.send(LcoreCmd::AttachHost {
+            vif: VifId(v.id),
+            ifindex,
+            ring: if q == lcore { ring.take() } else { None },
+            sock: socks.next(),
+        })
+        .map_err(|_| "a forwarding lcore has stopped")?;
+    }
+    Ok(v.name.clone())
 }
 
 /// Port counters, for callers that keep ports (not used by `run`, which closes them).

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::cmd::{ifindex, in_netns as in_ns, run};
+use agent::cmd::{in_netns as in_ns, run};
 use agent::kinds::Kind;
 use agent::lbaas::{self, Instance, Objects};
 use agent::proto::{self, agent_api_client::AgentApiClient, config_api_client::ConfigApiClient};
@@ -188,27 +188,13 @@ impl Manager {
         let _ = run(&["ip", "netns", "del", &r.netns]);
         let _ = run(&["ip", "link", "del", &r.veth]);
         run(&["ip", "netns", "add", &r.netns])?;
-        // DPDK's af_packet port joins the PACKET_FANOUT group (pid ^ ifindex) & 0xffff;
-        // where another DPDK process on the host holds that group the vrouter refuses
-        // the device, and a pair made again (another ifindex) is tried.
-        let mut last = None;
-        for _ in 0..16 {
-            run(&[
-                "ip", "link", "add", &r.veth, "type", "veth", "peer", "name", "eth0", "netns",
-                &r.netns,
-            ])?;
-            run(&["ip", "link", "set", &r.veth, "up"])?;
-            match self.plug(r).await {
-                Ok(info) => return Ok(info),
-                Err(e) if e.code() == tonic::Code::InvalidArgument => {
-                    tracing::debug!(veth = %r.veth, ifindex = ?ifindex(&r.veth), "device refused: {}", e.message());
-                    last = Some(e.message().to_string());
-                    run(&["ip", "link", "del", &r.veth])?;
-                }
-                Err(e) => bail!("the agent refused the port: {}", e.message()),
-            }
-        }
-        bail!("the vrouter refused the port: {}", last.unwrap_or_default())
+        run(&[
+            "ip", "link", "add", &r.veth, "type", "veth", "peer", "name", "eth0", "netns", &r.netns,
+        ])?;
+        run(&["ip", "link", "set", &r.veth, "up"])?;
+        self.plug(r)
+            .await
+            .map_err(|e| anyhow::anyhow!("the agent refused the port: {}", e.message()))
     }
 
     async fn plug(&mut self, r: &mut Running) -> Result<proto::PortInfo, tonic::Status> {
@@ -217,12 +203,8 @@ impl Manager {
             .agent
             .add_port(proto::Port {
                 vmi_uuid: r.inst.vmi_uuid.clone(),
-                device: format!(
-                    "net_af_packet_lb{}x{},iface={}",
-                    short(&r.inst.vmi_uuid),
-                    r.attaches,
-                    r.veth
-                ),
+                // Served by the vrouter itself: no DPDK port per instance.
+                device: format!("packet:{}", r.veth),
                 name: lbaas::instance_name(&r.inst.vmi_uuid),
             })
             .await?

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::cmd::{ifindex, in_netns as in_ns, run};
+use agent::cmd::{in_netns as in_ns, run};
 use agent::k8s::{Cluster, KubeConfig, ingress, manifest, sync, translate};
 use agent::proto::agent_api_client::AgentApiClient;
 use agent::proto::config_api_client::ConfigApiClient;
@@ -177,8 +177,6 @@ struct State {
     nodes: Vec<Node>,
     /// By `namespace/name`.
     pods: BTreeMap<String, PodState>,
-    /// Next af_packet device number.
-    next_dev: u32,
     /// The etcd of a lab with several nodes.
     #[serde(default)]
     etcd_pid: Option<u32>,
@@ -413,7 +411,7 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
                  [[vif]]\nid = 0\nname = \"fabric\"\nkind = \"physical\"\ndevice = \"{fabric}\"\n\
                  mac = \"{mac}\"\nvrf = 0\nip4 = \"{ip}\"\n\n\
                  [[vif]]\nid = 1\nname = \"vhost0\"\nkind = \"host\"\n\
-                 device = \"net_af_packet_host,iface={host_end}\"\nmac = \"{mac}\"\nvrf = 0\nip4 = \"{ip}\"\n"
+                 device = \"packet:{host_end}\"\nmac = \"{mac}\"\nvrf = 0\nip4 = \"{ip}\"\n"
             ),
         )?;
         let socket = dir.join("vrouter.sock");
@@ -846,12 +844,8 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
                 if let Some(old) = other {
                     unplug(&state, &old).await;
                 }
-                let dev = state.next_dev;
-                state.next_dev += 1;
-                let pid = state.nodes[node_ix].pids.first().copied().unwrap_or(0);
-                let taken = fanout_taken(&state, node_ix);
                 let tag = short_hash(&lab.dir.display().to_string());
-                let ps = plug(a, (&tag, &key), p, &vmi.uuid, node_ix, dev, (pid, &taken)).await?;
+                let ps = plug(a, (&tag, &key), p, &vmi.uuid, node_ix).await?;
                 state.pods.insert(key.clone(), ps.clone());
                 lab.save(&state)?;
                 println!("pod {key} {} on {}", ps.ip, state.nodes[node_ix].name);
@@ -1053,63 +1047,27 @@ async fn plug(
     p: &translate::PodPlacement,
     vmi_uuid: &str,
     node: usize,
-    dev: u32,
-    fanout: (u32, &std::collections::BTreeSet<u16>),
 ) -> Result<PodState> {
     let netns = netns_name(tag, &p.namespace, &p.name);
     let veth = veth_name(tag, &p.namespace, &p.name);
     let _ = run(&["ip", "netns", "del", &netns]);
     let _ = run(&["ip", "link", "del", &veth]);
     run(&["ip", "netns", "add", &netns])?;
-    // DPDK's af_packet port joins the PACKET_FANOUT group (pid ^ ifindex) & 0xffff, with
-    // no way to choose it: a group another vrouter of the lab already uses would refuse
-    // the port. A pair whose host end lands on such an index is made again; so is one the
-    // vrouter refused all the same (a group held by a port the lab no longer lists, whose
-    // link is gone but whose socket another vrouter has not closed yet).
-    let (pid, taken) = fanout;
-    const PLUG_TRIES: u32 = 8;
-    let mut info = None;
-    for plug_try in 0..PLUG_TRIES {
-        for attempt in 0.. {
-            run(&[
-                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-            ])?;
-            let free = ifindex(&veth).is_some_and(|i| !taken.contains(&fanout_id(pid, i)));
-            if free || attempt == 64 {
-                break;
-            }
-            run(&["ip", "link", "del", &veth])?;
-        }
-        run(&["ip", "link", "set", &veth, "mtu", POD_MTU])?;
-        run(&["ip", "link", "set", &veth, "up"])?;
-        // A refused vdev name stays taken in the EAL: each try has its own.
-        let device = match plug_try {
-            0 => format!("net_af_packet{dev},iface={veth}"),
-            t => format!("net_af_packet{dev}x{t},iface={veth}"),
-        };
-        let r = a
-            .add_port(proto::Port {
-                vmi_uuid: vmi_uuid.into(),
-                device,
-                name: format!("pod-{}", &vmi_uuid[..8]),
-            })
-            .await;
-        match r {
-            Ok(i) => {
-                info = Some(i.into_inner());
-                break;
-            }
-            Err(s) if s.message().contains("rte_eal_hotplug_add") && plug_try + 1 < PLUG_TRIES => {
-                eprintln!(
-                    "vrlab: {key}: port refused ({}); trying a new pair",
-                    s.message()
-                );
-                run(&["ip", "link", "del", &veth])?;
-            }
-            Err(s) => bail!("{key}: plugging: {}", s.message()),
-        }
-    }
-    let info = info.ok_or_else(|| anyhow!("{key}: plugging: no try left"))?;
+    run(&[
+        "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+    ])?;
+    run(&["ip", "link", "set", &veth, "mtu", POD_MTU])?;
+    run(&["ip", "link", "set", &veth, "up"])?;
+    // The vrouter serves the host end itself (no DPDK port, so no limit of 32).
+    let info = a
+        .add_port(proto::Port {
+            vmi_uuid: vmi_uuid.into(),
+            device: format!("packet:{veth}"),
+            name: format!("pod-{}", &vmi_uuid[..8]),
+        })
+        .await
+        .map_err(|s| anyhow!("{key}: plugging: {}", s.message()))?
+        .into_inner();
     let ip = info.ip_addresses.first().cloned().unwrap_or_default();
     for cmd in [
         vec!["ip", "link", "set", "lo", "up"],
@@ -1135,31 +1093,6 @@ async fn plug(
         dns: false,
         ports: vec![],
     })
-}
-
-/// The PACKET_FANOUT group DPDK 22.11's af_packet PMD uses for a port.
-fn fanout_id(pid: u32, ifindex: u32) -> u16 {
-    ((pid ^ ifindex) & 0xffff) as u16
-}
-
-/// The fanout groups the af_packet ports of every node but `node` use.
-fn fanout_taken(state: &State, node: usize) -> std::collections::BTreeSet<u16> {
-    let mut out = std::collections::BTreeSet::new();
-    for (i, n) in state.nodes.iter().enumerate().filter(|(i, _)| *i != node) {
-        let Some(&pid) = n.pids.first() else { continue };
-        let hosts = std::iter::once(n.host_if.clone());
-        let pods = state
-            .pods
-            .values()
-            .filter(|p| p.node == i)
-            .map(|p| p.veth.clone());
-        for dev in hosts.chain(pods) {
-            if let Some(ix) = ifindex(&dev) {
-                out.insert(fanout_id(pid, ix));
-            }
-        }
-    }
-    out
 }
 
 async fn unplug(state: &State, p: &PodState) {

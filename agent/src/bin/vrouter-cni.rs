@@ -344,7 +344,8 @@ async fn plug(ch: &Channel, conf: &NetConf, env: &Env, uuid: &str, host: &str) -
     let info = a
         .add_port(proto::Port {
             vmi_uuid: uuid.into(),
-            device: format!("net_af_packet_{:012x},iface={host}", env.hash() >> 16),
+            // Served by the vrouter itself: no DPDK port per pod, so no limit of 32.
+            device: format!("packet:{host}"),
             name: format!("pod-{}", &uuid[..8.min(uuid.len())]),
         })
         .await

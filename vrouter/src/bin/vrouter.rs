@@ -47,7 +47,8 @@ enum Cmd {
     },
     /// Forward packets with the tables of a configuration file until SIGINT/SIGTERM.
     ///
-    /// Every vif's `device` becomes an EAL `--vdev` (or `-a` for a PCI address). EAL
+    /// Every vif's `device` becomes an EAL `--vdev` (or `-a` for a PCI address), except
+    /// host interfaces (`packet:<ifname>`), which the vrouter serves itself. EAL
     /// arguments after `--` are added; the defaults (-l 0-1, memory, file prefix) apply
     /// only where they give none.
     Run {
@@ -76,6 +77,10 @@ enum Cmd {
         /// Packets one RX call takes at most (1-64).
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=64))]
         burst: u16,
+        /// Frames (2 KiB each) in the receive ring of every host interface
+        /// (`device = "packet:<ifname>"`).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=65536))]
+        ring_frames: u32,
         /// Write the final report as JSON to this file.
         #[arg(long)]
         stats_json: Option<PathBuf>,
@@ -111,10 +116,14 @@ fn has(args: &[String], names: &[&str]) -> bool {
 fn run_eal_args(cfg: &Config, user: &[String]) -> Vec<String> {
     let mut args = Vec::new();
     for v in &cfg.vifs {
-        if let Some(dev) = &v.device {
+        if let Some(dev) = v
+            .device
+            .as_deref()
+            .filter(|d| runtime::host_iface(d).is_none())
+        {
             let pci = dev.contains(':') && !dev.starts_with("net_");
             args.push(if pci { "-a" } else { "--vdev" }.to_string());
-            args.push(dev.clone());
+            args.push(dev.to_string());
         }
     }
     if !has(user, &["--no-huge", "-m", "--socket-mem"]) {
@@ -270,6 +279,7 @@ fn main() -> Result<()> {
             max_packets,
             warmup_s,
             burst,
+            ring_frames,
             stats_json,
             socket,
             no_socket,
@@ -299,6 +309,7 @@ fn main() -> Result<()> {
                 burst: usize::from(burst),
                 max_packets,
                 warmup: warmup_s.map(Duration::from_secs_f64),
+                ring_frames,
                 ..runtime::Options::default()
             };
             let report = runtime::run(&eal, &cfg, &opts, stop)?;

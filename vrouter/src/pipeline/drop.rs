@@ -75,6 +75,10 @@ drop_reasons! {
     FloodUnsupported = "flood_unsupported",
     /// A service address reached on a protocol / port it does not serve.
     NoServicePort = "no_service_port",
+    /// A frame longer than a host interface's ring frame (2 KiB): only its start arrived.
+    RxTruncated = "rx_truncated",
+    /// No mbuf left in the pool for a frame from a host interface.
+    NoMbuf = "no_mbuf",
 }
 
 /// Number of reasons.
