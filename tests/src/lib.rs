@@ -129,24 +129,45 @@ impl Daemon {
         mbufs: u32,
         mem_mb: u32,
     ) -> Daemon {
+        Self::start_lcores(dir, name, config, (mbufs, mem_mb), 1)
+    }
+
+    /// [`Daemon::start`] with `lcores` forwarding lcores (EAL workers spread over the
+    /// machine's CPUs, sleeping when idle so that tests on two CPUs share them).
+    pub fn start_lcores(
+        dir: &std::path::Path,
+        name: &str,
+        config: &std::path::Path,
+        (mbufs, mem_mb): (u32, u32),
+        lcores: usize,
+    ) -> Daemon {
         let socket = dir.join(format!("{name}.sock"));
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("daemon log");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lcore_args: Vec<String> = match lcores {
+            0 | 1 => vec!["-l".into(), "0".into()],
+            n => vec![
+                "--lcores".into(),
+                (0..=n)
+                    .map(|i| format!("{i}@{}", i % cpus))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ],
+        };
         let child = std::process::Command::new(workspace_bin("vrouter"))
             .args(["run", "--config"])
             .arg(config)
             .arg("--socket")
             .arg(&socket)
-            .args([
-                "--mbufs",
-                &mbufs.to_string(),
-                "--",
-                "--no-huge",
-                "-m",
-                &mem_mb.to_string(),
-                "-l",
-                "0",
-            ])
+            .args(["--mbufs", &mbufs.to_string()])
+            .args(if lcores > 1 {
+                &["--idle-sleep-us", "200"][..]
+            } else {
+                &[][..]
+            })
+            .args(["--", "--no-huge", "-m", &mem_mb.to_string()])
+            .args(&lcore_args)
             .args(["--file-prefix", &unique_prefix(&format!("vr{name}"))])
             .stdout(out.try_clone().expect("daemon log"))
             .stderr(out)
@@ -530,16 +551,21 @@ impl PodLab {
     /// Creates `pods` namespaces with an `eth0` each (names from `tag` and the process
     /// id) and starts a vrouter with the agent node configuration and an agent.
     pub fn start(tag: &str, pods: usize) -> PodLab {
-        Self::start_inner(tag, pods, false)
+        Self::start_inner(tag, pods, false, 1)
+    }
+
+    /// [`PodLab::start`] with a vrouter of `lcores` forwarding lcores.
+    pub fn start_lcores(tag: &str, pods: usize, lcores: usize) -> PodLab {
+        Self::start_inner(tag, pods, false, lcores)
     }
 
     /// [`PodLab::start`] with the host as a namespace too: its `vhost0` (the node address
     /// /24, the fabric MAC) is a veth whose other end is the vrouter's host vif.
     pub fn start_with_host(tag: &str, pods: usize) -> PodLab {
-        Self::start_inner(tag, pods, true)
+        Self::start_inner(tag, pods, true, 1)
     }
 
-    fn start_inner(tag: &str, pods: usize, host: bool) -> PodLab {
+    fn start_inner(tag: &str, pods: usize, host: bool, lcores: usize) -> PodLab {
         let id = std::process::id() % 100_000;
         let dir = std::env::temp_dir().join(unique_prefix(tag));
         let _ = std::fs::remove_dir_all(&dir);
@@ -597,7 +623,13 @@ ip4 = "{LAB_NODE_IP}"
             lab.host_ns = Some(ns);
         }
         std::fs::write(lab.dir.join("vr.toml"), config).expect("vrouter configuration");
-        let vr = Daemon::start(&lab.dir, "vr", &lab.dir.join("vr.toml"), 8191, 512);
+        let vr = Daemon::start_lcores(
+            &lab.dir,
+            "vr",
+            &lab.dir.join("vr.toml"),
+            (8191, 512),
+            lcores,
+        );
         let socket = vr.socket.clone();
         lab.vrouter = Some(vr);
         lab.agent = Some(Agent::start(&lab.dir, "agent", &socket, &lab.data()));
@@ -737,30 +769,7 @@ impl VrLab {
     fn matrix_of(&self, args: &[&str]) -> std::collections::BTreeMap<(String, String), bool> {
         let mut all = vec!["probe", "--matrix"];
         all.extend_from_slice(args);
-        let out = self.ok(&all);
-        let columns: Vec<String> = out
-            .lines()
-            .find_map(|l| l.strip_prefix("columns:"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        let mut m = std::collections::BTreeMap::new();
-        for l in out.lines().skip(2).filter(|l| !l.starts_with("columns:")) {
-            let mut w = l.split_whitespace();
-            let Some(from) = w.next() else { continue };
-            let cells: Vec<&str> = w.collect();
-            // Rows only (the output may carry the lab's log lines).
-            if cells.is_empty() || !cells.iter().all(|c| *c == "." || *c == "X") {
-                continue;
-            }
-            let cells: Vec<bool> = cells.iter().map(|c| *c == ".").collect();
-            assert_eq!(cells.len(), columns.len(), "matrix:\n{out}");
-            for (to, c) in columns.iter().zip(cells) {
-                m.insert((from.to_string(), to.clone()), c);
-            }
-        }
-        m
+        matrix_cells(&self.ok(&all))
     }
 
     /// The lab's state file (nodes, pods and their addresses).
@@ -784,6 +793,33 @@ impl Drop for VrLab {
         print_logs_on_failure(&self.dir, &["node1/vrouter.log", "node1/agent.log"]);
         let _ = self.vrlab(&["down"]);
     }
+}
+
+/// The cells of a `vrlab probe --matrix` output: (from, to) -> connects.
+pub fn matrix_cells(out: &str) -> std::collections::BTreeMap<(String, String), bool> {
+    let columns: Vec<String> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("columns:"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut m = std::collections::BTreeMap::new();
+    for l in out.lines().skip(2).filter(|l| !l.starts_with("columns:")) {
+        let mut w = l.split_whitespace();
+        let Some(from) = w.next() else { continue };
+        let cells: Vec<&str> = w.collect();
+        // Rows only (the output may carry the lab's log lines).
+        if cells.is_empty() || !cells.iter().all(|c| *c == "." || *c == "X") {
+            continue;
+        }
+        let cells: Vec<bool> = cells.iter().map(|c| *c == ".").collect();
+        assert_eq!(cells.len(), columns.len(), "matrix:\n{out}");
+        for (to, c) in columns.iter().zip(cells) {
+            m.insert((from.to_string(), to.clone()), c);
+        }
+    }
+    m
 }
 
 /// An address without its prefix length, from a JSON string such as `"10.32.0.3/12"`.

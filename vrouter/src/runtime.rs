@@ -61,7 +61,13 @@ pub struct Options {
     pub ready: Option<Arc<AtomicBool>>,
     /// Frames in each host interface's receive ring (2 KiB each).
     pub ring_frames: u32,
+    /// Sleep this long after [`IDLE_ROUNDS_BEFORE_SLEEP`] empty rounds in a row (none:
+    /// poll without pause, as a dedicated core should).
+    pub idle_sleep: Option<Duration>,
 }
+
+/// Empty poll rounds in a row before an lcore with [`Options::idle_sleep`] sleeps.
+pub const IDLE_ROUNDS_BEFORE_SLEEP: u32 = 1024;
 
 impl Default for Options {
     fn default() -> Self {
@@ -77,6 +83,7 @@ impl Default for Options {
             warmup: None,
             ready: None,
             ring_frames: 256,
+            idle_sleep: None,
         }
     }
 }
@@ -345,6 +352,7 @@ struct LcoreCtx {
     /// Lcores that have entered their loop, and the flag the last of them sets.
     polling: Arc<std::sync::atomic::AtomicUsize>,
     ready: Option<(usize, Arc<AtomicBool>)>,
+    idle_sleep: Option<Duration>,
 }
 
 impl LcoreCtx {
@@ -353,6 +361,7 @@ impl LcoreCtx {
         let mut disp = [Disposition::Drop(DropReason::InvalidPacket); MAX_BURST];
         let mut polls: u64 = 0;
         let mut received: u64 = 0;
+        let mut empty_rounds: u32 = 0;
         let entered = self.polling.fetch_add(1, Ordering::AcqRel) + 1;
         if let Some((lcores, ready)) = &self.ready {
             if entered == *lcores {
@@ -413,8 +422,14 @@ impl LcoreCtx {
                 // Cycles of rounds that moved packets, as testpmd's --record-core-cycles.
                 self.busy_cycles += dpdk_bindings::rdtsc() - t0;
                 received += round as u64;
+                empty_rounds = 0;
                 if self.max_rx.is_some_and(|m| received >= m) {
                     break;
+                }
+            } else if let Some(d) = self.idle_sleep {
+                empty_rounds = empty_rounds.saturating_add(1);
+                if empty_rounds >= IDLE_ROUNDS_BEFORE_SLEEP {
+                    std::thread::sleep(d);
                 }
             }
             polls += 1;
@@ -709,6 +724,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
             finished: Arc::clone(&finished),
             polling: Arc::clone(&polling),
             ready: opts.ready.clone().map(|r| (nq, r)),
+            idle_sleep: opts.idle_sleep,
         })
         .collect();
     for (vif, _, port) in ports.iter_mut() {

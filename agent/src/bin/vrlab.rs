@@ -49,6 +49,10 @@ enum Cmd {
         /// A `[KUBERNETES]` configuration file for kube-manager.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Forwarding lcores of each node's vrouter (1 to 4). They sleep when idle, so a
+        /// lab of several nodes shares a small machine.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4))]
+        lcores: u32,
     },
     /// Applies manifests (files, directories or `-`), like `kubectl apply -f`.
     Apply {
@@ -87,6 +91,10 @@ enum Cmd {
         /// With --matrix: the columns are the services.
         #[arg(long, requires = "matrix")]
         services: bool,
+        /// With --matrix: only these pods (`namespace/name`, comma-separated), as rows
+        /// and, without --services, as columns.
+        #[arg(long, requires = "matrix", value_delimiter = ',')]
+        among: Vec<String>,
         /// How long to wait for an answer.
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
@@ -330,7 +338,7 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
+fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()> {
     if !(1..=8).contains(&nodes) {
         bail!("--nodes {nodes}: 1 to 8");
     }
@@ -416,13 +424,28 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>) -> Result<()> {
         )?;
         let socket = dir.join("vrouter.sock");
         let log = dir.join("vrouter.log");
+        // One lcore: the forwarding loop is a plain thread. More: EAL workers, spread
+        // over the machine's CPUs (lcore i on CPU i mod n).
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lcore_args: Vec<String> = match lcores {
+            1 => vec!["-l".into(), "0".into()],
+            n => vec![
+                "--lcores".into(),
+                (0..=n as usize)
+                    .map(|i| format!("{i}@{}", i % cpus))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ],
+        };
         let vr = spawn(
             Command::new(bin("vrouter"))
                 .args(["run", "--config"])
                 .arg(&cfg)
                 .arg("--socket")
                 .arg(&socket)
-                .args(["--mbufs", "8191", "--", "--no-huge", "-m", "512", "-l", "0"])
+                .args(["--mbufs", "8191", "--idle-sleep-us", "200"])
+                .args(["--", "--no-huge", "-m", "512"])
+                .args(&lcore_args)
                 .args(["--file-prefix", &format!("vrlab{}-{i}", std::process::id())]),
             &log,
         )?;
@@ -1520,8 +1543,22 @@ fn probe_cells(
     })
 }
 
-fn matrix(state: &State, port: u16, protocol: &str, timeout_ms: u64, services: bool) -> Result<()> {
-    let pods: Vec<String> = state.pods.keys().cloned().collect();
+fn matrix(
+    state: &State,
+    port: u16,
+    protocol: &str,
+    timeout_ms: u64,
+    (services, among): (bool, &[String]),
+) -> Result<()> {
+    if let Some(p) = among.iter().find(|p| !state.pods.contains_key(*p)) {
+        bail!("--among: no pod {p}");
+    }
+    let pods: Vec<String> = state
+        .pods
+        .keys()
+        .filter(|p| among.is_empty() || among.contains(p))
+        .cloned()
+        .collect();
     let targets: Vec<String> = if services {
         state.services.keys().map(|s| format!("svc/{s}")).collect()
     } else {
@@ -1629,7 +1666,11 @@ fn real_main(a: Args) -> Result<u8> {
             .build()
     };
     match a.cmd {
-        Cmd::Up { nodes, config } => up(&lab, nodes, config)?,
+        Cmd::Up {
+            nodes,
+            config,
+            lcores,
+        } => up(&lab, nodes, config, lcores)?,
         Cmd::Apply { files } => {
             let mut cluster = lab.cluster()?;
             for f in &files {
@@ -1661,13 +1702,14 @@ fn real_main(a: Args) -> Result<u8> {
             protocol,
             matrix: all,
             services,
+            among,
             timeout_ms,
             path,
             host,
         } => {
             let s = lab.load()?;
             if all {
-                matrix(&s, port, &protocol, timeout_ms, services)?;
+                matrix(&s, port, &protocol, timeout_ms, (services, &among))?;
                 return Ok(0);
             }
             let (from, to) = (from.unwrap_or_default(), to.unwrap_or_default());

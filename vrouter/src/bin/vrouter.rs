@@ -77,6 +77,12 @@ enum Cmd {
         /// Packets one RX call takes at most (1-64).
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=64))]
         burst: u16,
+        /// Sleep this many microseconds when a forwarding lcore has found nothing for 1,024
+        /// rounds in a row, until traffic comes back (0: poll without pause, the
+        /// default). For labs and small machines that run several vrouters; it adds up to
+        /// this much latency to the first packet after a quiet spell.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+        idle_sleep_us: u64,
         /// Frames (2 KiB each) in the receive ring of every host interface
         /// (`device = "packet:<ifname>"`).
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=65536))]
@@ -279,6 +285,7 @@ fn main() -> Result<()> {
             max_packets,
             warmup_s,
             burst,
+            idle_sleep_us,
             ring_frames,
             stats_json,
             socket,
@@ -310,6 +317,7 @@ fn main() -> Result<()> {
                 max_packets,
                 warmup: warmup_s.map(Duration::from_secs_f64),
                 ring_frames,
+                idle_sleep: (idle_sleep_us > 0).then(|| Duration::from_micros(idle_sleep_us)),
                 ..runtime::Options::default()
             };
             let report = runtime::run(&eal, &cfg, &opts, stop)?;
