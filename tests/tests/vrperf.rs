@@ -224,3 +224,37 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn pods_run_forwards_busy_pods_beside_idle_ones_and_on_the_pmd() {
+    let out = vrperf(&[
+        "pods",
+        "--idle",
+        "30",
+        "--duration-s",
+        "1",
+        "--warmup-s",
+        "1",
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = vr_tests::json_lines(&text);
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["variant"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["packet", "packet + 30 idle", "af_packet PMD"],
+        "{text}"
+    );
+    for r in &rows {
+        assert!(r["forwarded_mpps"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["cycles_per_packet"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["delivered"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(rows[1]["interfaces"], 32);
+    assert_eq!(rows[0]["ratio"], 1.0);
+}

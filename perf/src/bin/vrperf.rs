@@ -71,6 +71,35 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Pod interfaces on real veth pairs: two busy pods alone, then beside idle
+    /// interfaces, then on DPDK's af_packet PMD; lcore cycles per packet and capacity,
+    /// as ratios to the first row (root; 2 CPUs).
+    Pods {
+        /// Idle interfaces beside the two busy ones (comma-separated; 0 is always run).
+        #[arg(long, value_delimiter = ',', default_value = "248")]
+        idle: Vec<usize>,
+        /// Frame size in bytes with FCS (64..1518).
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(64..=1518))]
+        size: u16,
+        /// Seconds measured per variant.
+        #[arg(long, default_value_t = 5.0)]
+        duration_s: f64,
+        /// Seconds before measuring.
+        #[arg(long, default_value_t = 2.0)]
+        warmup_s: f64,
+        /// Skip the af_packet PMD reference.
+        #[arg(long)]
+        no_pmd: bool,
+        /// Print the rows as JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// The vrouter binary (default: next to this one).
+        #[arg(long)]
+        vrouter: Option<PathBuf>,
+        /// Keep the configurations and logs (in the system's temp dir).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Rewrite the table, CSV and plots from a results.json (after changing the plots,
     /// or to compare runs).
     Report {
@@ -446,6 +475,45 @@ fn main() -> Result<()> {
             } else {
                 print!("{}", report::latency_table(std::slice::from_ref(&l)));
             }
+        }
+        Cmd::Pods {
+            idle,
+            size,
+            duration_s,
+            warmup_s,
+            no_pmd,
+            json,
+            vrouter,
+            keep,
+        } => {
+            let vrouter = match vrouter {
+                Some(p) => p,
+                None => std::env::current_exe()?
+                    .parent()
+                    .context("no directory for this program")?
+                    .join("vrouter"),
+            };
+            if !vrouter.is_file() {
+                bail!("{}: no vrouter binary (give --vrouter)", vrouter.display());
+            }
+            let work = perf::pods::work_dir(keep);
+            let rows = perf::pods::run(&perf::pods::Options {
+                vrouter,
+                idle,
+                len: usize::from(size) - 4,
+                duration: duration_s,
+                warmup: warmup_s,
+                pmd: !no_pmd,
+                work: work.clone(),
+            })?;
+            if json {
+                for r in &rows {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else {
+                print!("{}", perf::pods::table(&rows));
+            }
+            perf::pods::clean(&work, keep);
         }
         Cmd::Report { from, out } => {
             let res: Results = serde_json::from_slice(
