@@ -48,6 +48,8 @@ pub struct Options {
     pub warmup: f64,
     /// Also run DPDK's af_packet PMD on the same veths.
     pub pmd: bool,
+    /// Also run bulk TCP between two pods.
+    pub tcp: bool,
     /// Scratch directory.
     pub work: PathBuf,
 }
@@ -74,6 +76,206 @@ pub struct Row {
     pub ratio: f64,
 }
 
+/// A bulk TCP result: one stream from vm1's pod to vm2's, through the vrouter.
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpRow {
+    /// What ran.
+    pub variant: String,
+    /// Payload Gbit/s the receiver counted over the measured seconds.
+    pub gbps: f64,
+    /// Relative to the first TCP row (the vrouter's rings).
+    pub ratio: f64,
+}
+
+/// Network namespaces made for the run, removed on drop.
+struct Netns(Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+const TCP_SERVER: &str = r#"
+import socket, sys, time
+ip, warm = sys.argv[1], float(sys.argv[2])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((ip, 5201)); s.listen(1); print("ready", flush=True)
+s.settimeout(60); c, _ = s.accept(); c.settimeout(30)
+n, t0, start = 0, None, None
+while True:
+    d = c.recv(1 << 20)
+    if not d:
+        break
+    now = time.time()
+    if t0 is None:
+        t0 = now
+    if start is None and now - t0 >= warm:
+        start, n = now, 0
+    n += len(d)
+print(n, (time.time() - start) if start else 0.0, flush=True)
+"#;
+
+const TCP_CLIENT: &str = r#"
+import socket, sys, time
+ip, secs = sys.argv[1], float(sys.argv[2])
+end = time.time() + 60
+while True:
+    try:
+        s = socket.create_connection((ip, 5201), timeout=2); break
+    except OSError:
+        if time.time() > end: raise
+        time.sleep(0.2)
+buf = b"x" * (1 << 20); stop = time.time() + secs
+while time.time() < stop:
+    s.sendall(buf)
+s.close()
+"#;
+
+/// Bulk TCP between two pods (network namespaces on veth pairs, addresses and MACs of the
+/// testbed's vm1 and vm2) through the vrouter, on its rings or on the af_packet PMD.
+pub fn tcp(opts: &Options) -> Result<Vec<TcpRow>> {
+    use vrouter::testbed::{VM1_IP, VM1_MAC, VM2_MAC};
+    let tag = std::process::id() % 10_000;
+    let ns = Netns(vec![format!("vpt0n{tag}"), format!("vpt1n{tag}")]);
+    let hosts = [format!("vpt0h{tag}"), format!("vpt1h{tag}")];
+    for ((n, h), (ip, mac)) in
+        ns.0.iter()
+            .zip(&hosts)
+            .zip([(VM1_IP, VM1_MAC), (VM2_IP, VM2_MAC)])
+    {
+        let _ = Command::new("ip")
+            .args(["netns", "del", n])
+            .stderr(std::process::Stdio::null())
+            .status();
+        ip_batch(
+            &[],
+            &format!(
+                "netns add {n}\nlink add {h} type veth peer name eth0 netns {n}\nlink set {h} up\n"
+            ),
+        )?;
+        let (mac, addr) = (mac.to_string(), format!("{ip}/24"));
+        ip_batch(
+            &["-n", n],
+            &format!(
+                "link set lo up\nlink set eth0 address {mac}\naddr add {addr} dev eth0\nlink set eth0 up\n"
+            ),
+        )?;
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{h}/disable_ipv6"), "1");
+        // Raw frames need complete checksums: no TX offload in the pods.
+        let o = Command::new("ip")
+            .args(["netns", "exec", n, "ethtool", "-K", "eth0", "tx", "off"])
+            .output()
+            .context("ethtool")?;
+        if !o.status.success() {
+            bail!(
+                "ethtool in {n}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+    }
+    let _links = Pairs(hosts.iter().map(|h| (h.clone(), String::new())).collect());
+    let mut rows: Vec<TcpRow> = Vec::new();
+    for (label, pmd) in [("packet", false), ("af_packet PMD", true)] {
+        if pmd && !opts.pmd {
+            continue;
+        }
+        eprintln!("vrperf pods: TCP, {label} ...");
+        let gbps =
+            tcp_variant(opts, &ns.0, &hosts, pmd).with_context(|| format!("TCP, {label}"))?;
+        let base = rows.first().map_or(gbps, |r| r.gbps);
+        rows.push(TcpRow {
+            variant: label.into(),
+            gbps,
+            ratio: gbps / base.max(f64::MIN_POSITIVE),
+        });
+    }
+    Ok(rows)
+}
+
+fn tcp_variant(opts: &Options, ns: &[String], hosts: &[String], pmd: bool) -> Result<f64> {
+    let dev = |i: usize| {
+        if pmd {
+            format!("net_af_packet{i},iface={}", hosts[i])
+        } else {
+            format!("packet:{}", hosts[i])
+        }
+    };
+    let cfg = crate::scenario::config(&L3Local, &dev(0), &dev(1));
+    let dir = opts.work.join(if pmd { "tcp_pmd" } else { "tcp_packet" });
+    std::fs::create_dir_all(&dir)?;
+    let cfg_path = dir.join("vrouter.toml");
+    std::fs::write(&cfg_path, toml::to_string(&cfg)?)?;
+    let total = opts.warmup + opts.duration;
+    let mut vr = Command::new(&opts.vrouter)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .arg("--no-socket")
+        .args(["--duration-s", &(total + 20.0).to_string()])
+        .args(["--", "--lcores", "0@0,1@1", "--no-huge", "-m", "512"])
+        .args(["--file-prefix", &format!("vrperftcp{}", std::process::id())])
+        .stdout(std::fs::File::create(dir.join("vrouter.log"))?)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("running {}", opts.vrouter.display()))?;
+    let py = |n: &str, code: &str, args: &[String]| {
+        let mut c = Command::new("ip");
+        c.args([
+            "netns", "exec", n, "taskset", "-c", "0", "python3", "-u", "-c", code,
+        ])
+        .args(args);
+        c
+    };
+    let mut server = py(
+        &ns[1],
+        TCP_SERVER,
+        &[VM2_IP.to_string(), opts.warmup.to_string()],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .context("the TCP receiver")?;
+    let mut out = std::io::BufReader::new(server.stdout.take().context("receiver stdout")?);
+    let mut line = String::new();
+    use std::io::BufRead;
+    out.read_line(&mut line)?;
+    let result = (|| -> Result<f64> {
+        if line.trim() != "ready" {
+            bail!("the receiver did not start: {line:?}");
+        }
+        let client = py(&ns[0], TCP_CLIENT, &[VM2_IP.to_string(), total.to_string()])
+            .status()
+            .context("the TCP sender")?;
+        if !client.success() {
+            bail!(
+                "the sender failed ({client}): is the vrouter forwarding? see {}",
+                dir.display()
+            );
+        }
+        line.clear();
+        out.read_line(&mut line)?;
+        let mut w = line.split_whitespace();
+        let bytes: f64 = w
+            .next()
+            .and_then(|x| x.parse().ok())
+            .context("receiver's count")?;
+        let secs: f64 = w
+            .next()
+            .and_then(|x| x.parse().ok())
+            .context("receiver's time")?;
+        if secs <= 0.0 {
+            bail!("the stream ended within the warm-up");
+        }
+        Ok(bytes * 8.0 / secs / 1e9)
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = vr.kill();
+    let _ = vr.wait();
+    result
+}
+
 /// Veth pairs made for the run, removed on drop.
 struct Pairs(Vec<(String, String)>);
 
@@ -84,7 +286,7 @@ impl Pairs {
         for (h, p) in &pairs.0 {
             batch.push_str(&format!("link add {h} type veth peer name {p}\n"));
         }
-        ip_batch(&batch)?;
+        ip_batch(&[], &batch)?;
         let mut up = String::new();
         for (h, p) in &pairs.0 {
             for d in [h, p] {
@@ -93,7 +295,7 @@ impl Pairs {
                 up.push_str(&format!("link set {d} up\n"));
             }
         }
-        ip_batch(&up)?;
+        ip_batch(&[], &up)?;
         Ok(pairs)
     }
 }
@@ -104,13 +306,15 @@ impl Drop for Pairs {
         for (h, _) in &self.0 {
             del.push_str(&format!("link del {h}\n"));
         }
-        let _ = ip_batch(&del);
+        let _ = ip_batch(&[], &del);
     }
 }
 
-fn ip_batch(commands: &str) -> Result<()> {
+/// `ip [GLOBAL...] -batch -` with `commands` on its input.
+fn ip_batch(global: &[&str], commands: &str) -> Result<()> {
     use std::io::Write;
     let mut c = Command::new("ip")
+        .args(global)
         .args(["-batch", "-"])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -307,6 +511,21 @@ fn variant(
         capacity_mpps: tsc / cpp / 1e6,
         ratio: 1.0,
     })
+}
+
+/// The TCP rows as a table.
+pub fn tcp_table(rows: &[TcpRow]) -> String {
+    let mut s = format!(
+        "{:<22} {:>9} {:>6}\n",
+        "bulk TCP, 1 stream", "Gbit/s", "ratio"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<22} {:>9.2} {:>6.3}\n",
+            r.variant, r.gbps, r.ratio
+        ));
+    }
+    s
 }
 
 /// The rows as a table.

@@ -827,3 +827,64 @@ pub fn address_of(v: &serde_json::Value) -> String {
     let s = v.as_str().unwrap_or_else(|| panic!("not an address: {v}"));
     s.split('/').next().unwrap_or(s).to_string()
 }
+
+/// Network namespaces removed when dropped.
+#[derive(Debug)]
+pub struct Netns(pub Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", n])
+                .status();
+        }
+    }
+}
+
+/// Calls a CNI plugin as a container runtime does; (exit success, stdout as JSON or null).
+pub fn cni_call(
+    plugin: &str,
+    command: &str,
+    env: &[(&str, &str)],
+    conf: &serde_json::Value,
+) -> (bool, serde_json::Value) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut c = Command::new(plugin);
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", command)
+        .env("CNI_PATH", "/usr/lib/cni");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{plugin}: {e}"));
+    // A plugin may answer without reading all of its input (an error it saw first).
+    if let Err(e) = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+    {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{plugin}: {e}");
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let v = if out.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{plugin} {command}: {e}: {out}"))
+    };
+    (o.status.success(), v)
+}
+
+/// The pairs as the plugin call takes them.
+pub fn as_refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, x)| (k.as_str(), x.as_str())).collect()
+}

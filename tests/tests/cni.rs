@@ -5,62 +5,10 @@
 //! and the plugin plugs them into that node's vrouter. Also chained with `tuning` from
 //! Debian's containernetworking-plugins, which takes our result as its prevResult.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
-use vr_tests::{VrLab, in_ns, unique_prefix, workspace_bin};
-
-/// Network namespaces removed when dropped.
-struct Netns(Vec<String>);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-/// Calls a plugin; (exit success, stdout as JSON or null).
-fn call(plugin: &str, command: &str, env: &[(&str, &str)], conf: &Value) -> (bool, Value) {
-    let mut c = Command::new(plugin);
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("CNI_COMMAND", command)
-        .env("CNI_PATH", "/usr/lib/cni");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{plugin}: {e}"));
-    // A plugin may answer without reading all of its input (an error it saw first).
-    if let Err(e) = child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-    {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{plugin}: {e}");
-    }
-    let o = child.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    let v = if out.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{plugin} {command}: {e}: {out}"))
-    };
-    (o.status.success(), v)
-}
-
-/// The pairs as the plugin call takes them.
-fn as_refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
-    v.iter().map(|(k, x)| (k.as_str(), x.as_str())).collect()
-}
+use vr_tests::{Netns, VrLab, as_refs, cni_call as call, in_ns, unique_prefix, workspace_bin};
 
 fn cni(command: &str, env: &[(&str, &str)], conf: &Value) -> (bool, Value) {
     call(

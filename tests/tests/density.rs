@@ -223,3 +223,84 @@ fn a_thousand_plugs_and_unplugs_beside_a_tcp_stream_leak_nothing() {
     );
     assert_eq!(stats["lcores"], 2, "{stats}");
 }
+
+#[test]
+fn two_hundred_fifty_pods_plugged_by_the_cni() {
+    let lab = VrLab::new("dense-cni");
+    lab.ok(&["up", "--lcores", "2"]);
+    let agent = format!("http://{}", lab.target());
+    // kube-manager makes the pods' interfaces (the pods are not started by vrlab: the
+    // manifest goes to kube-manager alone), the CNI plugs them as a runtime would.
+    let pods = 250;
+    let mut m = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n");
+    for i in 0..pods {
+        m.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: c{i}}}\nspec: {{containers: [{{name: c, image: i}}]}}\n"
+        ));
+    }
+    let manifest = lab.dir.join("cni-pods.yaml");
+    std::fs::write(&manifest, m).unwrap();
+    let o = std::process::Command::new(vr_tests::workspace_bin("kube-manager"))
+        .args(["--agent", &agent, "-f", manifest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let p = vr_tests::unique_prefix("dc");
+    let names = vr_tests::Netns((0..pods).map(|i| format!("{p}-{i}")).collect());
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "vrouter", "type": "vrouter-cni", "agent": agent});
+    let plugin = vr_tests::workspace_bin("vrouter-cni");
+    let env = |i: usize| -> Vec<(String, String)> {
+        vec![
+            ("CNI_CONTAINERID".into(), format!("{p}-{i}-container")),
+            ("CNI_NETNS".into(), format!("/var/run/netns/{}", names.0[i])),
+            ("CNI_IFNAME".into(), "eth0".into()),
+            (
+                "CNI_ARGS".into(),
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=c{i}"),
+            ),
+        ]
+    };
+    let mut addrs = BTreeSet::new();
+    for (i, n) in names.0.iter().enumerate() {
+        vr_tests::ok(&["ip", "netns", "add", n]);
+        let e = env(i);
+        let (ok, r) = vr_tests::cni_call(
+            plugin.to_str().unwrap(),
+            "ADD",
+            &vr_tests::as_refs(&e),
+            &conf,
+        );
+        assert!(ok, "pod {i}: {r}");
+        addrs.insert(vr_tests::address_of(&r["ips"][0]["address"]));
+    }
+    assert_eq!(addrs.len(), pods, "every pod its own address");
+    let socket = std::path::PathBuf::from(lab.state()["nodes"][0]["socket"].as_str().unwrap());
+    let count = |s: &std::path::Path| {
+        vr_tests::vrctl_json(s, &["vif"])
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(count(&socket), pods + 2, "a vif per pod");
+    // Pods across the list reach each other through the vrouter.
+    let addrs: Vec<String> = addrs.into_iter().collect();
+    for (from, to) in [(0, pods - 1), (pods - 1, 0), (pods / 2, 1), (7, pods / 3)] {
+        assert!(
+            vr_tests::pings_within(&names.0[from], &addrs[to]),
+            "pod {from} -> {}",
+            addrs[to]
+        );
+    }
+    // DEL gives every interface back.
+    for i in 0..pods {
+        let e = env(i);
+        let (ok, r) = vr_tests::cni_call(
+            plugin.to_str().unwrap(),
+            "DEL",
+            &vr_tests::as_refs(&e),
+            &conf,
+        );
+        assert!(ok, "pod {i}: {r}");
+    }
+    assert_eq!(count(&socket), 2, "no vif left");
+}

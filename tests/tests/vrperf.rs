@@ -243,11 +243,19 @@ fn pods_run_forwards_busy_pods_beside_idle_ones_and_on_the_pmd() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows = vr_tests::json_lines(&text);
+    let all = vr_tests::json_lines(&text);
+    let (tcp, rows): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| r.get("gbps").is_some());
     let names: Vec<&str> = rows.iter().filter_map(|r| r["variant"].as_str()).collect();
     assert_eq!(
         names,
         ["packet", "packet + 30 idle", "af_packet PMD"],
+        "{text}"
+    );
+    // Bulk TCP between two pods, on the rings and on the PMD.
+    let names: Vec<&str> = tcp.iter().filter_map(|r| r["variant"].as_str()).collect();
+    assert_eq!(names, ["packet", "af_packet PMD"], "{text}");
+    assert!(
+        tcp.iter().all(|r| r["gbps"].as_f64().unwrap() > 0.0),
         "{text}"
     );
     for r in &rows {

@@ -82,7 +82,7 @@ impl Default for Options {
             max_packets: None,
             warmup: None,
             ready: None,
-            ring_frames: 256,
+            ring_frames: 512,
             idle_sleep: None,
         }
     }

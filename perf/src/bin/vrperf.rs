@@ -90,6 +90,9 @@ enum Cmd {
         /// Skip the af_packet PMD reference.
         #[arg(long)]
         no_pmd: bool,
+        /// Skip bulk TCP between two pods (network namespaces; python3, taskset).
+        #[arg(long)]
+        no_tcp: bool,
         /// Print the rows as JSON lines.
         #[arg(long)]
         json: bool,
@@ -482,6 +485,7 @@ fn main() -> Result<()> {
             duration_s,
             warmup_s,
             no_pmd,
+            no_tcp,
             json,
             vrouter,
             keep,
@@ -497,21 +501,34 @@ fn main() -> Result<()> {
                 bail!("{}: no vrouter binary (give --vrouter)", vrouter.display());
             }
             let work = perf::pods::work_dir(keep);
-            let rows = perf::pods::run(&perf::pods::Options {
+            let opts = perf::pods::Options {
                 vrouter,
                 idle,
                 len: usize::from(size) - 4,
                 duration: duration_s,
                 warmup: warmup_s,
                 pmd: !no_pmd,
+                tcp: !no_tcp,
                 work: work.clone(),
-            })?;
+            };
+            let rows = perf::pods::run(&opts)?;
+            let tcp = if opts.tcp {
+                perf::pods::tcp(&opts)?
+            } else {
+                Vec::new()
+            };
             if json {
                 for r in &rows {
                     println!("{}", serde_json::to_string(r)?);
                 }
+                for r in &tcp {
+                    println!("{}", serde_json::to_string(r)?);
+                }
             } else {
                 print!("{}", perf::pods::table(&rows));
+                if !tcp.is_empty() {
+                    print!("\n{}", perf::pods::tcp_table(&tcp));
+                }
             }
             perf::pods::clean(&work, keep);
         }

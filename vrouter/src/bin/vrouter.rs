@@ -85,7 +85,7 @@ enum Cmd {
         idle_sleep_us: u64,
         /// Frames (2 KiB each) in the receive ring of every host interface
         /// (`device = "packet:<ifname>"`).
-        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=65536))]
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(16..=65536))]
         ring_frames: u32,
         /// Write the final report as JSON to this file.
         #[arg(long)]
