@@ -1118,3 +1118,45 @@ fn attach_host(
 pub fn port_stats(p: &Port) -> Result<PortStats> {
     Ok(p.stats()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_interface_devices_are_told_from_dpdk_ones() {
+        assert_eq!(host_iface("packet:vl1234"), Some("vl1234"));
+        assert_eq!(host_iface("net_af_packet0,iface=veth0"), None);
+        assert_eq!(host_iface("0000:01:00.0"), None);
+    }
+
+    #[test]
+    fn interface_names_are_checked_before_any_system_call() {
+        for ok in ["veth0", "vl1234", "a", "eth0.100", "abcdefghijklmno"] {
+            assert!(valid_ifname(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../../etc",
+            "veth0,iface=eth0",
+            "a:b",
+            "a b",
+            "a\nb",
+            "abcdefghijklmnop",
+        ] {
+            assert!(!valid_ifname(bad), "{bad:?}");
+        }
+        let mut h = Hosts::new(2, 16);
+        let e = h.open(5, "../../etc").unwrap_err();
+        assert!(e.contains("not an interface name"), "{e}");
+        let e = h.open(5, "vrnosuchif0").unwrap_err();
+        assert!(e.contains("interface vrnosuchif0"), "{e}");
+        assert!(
+            h.served.is_empty(),
+            "nothing recorded for a refused interface"
+        );
+    }
+}
