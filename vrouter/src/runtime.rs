@@ -14,7 +14,7 @@
 //! idle interfaces cost the busy ones next to nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -196,7 +196,14 @@ struct Published {
     stats: LcoreStats,
     vifs: Vec<VifCounters>,
     busy_cycles: u64,
+    /// The last [`StatsView::wanted`] request this publication answers.
+    answered: u64,
 }
+
+/// Longest a live `stats` request waits for the lcores to publish (an idle-sleeping lcore
+/// answers within its sleep; one that does not answer in time is reported as last
+/// published).
+const FRESH_STATS_WAIT: Duration = Duration::from_millis(500);
 
 /// Reads the lcores' published counters into a [`Report`] (live, for the control
 /// socket's `stats`, and at the end of the run).
@@ -209,9 +216,36 @@ struct StatsView {
     lcores: usize,
     tsc_hz: u64,
     burst: usize,
+    /// Bumped by a live `stats` request; every lcore publishes once it sees a new value
+    /// (one relaxed load per poll round of a line written only by such requests).
+    wanted: Arc<AtomicU64>,
+    finished: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl StatsView {
+    /// The counters as of now: asks every lcore to publish and waits (bounded) until each
+    /// has, so a reader right after traffic sees all of it, not the last periodic
+    /// publication.
+    fn fresh_report(&self) -> Report {
+        // AcqRel: the request is ordered after whatever the caller did before asking.
+        let want = self.wanted.fetch_add(1, Ordering::AcqRel) + 1;
+        let deadline = Instant::now() + FRESH_STATS_WAIT;
+        loop {
+            let answered = self
+                .shared
+                .iter()
+                .all(|s| s.lock().unwrap_or_else(|e| e.into_inner()).answered >= want);
+            // Lcores that left their loop published for the last time as they left.
+            if answered
+                || self.finished.load(Ordering::Acquire) == self.lcores
+                || Instant::now() >= deadline
+            {
+                return self.report();
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
     fn report(&self) -> Report {
         let mut stats = LcoreStats::default();
         let mut busy_cycles = 0;
@@ -341,6 +375,9 @@ struct LcoreCtx {
     pending: Vec<usize>,
     vifs: Vec<VifCounters>,
     shared: Arc<Mutex<Published>>,
+    /// Live `stats` requests ([`StatsView::wanted`]) and the last one answered.
+    wanted: Arc<AtomicU64>,
+    answered: u64,
     stop: Arc<AtomicBool>,
     tsc_per_ms: u64,
     burst: usize,
@@ -436,7 +473,10 @@ impl LcoreCtx {
             if polls % 256 == 0 {
                 self.commands();
             }
-            if polls % 4096 == 0 {
+            // Relaxed: a request only asks for a publication, which the mutex orders.
+            let wanted = self.wanted.load(Ordering::Relaxed);
+            if polls % 4096 == 0 || wanted != self.answered {
+                self.answered = wanted;
                 self.publish();
             }
         }
@@ -619,6 +659,7 @@ impl LcoreCtx {
         p.stats = self.pipeline.stats.clone();
         p.vifs = self.vifs.clone();
         p.busy_cycles = self.busy_cycles;
+        p.answered = self.answered;
     }
 }
 
@@ -693,6 +734,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     let capture = Arc::new(crate::capture::Capture::default());
     let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let polling = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let wanted = Arc::new(AtomicU64::new(0));
     let mut cmd_tx = Vec::new();
     let mut ctxs: Vec<LcoreCtx> = (0..nq)
         .map(|_| {
@@ -716,6 +758,8 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
             pending: Vec::with_capacity(nvifs),
             vifs: vec![VifCounters::default(); nvifs],
             shared: Arc::new(Mutex::new(Published::default())),
+            wanted: Arc::clone(&wanted),
+            answered: 0,
             stop: Arc::clone(&stop),
             tsc_per_ms: (eal.tsc_hz() / 1000).max(1),
             burst: opts.burst.clamp(1, MAX_BURST),
@@ -779,6 +823,8 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         lcores: nq,
         tsc_hz: eal.tsc_hz(),
         burst: opts.burst.clamp(1, MAX_BURST),
+        wanted,
+        finished: Arc::clone(&finished),
     };
     let live = view.clone();
     let (port_tx, port_rx) = std::sync::mpsc::channel::<crate::control::PortRequest>();
@@ -798,7 +844,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
                 .collect(),
         ),
         flows: Arc::clone(&flows),
-        stats: Box::new(move || serde_json::to_value(live.report()).unwrap_or_default()),
+        stats: Box::new(move || serde_json::to_value(live.fresh_report()).unwrap_or_default()),
         devices: Mutex::new(cfg_devices.clone()),
         ports: Some(Mutex::new(port_tx)),
         capture: Some(Arc::clone(&capture)),
