@@ -953,6 +953,16 @@ fn local_port(
             ingress,
             egress,
             attr,
+            // Anti-spoofing: the pod sends from its MAC and addresses, and the pairs'.
+            vm_mac: Some(vmi.mac_address.clone()),
+            allowed: vmi
+                .allowed_address_pairs
+                .iter()
+                .map(|p| vrouter::config::AllowedCfg {
+                    prefix: p.ip_prefix.clone(),
+                    mac: (!p.mac.is_empty()).then(|| p.mac.clone()),
+                })
+                .collect(),
         },
     );
     c.out.nexthops.insert(

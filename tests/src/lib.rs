@@ -297,6 +297,11 @@ impl Served {
             .ok()
     }
 
+    /// The next line it prints within `limit`, trimmed; `None` at its end or on time-out.
+    pub fn line_within(&mut self, limit: std::time::Duration) -> Option<String> {
+        self.lines.recv_timeout(limit).ok()
+    }
+
     /// The last line it has printed by now, or the next one if none is waiting.
     pub fn latest_line(&mut self) -> Option<String> {
         let mut last = self.line()?;

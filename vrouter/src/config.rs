@@ -103,6 +103,24 @@ pub struct VifCfg {
     /// Endpoint attribute record (VN, tags) of the VM behind it, for policy (0: none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attr: u32,
+    /// The VM's own MAC (virtual vifs): frames from the VM must come from it (or an
+    /// allowed pair's MAC), and its packets from its own addresses. Absent: any unicast MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_mac: Option<String>,
+    /// Allowed address pairs: source prefixes the VM may also send from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<AllowedCfg>,
+}
+
+/// An allowed address pair of an interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedCfg {
+    /// `addr/len`.
+    pub prefix: String,
+    /// The MAC frames from these addresses carry (absent: the VM's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 fn is_zero(x: &u32) -> bool {
@@ -468,6 +486,18 @@ fn mac(object: &str, s: &str) -> Result<MacAddr, ConfigError> {
     })
 }
 
+/// A MAC a VM sends from: unicast only.
+fn unicast_mac(object: &str, s: &str) -> Result<MacAddr, ConfigError> {
+    let m = mac(object, s)?;
+    if m.0[0] & 1 != 0 {
+        return Err(ConfigError::Value {
+            object: object.into(),
+            why: format!("{s}: a VM's MAC must be unicast"),
+        });
+    }
+    Ok(m)
+}
+
 /// Parses `addr/len`.
 pub fn parse_prefix(s: &str) -> Result<(IpAddr, u8), String> {
     let (a, l) = s
@@ -654,6 +684,36 @@ pub fn apply_vif_with<'p>(
         mtu: v.mtu,
         policy,
         attr: v.attr,
+        vm_mac: v
+            .vm_mac
+            .as_deref()
+            .map(|m| unicast_mac(&object, m))
+            .transpose()?,
+        allowed: v
+            .allowed
+            .iter()
+            .map(|a| {
+                let (addr, len) = parse_prefix(&a.prefix).map_err(|why| ConfigError::Value {
+                    object: object.clone(),
+                    why: format!("allowed address pair: {why}"),
+                })?;
+                if len > if addr.is_ipv4() { 32 } else { 128 } {
+                    return Err(ConfigError::Value {
+                        object: object.clone(),
+                        why: format!("allowed address pair {:?}: length out of range", a.prefix),
+                    });
+                }
+                Ok(crate::tables::AllowedSource {
+                    addr,
+                    len,
+                    mac: a
+                        .mac
+                        .as_deref()
+                        .map(|m| unicast_mac(&object, m))
+                        .transpose()?,
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?,
     };
     w.add_vif(vif).map_err(table(object))
 }
@@ -711,6 +771,15 @@ impl VifCfg {
                 .flat_map(|p| p.egress.iter().map(|r| r.name.clone()))
                 .collect(),
             attr: v.attr,
+            vm_mac: v.vm_mac.map(|m| m.to_string()),
+            allowed: v
+                .allowed
+                .iter()
+                .map(|a| AllowedCfg {
+                    prefix: format!("{}/{}", a.addr, a.len),
+                    mac: a.mac.map(|m| m.to_string()),
+                })
+                .collect(),
         }
     }
 }

@@ -258,7 +258,7 @@ impl Reply {
 #[derive(Debug)]
 pub enum PortOp {
     /// Plug the vif's device in and give its queues to the lcores.
-    Attach(VifCfg),
+    Attach(Box<VifCfg>),
     /// Take the vif's queues back from the lcores, close and unplug its device.
     Detach(u32),
 }
@@ -722,7 +722,7 @@ fn attach(state: &ControlState, id: u64, v: &VifCfg) -> Reply {
         return Reply::err(id, code_of(&e), e.to_string());
     }
     drop(w);
-    if let Err(why) = state.port_op(PortOp::Attach(v.clone())) {
+    if let Err(why) = state.port_op(PortOp::Attach(Box::new(v.clone()))) {
         let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
         let _ = w.del_vif(VifId(v.id));
         return Reply::err(

@@ -108,6 +108,8 @@ pub fn config(device: impl Fn(&str) -> Option<String>) -> Config {
         ingress: vec![],
         egress: vec![],
         attr: 0,
+        vm_mac: None,
+        allowed: vec![],
     };
     let nh = |id: NhId, kind| NexthopCfg { id: id.0, kind };
     let route = |prefix: String, nh: NhId, label| RouteCfg {

@@ -9,6 +9,10 @@ use super::{Db, Net, invalid};
 use crate::kinds::{Kind, meta};
 use crate::proto::{self, Object, object};
 
+/// Most allowed address pairs an interface may carry (each is checked per packet sent
+/// from an address that is not the VM's own).
+const MAX_ALLOWED_PAIRS: usize = 16;
+
 /// Protocols rules accept, by name.
 pub fn protocol_number(p: &str) -> Option<Option<u8>> {
     match p.to_ascii_lowercase().as_str() {
@@ -342,7 +346,33 @@ pub fn kind(db: &mut Db, name: &str, o: &mut Object, old: Option<&Object>) -> Re
                 .mac_address
                 .parse()
                 .map_err(|e| invalid(name, "mac_address", e))?;
+            if m.0[0] & 1 != 0 {
+                return Err(invalid(name, "mac_address", "must be a unicast MAC"));
+            }
             v.mac_address = m.to_string();
+            if v.allowed_address_pairs.len() > MAX_ALLOWED_PAIRS {
+                return Err(invalid(
+                    name,
+                    "allowed_address_pairs",
+                    format!("at most {MAX_ALLOWED_PAIRS}"),
+                ));
+            }
+            for (k, p) in v.allowed_address_pairs.iter_mut().enumerate() {
+                let f = format!("allowed_address_pairs[{k}]");
+                let net = Net::parse(&p.ip_prefix)
+                    .map_err(|e| invalid(name, &format!("{f}.ip_prefix"), e))?;
+                p.ip_prefix = net.to_string();
+                if !p.mac.is_empty() {
+                    let m: vrouter::wire::MacAddr = p
+                        .mac
+                        .parse()
+                        .map_err(|e| invalid(name, &format!("{f}.mac"), e))?;
+                    if m.0[0] & 1 != 0 {
+                        return Err(invalid(name, &format!("{f}.mac"), "must be a unicast MAC"));
+                    }
+                    p.mac = m.to_string();
+                }
+            }
             vlan_tag(db, name, &uuid, v, old)?;
         }
         Some(object::Kind::InstanceIp(i)) => {

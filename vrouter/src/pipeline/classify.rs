@@ -21,6 +21,9 @@ pub(super) fn run<B: PacketBuf>(
         let mut m = Meta::new(vif.vrf);
         if !vrf_ok {
             m.done = Some(Disposition::Drop(DropReason::InvalidVrf));
+        } else if p.data().get(6).is_some_and(|b| b & 1 != 0) {
+            // A group source MAC (IEEE 802: the I/G bit) is never a sender's.
+            m.done = drop(DropReason::InvalidSourceMac);
         } else {
             match vif.kind {
                 VifKind::Virtual => from_vm(ctx, vif, p, &mut m),
@@ -47,6 +50,12 @@ fn from_vm<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Meta) 
         m.done = drop(DropReason::InvalidPacket);
         return;
     };
+    // Anti-spoofing: the VM's own MAC (or an allowed pair's), then its own addresses.
+    let src_mac = eth.src();
+    if !vif.mac_allowed(src_mac) {
+        m.done = drop(DropReason::InvalidSourceMac);
+        return;
+    }
     match eth.ethertype() {
         EtherType::Arp => m.done = Some(arp(ctx, vif, p)),
         EtherType::Ipv4 => parse_ip(p.data(), wire::ethernet::HEADER_LEN, false, vif.vrf, m),
@@ -63,6 +72,11 @@ fn from_vm<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Meta) 
         }
         _ => m.done = drop(DropReason::InvalidProtocol),
     }
+    // What the vrouter answers itself (ARP, ND) was checked there or is the VM's own
+    // question; what is forwarded must come from the VM's addresses.
+    if m.pending() && !vif.source_allowed(m.key.src, src_mac) {
+        m.done = drop(DropReason::InvalidSource);
+    }
 }
 
 /// Answers an ARP request from the VM with the vrouter's MAC (the VN gateway and every
@@ -74,6 +88,14 @@ fn arp<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B) -> Disposition {
             Ok(Ok(r)) => r,
             _ => return Disposition::Drop(DropReason::InvalidPacket),
         };
+    // A VM asks only as itself: its own address (or an allowed pair's) and MAC, so the
+    // answer never serves a spoofer's claim on another's address.
+    if vif.kind == VifKind::Virtual
+        && !req.spa.is_unspecified()
+        && !vif.source_allowed(req.spa.into(), req.sha)
+    {
+        return Disposition::Drop(DropReason::InvalidSource);
+    }
     // Not a request, an address probe (sender 0.0.0.0), a gratuitous ARP, or a question
     // about the VM's own address: nothing to answer.
     if req.op != wire::arp::Operation::Request
@@ -304,6 +326,10 @@ pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) 
         };
         if r.fragment != wire::ipv6::Fragment::None {
             m.done = drop(DropReason::Fragment);
+            return;
+        }
+        if r.src.to_ipv4_mapped().is_some() || r.dst.to_ipv4_mapped().is_some() {
+            m.done = drop(DropReason::MappedAddress);
             return;
         }
         (

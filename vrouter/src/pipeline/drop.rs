@@ -79,6 +79,15 @@ drop_reasons! {
     RxTruncated = "rx_truncated",
     /// No mbuf left in the pool for a frame from a host interface.
     NoMbuf = "no_mbuf",
+    /// A VM sent from an address that is not its own nor an allowed pair's (IP or ARP
+    /// sender), or from its address with another MAC (anti-spoofing; TF's "Invalid Source").
+    InvalidSource = "invalid_source",
+    /// A frame with a broadcast or multicast source MAC, or from a VM with a MAC that is not
+    /// its own nor an allowed pair's.
+    InvalidSourceMac = "invalid_source_mac",
+    /// An IPv6 packet with an IPv4-mapped address (`::ffff:0:0/96`), which never appears
+    /// on the wire and would alias an IPv4 flow.
+    MappedAddress = "v4_mapped_address",
 }
 
 /// Number of reasons.

@@ -36,6 +36,11 @@ fn l4_csum(proto: u8) -> Option<(usize, bool)> {
     }
 }
 
+/// A UDP checksum that computes to 0 is sent as 0xFFFF (RFC 768): 0 means "none".
+fn udp_nonzero(proto: u8, c: u16) -> u16 {
+    if proto == 17 && c == 0 { 0xFFFF } else { c }
+}
+
 fn rd16(d: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]))
 }
@@ -64,7 +69,7 @@ fn rewrite(d: &mut [u8], m: &Meta, nat: &NatRewrite) -> Option<()> {
             };
             if let Some((at, true)) = csum_at {
                 let c = checksum::update32(rd16(d, at)?, old, new);
-                wr16(d, at, c)?;
+                wr16(d, at, udp_nonzero(proto, c))?;
             }
         }
         (IpAddr::V6(a), true) => {
@@ -73,7 +78,7 @@ fn rewrite(d: &mut [u8], m: &Meta, nat: &NatRewrite) -> Option<()> {
             d.get_mut(at..at + 16)?.copy_from_slice(&a.octets());
             if let Some((c_at, true)) = csum_at {
                 let c = checksum::update_bytes(rd16(d, c_at)?, &old, &a.octets());
-                wr16(d, c_at, c)?;
+                wr16(d, c_at, udp_nonzero(proto, c))?;
             }
         }
         _ => return None,
@@ -91,7 +96,7 @@ fn rewrite(d: &mut [u8], m: &Meta, nat: &NatRewrite) -> Option<()> {
         if let Some((at, _)) = csum_at.or(csum.map(|(o, p)| (m.l4 + o, p))) {
             if !(proto == 17 && rd16(d, at) == Some(0)) {
                 let c = checksum::update16(rd16(d, at)?, old, nat.port);
-                wr16(d, at, c)?;
+                wr16(d, at, udp_nonzero(proto, c))?;
             }
         }
     }

@@ -49,4 +49,4 @@ pub use nexthop::{
 pub use snapshot::{
     GlobalConfig, Snapshot, TableError, TableReader, TableSizes, TablesWriter, Vrf,
 };
-pub use vif::{Vif, VifKind};
+pub use vif::{AllowedSource, Vif, VifKind};

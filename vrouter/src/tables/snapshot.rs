@@ -569,6 +569,8 @@ mod tests {
             mtu: 1500,
             policy: None,
             attr: 0,
+            vm_mac: None,
+            allowed: Vec::new(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Interfaces (vifs): the fabric NIC, vhost0 to the host, and pod/VM interfaces.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use super::{VifId, VrfId};
@@ -57,4 +57,67 @@ pub struct Vif {
     pub policy: Option<Arc<Policy>>,
     /// Endpoint attributes (VN, tags) of the VM behind this interface.
     pub attr: u32,
+    /// The VM's own MAC (virtual vifs): frames from the VM must come from it or from an
+    /// allowed address pair's MAC. `None`: any unicast MAC.
+    pub vm_mac: Option<MacAddr>,
+    /// Allowed address pairs: source prefixes the VM may send from besides its own
+    /// addresses, each with the MAC it must use then (`None`: `vm_mac`).
+    pub allowed: Vec<AllowedSource>,
+}
+
+/// An allowed address pair of a VMI (a VRRP address, a routed prefix behind the VM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowedSource {
+    /// Prefix address.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub len: u8,
+    /// The MAC frames from these addresses carry; `None`: the VM's own.
+    pub mac: Option<MacAddr>,
+}
+
+impl AllowedSource {
+    fn contains(&self, a: IpAddr) -> bool {
+        match (self.addr, a) {
+            (IpAddr::V4(p), IpAddr::V4(a)) => {
+                let len = u32::from(self.len.min(32));
+                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                u32::from(p) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(p), IpAddr::V6(a)) => {
+                let len = u32::from(self.len.min(128));
+                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                u128::from(p) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Vif {
+    /// Whether the VM behind this interface may send frames from `mac` at all: its own
+    /// MAC or an allowed pair's (always, where no MAC is set).
+    #[inline]
+    pub fn mac_allowed(&self, mac: MacAddr) -> bool {
+        match self.vm_mac {
+            None => true,
+            Some(own) => own == mac || self.allowed.iter().any(|a| a.mac == Some(mac)),
+        }
+    }
+
+    /// Whether the VM may send from address `src` in a frame from `mac` (anti-spoofing):
+    /// its own address with its own MAC, or an allowed pair's prefix with that pair's MAC.
+    #[inline]
+    pub fn source_allowed(&self, src: IpAddr, mac: MacAddr) -> bool {
+        let own_mac = self.vm_mac.is_none_or(|m| m == mac);
+        let own = match src {
+            IpAddr::V4(a) => self.ip4 == Some(a),
+            IpAddr::V6(a) => self.ip6 == Some(a),
+        };
+        (own && own_mac)
+            || self
+                .allowed
+                .iter()
+                .any(|p| p.contains(src) && p.mac.map_or(own_mac, |m| m == mac))
+    }
 }
