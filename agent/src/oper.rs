@@ -25,8 +25,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 use vrouter::config::{
-    ActionCfg, AttrCfg, Encap, EndpointCfg, MemberCfg, NexthopCfg, NexthopKind, NodePortCfg,
-    PolicyCfg, RouteCfg, RuleCfg, ServiceMemberCfg, ServicePortCfg, VifCfg, VifKindCfg,
+    ActionCfg, AllowedCfg, AttrCfg, Encap, EndpointCfg, MemberCfg, NexthopCfg, NexthopKind,
+    NodePortCfg, PolicyCfg, RouteCfg, RuleCfg, ServiceMemberCfg, ServicePortCfg, VifCfg,
+    VifKindCfg,
 };
 
 use crate::firewall::{self, CompiledAps};
@@ -955,14 +956,7 @@ fn local_port(
             attr,
             // Anti-spoofing: the pod sends from its MAC and addresses, and the pairs'.
             vm_mac: Some(vmi.mac_address.clone()),
-            allowed: vmi
-                .allowed_address_pairs
-                .iter()
-                .map(|p| vrouter::config::AllowedCfg {
-                    prefix: p.ip_prefix.clone(),
-                    mac: (!p.mac.is_empty()).then(|| p.mac.clone()),
-                })
-                .collect(),
+            allowed: allowed_sources(vmi, &addrs),
         },
     );
     c.out.nexthops.insert(
@@ -978,6 +972,27 @@ fn local_port(
     );
     c.out.labels.insert(label, nh);
     c.out.ports.insert(vmi.uuid.clone(), info);
+}
+
+/// What an interface may send from besides its first address of each family (the vif's
+/// own): its other instance IPs (an address several interfaces share, which their VMs
+/// answer from) and its allowed address pairs.
+fn allowed_sources(vmi: &proto::VirtualMachineInterface, addrs: &[IpAddr]) -> Vec<AllowedCfg> {
+    let first4 = addrs.iter().position(IpAddr::is_ipv4);
+    let first6 = addrs.iter().position(IpAddr::is_ipv6);
+    addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != first4 && Some(*i) != first6)
+        .map(|(_, a)| AllowedCfg {
+            prefix: host_prefix(*a),
+            mac: None,
+        })
+        .chain(vmi.allowed_address_pairs.iter().map(|p| AllowedCfg {
+            prefix: p.ip_prefix.clone(),
+            mac: (!p.mac.is_empty()).then(|| p.mac.clone()),
+        }))
+        .collect()
 }
 
 /// The node's address in the ip-fabric network: delivered to the host through vhost0.

@@ -52,8 +52,15 @@ fn config(host_if: &[String]) -> String {
     c += "[[vif]]\nid = 0\nname = \"fabric\"\nkind = \"physical\"\ndevice = \"net_null0,no-rx=1\"\nmac = \"02:fa:00:00:00:01\"\nvrf = 0\nip4 = \"192.0.2.1\"\n\n";
     for (i, ((name, ip, mac), h)) in PODS.iter().zip(host_if).enumerate() {
         let (vif, nh) = (2 + i, 1 + i);
+        // A backend answers from the VIP it carries: an allowed address pair of its vif
+        // (the vrouter drops what a VM sends from another address).
+        let pair = if i > 0 {
+            format!("[[vif.allowed]]\nprefix = \"{VIP}/32\"\n\n")
+        } else {
+            String::new()
+        };
         c += &format!(
-            "[[vif]]\nid = {vif}\nname = \"{name}\"\nkind = \"virtual\"\ndevice = \"packet:{h}\"\nmac = \"{gw}\"\nvrf = 1\nip4 = \"{ip}\"\n\n\
+            "[[vif]]\nid = {vif}\nname = \"{name}\"\nkind = \"virtual\"\ndevice = \"packet:{h}\"\nmac = \"{gw}\"\nvrf = 1\nip4 = \"{ip}\"\nvm_mac = \"{mac}\"\n\n{pair}\
              [[nexthop]]\nid = {nh}\ntype = \"encap\"\nvif = {vif}\ndmac = \"{mac}\"\nsmac = \"{gw}\"\n\n\
              [[route]]\nvrf = 1\nprefix = \"{ip}/32\"\nnh = {nh}\n\n"
         );
