@@ -102,3 +102,62 @@ fn rewrite(d: &mut [u8], m: &Meta, nat: &NatRewrite) -> Option<()> {
     }
     Some(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::tables::VrfId;
+
+    /// IPv4 (20 bytes) + UDP (8) + a 2-byte payload `w`, checksums valid.
+    fn udp(src: Ipv4Addr, dst: Ipv4Addr, w: u16) -> Vec<u8> {
+        let mut d = vec![0u8; 30];
+        ipv4::Repr::tunnel(src, dst, crate::wire::IpProtocol::Udp, 10)
+            .emit(&mut d[..20])
+            .unwrap();
+        d[20..22].copy_from_slice(&4000u16.to_be_bytes());
+        d[22..24].copy_from_slice(&53u16.to_be_bytes());
+        d[24..26].copy_from_slice(&10u16.to_be_bytes());
+        d[28..30].copy_from_slice(&w.to_be_bytes());
+        let c = !checksum::fold(checksum::pseudo_v4(src, dst, 17, 10) + checksum::sum(&d[20..]));
+        d[26..28].copy_from_slice(&udp_nonzero(17, c).to_be_bytes());
+        d
+    }
+
+    #[test]
+    fn a_udp_checksum_that_updates_to_zero_is_sent_as_ffff() {
+        let (src, dst, to) = (
+            Ipv4Addr::new(10, 1, 1, 3),
+            Ipv4Addr::new(10, 1, 1, 100),
+            Ipv4Addr::new(10, 1, 1, 12),
+        );
+        let mut m = Meta::new(VrfId(1));
+        (m.l3, m.l4, m.key.proto) = (0, 20, 17);
+        let nat = NatRewrite {
+            source: false,
+            addr: to.into(),
+            port: 0,
+            pooled: false,
+        };
+        // The payload word for which the update lands on 0 (one exists: the update is a
+        // bijection of the old checksum, which the payload sets).
+        let w = (0..=u16::MAX)
+            .find(|w| {
+                let d = udp(src, dst, *w);
+                let old = u16::from_be_bytes([d[26], d[27]]);
+                old != 0 && checksum::update32(old, u32::from(dst), u32::from(to)) == 0
+            })
+            .expect("a payload whose checksum updates to 0");
+        let mut d = udp(src, dst, w);
+        rewrite(&mut d, &m, &nat).unwrap();
+        assert_eq!(
+            u16::from_be_bytes([d[26], d[27]]),
+            0xFFFF,
+            "never 0: no checksum"
+        );
+        // And it verifies.
+        let s = checksum::pseudo_v4(src, to, 17, 10) + checksum::sum(&d[20..]);
+        assert_eq!(checksum::fold(s), 0xFFFF);
+    }
+}
