@@ -77,8 +77,9 @@ impl EndpointMatch {
     }
 }
 
+/// The mask of a prefix of `len` bits on 128 (IPv4 prefixes count from bit 96).
 #[inline]
-fn prefix_mask(len: u8) -> u128 {
+pub(crate) fn prefix_mask(len: u8) -> u128 {
     if len == 0 {
         0
     } else {

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use super::{VifId, VrfId};
-use crate::policy::Policy;
+use crate::policy::{Policy, addr_bits};
 use crate::wire::MacAddr;
 
 /// What an interface connects to.
@@ -78,19 +78,13 @@ pub struct AllowedSource {
 
 impl AllowedSource {
     fn contains(&self, a: IpAddr) -> bool {
-        match (self.addr, a) {
-            (IpAddr::V4(p), IpAddr::V4(a)) => {
-                let len = u32::from(self.len.min(32));
-                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                u32::from(p) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(p), IpAddr::V6(a)) => {
-                let len = u32::from(self.len.min(128));
-                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-                u128::from(p) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
+        // The policy's 128-bit prefix match, within one family.
+        let len = match self.addr {
+            IpAddr::V4(_) => 96 + self.len.min(32),
+            IpAddr::V6(_) => self.len.min(128),
+        };
+        let mask = crate::policy::prefix_mask(len);
+        self.addr.is_ipv4() == a.is_ipv4() && addr_bits(a) & mask == addr_bits(self.addr) & mask
     }
 }
 
