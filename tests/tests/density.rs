@@ -234,7 +234,12 @@ fn a_thousand_plugs_and_unplugs_beside_a_tcp_stream_leak_nothing() {
     let vifs_after = vr_tests::vrctl_json(&socket, &["vif"]);
     assert_eq!(vifs_after, vifs_before, "the vifs are as before");
     let (fds1, rss1) = usage(pid, &socket);
-    assert_eq!(fds1, fds0, "no descriptor left open");
+    // A leak would show as more descriptors after 1,000 cycles than before; fewer is a
+    // descriptor that was still closing when the first count was taken.
+    assert!(
+        fds1 <= fds0,
+        "no descriptor left open: {fds0} before, {fds1} after"
+    );
     assert!(
         rss1 < rss0 + 16 * 1024,
         "resident memory {rss0} KiB -> {rss1} KiB"
