@@ -48,7 +48,7 @@ pub fn check(k: &str, r: &RemoteRoute) -> Result<(), String> {
         .node_mac
         .parse()
         .map_err(|e| format!("node_mac {:?}: {e}", r.node_mac))?;
-    if mac.0[0] & 1 != 0 || mac.0 == [0; 6] {
+    if mac.is_multicast() || mac.0 == [0; 6] {
         return Err(format!("node_mac {mac} is not a unicast address"));
     }
     let (addr, len) = vrouter::config::parse_prefix(&r.prefix)?;

@@ -489,7 +489,7 @@ fn mac(object: &str, s: &str) -> Result<MacAddr, ConfigError> {
 /// A MAC a VM sends from: unicast only.
 fn unicast_mac(object: &str, s: &str) -> Result<MacAddr, ConfigError> {
     let m = mac(object, s)?;
-    if m.0[0] & 1 != 0 {
+    if m.is_multicast() {
         return Err(ConfigError::Value {
             object: object.into(),
             why: format!("{s}: a VM's MAC must be unicast"),

@@ -13,6 +13,15 @@ use crate::proto::{self, Object, object};
 /// from an address that is not the VM's own).
 const MAX_ALLOWED_PAIRS: usize = 16;
 
+/// A MAC an interface sends from, normalised: unicast only.
+fn unicast_mac(name: &str, field: &str, s: &str) -> Result<String, Status> {
+    let m: vrouter::wire::MacAddr = s.parse().map_err(|e| invalid(name, field, e))?;
+    if m.is_multicast() {
+        return Err(invalid(name, field, "must be a unicast MAC"));
+    }
+    Ok(m.to_string())
+}
+
 /// Protocols rules accept, by name.
 pub fn protocol_number(p: &str) -> Option<Option<u8>> {
     match p.to_ascii_lowercase().as_str() {
@@ -342,14 +351,7 @@ pub fn kind(db: &mut Db, name: &str, o: &mut Object, old: Option<&Object>) -> Re
                     _ => mac_for(&uuid),
                 };
             }
-            let m: vrouter::wire::MacAddr = v
-                .mac_address
-                .parse()
-                .map_err(|e| invalid(name, "mac_address", e))?;
-            if m.0[0] & 1 != 0 {
-                return Err(invalid(name, "mac_address", "must be a unicast MAC"));
-            }
-            v.mac_address = m.to_string();
+            v.mac_address = unicast_mac(name, "mac_address", &v.mac_address)?;
             if v.allowed_address_pairs.len() > MAX_ALLOWED_PAIRS {
                 return Err(invalid(
                     name,
@@ -363,14 +365,7 @@ pub fn kind(db: &mut Db, name: &str, o: &mut Object, old: Option<&Object>) -> Re
                     .map_err(|e| invalid(name, &format!("{f}.ip_prefix"), e))?;
                 p.ip_prefix = net.to_string();
                 if !p.mac.is_empty() {
-                    let m: vrouter::wire::MacAddr = p
-                        .mac
-                        .parse()
-                        .map_err(|e| invalid(name, &format!("{f}.mac"), e))?;
-                    if m.0[0] & 1 != 0 {
-                        return Err(invalid(name, &format!("{f}.mac"), "must be a unicast MAC"));
-                    }
-                    p.mac = m.to_string();
+                    p.mac = unicast_mac(name, &format!("{f}.mac"), &p.mac)?;
                 }
             }
             vlan_tag(db, name, &uuid, v, old)?;
