@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dpdk_bindings::{
-    Burst, DEFAULT_DATA_ROOM, Eal, Mempool, Port, PortConfig, PortStats, RxQueue, SocketId,
+    Burst, DEFAULT_DATA_ROOM, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, RxQueue, SocketId,
     TxQueue, port_info,
 };
 use rawsock::{RxRing, TxSocket};
@@ -131,6 +131,18 @@ pub struct Report {
     pub mss_clamped: u64,
     /// ICMP errors sent (fragmentation needed).
     pub icmp_errors: u64,
+    /// Flow misses (a new flow, or one whose entry went).
+    pub flow_misses: u64,
+    /// Flows whose nexthop was resolved again after a route change.
+    pub flows_reresolved: u64,
+    /// Neighbour advertisements sent.
+    pub nd_replies: u64,
+    /// Fragments that went on with their datagram's flow (first ones included).
+    pub fragments: u64,
+    /// Fragments held because they came before their first one.
+    pub frag_held: u64,
+    /// Held fragments sent on once their first one came.
+    pub frag_released: u64,
     /// Per vif, by name.
     pub vifs: HashMap<String, VifCounters>,
     /// Flow table.
@@ -253,17 +265,7 @@ impl StatsView {
         let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for s in &self.shared {
             let p = s.lock().unwrap_or_else(|e| e.into_inner());
-            stats.rx += p.stats.rx;
-            stats.tx += p.stats.tx;
-            stats.drops.add(&p.stats.drops);
-            stats.flows_created += p.stats.flows_created;
-            stats.flows_reevaluated += p.stats.flows_reevaluated;
-            stats.flow_hits += p.stats.flow_hits;
-            stats.arp_replies += p.stats.arp_replies;
-            stats.decap += p.stats.decap;
-            stats.encap += p.stats.encap;
-            stats.mss_clamped += p.stats.mss_clamped;
-            stats.icmp_errors += p.stats.icmp_errors;
+            stats.add(&p.stats);
             busy_cycles += p.busy_cycles;
             for (v, _) in &names {
                 if let Some(c) = p.vifs.get(v.0 as usize) {
@@ -293,6 +295,12 @@ impl StatsView {
             encap: stats.encap,
             mss_clamped: stats.mss_clamped,
             icmp_errors: stats.icmp_errors,
+            flow_misses: stats.flow_misses,
+            flows_reresolved: stats.flows_reresolved,
+            nd_replies: stats.nd_replies,
+            fragments: stats.fragments,
+            frag_held: stats.frag_held,
+            frag_released: stats.frag_released,
             vifs: names
                 .iter()
                 .map(|(v, n)| (n.clone(), per_vif.get(&v.0).copied().unwrap_or_default()))
@@ -475,6 +483,10 @@ impl LcoreCtx {
             }
             // Relaxed: a request only asks for a publication, which the mutex orders.
             let wanted = self.wanted.load(Ordering::Relaxed);
+            if polls % 4096 == 0 {
+                // Fragments whose first one never came.
+                self.pipeline.expire_fragments(now);
+            }
             if polls % 4096 == 0 || wanted != self.answered {
                 self.answered = wanted;
                 self.publish();
@@ -541,7 +553,36 @@ impl LcoreCtx {
         self.pipeline
             .process(snap, vif, burst.as_mut_slice(), &mut disp[..n], now);
         for (m, d) in burst.drain().zip(disp.iter()) {
-            if let Disposition::Tx(out) = d {
+            self.dispatch(m, *d);
+        }
+        // Fragments held for a first fragment of this burst go on now, after it.
+        while let Some(h) = self.pipeline.next_released() {
+            let Some(mut m) = self.pool.alloc() else {
+                self.pipeline.stats.drops.count(DropReason::NoMbuf);
+                continue;
+            };
+            if !m.extend_from_slice(h.bytes()) {
+                self.pipeline.stats.drops.count(DropReason::NoMbuf);
+                continue;
+            }
+            let d = self.pipeline.resume(snap, h, &mut m, now);
+            self.dispatch(m, d);
+        }
+        if let Some(c) = capturing {
+            if let Some(b) = self.out.get(c as usize) {
+                for m in b.as_slice() {
+                    self.capture.offer(m.data());
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Queues a processed packet for its output (drops and holds were counted by the
+    /// pipeline; the mbuf is freed).
+    fn dispatch(&mut self, m: Mbuf, d: Disposition) {
+        match d {
+            Disposition::Tx(out) => {
                 let o = out.0 as usize;
                 if let Some(b) = self.out.get_mut(o) {
                     if b.is_empty() {
@@ -552,25 +593,17 @@ impl LcoreCtx {
                     }
                 }
             }
-            // Drops were counted by the pipeline. Flooding needs copies of the
-            // mbuf, which the runtime does not make yet: count it, never lose it
-            // silently.
-            if let Disposition::Flood(_) = d {
+            // Flooding needs copies of the mbuf, which the runtime does not make yet:
+            // count it, never lose it silently.
+            Disposition::Flood(_) => {
                 self.pipeline.stats.tx -= 1;
                 self.pipeline
                     .stats
                     .drops
                     .count(DropReason::FloodUnsupported);
             }
+            Disposition::Drop(_) | Disposition::Hold => {}
         }
-        if let Some(c) = capturing {
-            if let Some(b) = self.out.get(c as usize) {
-                for m in b.as_slice() {
-                    self.capture.offer(m.data());
-                }
-            }
-        }
-        self.flush();
     }
 
     /// Sends every pending output burst on its vif's TX queue or host interface; what is
@@ -730,6 +763,9 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     let snat = Arc::new(SnatPools::default());
     let flows = Arc::new(FlowTable::with_snat(opts.flows, Arc::clone(&snat)));
     let aging = AgingConfig::millis();
+    // One fragment table for every lcore: RSS may spread a datagram's fragments (the
+    // first one hashed on ports, the others on addresses only) over several queues.
+    let frags = Arc::new(crate::flow::frag::FragTable::new());
     let nvifs = sizes.vifs as usize;
     let capture = Arc::new(crate::capture::Capture::default());
     let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -745,7 +781,8 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         .map(|(cmds, ())| LcoreCtx {
             cmds,
             capture: Arc::clone(&capture),
-            pipeline: Pipeline::new(Arc::clone(&flows), Arc::clone(&snat), aging),
+            pipeline: Pipeline::new(Arc::clone(&flows), Arc::clone(&snat), aging)
+                .with_fragments(Arc::clone(&frags)),
             reader: writer.reader(),
             rx: Vec::new(),
             hot: Vec::new(),

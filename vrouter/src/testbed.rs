@@ -286,6 +286,19 @@ impl Testbed {
             .collect()
     }
 
+    /// Runs what the pipeline gave back after the bursts so far (held fragments whose
+    /// first one came, the pieces of packets cut to fit their path), as the runtime does.
+    pub fn released(&mut self, now: u64) -> Vec<(Disposition, Vec<u8>)> {
+        let snap = Arc::clone(self.reader.load());
+        let mut out = Vec::new();
+        while let Some(h) = self.pipeline.next_released() {
+            let mut buf = VecBuf::new(h.bytes());
+            let d = self.pipeline.resume(&snap, h, &mut buf, now);
+            out.push((d, buf.data().to_vec()));
+        }
+        out
+    }
+
     /// Runs one frame.
     pub fn run_one(&mut self, vif: VifId, frame: Vec<u8>, now: u64) -> (Disposition, Vec<u8>) {
         self.run(vif, &[frame], now).remove(0)

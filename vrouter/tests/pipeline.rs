@@ -1405,8 +1405,10 @@ fn bad_input_is_dropped_with_a_reason_never_a_panic() {
     let mut ttl1 = good.clone();
     ttl1[22] = 1;
     wire::ipv4::Packet::new_unchecked(&mut ttl1[14..34]).fill_checksum();
-    let mut frag = good.clone();
-    frag[20] = 0x20; // more fragments
+    // A first fragment (more fragments) with only 4 bytes of the UDP header.
+    let mut frag = good[..14 + 24].to_vec();
+    frag[20] = 0x20;
+    frag[16..18].copy_from_slice(&24u16.to_be_bytes());
     wire::ipv4::Packet::new_unchecked(&mut frag[14..34]).fill_checksum();
     let no_route = vm1_udp(Ipv4Addr::new(10, 1, 1, 200), 1, 2, b"abc");
     let cases: Vec<(Vec<u8>, DropReason)> = vec![
@@ -1414,7 +1416,7 @@ fn bad_input_is_dropped_with_a_reason_never_a_panic() {
         (good[..40].to_vec(), DropReason::InvalidPacket),
         (bad_csum, DropReason::BadChecksum),
         (ttl1, DropReason::TtlExpired),
-        (frag, DropReason::Fragment),
+        (frag, DropReason::FragmentTiny),
         (vec![0u8; 60], DropReason::InvalidProtocol),
     ];
     for (frame, reason) in cases {
@@ -1836,7 +1838,8 @@ fn a_df_packet_too_big_for_the_tunnel_gets_fragmentation_needed_with_the_mtu_tha
     assert_eq!(icmp.payload(), &big[14..14 + 28]);
     assert_eq!(tb.pipeline.stats.icmp_errors, 1);
 
-    // A packet that fits goes through; one without DF is dropped as too big.
+    // A packet that fits goes through; one without DF is cut into two that fit (see
+    // tests/fragments.rs).
     let (d, _) = tb.run_one(VM1, vm1_udp(REMOTE_IP, 4100, 7, &[0x5a; 1440]), 2);
     assert_eq!(d, Disposition::Tx(FABRIC));
     let mut no_df = big;
@@ -1845,6 +1848,9 @@ fn a_df_packet_too_big_for_the_tunnel_gets_fragmentation_needed_with_the_mtu_tha
     let c = checksum::checksum(&no_df[14..34]);
     no_df[24..26].copy_from_slice(&c.to_be_bytes());
     let (d, _) = tb.run_one(VM1, no_df, 3);
-    assert_eq!(d, Disposition::Drop(DropReason::TooBig));
+    assert_eq!(d, Disposition::Tx(FABRIC));
+    let rest: Vec<_> = tb.released(3).into_iter().map(|(d, _)| d).collect();
+    assert_eq!(rest, [Disposition::Tx(FABRIC)]);
     assert_eq!(tb.pipeline.stats.icmp_errors, 1);
+    assert_eq!(tb.pipeline.stats.fragmented, 1);
 }

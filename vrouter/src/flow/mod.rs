@@ -5,6 +5,7 @@
 //! policy. The entry remembers the decision: forward to a nexthop (the ECMP member chosen
 //! at setup stays), drop with a reason, or NAT; plus TCP state and counters.
 
+pub mod frag;
 pub mod table;
 
 use std::net::IpAddr;

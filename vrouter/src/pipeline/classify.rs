@@ -5,7 +5,8 @@
 
 use std::net::IpAddr;
 
-use super::{Ctx, Disposition, DropReason, Meta, decap};
+use super::{Ctx, Disposition, DropReason, FragInfo, Meta, decap};
+use crate::flow::frag::Piece;
 use crate::packet::PacketBuf;
 use crate::tables::{Nexthop, Vif, VifId, VifKind, VrfId};
 use crate::wire::{self, EtherType, IpProtocol, checksum, icmp};
@@ -275,6 +276,27 @@ fn from_fabric<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Me
         }
         return;
     }
+    // A fragment for the node's address: tunnels are sent whole (DF), so a tunnel's
+    // fragment is not ours to take apart (the host's, as it is); anything else may be
+    // the reply of a translated flow, which the fragment stage finds, or the host's.
+    if ip.is_fragment() {
+        let l4 = 14 + ip.header_len();
+        let tunnel = ip.frag_offset() == 0
+            && match ip.protocol() {
+                IpProtocol::Gre => true,
+                IpProtocol::Udp => d.get(l4 + 2..l4 + 4).is_some_and(|b| {
+                    let port = u16::from_be_bytes([b[0], b[1]]);
+                    port == 6635 || port == wire::vxlan::UDP_PORT
+                }),
+                _ => false,
+            };
+        if tunnel {
+            m.done = Some(cross(host));
+        } else {
+            fabric_flow(p, vif.vrf, m);
+        }
+        return;
+    }
     m.tunnel_src = Some(ip.src());
     let l4 = 14 + ip.header_len();
     match ip.protocol() {
@@ -303,7 +325,9 @@ fn fabric_flow<B: PacketBuf>(p: &B, vrf: VrfId, m: &mut Meta) {
     m.lookup_only = true;
 }
 
-/// Fills the flow key from the IP header at `l3`, or marks the packet dropped.
+/// Fills the flow key from the IP header at `l3`, or marks the packet dropped. A
+/// fragment is marked as one ([`Meta::frag`]): a first fragment must hold its whole
+/// transport header, a later one has no ports (the fragment stage finds them).
 pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) {
     m.l3 = l3;
     m.v6 = v6;
@@ -324,9 +348,16 @@ pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) 
                 return;
             }
         };
-        if r.fragment != wire::ipv6::Fragment::None {
-            m.done = drop(DropReason::Fragment);
-            return;
+        if let Some(h) = r.fragment.header() {
+            let end = wire::ipv6::HEADER_LEN + usize::from(ip.payload_len());
+            m.frag = Some(FragInfo {
+                ident: h.ident,
+                piece: Piece {
+                    offset: u32::from(h.offset),
+                    len: end.saturating_sub(h.data) as u32,
+                    more: h.more,
+                },
+            });
         }
         if r.src.to_ipv4_mapped().is_some() || r.dst.to_ipv4_mapped().is_some() {
             m.done = drop(DropReason::MappedAddress);
@@ -356,8 +387,14 @@ pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) 
             }
         };
         if r.fragment {
-            m.done = drop(DropReason::Fragment);
-            return;
+            m.frag = Some(FragInfo {
+                ident: u32::from(r.ident),
+                piece: Piece {
+                    offset: u32::from(ip.frag_offset()),
+                    len: r.payload_len as u32,
+                    more: ip.more_frags(),
+                },
+            });
         }
         (
             r.src.into(),
@@ -368,7 +405,39 @@ pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) 
         )
     };
     let l4 = l3 + l4_off;
-    let seg = &d[l4..(l4 + l4_len).min(d.len())];
+    m.l4 = l4;
+    m.key = crate::flow::FlowKey {
+        vrf,
+        proto: proto.into(),
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+    };
+    let seg = &d[l4.min(d.len())..(l4 + l4_len).min(d.len())];
+    match m.frag {
+        // No transport header here: the fragment stage gives it its first fragment's ports.
+        // A TCP fragment inside the TCP header rewrites its flags at reassembly (RFC 1858).
+        Some(f) if f.piece.offset != 0 => {
+            if proto == IpProtocol::Tcp && f.piece.offset < 20 {
+                m.done = drop(DropReason::FragmentTiny);
+            }
+            return;
+        }
+        Some(_) => {
+            let whole = match proto {
+                IpProtocol::Tcp => wire::tcp::Packet::new_checked(seg).is_ok(),
+                IpProtocol::Udp | IpProtocol::Icmp | IpProtocol::Icmpv6 => seg.len() >= 8,
+                IpProtocol::Sctp => seg.len() >= 12,
+                _ => true,
+            };
+            if !whole {
+                m.done = drop(DropReason::FragmentTiny);
+                return;
+            }
+        }
+        None => {}
+    }
     let (mut sport, mut dport, mut flags) = (0u16, 0u16, 0u8);
     match proto {
         IpProtocol::Tcp => match wire::tcp::Packet::new_checked(seg) {
@@ -378,6 +447,13 @@ pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) 
                 return;
             }
         },
+        // A first fragment holds the header, not the whole datagram its length says.
+        IpProtocol::Udp if m.frag.is_some() => {
+            (sport, dport) = (
+                u16::from_be_bytes([seg[0], seg[1]]),
+                u16::from_be_bytes([seg[2], seg[3]]),
+            );
+        }
         IpProtocol::Udp => match wire::udp::Packet::new_checked(seg) {
             Ok(u) => (sport, dport) = (u.src_port(), u.dst_port()),
             Err(_) => {
@@ -406,15 +482,8 @@ pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) 
         },
         _ => {}
     }
-    m.l4 = l4;
     m.tcp_flags = flags;
-    m.key = crate::flow::FlowKey {
-        vrf,
-        proto: proto.into(),
-        src,
-        dst,
-        sport,
-        dport,
-    };
+    m.key.sport = sport;
+    m.key.dport = dport;
     m.hash = m.key.hash();
 }

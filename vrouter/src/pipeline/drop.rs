@@ -63,8 +63,17 @@ drop_reasons! {
     TooBig = "too_big",
     /// NAT could not get a port.
     NatNoPort = "nat_no_port",
-    /// A fragment (not reassembled in the datapath).
-    Fragment = "fragment",
+    /// A first fragment too short to hold its whole transport header (the tiny-fragment
+    /// attack of RFC 1858; RFC 7112 for IPv6's header chain).
+    FragmentTiny = "fragment_tiny",
+    /// A fragment that overlaps another of its datagram (RFC 1858, RFC 5722): it and every
+    /// later fragment of that datagram are dropped.
+    FragmentOverlap = "fragment_overlap",
+    /// No room to track another fragmented datagram, or to hold another fragment that
+    /// came before its first one.
+    FragmentTableFull = "fragment_table_full",
+    /// A fragment held for its first fragment, which did not come in time.
+    FragmentTimeout = "fragment_timeout",
     /// Neighbour not resolved.
     Unresolved = "unresolved",
     /// The output queue was full.

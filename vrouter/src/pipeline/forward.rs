@@ -2,7 +2,7 @@
 //! encap with the encapsulation chosen from the global priority list and what the remote
 //! node accepts; routed packets have their TTL (hop limit) decremented.
 
-use super::{Ctx, Disposition, DropReason, Meta, encap};
+use super::{Ctx, Disposition, DropReason, Meta, encap, split};
 use crate::packet::PacketBuf;
 use crate::tables::nexthop::choose_encap;
 use crate::tables::{Nexthop, NhId, Vif, VifId, VifKind};
@@ -22,7 +22,15 @@ pub(super) fn run<B: PacketBuf>(
             m.done = Some(Disposition::Drop(DropReason::InvalidPacket));
             continue;
         };
-        m.done = Some(match forward(ctx, p, m, a.nh, a.label, true) {
+        let mut r = forward(ctx, p, m, a.nh, a.label, true);
+        if r == Err(DropReason::TooBig)
+            && m.path_mtu > 0
+            && split::run(ctx, in_vif.id, p, m, m.path_mtu).is_ok()
+        {
+            // DF clear: cut to fit (the rest goes on after the burst), then sent as before.
+            r = forward(ctx, p, m, a.nh, a.label, true);
+        }
+        m.done = Some(match r {
             Ok(d) => d,
             Err(DropReason::TooBig) => too_big(ctx, in_vif, p, m),
             Err(r) => Disposition::Drop(r),
@@ -100,9 +108,10 @@ fn check_mtu(ctx: &Ctx<'_>, m: &mut Meta, vif: VifId, ip_len: usize) -> Result<(
     Ok(())
 }
 
-/// A packet too big for its path: a VM's IPv4 packet with DF set is answered with
-/// "fragmentation needed" (from the node's address) out of the interface it came in on;
-/// anything else is dropped as too big.
+/// A packet too big for its path that may not be cut: a VM's IPv4 packet with DF set is
+/// answered with "fragmentation needed" (from the node's address), its IPv6 packet with
+/// "packet too big" (from the vrouter's link-local address), out of the interface it came
+/// in on; anything else is dropped as too big.
 fn too_big<B: PacketBuf>(ctx: &mut Ctx<'_>, in_vif: &Vif, p: &mut B, m: &Meta) -> Disposition {
     let node = ctx
         .snap
@@ -110,6 +119,12 @@ fn too_big<B: PacketBuf>(ctx: &mut Ctx<'_>, in_vif: &Vif, p: &mut B, m: &Meta) -
         .fabric_vif
         .and_then(|f| ctx.snap.vifs.get(f.0))
         .and_then(|f| f.ip4);
+    if m.v6 && in_vif.kind == VifKind::Virtual && m.path_mtu > 0 {
+        return match super::icmp_error::packet_too_big(ctx, p, m, m.path_mtu) {
+            Ok(()) => Disposition::Tx(in_vif.id),
+            Err(r) => Disposition::Drop(r),
+        };
+    }
     match node {
         Some(src) if in_vif.kind == VifKind::Virtual && m.path_mtu > 0 => {
             let smac = ctx.snap.global.vrouter_mac;

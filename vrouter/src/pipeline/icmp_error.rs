@@ -4,11 +4,14 @@
 //! that path MTU discovery works for what MSS clamping does not cover (UDP, ICMP, a TCP
 //! stack that ignores the MSS).
 //!
+//! IPv6 likewise gets "packet too big" (type 2, RFC 4443 / RFC 8201) from the vrouter's
+//! link-local address, the one its neighbour advertisements come from.
+//!
 //! The packet is rewritten in place: the buffer is at least as long as the error (the
 //! packet was too big), so the quoted header and first 8 bytes of payload move forward and
 //! the rest is cut.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{Ctx, DropReason, Meta};
 use crate::packet::PacketBuf;
@@ -77,6 +80,109 @@ pub(super) fn frag_needed<B: PacketBuf>(
     icmp[8..8 + quote_len].copy_from_slice(&quote[..quote_len]);
     let c = checksum::checksum(&icmp[..icmp_len]);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ctx.stats.icmp_errors += 1;
+    Ok(())
+}
+
+/// ICMPv6 "packet too big".
+const PACKET_TOO_BIG: u8 = 2;
+/// An ICMPv6 error quotes as much of its packet as keeps it within the minimum MTU.
+const V6_ERROR_MAX: usize = 1280;
+
+/// The link-local address (EUI-64) of `mac`.
+pub(super) fn link_local(mac: MacAddr) -> Ipv6Addr {
+    let m = mac.0;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 2,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
+/// Turns `p` (an IPv6 packet at `m.l3`) into a "packet too big" error to its sender with
+/// `mtu`, from the vrouter's link-local address and MAC, over the pod's link. `Err(TooBig)` if it is not one to
+/// answer (an ICMPv6 error itself, a multicast destination, not IPv6).
+pub(super) fn packet_too_big<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    p: &mut B,
+    m: &Meta,
+    mtu: u16,
+) -> Result<(), DropReason> {
+    if !m.v6 {
+        return Err(DropReason::TooBig);
+    }
+    let smac = ctx.snap.global.vrouter_mac;
+    let d = p.data();
+    let ip = d.get(m.l3..).ok_or(DropReason::TooBig)?;
+    let v = wire::ipv6::Packet::new_checked(ip).map_err(|_| DropReason::TooBig)?;
+    let r = wire::ipv6::Repr::parse(&v).map_err(|_| DropReason::TooBig)?;
+    // Errors are informational below type 128: never one about another (RFC 4443 2.4 e).
+    let is_icmp_error = r.protocol == IpProtocol::Icmpv6
+        && !matches!(r.fragment, wire::ipv6::Fragment::Later(_))
+        && ip.get(r.upper_offset).is_some_and(|t| *t < 128);
+    if is_icmp_error || r.dst.is_multicast() || r.src.is_unspecified() {
+        return Err(DropReason::TooBig);
+    }
+    let dst_mac = MacAddr(d[6..12].try_into().map_err(|_| DropReason::TooBig)?);
+    let hl = wire::ethernet::HEADER_LEN;
+    let head = wire::ipv6::HEADER_LEN + wire::icmp::HEADER_LEN;
+    let quote_len = ip.len().min(V6_ERROR_MAX - head);
+    let total = hl + head + quote_len;
+    // The quote moves forward by the new headers less the old L2 header: copy it first.
+    let quote = ip[..quote_len].to_vec();
+    let len = p.len();
+    let resized = if len < total {
+        p.append(total - len).is_some()
+    } else {
+        p.trim(len - total)
+    };
+    if !resized {
+        return Err(DropReason::TooBig);
+    }
+    let src = link_local(smac);
+    let out = p.data_mut();
+    wire::ethernet::Repr {
+        src: smac,
+        dst: dst_mac,
+        ethertype: EtherType::Ipv6,
+    }
+    .emit(&mut wire::ethernet::Frame::new_unchecked(&mut out[..hl]));
+    let icmp_len = wire::icmp::HEADER_LEN + quote_len;
+    wire::ipv6::Repr {
+        src,
+        dst: r.src,
+        protocol: IpProtocol::Icmpv6,
+        hop_limit: 64,
+        traffic_class: 0,
+        flow_label: 0,
+        upper_offset: wire::ipv6::HEADER_LEN,
+        upper_len: icmp_len,
+        fragment: wire::ipv6::Fragment::None,
+    }
+    .emit(&mut out[hl..hl + wire::ipv6::HEADER_LEN], icmp_len)
+    .map_err(|_| DropReason::TooBig)?;
+    let icmp = &mut out[hl + wire::ipv6::HEADER_LEN..];
+    icmp[0] = PACKET_TOO_BIG;
+    icmp[1] = 0;
+    icmp[2..4].fill(0);
+    icmp[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
+    icmp[8..icmp_len].copy_from_slice(&quote);
+    let ps = checksum::pseudo_v6(src, r.src, 58, icmp_len as u32);
+    let c = checksum::fold(ps + checksum::sum(&icmp[..icmp_len]));
+    icmp[2..4].copy_from_slice(&(!c).to_be_bytes());
     ctx.stats.icmp_errors += 1;
     Ok(())
 }

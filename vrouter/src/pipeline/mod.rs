@@ -1,7 +1,7 @@
 //! The packet pipeline: stages that take a burst in and give each packet a result.
 //!
 //! ```text
-//! classify -> (decap) -> flow -> nat -> forward -> (encap)
+//! classify -> (decap) -> frag -> flow -> nat -> forward -> (encap)
 //! ```
 //! Each stage is a file with a `run` over the whole burst (VPP-style: one stage at a time
 //! over the vector keeps its code and tables hot). Per-packet state travels in [`Meta`].
@@ -15,14 +15,18 @@ mod drop;
 mod encap;
 mod flow;
 mod forward;
+mod frag;
 mod icmp_error;
 mod mss;
 mod nat;
+mod split;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub use drop::{DropReason, DropStats, NUM_REASONS};
 
+use crate::flow::frag::{FragTable, Piece};
 use crate::flow::{AgingConfig, FlowAction, FlowIdx, FlowKey, FlowTable};
 use crate::nat::SnatPools;
 use crate::packet::PacketBuf;
@@ -40,6 +44,10 @@ pub enum Disposition {
     Flood(NhId),
     /// Dropped; counted under the reason.
     Drop(DropReason),
+    /// A fragment that came before its first one: the pipeline keeps a copy and gives it
+    /// back through [`Pipeline::next_released`] once the first one has come (the buffer
+    /// itself may be freed).
+    Hold,
 }
 
 /// Per-lcore counters (plain integers: each lcore owns its pipeline).
@@ -73,6 +81,78 @@ pub struct LcoreStats {
     pub mss_clamped: u64,
     /// ICMP errors sent (fragmentation needed).
     pub icmp_errors: u64,
+    /// Fragments that went on with their datagram's flow.
+    pub fragments: u64,
+    /// Fragments held because they came before their first one.
+    pub frag_held: u64,
+    /// Held fragments sent on after their first one came (given back by
+    /// [`Pipeline::resume`]).
+    pub frag_released: u64,
+    /// IPv4 packets (DF clear) cut into fragments to fit their path.
+    pub fragmented: u64,
+    /// Fragments made of them.
+    pub fragments_made: u64,
+}
+
+impl LcoreStats {
+    /// Adds another lcore's counters.
+    pub fn add(&mut self, o: &LcoreStats) {
+        self.rx += o.rx;
+        self.tx += o.tx;
+        self.drops.add(&o.drops);
+        self.flow_hits += o.flow_hits;
+        self.flow_misses += o.flow_misses;
+        self.flows_created += o.flows_created;
+        self.flows_reresolved += o.flows_reresolved;
+        self.flows_reevaluated += o.flows_reevaluated;
+        self.arp_replies += o.arp_replies;
+        self.nd_replies += o.nd_replies;
+        self.decap += o.decap;
+        self.encap += o.encap;
+        self.mss_clamped += o.mss_clamped;
+        self.icmp_errors += o.icmp_errors;
+        self.fragments += o.fragments;
+        self.frag_held += o.frag_held;
+        self.frag_released += o.frag_released;
+        self.fragmented += o.fragmented;
+        self.fragments_made += o.fragments_made;
+    }
+}
+
+/// A fragment's place in its datagram.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FragInfo {
+    /// IP identification.
+    pub(crate) ident: u32,
+    /// Offset and length of its data.
+    pub(crate) piece: Piece,
+}
+
+/// Where a [`Held`] packet goes on from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// The flow lookup: a fragment that came before its first one.
+    Flow,
+    /// The nexthop: a fragment the vrouter cut from a packet too big for its path.
+    Forward,
+}
+
+/// A packet to go on after its burst (see [`Pipeline::next_released`]): what it is, where
+/// it came in, and how far the pipeline got with it.
+#[derive(Debug)]
+pub struct Held {
+    vif: VifId,
+    meta: Meta,
+    bytes: Vec<u8>,
+    from: Stage,
+}
+
+impl Held {
+    /// The packet, as the pipeline had it: to be copied into a buffer for
+    /// [`Pipeline::resume`].
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// Per-packet state carried between stages.
@@ -107,6 +187,8 @@ pub(crate) struct Meta {
     pub(crate) done: Option<Disposition>,
     /// The MTU a packet too big for its path was measured against (for the ICMP error).
     pub(crate) path_mtu: u16,
+    /// A fragment: where it sits in its datagram.
+    pub(crate) frag: Option<FragInfo>,
 }
 
 impl Meta {
@@ -133,12 +215,18 @@ impl Meta {
             flow: None,
             done: None,
             path_mtu: 0,
+            frag: None,
         }
     }
 
     /// Still being processed.
     pub(crate) fn pending(&self) -> bool {
         self.done.is_none()
+    }
+
+    /// A fragment other than the first: no transport header.
+    pub(crate) fn later_fragment(&self) -> bool {
+        self.frag.is_some_and(|f| f.piece.offset != 0)
     }
 }
 
@@ -150,28 +238,111 @@ pub(crate) struct Ctx<'a> {
     pub(crate) aging: &'a AgingConfig,
     pub(crate) stats: &'a mut LcoreStats,
     pub(crate) now: u64,
+    /// Packets to go on after the burst (see [`Pipeline::next_released`]).
+    pub(crate) released: &'a mut VecDeque<Held>,
 }
 
-/// One lcore's pipeline: the shared flow table and SNAT pools, its own counters.
+/// One lcore's pipeline: the shared flow, fragment and SNAT tables, its own counters.
 #[derive(Debug)]
 pub struct Pipeline {
     flows: Arc<FlowTable>,
     snat: Arc<SnatPools>,
+    frags: Arc<FragTable<Held>>,
     aging: AgingConfig,
     metas: Vec<Meta>,
+    /// Packets to go on after the burst: held fragments whose first one came, and the
+    /// fragments a packet too big for its path was cut into.
+    released: VecDeque<Held>,
     /// This lcore's counters.
     pub stats: LcoreStats,
 }
 
 impl Pipeline {
-    /// A pipeline over a shared flow table and SNAT pools.
+    /// A pipeline over a shared flow table and SNAT pools, with a fragment table of its
+    /// own (see [`Pipeline::with_fragments`] to share one).
     pub fn new(flows: Arc<FlowTable>, snat: Arc<SnatPools>, aging: AgingConfig) -> Pipeline {
         Pipeline {
             flows,
             snat,
+            frags: Arc::new(FragTable::new()),
             aging,
             metas: Vec::with_capacity(MAX_BURST),
+            released: VecDeque::new(),
             stats: LcoreStats::default(),
+        }
+    }
+
+    /// Shares `frags` (one table for every lcore: a datagram's fragments may come in on
+    /// different queues).
+    pub fn with_fragments(mut self, frags: Arc<FragTable<Held>>) -> Pipeline {
+        self.frags = frags;
+        self
+    }
+
+    /// The next packet to go on after the burst (a held fragment whose first one came, or
+    /// a fragment cut from a packet too big for its path): copy its [`Held::bytes`] into a
+    /// buffer and give both to [`Pipeline::resume`].
+    pub fn next_released(&mut self) -> Option<Held> {
+        self.released.pop_front()
+    }
+
+    /// Takes a released packet on from where it stopped (flow, NAT and nexthop, or the
+    /// nexthop only), in `buf` (which holds its bytes). It was counted as received when it
+    /// came.
+    pub fn resume<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        held: Held,
+        buf: &mut B,
+        now: u64,
+    ) -> Disposition {
+        let mut metas = std::mem::take(&mut self.metas);
+        metas.clear();
+        metas.push(held.meta);
+        let mut ctx = Ctx {
+            snap,
+            flows: &self.flows,
+            snat: &self.snat,
+            aging: &self.aging,
+            stats: &mut self.stats,
+            now,
+            released: &mut self.released,
+        };
+        match snap.vifs.get(held.vif.0) {
+            None => metas[0].done = Some(Disposition::Drop(DropReason::InvalidVif)),
+            Some(vif) => {
+                let vif = Arc::clone(vif);
+                let pkts = std::slice::from_mut(buf);
+                if held.from == Stage::Flow {
+                    ctx.stats.frag_released += 1;
+                    flow::run(&mut ctx, &vif, pkts, &mut metas);
+                    nat::run(&mut ctx, pkts, &mut metas);
+                }
+                forward::run(&mut ctx, &vif, pkts, &mut metas);
+            }
+        }
+        let d = metas[0]
+            .done
+            .unwrap_or(Disposition::Drop(DropReason::InvalidPacket));
+        self.count(d);
+        self.metas = metas;
+        d
+    }
+
+    /// Forgets fragment state older than [`crate::flow::frag::HOLD_MS`]; the fragments
+    /// it held are dropped and counted (`fragment_timeout`).
+    pub fn expire_fragments(&mut self, now: u64) {
+        let stats = &mut self.stats;
+        self.frags
+            .lock()
+            .expire(now, &mut |_, g| stats.drops.count(frag::gone_reason(g)));
+    }
+
+    fn count(&mut self, d: Disposition) {
+        match d {
+            Disposition::Drop(r) => self.stats.drops.count(r),
+            Disposition::Hold => {}
+            Disposition::Tx(_) | Disposition::Flood(_) => self.stats.tx += 1,
         }
     }
 
@@ -207,6 +378,7 @@ impl Pipeline {
             aging: &self.aging,
             stats: &mut self.stats,
             now,
+            released: &mut self.released,
         };
         match snap.vifs.get(in_vif.0) {
             None => metas.extend((0..n).map(|_| Meta {
@@ -216,6 +388,7 @@ impl Pipeline {
             Some(vif) => {
                 let vif = Arc::clone(vif);
                 classify::run(&mut ctx, &vif, pkts, &mut metas);
+                frag::run(&mut ctx, &vif, pkts, &mut metas, &self.frags);
                 flow::run(&mut ctx, &vif, pkts, &mut metas);
                 nat::run(&mut ctx, pkts, &mut metas);
                 forward::run(&mut ctx, &vif, pkts, &mut metas);
@@ -225,10 +398,7 @@ impl Pipeline {
             *d = m
                 .done
                 .unwrap_or(Disposition::Drop(DropReason::InvalidPacket));
-            match *d {
-                Disposition::Drop(r) => self.stats.drops.count(r),
-                _ => self.stats.tx += 1,
-            }
+            self.count(*d);
         }
         self.metas = metas;
     }

@@ -52,7 +52,10 @@ fn wr16(d: &mut [u8], at: usize, v: u16) -> Option<()> {
 
 fn rewrite(d: &mut [u8], m: &Meta, nat: &NatRewrite) -> Option<()> {
     let proto = m.key.proto;
-    let csum = l4_csum(proto);
+    // A later fragment carries no transport header: only its addresses change (the
+    // first fragment's checksum took the whole change).
+    let later = m.later_fragment();
+    let csum = l4_csum(proto).filter(|_| !later);
     // UDP over IPv4 may carry no checksum (0): leave it so.
     let csum_at = csum
         .map(|(off, pseudo)| (m.l4 + off, pseudo))
@@ -85,7 +88,7 @@ fn rewrite(d: &mut [u8], m: &Meta, nat: &NatRewrite) -> Option<()> {
     }
 
     // Port (TCP/UDP) or echo identifier (ICMP, both directions).
-    if nat.port != 0 {
+    if nat.port != 0 && !later {
         let field = match proto {
             6 | 17 => m.l4 + if nat.source { 0 } else { 2 },
             1 | 58 => m.l4 + 4,

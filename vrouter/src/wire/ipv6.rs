@@ -98,22 +98,32 @@ impl<T: AsRef<[u8]>> Packet<T> {
                     next = payload[off];
                     off += len;
                 }
-                // Fragment header: 8 bytes; offset in the upper 13 bits of bytes 2..4.
+                // Fragment header: 8 bytes; offset in the upper 13 bits of bytes 2..4, M in
+                // bit 0, the identification in bytes 4..8.
                 44 => {
                     need(payload, off + 8)?;
                     let fo = be16(payload, off + 2);
-                    let offset = fo & 0xfff8;
-                    let more = fo & 1 != 0;
-                    frag = if offset != 0 {
-                        Fragment::Later
-                    } else if more {
-                        Fragment::First
+                    let h = FragHeader {
+                        ident: u32::from_be_bytes([
+                            payload[off + 4],
+                            payload[off + 5],
+                            payload[off + 6],
+                            payload[off + 7],
+                        ]),
+                        offset: fo & 0xfff8,
+                        more: fo & 1 != 0,
+                        data: HEADER_LEN + off + 8,
+                    };
+                    frag = if h.offset != 0 {
+                        Fragment::Later(h)
+                    } else if h.more {
+                        Fragment::First(h)
                     } else {
                         Fragment::None
                     };
                     next = payload[off];
                     off += 8;
-                    if frag == Fragment::Later {
+                    if let Fragment::Later(_) = frag {
                         return Ok((IpProtocol::from(next), off, frag));
                     }
                 }
@@ -132,9 +142,32 @@ pub enum Fragment {
     /// Not fragmented (or an atomic fragment).
     None,
     /// First fragment: holds the upper-layer header.
-    First,
+    First(FragHeader),
     /// A later fragment: no upper-layer header.
-    Later,
+    Later(FragHeader),
+}
+
+impl Fragment {
+    /// The fragment header, for a fragment.
+    pub fn header(&self) -> Option<FragHeader> {
+        match *self {
+            Fragment::None => None,
+            Fragment::First(h) | Fragment::Later(h) => Some(h),
+        }
+    }
+}
+
+/// What a fragment header says (RFC 8200 4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragHeader {
+    /// Identification of the datagram.
+    pub ident: u32,
+    /// Offset of this fragment's data in the fragmentable part, in bytes.
+    pub offset: u16,
+    /// More fragments follow.
+    pub more: bool,
+    /// Where this fragment's data starts, from the start of the IPv6 header.
+    pub data: usize,
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
@@ -273,12 +306,23 @@ mod tests {
         pl.extend_from_slice(&[0u8; 8]);
         let v = header(44, &pl);
         let r = Repr::parse(&Packet::new_checked(&v[..]).unwrap()).unwrap();
-        assert_eq!((r.protocol, r.fragment), (IpProtocol::Udp, Fragment::First));
+        assert_eq!(r.protocol, IpProtocol::Udp);
+        let h = r.fragment.header().unwrap();
+        assert!(matches!(r.fragment, Fragment::First(_)));
+        assert_eq!((h.ident, h.offset, h.more, h.data), (1, 0, true, 48));
         // Offset 8: later fragment.
         let pl = vec![17, 0, 0x00, 0x08, 0, 0, 0, 1, 1, 2, 3, 4];
         let v = header(44, &pl);
         let r = Repr::parse(&Packet::new_checked(&v[..]).unwrap()).unwrap();
-        assert_eq!(r.fragment, Fragment::Later);
+        assert_eq!(
+            r.fragment,
+            Fragment::Later(FragHeader {
+                ident: 1,
+                offset: 8,
+                more: false,
+                data: 48
+            })
+        );
     }
 
     #[test]
