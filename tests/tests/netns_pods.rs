@@ -1,7 +1,7 @@
 //! Real kernel peers: two "pods" (network namespaces) whose eth0 is one end of a veth
 //! pair; the vrouter serves the other ends itself (`packet:` host interfaces). The pods'
 //! own stacks ARP for each other (the vrouter answers), ping and exchange UDP through the
-//! vrouter.
+//! vrouter, also in datagrams larger than the MTU (fragments), over IPv4 and IPv6.
 
 use std::path::PathBuf;
 
@@ -35,9 +35,18 @@ impl Pods {
     /// Starts the vrouter with `cfg`; returns its control socket and a guard that prints
     /// its counters if the test fails.
     fn start(&mut self, cfg: &vrouter::config::Config) -> (PathBuf, vr_tests::DumpOnFailure) {
+        self.start_lcores(cfg, 1)
+    }
+
+    /// [`Pods::start`] with `lcores` forwarding lcores.
+    fn start_lcores(
+        &mut self,
+        cfg: &vrouter::config::Config,
+        lcores: usize,
+    ) -> (PathBuf, vr_tests::DumpOnFailure) {
         let path = self.dir.join("vr.toml");
         std::fs::write(&path, toml::to_string(cfg).unwrap()).unwrap();
-        let d = Daemon::start(&self.dir, "vr", &path, 8191, 512);
+        let d = Daemon::start_lcores(&self.dir, "vr", &path, (8191, 512), lcores);
         let socket = d.socket.clone();
         self.daemon = Some(d);
         (socket.clone(), vr_tests::DumpOnFailure(vec![socket]))
@@ -284,4 +293,133 @@ fn two_pods_ping_over_ipv6_with_neighbour_discovery_answered_by_the_vrouter() {
         neigh.contains("00:00:5e:00:01:00") && neigh.contains("router"),
         "the vrouter answered ND as a router: {neigh}"
     );
+}
+
+/// Gives both pods their IPv6 address (and the vrouter their routes).
+fn with_ipv6(p: &Pods, cfg: &mut vrouter::config::Config) -> (&'static str, &'static str) {
+    let (a6, b6) = ("fd00:1::3", "fd00:1::4");
+    for (ns, addr) in p.ns.iter().zip([a6, b6]) {
+        let cidr = format!("{addr}/64");
+        // No duplicate-address detection: the address is usable at once.
+        let o = in_ns(
+            ns,
+            &["ip", "-6", "addr", "add", &cidr, "dev", "eth0", "nodad"],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for (vif, addr, nh) in [("vm1", a6, 1), ("vm2", b6, 2)] {
+        cfg.vifs.iter_mut().find(|v| v.name == vif).unwrap().ip6 = Some(addr.parse().unwrap());
+        cfg.routes.push(vrouter::config::RouteCfg {
+            vrf: 1,
+            prefix: format!("{addr}/128"),
+            nh,
+            label: 0,
+            attr: 0,
+        });
+    }
+    (a6, b6)
+}
+
+/// The vrouter's counters.
+fn stats(socket: &std::path::Path) -> serde_json::Value {
+    vr_tests::vrctl_json(socket, &["stats"])
+}
+
+/// 3000-byte pings and 4000-byte UDP datagrams, each more than the pods' 1500-byte MTU,
+/// so the pods' kernels send them as fragments, over IPv4 and IPv6, on a vrouter with two
+/// forwarding lcores. Pod b's security group allows ICMP and UDP 7000 only: a datagram
+/// to port 7001 is refused in every fragment, though only the first carries the port.
+#[test]
+fn datagrams_larger_than_the_mtu_pass_in_fragments_and_policy_decides_every_fragment() {
+    use vrouter::config::{ActionCfg, PolicyCfg, RuleCfg};
+    let mut p = pods();
+    let mut cfg = config(&p);
+    let (_, b6) = with_ipv6(&p, &mut cfg);
+    let rule = |proto: u8, dport: Option<(u16, u16)>| RuleCfg {
+        proto: Some(proto),
+        src: Default::default(),
+        dst: Default::default(),
+        sport: None,
+        dport,
+        action: ActionCfg::Pass,
+    };
+    cfg.policies.push(PolicyCfg {
+        name: "sg-frag".into(),
+        rules: vec![rule(1, None), rule(58, None), rule(17, Some((7000, 7000)))],
+        default: ActionCfg::Deny,
+        network: false,
+    });
+    cfg.vifs
+        .iter_mut()
+        .find(|v| v.name == "vm2")
+        .unwrap()
+        .ingress = vec!["sg-frag".into()];
+    let (socket, _dump) = p.start_lcores(&cfg, 2);
+    let b4 = VM2_IP.to_string();
+
+    for (family, dst) in [("-4", b4.as_str()), ("-6", b6)] {
+        let o = in_ns(
+            &p.ns[0],
+            &[
+                "ping", family, "-s", "3000", "-c", "3", "-i", "0.2", "-W", "3", dst,
+            ],
+        );
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success() && text.contains("3 received") && text.contains("3008 bytes"),
+            "ping {family} -s 3000 failed:\n{text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    // Pod b echoes what reaches UDP 7000 and 7001 (on both families).
+    let server = r#"
+import socket, threading
+def echo(fam, addr, port):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, port))
+    while True:
+        d, a = s.recvfrom(65536); s.sendto(d, a)
+for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+    for port in (7000, 7001):
+        threading.Thread(target=echo, args=(fam, addr, port), daemon=True).start()
+print("ready")
+threading.Event().wait()
+"#;
+    let _srv = vr_tests::serve(&p.ns[1], server, &[]);
+    let send = |dst: &str, port: u16| -> String {
+        let code = format!(
+            "import socket\ns=socket.socket(socket.AF_INET6 if ':' in '{dst}' else socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.settimeout(2); d=bytes(i % 251 for i in range(4000))\n\
+             try:\n  s.sendto(d, ('{dst}', {port})); r=s.recvfrom(65536)[0]; print('echo' if r == d else 'corrupt')\n\
+             except socket.timeout: print('blocked')"
+        );
+        let o = in_ns(&p.ns[0], &["python3", "-c", &code]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    for dst in [b4.as_str(), b6] {
+        assert_eq!(send(dst, 7000), "echo", "4000 bytes to {dst} 7000 and back");
+    }
+    let before = stats(&socket)["drops"]["policy_deny"].as_u64().unwrap_or(0);
+    for dst in [b4.as_str(), b6] {
+        assert_eq!(
+            send(dst, 7001),
+            "blocked",
+            "UDP 7001 on {dst} is not allowed"
+        );
+    }
+    // 4,008 bytes of UDP in 1,500-byte packets: three fragments each, all refused.
+    vr_tests::wait_until(
+        "every fragment of the refused datagrams is counted",
+        std::time::Duration::from_secs(10),
+        || stats(&socket)["drops"]["policy_deny"].as_u64().unwrap_or(0) >= before + 6,
+    );
+    let s = stats(&socket);
+    assert_eq!(s["lcores"], 2, "{s}");
+    assert!(s["fragments"].as_u64() >= Some(4 * 3 * 2), "{s}");
+    for bad in ["fragment_overlap", "fragment_tiny", "fragment_timeout"] {
+        assert_eq!(s["drops"][bad].as_u64().unwrap_or(0), 0, "{bad}: {s}");
+    }
 }

@@ -28,6 +28,9 @@ struct Node {
     label: u32,
     remote_net: &'static str,
     remote_label: u32,
+    /// The pod's IPv6 address and the other side's IPv6 pod network.
+    pod6: &'static str,
+    remote_net6: &'static str,
 }
 
 const NODES: [Node; 2] = [
@@ -39,6 +42,8 @@ const NODES: [Node; 2] = [
         label: 17,
         remote_net: "10.1.2.0/24",
         remote_label: 20,
+        pod6: "fd00:1::3",
+        remote_net6: "fd00:2::/64",
     },
     Node {
         name: "b",
@@ -48,6 +53,8 @@ const NODES: [Node; 2] = [
         label: 20,
         remote_net: "10.1.1.0/24",
         remote_label: 17,
+        pod6: "fd00:2::5",
+        remote_net6: "fd00:1::/64",
     },
 ];
 
@@ -126,6 +133,7 @@ device = "net_tap1,iface=tp{node}{id}"
 mac = "00:00:5e:00:01:00"
 vrf = 1
 ip4 = "{pod_ip}"
+ip6 = "{pod6}"
 
 [[nexthop]]
 id = 1
@@ -150,7 +158,18 @@ nh = 1
 
 [[route]]
 vrf = 1
+prefix = "{pod6}/128"
+nh = 1
+
+[[route]]
+vrf = 1
 prefix = "{remote_net}"
+nh = 3
+label = {remote_label}
+
+[[route]]
+vrf = 1
+prefix = "{remote_net6}"
 nh = 3
 label = {remote_label}
 
@@ -172,6 +191,8 @@ vrf = 1
             remote_net = n.remote_net,
             remote_label = n.remote_label,
             label = n.label,
+            pod6 = n.pod6,
+            remote_net6 = n.remote_net6,
         )
     }
 
@@ -194,12 +215,16 @@ vrf = 1
             let tap = format!("tp{}{id}", n.name);
             ok(&["ip", "link", "set", &tap, "netns", &ns]);
             let addr = format!("{}/24", n.pod.0);
+            let addr6 = format!("{}/64", n.pod6);
             for cmd in [
                 vec!["ip", "link", "set", &tap, "name", "eth0"],
                 vec!["ip", "link", "set", "eth0", "address", n.pod.2],
                 vec!["ip", "addr", "add", &addr, "dev", "eth0"],
+                vec!["ip", "-6", "addr", "add", &addr6, "dev", "eth0", "nodad"],
                 vec!["ip", "link", "set", "eth0", "up"],
                 vec!["ip", "route", "add", "default", "via", n.pod.1],
+                // The other pod network is on the link: the vrouter answers ND for it.
+                vec!["ip", "-6", "route", "add", n.remote_net6, "dev", "eth0"],
             ] {
                 let mut full = vec!["ip", "netns", "exec", &ns];
                 full.extend(cmd);
@@ -406,6 +431,98 @@ fn full_size_tcp_between_pods_on_two_nodes_completes_with_every_encapsulation() 
             out.contains(" 0% packet loss"),
             "{encap}: a ping that fits:\n{out}"
         );
+        lab.stop();
+    }
+}
+
+/// Datagrams larger than the pods' MTU cross nodes in fragments, per encapsulation: a
+/// 3000-byte ping and a 4000-byte UDP datagram (echoed back) over IPv4, whose 1500-byte
+/// fragments the sending vrouter cuts again to fit the tunnel (DF is clear) and the
+/// receiving vrouter forwards by their first fragment's flow; and a 3000-byte ping over
+/// IPv6, whose first fragments are too big for the tunnel: the vrouter answers "packet
+/// too big" with the MTU that fits, the pod's kernel sizes its fragments by it, and the
+/// next pings pass.
+#[test]
+fn datagrams_larger_than_the_mtu_cross_nodes_in_fragments_with_every_encapsulation() {
+    let mut lab = Lab::new();
+    for encap in ["mpls-udp", "mpls-gre", "vxlan"] {
+        let sockets = lab.start(encap);
+        let _dump = vr_tests::DumpOnFailure(sockets.clone());
+        let o = vr_tests::in_ns(
+            &lab.ns[0],
+            &[
+                "ping", "-s", "3000", "-c", "3", "-i", "0.2", "-W", "3", POD_B.0,
+            ],
+        );
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success() && text.contains("3 received") && text.contains("3008 bytes"),
+            "{encap}: ping -s 3000:\n{text}"
+        );
+        let server = format!(
+            "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{}', 7000))\n\
+             print('ready'); s.settimeout(20); d,a=s.recvfrom(65536); s.sendto(d, a); print(len(d))",
+            POD_B.0
+        );
+        let srv = vr_tests::serve(&lab.ns[1], &server, &[]);
+        let client = format!(
+            "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)\n\
+             d=bytes(i % 251 for i in range(4000)); s.sendto(d, ('{}', 7000))\n\
+             print('echo' if s.recvfrom(65536)[0] == d else 'corrupt')",
+            POD_B.0
+        );
+        let o = vr_tests::in_ns(&lab.ns[0], &["python3", "-c", &client]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "echo",
+            "{encap}: 4000 bytes of UDP there and back: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let (status, out) = srv.finish();
+        assert!(status.success());
+        assert_eq!(out.trim(), "4000", "{encap}");
+
+        let o = vr_tests::in_ns(
+            &lab.ns[0],
+            &[
+                "ping",
+                "-6",
+                "-s",
+                "3000",
+                "-c",
+                "6",
+                "-i",
+                "0.3",
+                "-W",
+                "2",
+                NODES[1].pod6,
+            ],
+        );
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let received: u32 = text
+            .split(", ")
+            .find_map(|p| p.strip_suffix(" received"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(received >= 3, "{encap}: ping -6 -s 3000:\n{text}");
+        for (s, n) in sockets.iter().zip(&NODES) {
+            let stats = vr_tests::vrctl_json(s, &["stats"]);
+            assert!(
+                stats["fragmented"].as_u64() >= Some(1),
+                "{encap}: node {} cut what did not fit: {stats}",
+                n.name
+            );
+            assert!(
+                stats["fragments"].as_u64() >= Some(3),
+                "{encap}: node {} forwarded fragments by their flow: {stats}",
+                n.name
+            );
+            assert!(
+                stats["icmp_errors"].as_u64() >= Some(1),
+                "{encap}: node {} sent packet too big: {stats}",
+                n.name
+            );
+        }
         lab.stop();
     }
 }

@@ -143,6 +143,10 @@ pub struct Report {
     pub frag_held: u64,
     /// Held fragments sent on once their first one came.
     pub frag_released: u64,
+    /// IPv4 packets cut into fragments to fit their path (DF clear).
+    pub fragmented: u64,
+    /// Fragments made of them.
+    pub fragments_made: u64,
     /// Per vif, by name.
     pub vifs: HashMap<String, VifCounters>,
     /// Flow table.
@@ -301,6 +305,8 @@ impl StatsView {
             fragments: stats.fragments,
             frag_held: stats.frag_held,
             frag_released: stats.frag_released,
+            fragmented: stats.fragmented,
+            fragments_made: stats.fragments_made,
             vifs: names
                 .iter()
                 .map(|(v, n)| (n.clone(), per_vif.get(&v.0).copied().unwrap_or_default()))

@@ -439,3 +439,22 @@ fn an_ipv6_packet_too_big_for_the_tunnel_gets_packet_too_big_with_the_mtu_that_f
     let (d, _) = tb.run_one(VM1, udp6(VM1_IP6, REMOTE_IP6, 53, &pattern(1400)), 2);
     assert_eq!(d, Disposition::Tx(FABRIC));
 }
+
+#[test]
+fn a_later_icmpv6_fragment_is_data_whatever_its_first_byte() {
+    let mut tb = Testbed::new(1024);
+    with_ipv6(&mut tb);
+    // An echo whose data is all 135 (a neighbour solicitation's type) and 143 (MLD): the
+    // later fragments start with those bytes and are forwarded all the same.
+    for byte in [135, 136, 143] {
+        let b = PacketBuilder::ethernet2(VM1_MAC.0, gw().0)
+            .ipv6(VM1_IP6.octets(), VM2_IP6.octets(), 64)
+            .icmpv6_echo_request(7, u16::from(byte));
+        let mut f = Vec::new();
+        b.write(&mut f, &[byte; 3000]).unwrap();
+        let frags = fragment6(&f, 1424, u32::from(byte));
+        let r = tb.run(VM1, &frags, 1);
+        assert_eq!(dispositions(&r), [Disposition::Tx(VM2); 3], "data {byte}");
+        assert_eq!(reassemble(&out(&r), false), [f[54..].to_vec()]);
+    }
+}

@@ -62,8 +62,14 @@ fn from_vm<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Meta) 
         EtherType::Ipv4 => parse_ip(p.data(), wire::ethernet::HEADER_LEN, false, vif.vrf, m),
         EtherType::Ipv6 => {
             parse_ip(p.data(), wire::ethernet::HEADER_LEN, true, vif.vrf, m);
-            if m.pending() && m.key.proto == 58 {
+            // A later fragment's first byte is data, not an ICMPv6 type; ND is never
+            // fragmented (RFC 6980), so a fragment never reaches nd().
+            let first = m.frag.is_none_or(|f| f.piece.offset == 0);
+            if m.pending() && m.key.proto == 58 && first {
                 match p.data().get(m.l4).copied() {
+                    Some(icmp::NEIGHBOR_SOLICIT) if m.frag.is_some() => {
+                        m.done = drop(DropReason::Discard)
+                    }
                     Some(icmp::NEIGHBOR_SOLICIT) => m.done = Some(nd(ctx, vif, p, m)),
                     // Router solicitations, adverts, redirects, MLD: nothing to forward.
                     Some(133..=137 | 143) => m.done = drop(DropReason::Discard),
