@@ -85,6 +85,47 @@ fn a_cluster_ip_service_balances_translates_ports_and_follows_its_pods() {
     );
     let udp = spread(&lab, 6, "53", "UDP");
     assert!(udp.keys().all(|k| all.contains(&k.as_str())), "{udp:?}");
+
+    // ICMP errors follow their flow back through the translation: a service port whose
+    // target nobody listens on gets "port unreachable" from the backend, which reaches
+    // the client from the service's address, quoting what the client sent, so its
+    // connected socket hears "refused" (untranslated, the client's stack would drop it
+    // and the socket would time out).
+    let closed = lab.dir.join("closed.yaml");
+    std::fs::write(
+        &closed,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: closed}\nspec:\n  selector: {app: web}\n  \
+         ports: [{port: 54, targetPort: 5454, protocol: UDP}]\n",
+    )
+    .unwrap();
+    lab.ok(&["apply", "-f", closed.to_str().unwrap()]);
+    let state = lab.state();
+    let closed_vip = vr_tests::address_of(&state["services"]["default/closed"]);
+    let client_ns = state["pods"]["default/client"]["netns"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let code = format!(
+        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\n\
+         s.connect(('{closed_vip}', 54)); s.send(b'anyone?')\n\
+         try:\n  s.recv(100); print('answered')\nexcept ConnectionRefusedError: print('refused')\n\
+         except socket.timeout: print('timeout')"
+    );
+    let o = vr_tests::in_ns(&client_ns, &["python3", "-c", &code]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "refused",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // And a packet whose TTL runs out at the vrouter is answered with time exceeded.
+    let web1 = vr_tests::address_of(&state["pods"]["default/web-1"]["ip"]);
+    let o = vr_tests::in_ns(
+        &client_ns,
+        &["ping", "-c", "1", "-t", "1", "-W", "2", &web1],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("Time to live exceeded"), "{text}");
     // Not a port of the service.
     let o = lab.vrlab(&[
         "probe",

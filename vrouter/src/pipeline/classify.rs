@@ -33,6 +33,11 @@ pub(super) fn run<B: PacketBuf>(
                 VifKind::Agent => m.done = Some(Disposition::Drop(DropReason::InvalidVif)),
             }
         }
+        if m.pending() && m.icmp_error {
+            if let Err(r) = super::related::key(p.data(), &mut m) {
+                m.done = drop(r);
+            }
+        }
         metas.push(m);
     }
 }
@@ -480,6 +485,10 @@ pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) 
         },
         IpProtocol::Icmp | IpProtocol::Icmpv6 => match icmp::Packet::new_checked(seg) {
             Ok(i) if icmp::is_echo(i.msg_type()) => sport = i.echo_ident(),
+            // Keyed by the packet it quotes once the sender was checked (see run()).
+            Ok(i) if m.frag.is_none() && super::related::is_error(v6, i.msg_type()) => {
+                m.icmp_error = true
+            }
             Ok(_) => {}
             Err(_) => {
                 m.done = drop(DropReason::InvalidPacket);

@@ -97,6 +97,9 @@ drop_reasons! {
     /// An IPv6 packet with an IPv4-mapped address (`::ffff:0:0/96`), which never appears
     /// on the wire and would alias an IPv4 flow.
     MappedAddress = "v4_mapped_address",
+    /// An ICMP error quoting a packet of no flow (or nothing a flow could hold): errors
+    /// follow flows and never set one up.
+    IcmpErrorNoFlow = "icmp_error_no_flow",
 }
 
 /// Number of reasons.

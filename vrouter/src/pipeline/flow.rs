@@ -35,7 +35,10 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
         // again, as a new flow (its reply entry follows, being replaced with it). NATed
         // flows keep their translation.
         if let Some(hit) = found.filter(|h| {
-            h.forward && h.action.policy_gen != ctx.snap.policy_gen as u8 && h.action.nat.is_none()
+            h.forward
+                && !m.icmp_error
+                && h.action.policy_gen != ctx.snap.policy_gen as u8
+                && h.action.nat.is_none()
         }) {
             ctx.flows.delete_pair(hit.idx);
             ctx.stats.flows_reevaluated += 1;
@@ -45,6 +48,7 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
         // set up again, translated, as the routes changed under it.
         if let Some(hit) = found.filter(|h| {
             h.forward
+                && !m.icmp_error
                 && h.action.route_gen != vrf.generation
                 && h.action.nat.is_none()
                 && m.label_nh.is_none()
@@ -73,6 +77,10 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
                         .host_vif
                         .map_or(Disposition::Drop(DropReason::InvalidVif), Disposition::Tx),
                 );
+            }
+            // Errors follow flows; they never set one up.
+            None if m.icmp_error => {
+                m.done = Some(Disposition::Drop(DropReason::IcmpErrorNoFlow));
             }
             None => {
                 ctx.stats.flow_misses += 1;

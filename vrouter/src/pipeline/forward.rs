@@ -33,6 +33,7 @@ pub(super) fn run<B: PacketBuf>(
         m.done = Some(match r {
             Ok(d) => d,
             Err(DropReason::TooBig) => too_big(ctx, in_vif, p, m),
+            Err(DropReason::TtlExpired) => ttl_expired(ctx, in_vif, p, m),
             Err(r) => Disposition::Drop(r),
         });
     }
@@ -134,6 +135,30 @@ fn too_big<B: PacketBuf>(ctx: &mut Ctx<'_>, in_vif: &Vif, p: &mut B, m: &Meta) -
             }
         }
         _ => Disposition::Drop(DropReason::TooBig),
+    }
+}
+
+/// A VM's packet whose TTL (hop limit) ran out here is answered with "time exceeded"
+/// out of the interface it came in on (IPv4 from the node's address, IPv6 from the
+/// vrouter's link-local one); anything else is dropped.
+fn ttl_expired<B: PacketBuf>(ctx: &mut Ctx<'_>, in_vif: &Vif, p: &mut B, m: &Meta) -> Disposition {
+    let node = ctx
+        .snap
+        .global
+        .fabric_vif
+        .and_then(|f| ctx.snap.vifs.get(f.0))
+        .and_then(|f| f.ip4);
+    let smac = ctx.snap.global.vrouter_mac;
+    match node {
+        _ if in_vif.kind != VifKind::Virtual => Disposition::Drop(DropReason::TtlExpired),
+        None if !m.v6 => Disposition::Drop(DropReason::TtlExpired),
+        src => {
+            let src = src.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            match super::icmp_error::time_exceeded(ctx, p, m, (src, smac)) {
+                Ok(()) => Disposition::Tx(in_vif.id),
+                Err(r) => Disposition::Drop(r),
+            }
+        }
     }
 }
 

@@ -2,10 +2,12 @@
 //! for an IPv4 packet with DF set that does not fit the path (the fabric once encapsulated,
 //! or a local interface), sent back out of the interface it came from, to its sender, so
 //! that path MTU discovery works for what MSS clamping does not cover (UDP, ICMP, a TCP
-//! stack that ignores the MSS).
+//! stack that ignores the MSS); and "time exceeded in transit" (type 11) for a packet
+//! whose TTL runs out here, so traceroute from a pod shows the vrouter as its first hop.
+//! Both come from the node's address.
 //!
-//! IPv6 likewise gets "packet too big" (type 2, RFC 4443 / RFC 8201) from the vrouter's
-//! link-local address, the one its neighbour advertisements come from.
+//! IPv6 likewise gets "packet too big" (type 2, RFC 4443 / RFC 8201) and "hop limit
+//! exceeded" (type 3) from the vrouter's link-local address.
 //!
 //! The packet is rewritten in place: the buffer is at least as long as the error (the
 //! packet was too big), so the quoted header and first 8 bytes of payload move forward and
@@ -28,36 +30,81 @@ pub(super) fn frag_needed<B: PacketBuf>(
     ctx: &mut Ctx<'_>,
     p: &mut B,
     m: &Meta,
-    (src, smac): (Ipv4Addr, MacAddr),
+    from: (Ipv4Addr, MacAddr),
     mtu: u16,
 ) -> Result<(), DropReason> {
-    if m.v6 {
+    let df = p
+        .data()
+        .get(m.l3..)
+        .and_then(|ip| wire::ipv4::Packet::new_checked(ip).ok())
+        .is_some_and(|v| v.dont_frag());
+    if m.v6 || !df {
         return Err(DropReason::TooBig);
     }
+    let [hi, lo] = mtu.to_be_bytes();
+    let what = (wire::icmp::DEST_UNREACH_V4, FRAG_NEEDED, [0, 0, hi, lo]);
+    error_v4(ctx, p, m, from, what, DropReason::TooBig)
+}
+
+/// Turns `p` (an IPv4 packet at `m.l3` whose TTL ran out) into "time exceeded in transit"
+/// to its sender, from `src` over Ethernet from `smac`; `Err(TtlExpired)` if it is not one
+/// to answer.
+pub(super) fn time_exceeded<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    p: &mut B,
+    m: &Meta,
+    from: (Ipv4Addr, MacAddr),
+) -> Result<(), DropReason> {
+    if m.v6 {
+        return hop_limit_exceeded(ctx, p, m);
+    }
+    let what = (wire::icmp::TIME_EXCEEDED_V4, 0, [0; 4]);
+    error_v4(ctx, p, m, from, what, DropReason::TtlExpired)
+}
+
+/// Turns `p` into the ICMP error `(type, code, rest of header)` to its sender, quoting its
+/// IP header and first 8 bytes of payload; `Err(fail)` if it is not one to answer (an
+/// ICMP error itself, a fragment but the first (RFC 1122 3.2.2), a multicast or
+/// broadcast destination).
+fn error_v4<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    p: &mut B,
+    m: &Meta,
+    (src, smac): (Ipv4Addr, MacAddr),
+    (icmp_type, code, rest): (u8, u8, [u8; 4]),
+    fail: DropReason,
+) -> Result<(), DropReason> {
+    if m.v6 {
+        return Err(fail);
+    }
     let d = p.data();
-    let ip = d.get(m.l3..).ok_or(DropReason::TooBig)?;
+    let ip = d.get(m.l3..).ok_or(fail)?;
     let Ok(v) = wire::ipv4::Packet::new_checked(ip) else {
-        return Err(DropReason::TooBig);
+        return Err(fail);
     };
-    let r = wire::ipv4::Repr::parse(&v).map_err(|_| DropReason::TooBig)?;
-    // Never an error about an error, nor about a fragment but the first (RFC 1122 3.2.2).
+    let r = wire::ipv4::Repr::parse(&v).map_err(|_| fail)?;
     let is_icmp_error = r.protocol == IpProtocol::Icmp
         && ip.get(v.header_len()).is_some_and(|t| {
             !matches!(*t, wire::icmp::ECHO_REQUEST_V4 | wire::icmp::ECHO_REPLY_V4)
         });
-    if !r.dont_frag || !r.first_fragment || is_icmp_error {
-        return Err(DropReason::TooBig);
+    if !r.first_fragment || is_icmp_error || r.dst.is_multicast() || r.dst.is_broadcast() {
+        return Err(fail);
     }
-    let dst_mac = MacAddr(d[6..12].try_into().map_err(|_| DropReason::TooBig)?);
+    let dst_mac = MacAddr(d[6..12].try_into().map_err(|_| fail)?);
     let quote_len = (v.header_len() + 8).min(ip.len());
     let mut quote = [0u8; 60 + 8];
     quote[..quote_len].copy_from_slice(&ip[..quote_len]);
     let hl = wire::ethernet::HEADER_LEN;
     let icmp_len = wire::icmp::HEADER_LEN + quote_len;
     let total = hl + 20 + icmp_len;
-    let cut = p.len().checked_sub(total).ok_or(DropReason::TooBig)?;
-    if !p.trim(cut) {
-        return Err(DropReason::TooBig);
+    let len = p.len();
+    let resized = if len < total {
+        p.append(total - len).is_some()
+    } else {
+        p.trim(len - total)
+    };
+    if !resized {
+        return Err(fail);
     }
     let out = p.data_mut();
     wire::ethernet::Repr {
@@ -71,12 +118,12 @@ pub(super) fn frag_needed<B: PacketBuf>(
         ..wire::ipv4::Repr::tunnel(src, r.src, IpProtocol::Icmp, icmp_len)
     }
     .emit(&mut out[hl..hl + 20])
-    .map_err(|_| DropReason::TooBig)?;
+    .map_err(|_| fail)?;
     let icmp = &mut out[hl + 20..];
-    icmp[0] = wire::icmp::DEST_UNREACH_V4;
-    icmp[1] = FRAG_NEEDED;
-    icmp[2..6].fill(0);
-    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+    icmp[0] = icmp_type;
+    icmp[1] = code;
+    icmp[2..4].fill(0);
+    icmp[4..8].copy_from_slice(&rest);
     icmp[8..8 + quote_len].copy_from_slice(&quote[..quote_len]);
     let c = checksum::checksum(&icmp[..icmp_len]);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
@@ -86,6 +133,8 @@ pub(super) fn frag_needed<B: PacketBuf>(
 
 /// ICMPv6 "packet too big".
 const PACKET_TOO_BIG: u8 = 2;
+/// ICMPv6 "time exceeded".
+const TIME_EXCEEDED_V6: u8 = 3;
 /// An ICMPv6 error quotes as much of its packet as keeps it within the minimum MTU.
 const V6_ERROR_MAX: usize = 1280;
 
@@ -113,30 +162,57 @@ pub(super) fn link_local(mac: MacAddr) -> Ipv6Addr {
 }
 
 /// Turns `p` (an IPv6 packet at `m.l3`) into a "packet too big" error to its sender with
-/// `mtu`, from the vrouter's link-local address and MAC, over the pod's link. `Err(TooBig)` if it is not one to
-/// answer (an ICMPv6 error itself, a multicast destination, not IPv6).
+/// `mtu`, from the vrouter's link-local address and MAC, over the pod's link. `Err(TooBig)`
+/// if it is not one to answer (an ICMPv6 error itself, a multicast destination, not IPv6).
 pub(super) fn packet_too_big<B: PacketBuf>(
     ctx: &mut Ctx<'_>,
     p: &mut B,
     m: &Meta,
     mtu: u16,
 ) -> Result<(), DropReason> {
+    error_v6(
+        ctx,
+        p,
+        m,
+        (PACKET_TOO_BIG, 0, u32::from(mtu)),
+        DropReason::TooBig,
+    )
+}
+
+/// "Hop limit exceeded in transit" to the sender of `p`.
+fn hop_limit_exceeded<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    p: &mut B,
+    m: &Meta,
+) -> Result<(), DropReason> {
+    error_v6(ctx, p, m, (TIME_EXCEEDED_V6, 0, 0), DropReason::TtlExpired)
+}
+
+/// Turns `p` into the ICMPv6 error `(type, code, rest of header)` to its sender, quoting
+/// as much of it as keeps the error within 1,280 bytes.
+fn error_v6<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    p: &mut B,
+    m: &Meta,
+    (icmp_type, code, rest): (u8, u8, u32),
+    fail: DropReason,
+) -> Result<(), DropReason> {
     if !m.v6 {
-        return Err(DropReason::TooBig);
+        return Err(fail);
     }
     let smac = ctx.snap.global.vrouter_mac;
     let d = p.data();
-    let ip = d.get(m.l3..).ok_or(DropReason::TooBig)?;
-    let v = wire::ipv6::Packet::new_checked(ip).map_err(|_| DropReason::TooBig)?;
-    let r = wire::ipv6::Repr::parse(&v).map_err(|_| DropReason::TooBig)?;
+    let ip = d.get(m.l3..).ok_or(fail)?;
+    let v = wire::ipv6::Packet::new_checked(ip).map_err(|_| fail)?;
+    let r = wire::ipv6::Repr::parse(&v).map_err(|_| fail)?;
     // Errors are informational below type 128: never one about another (RFC 4443 2.4 e).
     let is_icmp_error = r.protocol == IpProtocol::Icmpv6
         && !matches!(r.fragment, wire::ipv6::Fragment::Later(_))
         && ip.get(r.upper_offset).is_some_and(|t| *t < 128);
     if is_icmp_error || r.dst.is_multicast() || r.src.is_unspecified() {
-        return Err(DropReason::TooBig);
+        return Err(fail);
     }
-    let dst_mac = MacAddr(d[6..12].try_into().map_err(|_| DropReason::TooBig)?);
+    let dst_mac = MacAddr(d[6..12].try_into().map_err(|_| fail)?);
     let hl = wire::ethernet::HEADER_LEN;
     let head = wire::ipv6::HEADER_LEN + wire::icmp::HEADER_LEN;
     let quote_len = ip.len().min(V6_ERROR_MAX - head);
@@ -150,7 +226,7 @@ pub(super) fn packet_too_big<B: PacketBuf>(
         p.trim(len - total)
     };
     if !resized {
-        return Err(DropReason::TooBig);
+        return Err(fail);
     }
     let src = link_local(smac);
     let out = p.data_mut();
@@ -173,12 +249,12 @@ pub(super) fn packet_too_big<B: PacketBuf>(
         fragment: wire::ipv6::Fragment::None,
     }
     .emit(&mut out[hl..hl + wire::ipv6::HEADER_LEN], icmp_len)
-    .map_err(|_| DropReason::TooBig)?;
+    .map_err(|_| fail)?;
     let icmp = &mut out[hl + wire::ipv6::HEADER_LEN..];
-    icmp[0] = PACKET_TOO_BIG;
-    icmp[1] = 0;
+    icmp[0] = icmp_type;
+    icmp[1] = code;
     icmp[2..4].fill(0);
-    icmp[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
+    icmp[4..8].copy_from_slice(&rest.to_be_bytes());
     icmp[8..icmp_len].copy_from_slice(&quote);
     let ps = checksum::pseudo_v6(src, r.src, 58, icmp_len as u32);
     let c = checksum::fold(ps + checksum::sum(&icmp[..icmp_len]));

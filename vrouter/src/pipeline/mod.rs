@@ -19,6 +19,7 @@ mod frag;
 mod icmp_error;
 mod mss;
 mod nat;
+mod related;
 mod split;
 
 use std::collections::VecDeque;
@@ -189,6 +190,8 @@ pub(crate) struct Meta {
     pub(crate) path_mtu: u16,
     /// A fragment: where it sits in its datagram.
     pub(crate) frag: Option<FragInfo>,
+    /// An ICMP error, keyed by the packet it quotes (see `related.rs`).
+    pub(crate) icmp_error: bool,
 }
 
 impl Meta {
@@ -216,6 +219,7 @@ impl Meta {
             done: None,
             path_mtu: 0,
             frag: None,
+            icmp_error: false,
         }
     }
 

@@ -17,6 +17,16 @@ pub(super) fn run<B: PacketBuf>(_ctx: &mut Ctx<'_>, pkts: &mut [B], metas: &mut 
             continue;
         }
         let second = m.action.and_then(|a| a.hairpin.rewrite(&m.key));
+        if m.icmp_error {
+            // An error is translated back in its outer and its quoted headers.
+            let r = super::related::translate(p.data_mut(), m, &nat).and_then(|()| {
+                second.map_or(Ok(()), |n| super::related::translate(p.data_mut(), m, &n))
+            });
+            if let Err(r) = r {
+                m.done = Some(Disposition::Drop(r));
+            }
+            continue;
+        }
         if rewrite(p.data_mut(), m, &nat).is_none()
             || second.is_some_and(|n| rewrite(p.data_mut(), m, &n).is_none())
         {
