@@ -766,6 +766,8 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         bail!("no vif has a device: nothing to forward");
     }
 
+    // Before the flow table exists: its buckets depend on the seed.
+    crate::flow::seed_hash(crate::flow::random_seed());
     let snat = Arc::new(SnatPools::default());
     let flows = Arc::new(FlowTable::with_snat(opts.flows, Arc::clone(&snat)));
     let aging = AgingConfig::millis();

@@ -33,6 +33,7 @@ fn fwd(nh: u32) -> FlowAction {
         policy_gen: 0,
         route_gen: 3,
         mirror: false,
+        from_node: 0,
     }
 }
 

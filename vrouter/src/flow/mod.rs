@@ -96,12 +96,30 @@ fn bits_addr(b: u128) -> IpAddr {
     }
 }
 
-/// Mixes packed key words into 64 bits (multiply-rotate per word, murmur3 finaliser; written here because the
-/// datapath needs a fixed, seedless, allocation-free hash identical on every lcore).
+/// The flow hash's seed: fixed until [`seed_hash`] sets it.
+static SEED: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0x243f_6a88_85a3_08d3);
+
+/// Seeds the flow hash (the daemon does, with a random value, once at start, before any
+/// table exists), so that keys colliding in one bucket cannot be worked out in advance.
+/// Every lcore reads the same seed: one table, one hash.
+pub fn seed_hash(seed: u64) {
+    SEED.store(seed, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A random seed for [`seed_hash`] (from the standard library's per-process random keys).
+pub fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+}
+
+/// Mixes packed key words into 64 bits (multiply-rotate per word from the seed, murmur3
+/// finaliser; written here because the datapath needs an allocation-free hash identical on
+/// every lcore, a few cycles long).
 #[inline]
 pub fn hash_words(w: &[u64; 5]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    let mut h: u64 = SEED.load(std::sync::atomic::Ordering::Relaxed);
     for &x in w {
         h = (h ^ x).wrapping_mul(K).rotate_left(31);
     }
@@ -189,6 +207,10 @@ pub struct FlowAction {
     pub policy_gen: u8,
     /// Copy packets to the mirror destination.
     pub mirror: bool,
+    /// The fabric address (IPv4 bits) of the node whose tunnel packets may hit this entry:
+    /// the node that sent the flow's first packet, or the one its replies come back from;
+    /// 0: none, a decapsulated packet hitting it has a forged source.
+    pub from_node: u32,
 }
 
 impl FlowAction {
@@ -203,6 +225,7 @@ impl FlowAction {
             route_gen: 0,
             policy_gen: 0,
             mirror: false,
+            from_node: 0,
         }
     }
 }

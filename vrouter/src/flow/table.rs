@@ -46,7 +46,7 @@ const MISC: usize = 9; // nat_port:16 | role:8 | _:8 | rflow:32
 const PKTS: usize = 10;
 const BYTES: usize = 11;
 const LAST: usize = 12;
-const TCP: usize = 13; // TCP flags seen in this direction
+const TCP: usize = 13; // TCP flags seen in this direction (low 8 bits) | from_node:32 << 32
 const CREATED: usize = 14;
 const WORDS: usize = 15;
 
@@ -347,6 +347,7 @@ impl FlowTable {
             let nat_hi = e.w[NAT_HI].load(Ordering::Relaxed);
             let nat_lo = e.w[NAT_LO].load(Ordering::Relaxed);
             let misc = e.w[MISC].load(Ordering::Relaxed);
+            let tcp = e.w[TCP].load(Ordering::Relaxed);
             // Keeps the field loads above from moving after the re-check below.
             fence(Ordering::Acquire);
             if e.ctl.load(Ordering::Relaxed) != c1 {
@@ -354,7 +355,7 @@ impl FlowTable {
             }
             return Some(FlowHit {
                 idx: FlowIdx(i as u32),
-                action: decode_action(act, lbl, nat_hi, nat_lo, misc),
+                action: decode_action(act, lbl, nat_hi, nat_lo, misc, tcp),
                 rflow: FlowIdx(misc as u32),
                 forward: (misc >> 40) & 0xff == ROLE_FWD,
             });
@@ -427,9 +428,10 @@ impl FlowTable {
         e.w[NAT_HI].store(hi, Ordering::Relaxed);
         e.w[NAT_LO].store(lo, Ordering::Relaxed);
         e.w[MISC].store(misc, Ordering::Relaxed);
-        for w in [PKTS, BYTES, TCP] {
+        for w in [PKTS, BYTES] {
             e.w[w].store(0, Ordering::Relaxed);
         }
+        e.w[TCP].store(u64::from(a.from_node) << 32, Ordering::Relaxed);
         e.w[LAST].store(now, Ordering::Relaxed);
         e.w[CREATED].store(now, Ordering::Relaxed);
         // Release: publishes every field above with the new version.
@@ -682,6 +684,7 @@ impl FlowTable {
             e.w[NAT_HI].load(Ordering::Relaxed),
             e.w[NAT_LO].load(Ordering::Relaxed),
             misc,
+            e.w[TCP].load(Ordering::Relaxed),
         );
         let r = &self.entries[misc as u32 as usize % self.entries.len()];
         let key = FlowKey::unpack(&words);
@@ -744,7 +747,7 @@ fn encode_action(a: &FlowAction, rflow: u32, fwd: bool) -> (u64, u64, u64, u64, 
     (act, lbl, hi, lo, misc)
 }
 
-fn decode_action(act: u64, lbl: u64, hi: u64, lo: u64, misc: u64) -> FlowAction {
+fn decode_action(act: u64, lbl: u64, hi: u64, lo: u64, misc: u64, tcp: u64) -> FlowAction {
     let flags = (act >> 40) & 0xff;
     let verdict = if act >> 56 == 0 {
         FlowVerdict::Forward
@@ -777,5 +780,6 @@ fn decode_action(act: u64, lbl: u64, hi: u64, lo: u64, misc: u64) -> FlowAction 
         nat,
         hairpin,
         mirror: flags & F_MIRROR != 0,
+        from_node: (tcp >> 32) as u32,
     }
 }

@@ -308,20 +308,34 @@ fn from_fabric<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &mut Me
         }
         return;
     }
+    // The header checksum, which no offload has checked for us.
+    if !ip.verify_checksum() {
+        m.done = drop(DropReason::BadChecksum);
+        return;
+    }
     m.tunnel_src = Some(ip.src());
     let l4 = 14 + ip.header_len();
-    match ip.protocol() {
-        IpProtocol::Udp => {
-            let dport = d
-                .get(l4 + 2..l4 + 4)
-                .map(|b| u16::from_be_bytes([b[0], b[1]]));
-            match dport {
-                Some(6635) => decap::mpls_udp(ctx, p, m, l4),
-                Some(wire::vxlan::UDP_PORT) => decap::vxlan(ctx, vif.id, p, m, l4),
-                _ => fabric_flow(p, vif.vrf, m),
-            }
+    let dport = d
+        .get(l4 + 2..l4 + 4)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let tunnel = match ip.protocol() {
+        IpProtocol::Udp => matches!(dport, Some(6635 | wire::vxlan::UDP_PORT)),
+        IpProtocol::Gre => true,
+        _ => false,
+    };
+    // Only the other nodes' tunnels are opened: a host on the fabric that is not a node
+    // reaches no pod through one.
+    if tunnel && !ctx.snap.known_node(ip.src()) {
+        m.done = drop(DropReason::UntrustedTunnel);
+        return;
+    }
+    match (ip.protocol(), dport) {
+        (IpProtocol::Udp, Some(6635)) => decap::mpls_udp(ctx, p, m, l4),
+        (IpProtocol::Udp, Some(wire::vxlan::UDP_PORT)) => decap::vxlan(ctx, vif.id, p, m, l4),
+        (IpProtocol::Gre, _) => {
+            let end = 14 + usize::from(ip.total_len());
+            decap::mpls_gre(ctx, p, m, l4, end)
         }
-        IpProtocol::Gre => decap::mpls_gre(ctx, p, m, l4),
         _ => fabric_flow(p, vif.vrf, m),
     }
     if m.pending() && !m.lookup_only {

@@ -18,9 +18,24 @@ pub(super) fn mpls_udp<B: PacketBuf>(ctx: &mut Ctx<'_>, p: &mut B, m: &mut Meta,
     mpls(ctx, p, m, l4 + wire::udp::HEADER_LEN);
 }
 
-/// MPLS over GRE: `l4` is the offset of the GRE header.
-pub(super) fn mpls_gre<B: PacketBuf>(ctx: &mut Ctx<'_>, p: &mut B, m: &mut Meta, l4: usize) {
+/// MPLS over GRE: `l4` is the offset of the GRE header, `end` that of the end of the
+/// outer IP packet. A GRE checksum, when present, must verify (RFC 2784).
+pub(super) fn mpls_gre<B: PacketBuf>(
+    ctx: &mut Ctx<'_>,
+    p: &mut B,
+    m: &mut Meta,
+    l4: usize,
+    end: usize,
+) {
     match p.data().get(l4..).map(wire::gre::Repr::parse) {
+        Some(Ok(g))
+            if g.checksum
+                && p.data()
+                    .get(l4..end)
+                    .is_none_or(|b| wire::checksum::fold(wire::checksum::sum(b)) != 0xffff) =>
+        {
+            fail(m, DropReason::BadChecksum)
+        }
         Some(Ok(g)) if g.protocol == wire::gre::PROTO_MPLS => mpls(ctx, p, m, l4 + g.header_len),
         Some(Ok(_)) => fail(m, DropReason::InvalidTunnel),
         _ => fail(m, DropReason::InvalidPacket),

@@ -100,6 +100,11 @@ drop_reasons! {
     /// An ICMP error quoting a packet of no flow (or nothing a flow could hold): errors
     /// follow flows and never set one up.
     IcmpErrorNoFlow = "icmp_error_no_flow",
+    /// A tunnel from a fabric address that is no node's: not decapsulated.
+    UntrustedTunnel = "untrusted_tunnel",
+    /// A decapsulated packet whose source is routed to another place than the node that
+    /// sent it (one of this node's interfaces, or another node): a forged source.
+    TunnelSourceMismatch = "tunnel_source_mismatch",
 }
 
 /// Number of reasons.

@@ -58,6 +58,15 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
             ctx.stats.flows_reevaluated += 1;
             found = None;
         }
+        // A tunnel packet may hit only a flow its sending node takes part in: the one that
+        // sent the flow's first packet, or the one its replies come back from.
+        if let (Some(hit), Some(node)) = (found, decapsulated(m)) {
+            if hit.action.verdict == FlowVerdict::Forward && hit.action.from_node != u32::from(node)
+            {
+                m.done = Some(Disposition::Drop(DropReason::TunnelSourceMismatch));
+                continue;
+            }
+        }
         match found {
             Some(hit) => {
                 ctx.stats.flow_hits += 1;
@@ -222,6 +231,37 @@ fn return_to(snap: &Snapshot, node: std::net::Ipv4Addr) -> Option<NhId> {
     }
 }
 
+/// The node that sent a decapsulated packet (`None` for anything else).
+fn decapsulated(m: &Meta) -> Option<std::net::Ipv4Addr> {
+    m.tunnel_src.filter(|_| !m.lookup_only)
+}
+
+/// A decapsulated packet is decided with the attributes of its source's route, so the
+/// source must be one the sending node may speak for: not one of this node's interfaces,
+/// nor an address routed to another node. Sources routed elsewhere (ECMP, a service, the
+/// SNAT default, nowhere) are clients the sending node translated or shares.
+fn check_tunnel_source(
+    snap: &Snapshot,
+    src_route: Option<&RouteEntry>,
+    node: std::net::Ipv4Addr,
+) -> Result<(), DropReason> {
+    let Some(r) = src_route else {
+        return Ok(());
+    };
+    match snap.nexthops.get(r.nh.0).map(|n| &**n) {
+        Some(Nexthop::Tunnel(t)) if t.dst != node => Err(DropReason::TunnelSourceMismatch),
+        Some(Nexthop::Encap { vif, .. })
+            if snap
+                .vifs
+                .get(vif.0)
+                .is_some_and(|v| v.kind == VifKind::Virtual) =>
+        {
+            Err(DropReason::TunnelSourceMismatch)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, DropReason> {
     let snap = ctx.snap;
     let k = &m.key;
@@ -264,6 +304,9 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         .get(nh_id.0)
         .ok_or(DropReason::InvalidNexthop)?;
     let src_route = vrf.lookup(k.src);
+    if let Some(node) = decapsulated(m) {
+        check_tunnel_source(snap, src_route.as_ref(), node)?;
+    }
 
     // Who is talking to whom, for policy.
     let from_vm = vif.kind == VifKind::Virtual;
@@ -333,6 +376,7 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         route_gen: vrf.generation,
         policy_gen: snap.policy_gen as u8,
         mirror: false,
+        from_node: decapsulated(m).map_or(0, u32::from),
     };
     // A source sent by another node through a tunnel that this VRF routes nowhere, only
     // out of the node (the SNAT default), or to this node's own host: a client outside
@@ -367,6 +411,11 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
                 ..FlowAction::drop(DropReason::NoRoute)
             },
         },
+    };
+    // Replies through a tunnel come from the node it leads to, and only from it.
+    rev.from_node = match snap.nexthops.get(fwd.nh.0).map(|n| &**n) {
+        Some(Nexthop::Tunnel(t)) => u32::from(t.dst),
+        _ => 0,
     };
     // Replies come from the destination's side: a local interface in another VRF (a VN
     // reached through a network policy) sends them in its own VRF.

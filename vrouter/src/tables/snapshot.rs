@@ -122,6 +122,10 @@ pub struct Snapshot {
     /// Bumped when an interface's policy or attributes, or an attribute record, change:
     /// flows decided under an older generation are decided again.
     pub policy_gen: u32,
+    /// The other nodes' fabric addresses that tunnel nexthops lead to, with how many do:
+    /// the tunnels the vrouter decapsulates must come from one of them (or from a node
+    /// the fabric VRF routes to, see [`Snapshot::known_node`]).
+    pub tunnel_peers: Arc<HashMap<std::net::Ipv4Addr, u32>>,
 }
 
 impl Snapshot {
@@ -137,7 +141,34 @@ impl Snapshot {
             global: Arc::new(GlobalConfig::default()),
             version: 0,
             policy_gen: 0,
+            tunnel_peers: Arc::new(HashMap::new()),
         }
+    }
+
+    /// Whether `a` is another node's fabric address: a tunnel nexthop leads to it, or the
+    /// fabric VRF has a route of its own to it (not the default) out of the fabric
+    /// interface, as the agent installs for every node.
+    pub fn known_node(&self, a: std::net::Ipv4Addr) -> bool {
+        if self.tunnel_peers.contains_key(&a) {
+            return true;
+        }
+        let Some(fabric) = self.global.fabric_vif else {
+            return false;
+        };
+        let Some(vrf) = self.vifs.get(fabric.0).and_then(|v| self.vrfs.get(v.vrf.0)) else {
+            return false;
+        };
+        let Some(r) = vrf.lookup(IpAddr::V4(a)) else {
+            return false;
+        };
+        let default = vrf.lookup(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        if default.is_some_and(|d| d.nh == r.nh) {
+            return false;
+        }
+        matches!(
+            self.nexthops.get(r.nh.0).map(|n| &**n),
+            Some(Nexthop::Encap { vif, .. }) if *vif == fabric
+        )
     }
 
     /// Endpoint attributes by id (0 or unknown: the empty record).
@@ -399,7 +430,18 @@ impl TablesWriter {
         if nhs.contains(&id) {
             return Err(TableError::Invalid(format!("{id} cannot contain itself")));
         }
-        let _ = self.work.nexthops.set(id.0, Arc::new(nh));
+        let peer = match &nh {
+            Nexthop::Tunnel(t) => Some(t.dst),
+            _ => None,
+        };
+        if let Some(old) = self.work.nexthops.set(id.0, Arc::new(nh)).ok().flatten() {
+            self.forget_peer(&old);
+        }
+        if let Some(p) = peer {
+            *Arc::make_mut(&mut self.work.tunnel_peers)
+                .entry(p)
+                .or_insert(0) += 1;
+        }
         Ok(())
     }
 
@@ -407,10 +449,26 @@ impl TablesWriter {
     /// the "invalid nexthop" reason until they are changed.
     pub fn del_nexthop(&mut self, id: NhId) -> Result<Arc<Nexthop>, TableError> {
         self.unused(id.to_string(), |(nhs, _)| nhs.contains(&id))?;
-        self.work
+        let old = self
+            .work
             .nexthops
             .remove(id.0)
-            .ok_or(TableError::NoNexthop(id))
+            .ok_or(TableError::NoNexthop(id))?;
+        self.forget_peer(&old);
+        Ok(old)
+    }
+
+    /// Drops a removed or replaced nexthop's count of its tunnel peer.
+    fn forget_peer(&mut self, old: &Nexthop) {
+        if let Nexthop::Tunnel(t) = old {
+            let peers = Arc::make_mut(&mut self.work.tunnel_peers);
+            if let Some(n) = peers.get_mut(&t.dst) {
+                *n -= 1;
+                if *n == 0 {
+                    peers.remove(&t.dst);
+                }
+            }
+        }
     }
 
     /// A free nexthop index.

@@ -18,6 +18,8 @@ pub struct Repr {
     pub header_len: usize,
     /// Key, when present.
     pub key: Option<u32>,
+    /// A checksum (over the GRE header and payload) is present.
+    pub checksum: bool,
 }
 
 impl Repr {
@@ -42,6 +44,7 @@ impl Repr {
             protocol: be16(buf, 2),
             header_len,
             key,
+            checksum: c,
         })
     }
 
