@@ -1,7 +1,7 @@
 //! The flow hash's seed (its own test binary: the seed is process-wide). Another seed
 //! moves keys to other buckets, so collisions worked out against one start do not carry
-//! to the next; the table works the same under any seed, and the tunnel's entry of its
-//! node is kept in the entry (the word holding TCP flags) whatever flags come.
+//! to the next; the table works the same under any seed, and what an entry keeps beside
+//! the TCP flags (its node, the policy generation's high bits) stays whatever flags come.
 
 use vrouter::flow::{
     AgingConfig, FlowAction, FlowKey, FlowTable, FlowVerdict, Hairpin, random_seed, seed_hash,
@@ -35,7 +35,7 @@ fn another_seed_gives_other_hashes_and_the_table_works_under_it() {
         label: 20,
         nat: None,
         hairpin: Hairpin::No,
-        policy_gen: 0,
+        policy_gen: 0x0123_4567,
         route_gen: 1,
         mirror: false,
         from_node: u32::from(std::net::Ipv4Addr::new(192, 0, 2, 2)),

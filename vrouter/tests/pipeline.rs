@@ -436,6 +436,25 @@ fn a_policy_change_decides_existing_flows_again() {
 }
 
 #[test]
+fn a_flow_decided_256_policy_changes_ago_is_decided_again() {
+    let mut tb = Testbed::new(1024);
+    let udp = || vm1_udp(VM2_IP, 4000, 81, b"x");
+    assert_eq!(tb.run_one(VM1, udp(), 1).0, Disposition::Tx(VM2));
+    // 256 changes that end where they began (no policy), the flow idle meanwhile: the
+    // generation's low 8 bits are back where they were, the generation is not.
+    let before = tb.writer.tables().policy_gen;
+    for i in 0..128u16 {
+        vm2_ingress_only(&mut tb, "sg-web", 6, 1000 + i);
+        set_vm2_policy(&mut tb, None);
+    }
+    let now = tb.writer.tables().policy_gen;
+    assert_eq!(now.wrapping_sub(before) % 256, 0, "{before} -> {now}");
+    assert_ne!(now, before);
+    assert_eq!(tb.run_one(VM1, udp(), 2).0, Disposition::Tx(VM2));
+    assert_eq!(tb.pipeline.stats.flows_reevaluated, 1, "decided again");
+}
+
+#[test]
 fn sctp_ports_are_matched_by_policy_and_a_short_sctp_header_is_invalid() {
     let mut tb = Testbed::new(1024);
     vm2_ingress_only(&mut tb, "sctp-80", 132, 80);

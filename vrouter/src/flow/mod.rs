@@ -202,9 +202,10 @@ pub struct FlowAction {
     pub hairpin: Hairpin,
     /// Route generation of the VRF when the nexthop was resolved.
     pub route_gen: u32,
-    /// Policy generation of the tables (low 8 bits) when policy decided: a forward entry
-    /// decided under another generation is set up again.
-    pub policy_gen: u8,
+    /// Policy generation of the tables (low 32 bits) when policy decided: a forward entry
+    /// decided under another generation is set up again. (Stored whole: 8 bits wrapped
+    /// after 256 policy changes, and a flow decided that long ago looked current again.)
+    pub policy_gen: u32,
     /// Copy packets to the mirror destination.
     pub mirror: bool,
     /// The fabric address (IPv4 bits) of the node whose tunnel packets may hit this entry:

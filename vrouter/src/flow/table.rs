@@ -46,7 +46,8 @@ const MISC: usize = 9; // nat_port:16 | role:8 | _:8 | rflow:32
 const PKTS: usize = 10;
 const BYTES: usize = 11;
 const LAST: usize = 12;
-const TCP: usize = 13; // TCP flags seen in this direction (low 8 bits) | from_node:32 << 32
+// TCP flags seen in this direction:8 | policy_gen high 24 bits:24 | from_node:32
+const TCP: usize = 13;
 const CREATED: usize = 14;
 const WORDS: usize = 15;
 
@@ -431,7 +432,7 @@ impl FlowTable {
         for w in [PKTS, BYTES] {
             e.w[w].store(0, Ordering::Relaxed);
         }
-        e.w[TCP].store(u64::from(a.from_node) << 32, Ordering::Relaxed);
+        e.w[TCP].store(tcp_word(a), Ordering::Relaxed);
         e.w[LAST].store(now, Ordering::Relaxed);
         e.w[CREATED].store(now, Ordering::Relaxed);
         // Release: publishes every field above with the new version.
@@ -709,6 +710,11 @@ impl FlowTable {
     }
 }
 
+/// The TCP word of a new entry: no flags yet, the policy generation's high bits, the node.
+fn tcp_word(a: &FlowAction) -> u64 {
+    (u64::from(a.from_node) << 32) | (u64::from(a.policy_gen >> 8) << 8)
+}
+
 fn encode_action(a: &FlowAction, rflow: u32, fwd: bool) -> (u64, u64, u64, u64, u64) {
     let (verdict, reason) = match a.verdict {
         FlowVerdict::Forward => (0u64, 0u64),
@@ -740,7 +746,7 @@ fn encode_action(a: &FlowAction, rflow: u32, fwd: bool) -> (u64, u64, u64, u64, 
     let act = (verdict << 56)
         | (reason << 48)
         | (flags << 40)
-        | (u64::from(a.policy_gen) << 32)
+        | (u64::from(a.policy_gen & 0xff) << 32)
         | u64::from(a.nh.0);
     let lbl = (u64::from(a.label) << 32) | u64::from(a.route_gen);
     let misc = (port << 48) | ((u64::from(fwd) * ROLE_FWD) << 40) | u64::from(rflow);
@@ -776,7 +782,7 @@ fn decode_action(act: u64, lbl: u64, hi: u64, lo: u64, misc: u64, tcp: u64) -> F
         nh: NhId(act as u32),
         label: (lbl >> 32) as u32,
         route_gen: lbl as u32,
-        policy_gen: (act >> 32) as u8,
+        policy_gen: ((act >> 32) & 0xff) as u32 | (((tcp >> 8) & 0xff_ffff) as u32) << 8,
         nat,
         hairpin,
         mirror: flags & F_MIRROR != 0,

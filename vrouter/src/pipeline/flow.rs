@@ -37,7 +37,7 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
         if let Some(hit) = found.filter(|h| {
             h.forward
                 && !m.icmp_error
-                && h.action.policy_gen != ctx.snap.policy_gen as u8
+                && h.action.policy_gen != ctx.snap.policy_gen
                 && h.action.nat.is_none()
         }) {
             ctx.flows.delete_pair(hit.idx);
@@ -361,7 +361,7 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         // A drop pair: later packets of the flow (both ways) are dropped at the hit.
         let d = FlowAction {
             route_gen: vrf.generation,
-            policy_gen: snap.policy_gen as u8,
+            policy_gen: snap.policy_gen,
             ..FlowAction::drop(DropReason::PolicyDeny)
         };
         return Ok((d, k.reversed(), d));
@@ -374,7 +374,7 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         nat: None,
         hairpin: Hairpin::No,
         route_gen: vrf.generation,
-        policy_gen: snap.policy_gen as u8,
+        policy_gen: snap.policy_gen,
         mirror: false,
         from_node: decapsulated(m).map_or(0, u32::from),
     };
