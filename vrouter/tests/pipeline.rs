@@ -484,6 +484,105 @@ fn sctp_ports_are_matched_by_policy_and_a_short_sctp_header_is_invalid() {
     );
 }
 
+/// An SCTP packet (common header + one DATA chunk) with its CRC32c, `src:sport` ->
+/// `dst:dport`, in an Ethernet frame from `smac`.
+fn sctp_frame(
+    smac: MacAddr,
+    (src, sport): (Ipv4Addr, u16),
+    (dst, dport): (Ipv4Addr, u16),
+) -> Vec<u8> {
+    let mut sctp = Vec::new();
+    sctp.extend_from_slice(&sport.to_be_bytes());
+    sctp.extend_from_slice(&dport.to_be_bytes());
+    sctp.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0]);
+    // DATA: type 0, flags B|E, length 16 + 4 bytes of data; TSN, stream 0/0, PPID 0.
+    sctp.extend_from_slice(&[0, 3, 0, 20, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    sctp.extend_from_slice(b"ping");
+    let c = crc32c::crc32c(&sctp);
+    sctp[8..12].copy_from_slice(&c.to_le_bytes());
+    let mut f = ipv4_frame(smac, gw(), src, dst, 132, 0, 0, 0, &[]);
+    f.truncate(34);
+    f.extend_from_slice(&sctp);
+    let mut ip = wire::ipv4::Packet::new_unchecked(&mut f[14..34]);
+    ip.set_total_len((20 + sctp.len()) as u16);
+    ip.fill_checksum();
+    f
+}
+
+/// What tshark says of each frame's SCTP: ports and checksum status.
+fn tshark_sctp(frames: &[Vec<u8>]) -> Vec<String> {
+    let dir = std::env::temp_dir().join(format!("vr-sctp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sctp.pcap");
+    vrouter::pcap::write(&file, frames).unwrap();
+    let o = std::process::Command::new("tshark")
+        .args(["-o", "sctp.checksum:CRC-32C", "-r"])
+        .arg(&file)
+        .args(["-T", "fields", "-e", "sctp.srcport", "-e", "sctp.dstport"])
+        .args(["-e", "sctp.checksum.status"])
+        .output()
+        .expect("tshark");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn sctp_through_a_service_gets_its_port_translated_and_its_crc32c_computed_anew() {
+    // The CRC-32C check value (RFC 3720 B.4).
+    assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+    let mut tb = Testbed::new(1024);
+    let svc = Ipv4Addr::new(10, 1, 1, 201);
+    let cfg = NexthopCfg {
+        id: 8,
+        kind: NexthopKind::Service {
+            members: vec![ServiceMemberCfg {
+                nh: NH_VM2.0,
+                label: 0,
+                weight: 1,
+                addr: IpAddr::V4(VM2_IP),
+            }],
+            ports: vec![ServicePortCfg {
+                proto: 132,
+                port: 3868,
+                target: 3869,
+            }],
+            affinity: false,
+        },
+    };
+    vrouter::config::apply_nexthop(&mut tb.writer, &cfg).unwrap();
+    let e = RouteEntry {
+        nh: NhId(8),
+        label: 0,
+        attr: 0,
+    };
+    tb.writer.add_route(RED, IpAddr::V4(svc), 32, e).unwrap();
+    tb.writer.publish();
+    let out = tb.run_one(VM1, sctp_frame(VM1_MAC, (VM1_IP, 5000), (svc, 3868)), 1);
+    assert_eq!(out.0, Disposition::Tx(VM2));
+    let back = tb.run_one(VM2, sctp_frame(VM2_MAC, (VM2_IP, 3869), (VM1_IP, 5000)), 2);
+    assert_eq!(back.0, Disposition::Tx(VM1));
+    // tshark, an independent decoder, checks each CRC32c.
+    let seen = tshark_sctp(&[out.1, back.1]);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let fields: Vec<Vec<&str>> = seen.iter().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(&fields[0][..2], ["5000", "3869"], "to the target port");
+    assert_eq!(
+        &fields[1][..2],
+        ["3868", "5000"],
+        "back from the service port"
+    );
+    for f in &fields {
+        assert!(
+            f[2] == "1" || f[2].eq_ignore_ascii_case("good"),
+            "checksum status {f:?}"
+        );
+    }
+}
+
 fn member_of(d: Disposition) -> &'static str {
     match d {
         Disposition::Tx(v) if v == VM1 => "vm1",

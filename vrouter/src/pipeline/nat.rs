@@ -1,5 +1,6 @@
 //! Stage 3: address and port translation from the flow's NAT decision, with incremental
-//! checksum updates (RFC 1624) of the IPv4 header and the TCP/UDP/ICMP checksum.
+//! checksum updates (RFC 1624) of the IPv4 header and the TCP/UDP/ICMP checksum, and
+//! SCTP's CRC32c computed anew when a port changes.
 
 use std::net::IpAddr;
 
@@ -97,15 +98,18 @@ fn rewrite(d: &mut [u8], m: &Meta, nat: &NatRewrite) -> Option<()> {
         _ => return None,
     }
 
-    // Port (TCP/UDP) or echo identifier (ICMP, both directions).
+    // Port (TCP/UDP/SCTP) or echo identifier (ICMP, both directions).
     if nat.port != 0 && !later {
         let field = match proto {
-            6 | 17 => m.l4 + if nat.source { 0 } else { 2 },
+            6 | 17 | 132 => m.l4 + if nat.source { 0 } else { 2 },
             1 | 58 => m.l4 + 4,
             _ => return Some(()),
         };
         let old = rd16(d, field)?;
         wr16(d, field, nat.port)?;
+        if proto == 132 {
+            return sctp_checksum(d, m);
+        }
         if let Some((at, _)) = csum_at.or(csum.map(|(o, p)| (m.l4 + o, p))) {
             if !(proto == 17 && rd16(d, at) == Some(0)) {
                 let c = checksum::update16(rd16(d, at)?, old, nat.port);
@@ -113,6 +117,26 @@ fn rewrite(d: &mut [u8], m: &Meta, nat: &NatRewrite) -> Option<()> {
             }
         }
     }
+    Some(())
+}
+
+/// SCTP's checksum is a CRC32c over the whole SCTP packet (RFC 9260 appendix A), stored
+/// in little-endian order, with no pseudo-header: a port change means computing it anew.
+/// A fragment (the first, the only one with ports) does not hold the whole packet: its
+/// checksum is left, and the receiver drops the datagram.
+fn sctp_checksum(d: &mut [u8], m: &Meta) -> Option<()> {
+    if m.frag.is_some() {
+        return Some(());
+    }
+    let end = if m.v6 {
+        m.l3 + 40 + usize::from(rd16(d, m.l3 + 4)?)
+    } else {
+        m.l3 + usize::from(rd16(d, m.l3 + 2)?)
+    };
+    let pkt = d.get_mut(m.l4..end)?;
+    pkt.get_mut(8..12)?.fill(0);
+    let c = crc32c::crc32c(pkt);
+    pkt[8..12].copy_from_slice(&c.to_le_bytes());
     Some(())
 }
 
