@@ -250,27 +250,8 @@ while True:
 #[test]
 fn two_pods_ping_over_ipv6_with_neighbour_discovery_answered_by_the_vrouter() {
     let mut p = pods();
-    let (a6, b6) = ("fd00:1::3", "fd00:1::4");
-    for (ns, addr) in p.ns.iter().zip([a6, b6]) {
-        let cidr = format!("{addr}/64");
-        // No duplicate-address detection: the address is usable at once.
-        let o = in_ns(
-            ns,
-            &["ip", "-6", "addr", "add", &cidr, "dev", "eth0", "nodad"],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
     let mut cfg = config(&p);
-    for (vif, addr, nh) in [("vm1", a6, 1), ("vm2", b6, 2)] {
-        cfg.vifs.iter_mut().find(|v| v.name == vif).unwrap().ip6 = Some(addr.parse().unwrap());
-        cfg.routes.push(vrouter::config::RouteCfg {
-            vrf: 1,
-            prefix: format!("{addr}/128"),
-            nh,
-            label: 0,
-            attr: 0,
-        });
-    }
+    let (_, b6) = with_ipv6(&p, &mut cfg);
     let (_socket, _dump) = p.start(&cfg);
     let o = in_ns(
         &p.ns[0],

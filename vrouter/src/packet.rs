@@ -17,6 +17,16 @@ pub trait PacketBuf {
     fn trim(&mut self, n: usize) -> bool;
     /// Free bytes before the data.
     fn headroom(&self) -> usize;
+    /// Makes the packet `len` bytes long, growing or cutting its end; false (and no
+    /// change) without the tailroom.
+    fn resize(&mut self, len: usize) -> bool {
+        let now = self.len();
+        if now < len {
+            self.append(len - now).is_some()
+        } else {
+            self.trim(now - len)
+        }
+    }
     /// Packet length.
     fn len(&self) -> usize {
         self.data().len()

@@ -286,6 +286,51 @@ impl Testbed {
             .collect()
     }
 
+    /// Adds a service (a native load balancer, nexthop `id`) at `vip` in the VN, balanced
+    /// over `members` (nexthop, label, address) with `ports` (protocol, port, target
+    /// port), and publishes.
+    pub fn add_service(
+        &mut self,
+        (id, vip): (u32, Ipv4Addr),
+        members: &[(NhId, u32, Ipv4Addr)],
+        ports: &[(u8, u16, u16)],
+        affinity: bool,
+    ) {
+        let cfg = crate::config::NexthopCfg {
+            id,
+            kind: NexthopKind::Service {
+                members: members
+                    .iter()
+                    .map(|&(nh, label, addr)| crate::config::ServiceMemberCfg {
+                        nh: nh.0,
+                        label,
+                        weight: 1,
+                        addr: addr.into(),
+                    })
+                    .collect(),
+                ports: ports
+                    .iter()
+                    .map(|&(proto, port, target)| crate::config::ServicePortCfg {
+                        proto,
+                        port,
+                        target,
+                    })
+                    .collect(),
+                affinity,
+            },
+        };
+        crate::config::apply_nexthop(&mut self.writer, &cfg).expect("the service applies");
+        let route = crate::tables::RouteEntry {
+            nh: NhId(id),
+            label: 0,
+            attr: 0,
+        };
+        self.writer
+            .add_route(RED, vip.into(), 32, route)
+            .expect("the VIP route applies");
+        self.writer.publish();
+    }
+
     /// Runs what the pipeline gave back after the bursts so far (held fragments whose
     /// first one came, the pieces of packets cut to fit their path), as the runtime does.
     pub fn released(&mut self, now: u64) -> Vec<(Disposition, Vec<u8>)> {

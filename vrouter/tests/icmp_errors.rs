@@ -10,9 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use etherparse::{
     Icmpv4Type, Icmpv6Type, Ipv4HeaderSlice, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
 };
-use vrouter::config::{NexthopCfg, NexthopKind, ServiceMemberCfg, ServicePortCfg};
 use vrouter::pipeline::{Disposition, DropReason};
-use vrouter::tables::{GlobalConfig, NhId, RouteEntry};
+use vrouter::tables::{GlobalConfig, RouteEntry};
 use vrouter::testbed::*;
 use vrouter::wire::{self, MacAddr, checksum};
 
@@ -270,31 +269,7 @@ fn an_error_follows_the_flow_of_the_packet_it_quotes_and_sets_none_up() {
 /// A service 10.1.1.200 (UDP 53 -> 5353) whose one backend is vm2.
 fn with_service(tb: &mut Testbed) -> Ipv4Addr {
     let svc = Ipv4Addr::new(10, 1, 1, 200);
-    let cfg = NexthopCfg {
-        id: 7,
-        kind: NexthopKind::Service {
-            members: vec![ServiceMemberCfg {
-                nh: NH_VM2.0,
-                label: 0,
-                weight: 1,
-                addr: IpAddr::V4(VM2_IP),
-            }],
-            ports: vec![ServicePortCfg {
-                proto: 17,
-                port: 53,
-                target: 5353,
-            }],
-            affinity: false,
-        },
-    };
-    vrouter::config::apply_nexthop(&mut tb.writer, &cfg).unwrap();
-    let e = RouteEntry {
-        nh: NhId(7),
-        label: 0,
-        attr: 0,
-    };
-    tb.writer.add_route(RED, IpAddr::V4(svc), 32, e).unwrap();
-    tb.writer.publish();
+    tb.add_service((7, svc), &[(NH_VM2, 0, VM2_IP)], &[(17, 53, 5353)], false);
     svc
 }
 

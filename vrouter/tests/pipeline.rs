@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
-use vrouter::config::{NexthopCfg, NexthopKind, ServiceMemberCfg, ServicePortCfg};
+use vrouter::config::{NexthopCfg, NexthopKind};
 use vrouter::nat::{PortPool, SnatPools};
 use vrouter::pipeline::{Disposition, DropReason};
 use vrouter::policy::{Action, Policy, Rule, RuleSet};
@@ -536,31 +536,12 @@ fn sctp_through_a_service_gets_its_port_translated_and_its_crc32c_computed_anew(
     assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
     let mut tb = Testbed::new(1024);
     let svc = Ipv4Addr::new(10, 1, 1, 201);
-    let cfg = NexthopCfg {
-        id: 8,
-        kind: NexthopKind::Service {
-            members: vec![ServiceMemberCfg {
-                nh: NH_VM2.0,
-                label: 0,
-                weight: 1,
-                addr: IpAddr::V4(VM2_IP),
-            }],
-            ports: vec![ServicePortCfg {
-                proto: 132,
-                port: 3868,
-                target: 3869,
-            }],
-            affinity: false,
-        },
-    };
-    vrouter::config::apply_nexthop(&mut tb.writer, &cfg).unwrap();
-    let e = RouteEntry {
-        nh: NhId(8),
-        label: 0,
-        attr: 0,
-    };
-    tb.writer.add_route(RED, IpAddr::V4(svc), 32, e).unwrap();
-    tb.writer.publish();
+    tb.add_service(
+        (8, svc),
+        &[(NH_VM2, 0, VM2_IP)],
+        &[(132, 3868, 3869)],
+        false,
+    );
     let out = tb.run_one(VM1, sctp_frame(VM1_MAC, (VM1_IP, 5000), (svc, 3868)), 1);
     assert_eq!(out.0, Disposition::Tx(VM2));
     let back = tb.run_one(VM2, sctp_frame(VM2_MAC, (VM2_IP, 3869), (VM1_IP, 5000)), 2);
@@ -675,52 +656,12 @@ fn with_service(tb: &mut Testbed) -> Ipv4Addr {
 
 fn with_service_affinity(tb: &mut Testbed, affinity: bool) -> Ipv4Addr {
     let svc = Ipv4Addr::new(10, 1, 1, 200);
-    let cfg = NexthopCfg {
-        id: 7,
-        kind: NexthopKind::Service {
-            members: vec![
-                ServiceMemberCfg {
-                    nh: NH_VM2.0,
-                    label: 0,
-                    weight: 1,
-                    addr: IpAddr::V4(VM2_IP),
-                },
-                ServiceMemberCfg {
-                    nh: NH_NODE_B.0,
-                    label: REMOTE_LABEL,
-                    weight: 1,
-                    addr: IpAddr::V4(REMOTE_IP),
-                },
-            ],
-            ports: vec![
-                ServicePortCfg {
-                    proto: 6,
-                    port: 80,
-                    target: 8080,
-                },
-                ServicePortCfg {
-                    proto: 17,
-                    port: 53,
-                    target: 5353,
-                },
-            ],
-            affinity,
-        },
-    };
-    vrouter::config::apply_nexthop(&mut tb.writer, &cfg).unwrap();
-    tb.writer
-        .add_route(
-            RED,
-            IpAddr::V4(svc),
-            32,
-            RouteEntry {
-                nh: NhId(7),
-                label: 0,
-                attr: 0,
-            },
-        )
-        .unwrap();
-    tb.writer.publish();
+    tb.add_service(
+        (7, svc),
+        &[(NH_VM2, 0, VM2_IP), (NH_NODE_B, REMOTE_LABEL, REMOTE_IP)],
+        &[(6, 80, 8080), (17, 53, 5353)],
+        affinity,
+    );
     svc
 }
 

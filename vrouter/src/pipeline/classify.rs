@@ -147,13 +147,7 @@ fn nd<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &Meta) -> Dispos
     }
     let eth_src = wire::ethernet::Frame::new_unchecked(p.data()).src();
     let dst_mac = ns.lladdr.unwrap_or(eth_src);
-    let len = p.len();
-    let resized = if len < LEN {
-        p.append(LEN - len).is_some()
-    } else {
-        p.trim(len - LEN)
-    };
-    if !resized {
+    if !p.resize(LEN) {
         return Disposition::Drop(DropReason::NoHeadroom);
     }
     let mac = ctx.snap.global.vrouter_mac;

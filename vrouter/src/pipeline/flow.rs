@@ -214,23 +214,6 @@ fn refresh(ctx: &mut Ctx<'_>, vrf: &Vrf, m: &Meta, hit: &FlowHit) -> FlowAction 
 
 type Setup = (FlowAction, FlowKey, FlowAction);
 
-/// The nexthop that reaches another node directly on the fabric: its address's own
-/// route in the fabric VRF (an encap nexthop out of the fabric vif, which the agent
-/// makes for every node it learns routes from), not the fabric's default (the gateway).
-fn return_to(snap: &Snapshot, node: std::net::Ipv4Addr) -> Option<NhId> {
-    let fabric = snap.global.fabric_vif?;
-    let vrf = snap.vrfs.get(snap.vifs.get(fabric.0)?.vrf.0)?;
-    let r = vrf.lookup(IpAddr::V4(node))?;
-    let default = vrf.lookup(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    if default.is_some_and(|d| d.nh == r.nh) {
-        return None;
-    }
-    match snap.nexthops.get(r.nh.0).map(|n| &**n) {
-        Some(Nexthop::Encap { vif, .. }) if *vif == fabric => Some(r.nh),
-        _ => None,
-    }
-}
-
 /// The node that sent a decapsulated packet (`None` for anything else).
 fn decapsulated(m: &Meta) -> Option<std::net::Ipv4Addr> {
     m.tunnel_src.filter(|_| !m.lookup_only)
@@ -393,7 +376,7 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
                 )
             })
         })
-        .and_then(|n| return_to(snap, n));
+        .and_then(|n| snap.node_route(n));
     let mut rev = match back {
         Some(nh) => FlowAction {
             nh,

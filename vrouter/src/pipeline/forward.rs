@@ -114,12 +114,7 @@ fn check_mtu(ctx: &Ctx<'_>, m: &mut Meta, vif: VifId, ip_len: usize) -> Result<(
 /// "packet too big" (from the vrouter's link-local address), out of the interface it came
 /// in on; anything else is dropped as too big.
 fn too_big<B: PacketBuf>(ctx: &mut Ctx<'_>, in_vif: &Vif, p: &mut B, m: &Meta) -> Disposition {
-    let node = ctx
-        .snap
-        .global
-        .fabric_vif
-        .and_then(|f| ctx.snap.vifs.get(f.0))
-        .and_then(|f| f.ip4);
+    let node = ctx.snap.node_ip4();
     if m.v6 && in_vif.kind == VifKind::Virtual && m.path_mtu > 0 {
         return match super::icmp_error::packet_too_big(ctx, p, m, m.path_mtu) {
             Ok(()) => Disposition::Tx(in_vif.id),
@@ -142,12 +137,7 @@ fn too_big<B: PacketBuf>(ctx: &mut Ctx<'_>, in_vif: &Vif, p: &mut B, m: &Meta) -
 /// out of the interface it came in on (IPv4 from the node's address, IPv6 from the
 /// vrouter's link-local one); anything else is dropped.
 fn ttl_expired<B: PacketBuf>(ctx: &mut Ctx<'_>, in_vif: &Vif, p: &mut B, m: &Meta) -> Disposition {
-    let node = ctx
-        .snap
-        .global
-        .fabric_vif
-        .and_then(|f| ctx.snap.vifs.get(f.0))
-        .and_then(|f| f.ip4);
+    let node = ctx.snap.node_ip4();
     let smac = ctx.snap.global.vrouter_mac;
     match node {
         _ if in_vif.kind != VifKind::Virtual => Disposition::Drop(DropReason::TtlExpired),

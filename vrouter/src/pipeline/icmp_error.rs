@@ -97,13 +97,7 @@ fn error_v4<B: PacketBuf>(
     let hl = wire::ethernet::HEADER_LEN;
     let icmp_len = wire::icmp::HEADER_LEN + quote_len;
     let total = hl + 20 + icmp_len;
-    let len = p.len();
-    let resized = if len < total {
-        p.append(total - len).is_some()
-    } else {
-        p.trim(len - total)
-    };
-    if !resized {
+    if !p.resize(total) {
         return Err(fail);
     }
     let out = p.data_mut();
@@ -219,13 +213,7 @@ fn error_v6<B: PacketBuf>(
     let total = hl + head + quote_len;
     // The quote moves forward by the new headers less the old L2 header: copy it first.
     let quote = ip[..quote_len].to_vec();
-    let len = p.len();
-    let resized = if len < total {
-        p.append(total - len).is_some()
-    } else {
-        p.trim(len - total)
-    };
-    if !resized {
+    if !p.resize(total) {
         return Err(fail);
     }
     let src = link_local(smac);

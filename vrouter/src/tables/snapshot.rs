@@ -146,29 +146,35 @@ impl Snapshot {
     }
 
     /// Whether `a` is another node's fabric address: a tunnel nexthop leads to it, or the
-    /// fabric VRF has a route of its own to it (not the default) out of the fabric
-    /// interface, as the agent installs for every node.
+    /// fabric VRF has a route of its own to it ([`Snapshot::node_route`]).
     pub fn known_node(&self, a: std::net::Ipv4Addr) -> bool {
-        if self.tunnel_peers.contains_key(&a) {
-            return true;
-        }
-        let Some(fabric) = self.global.fabric_vif else {
-            return false;
-        };
-        let Some(vrf) = self.vifs.get(fabric.0).and_then(|v| self.vrfs.get(v.vrf.0)) else {
-            return false;
-        };
-        let Some(r) = vrf.lookup(IpAddr::V4(a)) else {
-            return false;
-        };
+        self.tunnel_peers.contains_key(&a) || self.node_route(a).is_some()
+    }
+
+    /// The nexthop that reaches node `a` directly on the fabric: its address's own route
+    /// in the fabric VRF (an encap nexthop out of the fabric vif, which the agent makes
+    /// for every node it learns routes from), not the fabric's default (the gateway).
+    pub fn node_route(&self, a: std::net::Ipv4Addr) -> Option<NhId> {
+        let fabric = self.global.fabric_vif?;
+        let vrf = self.vrfs.get(self.vifs.get(fabric.0)?.vrf.0)?;
+        let r = vrf.lookup(IpAddr::V4(a))?;
         let default = vrf.lookup(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         if default.is_some_and(|d| d.nh == r.nh) {
-            return false;
+            return None;
         }
-        matches!(
-            self.nexthops.get(r.nh.0).map(|n| &**n),
-            Some(Nexthop::Encap { vif, .. }) if *vif == fabric
-        )
+        match self.nexthops.get(r.nh.0).map(|n| &**n) {
+            Some(Nexthop::Encap { vif, .. }) if *vif == fabric => Some(r.nh),
+            _ => None,
+        }
+    }
+
+    /// This node's fabric address (the fabric vif's IPv4), the source of the ICMP errors
+    /// the vrouter sends.
+    pub fn node_ip4(&self) -> Option<std::net::Ipv4Addr> {
+        self.global
+            .fabric_vif
+            .and_then(|f| self.vifs.get(f.0))
+            .and_then(|f| f.ip4)
     }
 
     /// Endpoint attributes by id (0 or unknown: the empty record).
