@@ -19,7 +19,9 @@ fn manifest(name: &str) -> String {
         .to_string()
 }
 
-/// One probe: its exit status and what it printed.
+/// One probe: its exit status and what it printed. It waits up to 3 s for an answer, so
+/// that a connection whose first SYN is lost on a busy machine still gets its first
+/// retransmission (after 1 s) in.
 fn probe(lab: &VrLab, from: &str, to: &str, port: &str, protocol: &str) -> (Option<i32>, String) {
     let o = lab.vrlab(&[
         "probe",
@@ -31,6 +33,8 @@ fn probe(lab: &VrLab, from: &str, to: &str, port: &str, protocol: &str) -> (Opti
         port,
         "--protocol",
         protocol,
+        "--timeout-ms",
+        "3000",
     ]);
     (
         o.status.code(),
