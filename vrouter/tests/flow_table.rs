@@ -34,6 +34,7 @@ fn fwd(nh: u32) -> FlowAction {
         route_gen: 3,
         mirror: false,
         from_node: 0,
+        pinned: false,
     }
 }
 

@@ -39,6 +39,7 @@ fn another_seed_gives_other_hashes_and_the_table_works_under_it() {
         route_gen: 1,
         mirror: false,
         from_node: u32::from(std::net::Ipv4Addr::new(192, 0, 2, 2)),
+        pinned: false,
     };
     let aging = AgingConfig::millis();
     let (fi, _) = t

@@ -212,6 +212,10 @@ pub struct FlowAction {
     /// the node that sent the flow's first packet, or the one its replies come back from;
     /// 0: none, a decapsulated packet hitting it has a forged source.
     pub from_node: u32,
+    /// The nexthop was chosen for this flow, not by the route to its destination (the
+    /// way back to the node that translated the flow's client): a route change does not
+    /// resolve it again.
+    pub pinned: bool,
 }
 
 impl FlowAction {
@@ -227,6 +231,7 @@ impl FlowAction {
             policy_gen: 0,
             mirror: false,
             from_node: 0,
+            pinned: false,
         }
     }
 }

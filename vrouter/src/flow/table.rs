@@ -57,6 +57,7 @@ const F_NAT_SRC: u64 = 4;
 const F_NAT_POOL: u64 = 8;
 const F_HAIRPIN_SRC: u64 = 16;
 const F_HAIRPIN_DST: u64 = 32;
+const F_PINNED: u64 = 64;
 const ROLE_FWD: u64 = 1;
 
 /// One flow entry: a control word and 15 data words, 128 bytes, cache-line aligned.
@@ -556,8 +557,31 @@ impl FlowTable {
         e.w[NAT_HI].store(hi, Ordering::Relaxed);
         e.w[NAT_LO].store(lo, Ordering::Relaxed);
         e.w[MISC].store(misc, Ordering::Relaxed);
+        // The generation's high bits and the node share a word with the TCP flags, which
+        // `touch` ORs in without taking the entry: keep the flags, replace the rest.
+        let _ = e.w[TCP].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+            Some((t & 0xff) | tcp_word(a))
+        });
         e.ctl.store(next(busy, ACTIVE), Ordering::Release);
         true
+    }
+
+    /// The entry at `idx`, if active (e.g. the other half of a hit's pair).
+    pub fn get(&self, idx: FlowIdx) -> Option<FlowInfo> {
+        self.entries.get(idx.0 as usize)?;
+        self.info(idx.0 as usize)
+    }
+
+    /// The entry at `idx` as a lookup would return it, if it is active and paired with
+    /// `rflow`.
+    pub fn hit_at(&self, idx: FlowIdx, rflow: FlowIdx) -> Option<FlowHit> {
+        let info = self.get(idx)?;
+        (info.rflow == rflow).then_some(FlowHit {
+            idx,
+            action: info.action,
+            rflow,
+            forward: info.forward,
+        })
     }
 
     /// Deletes one active entry; false if it was not active (or is being changed).
@@ -724,6 +748,9 @@ fn encode_action(a: &FlowAction, rflow: u32, fwd: bool) -> (u64, u64, u64, u64, 
     if a.mirror {
         flags |= F_MIRROR;
     }
+    if a.pinned {
+        flags |= F_PINNED;
+    }
     flags |= match a.hairpin {
         Hairpin::No => 0,
         Hairpin::Source => F_HAIRPIN_SRC,
@@ -787,5 +814,6 @@ fn decode_action(act: u64, lbl: u64, hi: u64, lo: u64, misc: u64, tcp: u64) -> F
         hairpin,
         mirror: flags & F_MIRROR != 0,
         from_node: (tcp >> 32) as u32,
+        pinned: flags & F_PINNED != 0,
     }
 }

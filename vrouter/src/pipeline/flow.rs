@@ -31,18 +31,16 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
         };
         let len = p.len() as u64;
         let mut found = ctx.flows.lookup(&m.key, m.hash);
-        // Policy changed since this flow was decided: its first direction is decided
-        // again, as a new flow (its reply entry follows, being replaced with it). NATed
-        // flows keep their translation.
-        if let Some(hit) = found.filter(|h| {
-            h.forward
-                && !m.icmp_error
-                && h.action.policy_gen != ctx.snap.policy_gen
-                && h.action.nat.is_none()
-        }) {
-            ctx.flows.delete_pair(hit.idx);
+        // Policy changed since this flow was decided: decided again, whichever half of
+        // the pair the packet hit (NAT'd flows and replies too).
+        if let Some(hit) =
+            found.filter(|h| !m.icmp_error && h.action.policy_gen != ctx.snap.policy_gen)
+        {
             ctx.stats.flows_reevaluated += 1;
-            found = None;
+            found = redecide(ctx, vif, m, &hit);
+            if found.is_none() {
+                ctx.flows.delete_pair(hit.idx);
+            }
         }
         // A destination that became a service (a new VIP or node port) since: the flow is
         // set up again, translated, as the routes changed under it.
@@ -165,51 +163,210 @@ fn service_at(snap: &Snapshot, vrf: &Vrf, k: &FlowKey) -> Option<ServiceAt> {
     }
 }
 
+/// Whether a route change resolves an entry's nexthop again: a forwarded entry, or one
+/// dropped for want of a route (it heals when the route comes), whose destination is its
+/// key's (not a service address, nor the node's own address behind SNAT) and whose
+/// nexthop the route chose.
+fn reresolvable(a: &FlowAction, m: &Meta) -> bool {
+    let verdict = matches!(
+        a.verdict,
+        FlowVerdict::Forward | FlowVerdict::Drop(DropReason::NoRoute | DropReason::InvalidNexthop)
+    );
+    let translated = match a.nat {
+        None => false,
+        // The reply half of a service flow: to the client, by the client's route.
+        Some(n) => !(n.source && !n.pooled && a.hairpin == Hairpin::No),
+    };
+    verdict && !translated && !a.pinned && m.label_nh.is_none()
+}
+
 /// The cached action, re-resolved if the VRF's routes changed since it was set up.
 fn refresh(ctx: &mut Ctx<'_>, vrf: &Vrf, m: &Meta, hit: &FlowHit) -> FlowAction {
     let a = hit.action;
-    let stale = a.route_gen != vrf.generation
-        && a.verdict == FlowVerdict::Forward
-        && a.nat.is_none()
-        && m.label_nh.is_none();
-    if !stale {
+    if a.route_gen == vrf.generation || !reresolvable(&a, m) {
         return a;
     }
-    let mut new = FlowAction {
+    let dropped = |reason| FlowAction {
+        verdict: FlowVerdict::Drop(reason),
         route_gen: vrf.generation,
         ..a
     };
-    match vrf.lookup(m.key.dst) {
-        None => {
-            new = FlowAction {
-                route_gen: vrf.generation,
-                ..FlowAction::drop(DropReason::NoRoute)
-            }
-        }
+    let new = match vrf.lookup(m.key.dst) {
+        None => dropped(DropReason::NoRoute),
         Some(r) => {
-            let keep = match ctx.snap.nexthops.get(r.nh.0).map(|n| &**n) {
-                Some(Nexthop::Composite(e)) => e
-                    .members()
-                    .iter()
-                    .any(|x| x.nh == a.nh && x.label == a.label),
-                _ => false,
-            };
-            if !keep {
+            let keep = a.verdict == FlowVerdict::Forward
+                && match ctx.snap.nexthops.get(r.nh.0).map(|n| &**n) {
+                    Some(Nexthop::Composite(e)) => e
+                        .members()
+                        .iter()
+                        .any(|x| x.nh == a.nh && x.label == a.label),
+                    _ => false,
+                };
+            if keep {
+                FlowAction {
+                    route_gen: vrf.generation,
+                    ..a
+                }
+            } else {
                 match resolve(ctx.snap, &r, m.hash) {
-                    Ok((nh, label)) => (new.nh, new.label) = (nh, label),
-                    Err(reason) => {
-                        new = FlowAction {
-                            route_gen: vrf.generation,
-                            ..FlowAction::drop(reason)
-                        }
-                    }
+                    Ok((nh, label)) => FlowAction {
+                        verdict: FlowVerdict::Forward,
+                        nh,
+                        label,
+                        route_gen: vrf.generation,
+                        ..a
+                    },
+                    Err(reason) => dropped(reason),
                 }
             }
         }
-    }
+    };
     ctx.flows.update_action(hit, &new);
     ctx.stats.flows_reresolved += 1;
+    // The other half now hears from where this one sends: the node of the new tunnel.
+    if new.nh != a.nh || new.verdict != a.verdict {
+        let node = match (new.verdict, ctx.snap.nexthops.get(new.nh.0).map(|n| &**n)) {
+            (FlowVerdict::Forward, Some(Nexthop::Tunnel(t))) => u32::from(t.dst),
+            _ => 0,
+        };
+        if let Some(r) = ctx.flows.hit_at(hit.rflow, hit.idx) {
+            if r.action.from_node != node {
+                ctx.flows.update_action(
+                    &r,
+                    &FlowAction {
+                        from_node: node,
+                        ..r.action
+                    },
+                );
+            }
+        }
+    }
     new
+}
+
+/// A flow decided under another policy generation, decided again by today's policy. A
+/// flow that was refused is set up anew from this packet (`None`: the caller deletes the
+/// pair). A forwarded one keeps its entries (translation, nexthop, TCP state) and is
+/// confirmed or turned into a drop pair, both halves at once, whichever half was hit.
+fn redecide(ctx: &mut Ctx<'_>, vif: &Vif, m: &Meta, hit: &FlowHit) -> Option<FlowHit> {
+    let snap = ctx.snap;
+    let partner = ctx.flows.hit_at(hit.rflow, hit.idx);
+    let (fwd_key, fwd) = if hit.forward {
+        (m.key, *hit)
+    } else {
+        let p = partner.filter(|p| p.forward)?;
+        (ctx.flows.get(p.idx)?.key, p)
+    };
+    if fwd.action.verdict != FlowVerdict::Forward {
+        return None;
+    }
+    let vrf = snap.vrfs.get(fwd_key.vrf.0)?;
+    let src_route = vrf.lookup(fwd_key.src);
+    // The sender as at setup: the interface the first packet came in on.
+    let sender = if hit.forward {
+        Some(vif).filter(|v| v.kind == VifKind::Virtual)
+    } else {
+        src_route.and_then(|r| local_vm(snap, r.nh))
+    };
+    let parties = Parties {
+        sender,
+        src_route,
+        dst_vif: local_vm(snap, fwd.action.nh),
+        dnat: fwd
+            .action
+            .nat
+            .filter(|n| !n.source)
+            .map(|n| (n.addr, n.port)),
+        route_attr: vrf.lookup(fwd_key.dst).map_or(0, |r| r.attr),
+    };
+    let deny = denied(snap, vrf, &fwd_key, &parties);
+    let generation = snap.policy_gen;
+    let decided = |a: FlowAction| FlowAction {
+        verdict: if deny {
+            FlowVerdict::Drop(DropReason::PolicyDeny)
+        } else {
+            a.verdict
+        },
+        policy_gen: generation,
+        ..a
+    };
+    for h in [Some(*hit), partner].into_iter().flatten() {
+        ctx.flows.update_action(&h, &decided(h.action));
+    }
+    Some(FlowHit {
+        action: decided(hit.action),
+        ..*hit
+    })
+}
+
+/// The local VM interface a nexthop delivers to, if it is one.
+fn local_vm(snap: &Snapshot, nh: NhId) -> Option<&Vif> {
+    match snap.nexthops.get(nh.0).map(|n| &**n) {
+        Some(Nexthop::Encap { vif, .. }) => snap
+            .vifs
+            .get(vif.0)
+            .map(|v| &**v)
+            .filter(|v| v.kind == VifKind::Virtual),
+        _ => None,
+    }
+}
+
+/// A flow's two ends as policy sees them.
+struct Parties<'s> {
+    /// The VM that sent the first packet; `None`: it came from the fabric or the host,
+    /// and its source's route says who it is.
+    sender: Option<&'s Vif>,
+    /// The route of the first packet's source.
+    src_route: Option<RouteEntry>,
+    /// The local VM it goes to, if it does.
+    dst_vif: Option<&'s Vif>,
+    /// The backend a service address was translated to.
+    dnat: Option<(IpAddr, u16)>,
+    /// Attributes of the destination's route (for a service: the service's network).
+    route_attr: u32,
+}
+
+/// Whether the sender's egress or the receiver's ingress policy refuses a flow.
+fn denied(snap: &Snapshot, vrf: &Vrf, k: &FlowKey, p: &Parties<'_>) -> bool {
+    let src_attr = match p.sender {
+        Some(v) => snap.attr(v.attr),
+        None => snap.attr(p.src_route.map_or(0, |r| r.attr)),
+    };
+    // A remote backend is known by its own route (the VIP's says the service's network).
+    let dst_attr = match (p.dst_vif, p.dnat) {
+        (Some(v), _) => snap.attr(v.attr),
+        (None, Some((addr, _))) => snap.attr(vrf.lookup(addr).map_or(0, |r| r.attr)),
+        (None, None) => snap.attr(p.route_attr),
+    };
+    // Policy sees a service flow as it reaches the backend.
+    let (dst, dport) = p.dnat.unwrap_or((k.dst, k.dport));
+    let fm = FlowMatch {
+        proto: k.proto,
+        src: addr_bits(k.src),
+        dst: addr_bits(dst),
+        sport: k.sport,
+        dport,
+        src_attr,
+        dst_attr,
+    };
+    // The client's network policies see a service flow as sent: to the service, in the
+    // service's network (the VIP route's attributes).
+    let sent = p.dnat.map(|_| FlowMatch {
+        dst: addr_bits(k.dst),
+        dport: k.dport,
+        dst_attr: snap.attr(p.route_attr),
+        ..fm
+    });
+    p.sender.and_then(|v| v.policy.as_ref()).is_some_and(|pol| {
+        let d = match &sent {
+            Some(sent) => policy::evaluate_service(&pol.egress, &fm, sent),
+            None => policy::evaluate(&pol.egress, &fm),
+        };
+        d.action == Action::Deny
+    }) || p
+        .dst_vif
+        .and_then(|v| v.policy.as_ref())
+        .is_some_and(|pol| policy::evaluate(&pol.ingress, &fm).action == Action::Deny)
 }
 
 type Setup = (FlowAction, FlowKey, FlowAction);
@@ -291,56 +448,18 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         check_tunnel_source(snap, src_route.as_ref(), node)?;
     }
 
-    // Who is talking to whom, for policy.
-    let from_vm = vif.kind == VifKind::Virtual;
-    let src_attr = if from_vm {
-        snap.attr(vif.attr)
-    } else {
-        snap.attr(src_route.map_or(0, |r| r.attr))
+    // Who is talking to whom, for policy. A local VM; an encap nexthop out of the
+    // fabric (a network forwarded in the underlay, the gateway) is a remote destination,
+    // known by its route.
+    let dst_vif = local_vm(snap, nh_id);
+    let parties = Parties {
+        sender: Some(vif).filter(|v| v.kind == VifKind::Virtual),
+        src_route,
+        dst_vif,
+        dnat,
+        route_attr: route.attr,
     };
-    // A local VM; an encap nexthop out of the fabric (a network forwarded in the
-    // underlay, the gateway) is a remote destination, known by its route.
-    let dst_vif = match &**nh {
-        Nexthop::Encap { vif, .. } => snap.vifs.get(vif.0).filter(|v| v.kind == VifKind::Virtual),
-        _ => None,
-    };
-    // A remote backend is known by its own route (the VIP's says the service's network).
-    let dst_attr = match (dst_vif, dnat) {
-        (Some(v), _) => snap.attr(v.attr),
-        (None, Some((addr, _))) => snap.attr(vrf.lookup(addr).map_or(0, |r| r.attr)),
-        (None, None) => snap.attr(route.attr),
-    };
-    // Policy sees a service flow as it reaches the backend.
-    let (dst, dport) = dnat.unwrap_or((k.dst, k.dport));
-    let fm = FlowMatch {
-        proto: k.proto,
-        src: addr_bits(k.src),
-        dst: addr_bits(dst),
-        sport: k.sport,
-        dport,
-        src_attr,
-        dst_attr,
-    };
-    // The client's network policies see a service flow as sent: to the service, in the
-    // service's network (the VIP route's attributes).
-    let sent = dnat.map(|_| FlowMatch {
-        dst: addr_bits(k.dst),
-        dport: k.dport,
-        dst_attr: snap.attr(route.attr),
-        ..fm
-    });
-    let denied = (from_vm
-        && vif.policy.as_ref().is_some_and(|p| {
-            let d = match &sent {
-                Some(sent) => policy::evaluate_service(&p.egress, &fm, sent),
-                None => policy::evaluate(&p.egress, &fm),
-            };
-            d.action == Action::Deny
-        }))
-        || dst_vif
-            .and_then(|v| v.policy.as_ref())
-            .is_some_and(|p| policy::evaluate(&p.ingress, &fm).action == Action::Deny);
-    if denied {
+    if denied(snap, vrf, k, &parties) {
         // A drop pair: later packets of the flow (both ways) are dropped at the hit.
         let d = FlowAction {
             route_gen: vrf.generation,
@@ -360,6 +479,7 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
         policy_gen: snap.policy_gen,
         mirror: false,
         from_node: decapsulated(m).map_or(0, u32::from),
+        pinned: false,
     };
     // A source sent by another node through a tunnel that this VRF routes nowhere, only
     // out of the node (the SNAT default), or to this node's own host: a client outside
@@ -377,22 +497,23 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
             })
         })
         .and_then(|n| snap.node_route(n));
+    // A reply half without a way back drops, but keeps the rest of its decision, so
+    // that it heals (is resolved again) when the route arrives.
+    let unroutable = |reason| FlowAction {
+        verdict: FlowVerdict::Drop(reason),
+        ..fwd
+    };
     let mut rev = match back {
         Some(nh) => FlowAction {
             nh,
             label: 0,
+            pinned: true,
             ..fwd
         },
         None => match src_route.map(|r| resolve(snap, &r, k.reversed().hash())) {
             Some(Ok((nh, label))) => FlowAction { nh, label, ..fwd },
-            Some(Err(reason)) => FlowAction {
-                route_gen: vrf.generation,
-                ..FlowAction::drop(reason)
-            },
-            None => FlowAction {
-                route_gen: vrf.generation,
-                ..FlowAction::drop(DropReason::NoRoute)
-            },
+            Some(Err(reason)) => unroutable(reason),
+            None => unroutable(DropReason::NoRoute),
         },
     };
     // Replies through a tunnel come from the node it leads to, and only from it.
@@ -405,7 +526,7 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
     // Packets delivered to the host answer from the host vif, in its VRF.
     let mut rev_key = k.reversed();
     let reply_vif = match &**nh {
-        Nexthop::Receive { vif } => snap.vifs.get(vif.0),
+        Nexthop::Receive { vif } => snap.vifs.get(vif.0).map(|v| &**v),
         _ => dst_vif,
     };
     if let Some(v) = reply_vif {
