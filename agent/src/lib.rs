@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod oper;
 pub mod persist;
 pub mod program;
+pub mod reserve;
 pub mod routes;
 pub mod store;
 

@@ -72,6 +72,10 @@ struct Args {
     /// DPDK's PMD, a port each), `tap` (a new tap device). Nothing else: no files, no NICs.
     #[arg(long, value_delimiter = ',', default_value = "packet,af_packet,tap")]
     port_drivers: Vec<agent::device::Driver>,
+    /// The host's reserved-ports list the SNAT port ranges are added to, so that the
+    /// host's own connections never take one (`none`: leave it alone).
+    #[arg(long, default_value = agent::reserve::PROC_PATH)]
+    reserved_ports: String,
 }
 
 /// A MAC address argument, checked and written the vrouter's way.
@@ -111,6 +115,7 @@ async fn main() -> Result<()> {
         node_ip: args.node_ip,
         gateway_mac: args.gateway_mac.clone(),
         resync: Duration::from_millis(args.resync_ms.max(100)),
+        reserved_ports: (args.reserved_ports != "none").then(|| args.reserved_ports.clone().into()),
     };
     let loop_shared = Arc::clone(&shared);
     let reconciler = std::thread::Builder::new()

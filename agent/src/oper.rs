@@ -26,8 +26,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::{Deserialize, Serialize};
 use vrouter::config::{
     ActionCfg, AllowedCfg, AttrCfg, Encap, EndpointCfg, MemberCfg, NexthopCfg, NexthopKind,
-    NodePortCfg, PolicyCfg, RouteCfg, RuleCfg, ServiceMemberCfg, ServicePortCfg, VifCfg,
-    VifKindCfg,
+    NodePortCfg, PolicyCfg, RouteCfg, RuleCfg, ServiceMemberCfg, ServicePortCfg, SnatPortsCfg,
+    VifCfg, VifKindCfg,
 };
 
 use crate::firewall::{self, CompiledAps};
@@ -268,6 +268,9 @@ pub struct Desired {
     pub ports: BTreeMap<String, proto::PortInfo>,
     /// Routes of other nodes left out: their prefix is outside their network's subnets.
     pub refused_routes: usize,
+    /// The SNAT port ranges of the global vrouter configuration (`None`: none is
+    /// configured, the vrouter keeps its own).
+    pub snat_ports: Option<SnatPortsCfg>,
 }
 
 /// Encapsulation names of the API.
@@ -469,7 +472,33 @@ pub fn desired(
     node_routes(&mut c, node, remote);
     gateway_route(&mut c, node);
     vn_policies(&mut c, ports);
+    c.out.snat_ports = snat_ports(db);
     c.out
+}
+
+/// The SNAT port ranges the global vrouter configuration gives (its pool of each
+/// protocol; the default range for a protocol it leaves out), if it gives any.
+pub fn snat_ports(db: &Db) -> Option<SnatPortsCfg> {
+    let o = db.list(Kind::GlobalVrouterConfig).into_iter().next()?;
+    let Some(object::Kind::GlobalVrouterConfig(g)) = &o.kind else {
+        return None;
+    };
+    if g.port_translation_pools.is_empty() {
+        return None;
+    }
+    let mut p = SnatPortsCfg::default();
+    for pool in &g.port_translation_pools {
+        // Checked at the API: 1024..=65535, start <= end, one pool per protocol.
+        let (Ok(a), Ok(b)) = (u16::try_from(pool.start_port), u16::try_from(pool.end_port)) else {
+            continue;
+        };
+        match pool.protocol.as_str() {
+            "tcp" => p.tcp = [a, b],
+            "udp" => p.udp = [a, b],
+            _ => {}
+        }
+    }
+    p.validate().is_ok().then_some(p)
 }
 
 /// NodePorts: the node's address (a receive nexthop wherever it is routed) becomes a

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 use vrouter::config::{
-    AttrCfg, NexthopCfg, NexthopKind, PolicyCfg, RouteCfg, VifCfg, VifKindCfg, VniCfg,
+    AttrCfg, NexthopCfg, NexthopKind, PolicyCfg, RouteCfg, SnatPortsCfg, VifCfg, VifKindCfg, VniCfg,
 };
 use vrouter::control::{Client, Op};
 
@@ -73,6 +73,8 @@ pub struct Shared {
     pub port_errors: Mutex<BTreeMap<String, String>>,
     /// Set to end the loop.
     pub stop: AtomicBool,
+    /// The SNAT ranges reserved in the host's kernel last.
+    pub reserved: Mutex<Option<SnatPortsCfg>>,
 }
 
 impl Shared {
@@ -91,6 +93,7 @@ impl Shared {
             stats: Stats::default(),
             port_errors: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
+            reserved: Mutex::new(None),
         })
     }
 
@@ -130,6 +133,8 @@ pub struct Options {
     pub gateway_mac: Option<String>,
     /// Full resync period.
     pub resync: Duration,
+    /// The host's reserved-ports list the SNAT ranges go into (`None`: left alone).
+    pub reserved_ports: Option<PathBuf>,
 }
 
 /// Runs the loop until `shared.stop`.
@@ -275,10 +280,14 @@ pub struct Actual {
     routes: BTreeMap<(u32, String), RouteCfg>,
     labels: BTreeMap<u32, u32>,
     vnis: BTreeMap<u32, u32>,
+    snat_ports: Option<SnatPortsCfg>,
 }
 
 fn actual(c: &mut Client, b: &Bases, fabric_vrf: u32) -> Result<Actual> {
-    let mut a = Actual::default();
+    let mut a = Actual {
+        snat_ports: serde_json::from_value(call(c, Op::DumpSnatPorts)?).ok(),
+        ..Actual::default()
+    };
     for v in call(c, Op::DumpVrfs)?.as_array().into_iter().flatten() {
         let id = v["id"].as_u64().unwrap_or(0) as u32;
         if id >= b.vrf {
@@ -360,6 +369,7 @@ impl Actual {
             routes: d.routes.clone(),
             labels: d.labels.clone(),
             vnis: d.vnis.clone(),
+            snat_ports: d.snat_ports,
         }
     }
 }
@@ -381,6 +391,9 @@ fn same_nh(a: &NexthopCfg, b: &NexthopCfg) -> bool {
 /// The operations that take the vrouter from `a` to `d`, in five phases.
 fn plan(d: &Desired, a: &Actual) -> [Vec<Op>; 5] {
     let mut pre = Vec::new();
+    if let Some(p) = d.snat_ports.filter(|p| a.snat_ports.as_ref() != Some(p)) {
+        pre.push(Op::SetSnatPorts(p));
+    }
     for v in d.vrfs.difference(&a.vrfs) {
         pre.push(Op::AddVrf { id: *v });
     }
@@ -496,6 +509,22 @@ fn send_batches(c: &mut Client, ops: Vec<Op>) -> Result<()> {
 }
 
 /// One reconcile; returns the number of operations sent.
+/// Reserves the vrouter's SNAT ranges in the host's kernel once they change (retried
+/// on the next round if the list cannot be written).
+fn reserve_host_ports(shared: &Shared, path: &Path, now: SnatPortsCfg) {
+    let mut last = shared.reserved.lock().unwrap_or_else(|e| e.into_inner());
+    if *last == Some(now) {
+        return;
+    }
+    match crate::reserve::reserve(path, last.as_ref(), &now) {
+        Ok(()) => {
+            tracing::info!(tcp = ?now.tcp, udp = ?now.udp, list = %path.display(), "SNAT ports reserved on the host");
+            *last = Some(now);
+        }
+        Err(e) => tracing::warn!(list = %path.display(), "reserving the SNAT ports: {e}"),
+    }
+}
+
 fn reconcile(
     shared: &Shared,
     c: &mut Client,
@@ -532,6 +561,9 @@ fn reconcile(
     let [pre, vifs, main, vif_dels, post] = plan(&d, &a);
     let n = pre.len() + vifs.len() + main.len() + vif_dels.len() + post.len();
     send_batches(c, pre)?;
+    if let (Some(path), Some(now)) = (&opts.reserved_ports, d.snat_ports.or(a.snat_ports)) {
+        reserve_host_ports(shared, path, now);
+    }
     // Interfaces with a device are plugged one by one; the others go in batches.
     let (dev, plain): (Vec<Op>, Vec<Op>) = vifs.into_iter().partition(|o| {
         matches!(o, Op::AddVif(v) if v.device.is_some()) || matches!(o, Op::DelVif { .. })

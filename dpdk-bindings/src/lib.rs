@@ -27,7 +27,7 @@ pub use ids::{LcoreId, PortId, QueueId, SocketId};
 pub use lcore::LcoreJoin;
 pub use mbuf::Mbuf;
 pub use memory::{HugeSlice, Memzone};
-pub use mempool::{DEFAULT_DATA_ROOM, Mempool};
+pub use mempool::{DEFAULT_DATA_ROOM, HEADROOM, Mempool, data_room_for};
 pub use port::{Link, Port, PortConfig, PortInfo, PortStats, RxQueue, TxQueue, port_info};
 pub use ring::{Ring, RingSync};
 

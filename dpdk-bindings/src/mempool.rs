@@ -13,6 +13,16 @@ use crate::mbuf::Mbuf;
 /// Default data room: 2 KiB of packet data plus the standard headroom.
 pub const DEFAULT_DATA_ROOM: u16 = ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
 
+/// Headroom reserved in front of each packet (where encapsulation headers go).
+pub const HEADROOM: u16 = ffi::RTE_PKTMBUF_HEADROOM as u16;
+
+/// The data room that holds a whole frame of up to `frame` bytes after the headroom, in
+/// one segment (at least [`DEFAULT_DATA_ROOM`]).
+pub fn data_room_for(frame: usize) -> u16 {
+    let want = usize::from(HEADROOM) + frame;
+    u16::try_from(want.max(usize::from(DEFAULT_DATA_ROOM))).unwrap_or(u16::MAX)
+}
+
 /// A pool of mbufs. Shared between lcores by reference (`Arc<Mempool>`): the ring-based
 /// mempool ops are multi-producer / multi-consumer safe, with a per-lcore cache.
 #[derive(Debug)]

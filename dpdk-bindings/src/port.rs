@@ -3,6 +3,13 @@
 //! Configuration is done once, on the control thread ([`Port::configure`]). The fast path
 //! gets one [`RxQueue`] / [`TxQueue`] handle per queue ([`Port::take_queues`]), each owned
 //! by the lcore that polls it, as in DPDK's l3fwd: a queue is never polled by two threads.
+//!
+//! Lifetimes the types keep: the port holds its receive pool (`Arc<Mempool>`), so the
+//! pool outlives every descriptor that points into it whatever the caller drops; queue
+//! handles exist only while the port is started, and [`Port::stop`] is refused while any
+//! is out, so no queue is ever polled on a stopped port. Polling needs `&mut` on a handle
+//! that is not `Clone`; a stop needs every handle back (dropped), so the two cannot
+//! overlap.
 
 use std::ffi::CStr;
 use std::sync::Arc;
@@ -101,6 +108,9 @@ pub struct PortStats {
 struct PortInner {
     id: PortId,
     started: AtomicBool,
+    /// The pool the RX queues fill from: freed only after the port is closed (fields
+    /// drop after `Drop::drop`).
+    _pool: Arc<Mempool>,
 }
 
 impl PortInner {
@@ -130,7 +140,6 @@ pub struct Port {
     inner: Arc<PortInner>,
     rx_queues: u16,
     tx_queues: u16,
-    queues_taken: bool,
 }
 
 fn dev_info(id: PortId) -> Result<ffi::rte_eth_dev_info> {
@@ -173,8 +182,9 @@ pub fn port_info(_eal: &Eal, id: PortId) -> Result<PortInfo> {
 }
 
 impl Port {
-    /// Configures `id` with `cfg`, receiving into `pool`, and starts it.
-    pub fn configure(eal: &Eal, id: PortId, cfg: &PortConfig, pool: &Mempool) -> Result<Port> {
+    /// Configures `id` with `cfg`, receiving into `pool` (which the port keeps alive),
+    /// and starts it.
+    pub fn configure(eal: &Eal, id: PortId, cfg: &PortConfig, pool: &Arc<Mempool>) -> Result<Port> {
         let info = dev_info(id)?;
         if cfg.rx_queues == 0 || cfg.rx_queues > info.max_rx_queues {
             return Err(Error::invalid(
@@ -212,6 +222,7 @@ impl Port {
         let inner = Arc::new(PortInner {
             id,
             started: AtomicBool::new(false),
+            _pool: Arc::clone(pool),
         });
 
         let (mut nb_rx, mut nb_tx) = (cfg.rx_desc, cfg.tx_desc);
@@ -227,8 +238,8 @@ impl Port {
         };
         for q in 0..cfg.rx_queues {
             // SAFETY: configured, not started port; q < rx_queues; pool is a live pktmbuf
-            // pool that outlives the port (callers keep it; mempools are only freed when no
-            // mbuf is in use, and the port's rings hold mbufs until close).
+            // pool that outlives the port (PortInner holds an Arc of it until after the
+            // port is closed).
             let ret = unsafe {
                 ffi::rte_eth_rx_queue_setup(
                     id.0,
@@ -260,7 +271,6 @@ impl Port {
             inner,
             rx_queues: cfg.rx_queues,
             tx_queues: cfg.tx_queues,
-            queues_taken: false,
         };
         let _ = eal;
         port.start()?;
@@ -285,17 +295,35 @@ impl Port {
         Ok(())
     }
 
-    /// Stops the port (idempotent). Queues polled after this return nothing.
-    pub fn stop(&self) -> Result<()> {
+    /// Queue handles out (each holds the port).
+    fn queues_out(&self) -> usize {
+        Arc::strong_count(&self.inner) - 1
+    }
+
+    /// Stops the port (idempotent), once every queue handle is back (dropped): a queue
+    /// polled while its port stops would race the driver's teardown, so that is refused.
+    pub fn stop(&mut self) -> Result<()> {
+        let out = self.queues_out();
+        if out > 0 {
+            return Err(Error::invalid(
+                format!("stop {}", self.inner.id),
+                format!("{out} queue handles are still out: drop them first"),
+            ));
+        }
         self.inner.stop()
     }
 
-    /// The queue handles, once: one per RX and TX queue, to be moved to the lcores.
+    /// Whether the port is started.
+    pub fn is_started(&self) -> bool {
+        self.inner.started.load(Ordering::Acquire)
+    }
+
+    /// The queue handles, one per RX and TX queue, to be moved to the lcores: only while
+    /// the port is started and no handle is out (so each queue has one poller).
     pub fn take_queues(&mut self) -> Option<(Vec<RxQueue>, Vec<TxQueue>)> {
-        if self.queues_taken {
+        if self.queues_out() > 0 || !self.is_started() {
             return None;
         }
-        self.queues_taken = true;
         let rx = (0..self.rx_queues)
             .map(|q| RxQueue {
                 port: Arc::clone(&self.inner),

@@ -35,7 +35,7 @@ fn worker_lcore_runs_closure_and_returns_value() {
 #[test]
 fn ring_carries_mbufs_from_a_worker_lcore_in_order() {
     let eal = common::eal("ringxfer", "0-1", &[]);
-    let pool = Arc::new(common::pool(&eal, "xfer_pool", 1023));
+    let pool = common::pool(&eal, "xfer_pool", 1023);
     let ring = Arc::new(Ring::new(&eal, "xfer_ring", 256, RingSync::MultiMulti).unwrap());
     const N: u16 = 2000;
 

@@ -183,3 +183,54 @@ fn port_from_rings_reads_and_writes_the_callers_rings() {
     drop(back);
     assert_eq!(pool.in_use_count(), 0);
 }
+
+#[test]
+fn the_port_keeps_its_pool_and_cannot_stop_while_a_queue_handle_is_out() {
+    let eal = common::eal("lifetimes", "0", &["net_ring0"]);
+    let pool = common::pool(&eal, "lt_pool", 1023);
+    let id = eal.port_by_name("net_ring0").unwrap();
+    let mut port = Port::configure(&eal, id, &PortConfig::default(), &pool).unwrap();
+    assert_eq!(
+        std::sync::Arc::strong_count(&pool),
+        2,
+        "the port holds the pool"
+    );
+    let (mut rx, mut tx) = port.take_queues().unwrap();
+
+    // The caller lets go of the pool: the port's RX rings still fill from it.
+    let mut b = Burst::new();
+    let mut m = pool.alloc().unwrap();
+    assert!(m.extend_from_slice(&common::frame(7)));
+    b.push(m).unwrap();
+    let weak = std::sync::Arc::downgrade(&pool);
+    drop(pool);
+    assert!(weak.upgrade().is_some(), "alive while the port is");
+    assert_eq!(tx[0].tx_burst(&mut b), 1);
+    assert_eq!(rx[0].rx_burst(&mut b), 1);
+    assert_eq!(b.as_slice()[0].data(), common::frame(7).as_slice());
+    drop(b);
+
+    // No stop while a queue can be polled.
+    let e = port.stop().unwrap_err();
+    assert!(
+        e.to_string().contains("2 queue handles are still out"),
+        "{e}"
+    );
+    assert!(port.is_started());
+    drop(rx);
+    assert!(port.stop().is_err(), "the TX handle is still out");
+    drop(tx);
+    port.stop().unwrap();
+    assert!(!port.is_started());
+    assert!(port.take_queues().is_none(), "no handles on a stopped port");
+    port.start().unwrap();
+    let (mut rx, mut tx) = port.take_queues().expect("handles again once started");
+    let mut b = Burst::new();
+    let mut m = weak.upgrade().unwrap().alloc().unwrap();
+    assert!(m.extend_from_slice(&common::frame(8)));
+    b.push(m).unwrap();
+    assert_eq!(tx[0].tx_burst(&mut b), 1);
+    assert_eq!(rx[0].rx_burst(&mut b), 1);
+    drop((b, rx, tx, port));
+    assert!(weak.upgrade().is_none(), "the pool goes with the port");
+}

@@ -87,6 +87,10 @@ pub fn config(s: &dyn Scenario, input_dev: &str, output_dev: &str) -> Config {
         }
     });
     cfg.global.encap_priority = vec![Encap::MplsUdp];
+    // Every flow of a run comes from or goes to one VM: its quotas are the whole table
+    // and the whole SNAT pool (runs measure forwarding, not the quotas).
+    cfg.global.vif_max_flows = Some(u32::MAX);
+    cfg.global.vif_max_snat_ports = Some(u32::MAX);
     // The underlay carries jumbo frames, as encapsulating deployments set it up: a
     // 1518-byte VM frame fits once encapsulated.
     for v in cfg.vifs.iter_mut().filter(|v| v.name == "fabric") {

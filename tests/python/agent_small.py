@@ -3,12 +3,17 @@
 usage: agent_small.py TARGET build     one VN, two interfaces with ports (no device)
        agent_small.py TARGET status    waits until programmed, prints the status as JSON
        agent_small.py TARGET add-vm N  one more interface with a port
+       agent_small.py TARGET snat-ports TCP0 TCP1 UDP0 UDP1
+                                       SNAT pools in the global vrouter configuration
+                                       (bad pools first: refused), waits until programmed
 """
 
 import json
 import sys
 
-from vnc import Agent, pb, ref
+import grpc
+
+from vnc import Agent, expect_error, pb, ref
 
 TARGET, PHASE = sys.argv[1:3]
 a = Agent(TARGET)
@@ -35,6 +40,24 @@ if PHASE == "build":
     a.wait_programmed()
 elif PHASE == "add-vm":
     vm(sys.argv[3])
+    a.wait_programmed()
+elif PHASE == "snat-ports":
+    t0, t1, u0, u1 = (int(x) for x in sys.argv[3:7])
+    G = ["default-global-system-config", "default-global-vrouter-config"]
+    pool = pb.PortTranslationPool
+
+    def gvc(pools):
+        return pb.GlobalVrouterConfig(fq_name=G, port_translation_pools=pools)
+
+    # Privileged ports, an empty range and two pools of one protocol are refused.
+    for bad, where in [([pool(protocol="tcp", start_port=80, end_port=90)], "[0]"),
+                       ([pool(protocol="udp", start_port=2000, end_port=1999)], "[0]"),
+                       ([pool(protocol="tcp", start_port=2000, end_port=2001),
+                         pool(protocol="tcp", start_port=3000, end_port=3001)], "[1]")]:
+        expect_error(grpc.StatusCode.INVALID_ARGUMENT, a.create, global_vrouter_config=gvc(bad),
+                     contains="port_translation_pools" + where)
+    a.create(global_vrouter_config=gvc([pool(protocol="tcp", start_port=t0, end_port=t1),
+                                        pool(protocol="udp", start_port=u0, end_port=u1)]))
     a.wait_programmed()
 elif PHASE == "status":
     s = a.wait_programmed()

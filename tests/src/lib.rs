@@ -411,6 +411,10 @@ impl Agent {
         let target = format!("127.0.0.1:{}", free_port());
         let metrics = format!("127.0.0.1:{}", free_port());
         let log = dir.join(format!("{name}.log"));
+        // The host's reserved-ports list, as a file of the test's own (the agent runs
+        // in the machine's namespace, not a node's).
+        let reserved = dir.join(format!("{name}.reserved_ports"));
+        std::fs::write(&reserved, "").expect("reserved ports list");
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -429,6 +433,8 @@ impl Agent {
             .arg(socket)
             .arg("--data-dir")
             .arg(data)
+            .arg("--reserved-ports")
+            .arg(&reserved)
             .args(extra)
             .stdout(out.try_clone().expect("agent log"))
             .stderr(out)

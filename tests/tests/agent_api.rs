@@ -186,3 +186,58 @@ fn a_killed_agent_leaves_the_tables_and_a_restarted_one_repairs_drift_with_the_s
         3
     );
 }
+
+#[test]
+fn snat_port_ranges_of_the_global_configuration_reach_the_vrouter_and_the_hosts_reserved_list() {
+    let lab = Lab::new("agsnat");
+    let vr = lab.vrouter();
+    let agent = lab.agent(&vr);
+    let snat = || vr_tests::vrctl_json(&vr.socket, &["snat"]);
+    let reserved = lab.dir.join("agent.reserved_ports");
+    // Before any pool is configured: the vrouter's defaults, reserved on the host.
+    python("agent_small.py", &[&agent.target, "build"]);
+    assert_eq!(
+        snat(),
+        serde_json::json!({"tcp": [56000, 57023], "udp": [57024, 58047]})
+    );
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&reserved).unwrap() != "56000-58047\n" {
+        assert!(t.elapsed().as_secs() < 20, "not reserved: {reserved:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The operator's pools (bad ones refused at the API first).
+    python(
+        "agent_small.py",
+        &[
+            &agent.target,
+            "snat-ports",
+            "40000",
+            "40999",
+            "41000",
+            "41999",
+        ],
+    );
+    assert_eq!(
+        snat(),
+        serde_json::json!({"tcp": [40000, 40999], "udp": [41000, 41999]})
+    );
+    assert_eq!(
+        std::fs::read_to_string(&reserved).unwrap(),
+        "40000-41999\n",
+        "the old ranges gave way to the new"
+    );
+    // The vrouter refuses privileged ranges on its own too.
+    let out = std::process::Command::new(workspace_bin("vrctl"))
+        .arg("--socket")
+        .arg(&vr.socket)
+        .args(["snat", "--tcp", "1-100", "--udp", "41000-41999"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("global.snat_ports.tcp"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snat()["tcp"], serde_json::json!([40000, 40999]));
+}

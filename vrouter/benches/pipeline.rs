@@ -74,8 +74,18 @@ fn remote_flow(i: usize) -> Vec<u8> {
     vm1_udp(dst, 1024 + (i / 250) as u16, 7, PAYLOAD)
 }
 
+/// A testbed whose VMs may hold the whole table (one VM sends every flow of a run).
+fn testbed(flows: u32) -> Testbed {
+    let mut tb = Testbed::new(flows);
+    let mut g = tb.writer.tables().global.as_ref().clone();
+    g.vif_max_flows = Some(u32::MAX);
+    tb.writer.set_global(g).expect("global");
+    tb.writer.publish();
+    tb
+}
+
 fn encap_run(connections: usize, kind: TunnelKind) -> Run {
-    let mut tb = Testbed::new(table_for(connections));
+    let mut tb = testbed(table_for(connections));
     let mut g = tb.writer.tables().global.as_ref().clone();
     g.encap_priority.retain(|k| *k != kind);
     g.encap_priority.insert(0, kind);
@@ -88,7 +98,7 @@ fn encap_run(connections: usize, kind: TunnelKind) -> Run {
 }
 
 fn decap_run(connections: usize) -> Run {
-    let tb = Testbed::new(table_for(connections));
+    let tb = testbed(table_for(connections));
     let frames = (0..connections)
         .map(|i| {
             let src = Ipv4Addr::new(10, 1, 2, 1 + (i % 250) as u8);
@@ -173,7 +183,7 @@ fn setup_rate(c: &mut Criterion) {
     g.sample_size(20)
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
-    let mut tb = Testbed::new(1 << 20);
+    let mut tb = testbed(1 << 20);
     let mut vm2 = tb
         .writer
         .tables()

@@ -53,6 +53,48 @@ pub struct GlobalSection {
     pub host_vif: Option<u32>,
     /// Interface table size (at least 4096, and above the largest configured index).
     pub max_vifs: Option<u32>,
+    /// Flow pairs one local VM may hold at once (default: a quarter of the table).
+    pub vif_max_flows: Option<u32>,
+    /// SNAT ports one local VM may hold at once (default: a quarter of the smaller pool).
+    pub vif_max_snat_ports: Option<u32>,
+    /// The node's SNAT port ranges (default TCP 56000-57023, UDP 57024-58047).
+    pub snat_ports: Option<SnatPortsCfg>,
+}
+
+/// The ports of the node's address that source NAT hands out, per protocol (ICMP echo
+/// identifiers come from the UDP range), each `[first, last]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnatPortsCfg {
+    /// TCP ports.
+    pub tcp: [u16; 2],
+    /// UDP ports.
+    pub udp: [u16; 2],
+}
+
+impl Default for SnatPortsCfg {
+    fn default() -> Self {
+        let [(t0, t1), (u0, u1)] = crate::nat::DEFAULT_RANGES;
+        SnatPortsCfg {
+            tcp: [t0, t1],
+            udp: [u0, u1],
+        }
+    }
+}
+
+impl SnatPortsCfg {
+    /// Refuses empty ranges and privileged ports (below 1024: the host's services).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, [a, b]) in [("tcp", self.tcp), ("udp", self.udp)] {
+            if a > b || a < 1024 {
+                return Err(ConfigError::Value {
+                    object: format!("global.snat_ports.{name}"),
+                    why: format!("{a}-{b} is not a range of unprivileged ports"),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Interface kinds as configured.
@@ -567,6 +609,12 @@ pub fn apply_global(w: &mut TablesWriter, g: &GlobalSection) -> Result<(), Confi
     }
     global.fabric_vif = g.fabric_vif.map(VifId);
     global.host_vif = g.host_vif.map(VifId);
+    global.vif_max_flows = g.vif_max_flows;
+    global.vif_max_snat_ports = g.vif_max_snat_ports;
+    if let Some(p) = &g.snat_ports {
+        p.validate()?;
+        global.snat_ports = Some((p.tcp, p.udp));
+    }
     w.set_global(global).map_err(table("global".into()))
 }
 

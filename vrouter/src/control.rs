@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{
-    self, AttrCfg, ConfigError, LabelCfg, NexthopCfg, PolicyCfg, RouteCfg, VifCfg, VniCfg,
-    parse_prefix,
+    self, AttrCfg, ConfigError, LabelCfg, NexthopCfg, PolicyCfg, RouteCfg, SnatPortsCfg, VifCfg,
+    VniCfg, parse_prefix,
 };
 use crate::flow::FlowTable;
 use crate::tables::{NhId, TableError, TablesWriter, VifId, VrfId};
@@ -105,6 +105,10 @@ pub enum Op {
         /// VNI.
         vni: u32,
     },
+    /// Set the node's SNAT port ranges (the pools move there; ports in use stay).
+    SetSnatPorts(SnatPortsCfg),
+    /// The node's SNAT port ranges.
+    DumpSnatPorts,
     /// Several changes, all or nothing.
     Batch {
         /// The changes, in order.
@@ -182,6 +186,7 @@ impl Op {
                 | Op::DumpRoutes { .. }
                 | Op::DumpLabels { .. }
                 | Op::DumpVnis
+                | Op::DumpSnatPorts
                 | Op::DumpPolicies
                 | Op::DumpAttrs
                 | Op::DumpFlows { .. }
@@ -459,6 +464,12 @@ fn apply(w: &mut TablesWriter, pols: &mut Policies, op: &Op) -> Result<(), Confi
             .del_vni(*vni)
             .map(|_| ())
             .map_err(table_err(format!("vni {vni}"))),
+        Op::SetSnatPorts(p) => {
+            p.validate()?;
+            let mut g = w.tables().global.as_ref().clone();
+            g.snat_ports = Some((p.tcp, p.udp));
+            w.set_global(g).map_err(table_err("global".into()))
+        }
         Op::Batch { ops } => {
             for (i, o) in ops.iter().enumerate() {
                 apply(w, pols, o).map_err(|e| match e {
@@ -547,6 +558,16 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
             // The vif a capture is armed on, so a client can wait for one to start.
             "capturing": state.capture.as_ref().and_then(|c| c.armed()),
         }),
+        Op::DumpSnatPorts => {
+            let p = t
+                .global
+                .snat_ports
+                .map_or_else(SnatPortsCfg::default, |(tcp, udp)| SnatPortsCfg {
+                    tcp,
+                    udp,
+                });
+            json!(p)
+        }
         Op::DumpVrfs => json!(
             t.vrfs
                 .iter()

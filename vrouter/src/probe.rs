@@ -124,15 +124,17 @@ pub fn hugepages_available() -> bool {
 
 /// Runs the probe on an initialised EAL, sending `frames` test frames per port.
 pub fn run(eal: &Eal, frames: usize) -> Result<ProbeReport> {
-    let pool = Mempool::new(
-        eal,
-        "probe_pool",
-        4095,
-        64,
-        DEFAULT_DATA_ROOM,
-        SocketId::ANY,
-    )
-    .context("creating the probe mbuf pool")?;
+    let pool = std::sync::Arc::new(
+        Mempool::new(
+            eal,
+            "probe_pool",
+            4095,
+            64,
+            DEFAULT_DATA_ROOM,
+            SocketId::ANY,
+        )
+        .context("creating the probe mbuf pool")?,
+    );
     let mut ports = Vec::new();
     for id in eal.ports() {
         let info = port_info(eal, id).with_context(|| format!("reading {id}"))?;

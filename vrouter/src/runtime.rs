@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dpdk_bindings::{
-    Burst, DEFAULT_DATA_ROOM, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, RxQueue, SocketId,
-    TxQueue, port_info,
+    Burst, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, RxQueue, SocketId, TxQueue, port_info,
 };
 use rawsock::{RxRing, TxSocket};
 use serde::Serialize;
@@ -723,13 +722,22 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
 
     let workers = eal.worker_lcores();
     let nq = workers.len().max(1);
+    // Each frame in one segment: the data room holds the largest MTU configured (jumbo
+    // fabrics and the pods behind them) plus its Ethernet and VLAN headers.
+    let largest = cfg
+        .vifs
+        .iter()
+        .map(|v| usize::from(v.mtu))
+        .max()
+        .unwrap_or(1500);
+    let room = dpdk_bindings::data_room_for(largest + 18);
     let pool = Arc::new(
         Mempool::new(
             eal,
             "vr_mbufs",
             opts.mbufs,
             256.min(opts.mbufs / 4),
-            DEFAULT_DATA_ROOM,
+            room,
             SocketId::ANY,
         )
         .context(
@@ -1015,7 +1023,7 @@ fn attach_port(
     eal: &Eal,
     v: &crate::config::VifCfg,
     pc: &PortConfig,
-    pool: &Mempool,
+    pool: &Arc<Mempool>,
     cmds: &[std::sync::mpsc::Sender<LcoreCmd>],
     ports: &mut Vec<(VifId, String, Port)>,
 ) -> Result<String, String> {

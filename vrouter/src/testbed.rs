@@ -126,6 +126,9 @@ pub fn config(device: impl Fn(&str) -> Option<String>) -> Config {
             fabric_vif: Some(FABRIC.0),
             host_vif: Some(HOST.0),
             max_vifs: None,
+            vif_max_flows: None,
+            vif_max_snat_ports: None,
+            snat_ports: None,
         },
         vrfs: vec![VrfCfg { id: FABRIC_VRF.0 }, VrfCfg { id: RED.0 }],
         vifs: vec![

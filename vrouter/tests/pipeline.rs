@@ -575,7 +575,8 @@ fn member_of(d: Disposition) -> &'static str {
 
 #[test]
 fn service_vip_spreads_flows_and_keeps_them_on_their_member() {
-    let mut tb = Testbed::new(4096);
+    // 600 flows from vm1: within its quota, a quarter of the table.
+    let mut tb = Testbed::new(8192);
     let mut first = HashMap::new();
     let mut count: HashMap<&str, usize> = HashMap::new();
     for sport in 0..600u16 {
@@ -1032,6 +1033,16 @@ fn a_node_port_reaches_the_service_from_the_fabric_and_from_pods_and_the_rest_is
         (o.src, o.dst, o.sport, o.dport, o.dst_mac),
         (NODE_A, client, 30080, sport, GATEWAY_MAC.0)
     );
+    // A route change in vm2's VRF, which has no route to the client (the client is
+    // routed in the fabric's, where the flow was set up): the answers still leave for
+    // the gateway.
+    tb.writer
+        .del_route(RED, IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+        .unwrap();
+    tb.writer.publish();
+    let (d, out) = vm2_answers(&mut tb, client, sport);
+    assert_eq!(d, Disposition::Tx(FABRIC));
+    assert_eq!(decode(&out).dst_mac, GATEWAY_MAC.0);
     // Another port of the node: the host's, and no flow for it.
     let flows = tb.pipeline.stats.flows_created;
     assert_eq!(
@@ -1425,11 +1436,13 @@ fn snat_translates_to_the_node_address_and_back() {
 
 #[test]
 fn snat_port_exhaustion_is_counted_and_refused() {
-    let pools = SnatPools {
-        tcp: PortPool::new(56000, 56001),
-        udp: PortPool::new(57024, 57024),
-    };
+    let pools = SnatPools::new(PortPool::new(56000, 56001), PortPool::new(57024, 57024));
     let mut tb = Testbed::with_snat(1024, pools);
+    // Every port for vm1 (the default share is a quarter of the pool).
+    let mut g = tb.writer.tables().global.as_ref().clone();
+    g.vif_max_snat_ports = Some(16);
+    tb.writer.set_global(g).unwrap();
+    tb.writer.publish();
     let outside = Ipv4Addr::new(198, 51, 100, 7);
     let mut results = Vec::new();
     for sport in 0..3u16 {

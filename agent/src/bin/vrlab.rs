@@ -472,12 +472,18 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()>
         }
         let port = free_port()?;
         let alog = dir.join("agent.log");
+        // The node's host is a namespace the agent does not run in: its reserved-ports
+        // list is a file beside the node's other files.
+        let reserved = dir.join("reserved_ports");
+        std::fs::write(&reserved, "")?;
         let ag = spawn(
             Command::new(bin("agent"))
                 .args(["--listen", &format!("127.0.0.1:{port}"), "--vrouter-socket"])
                 .arg(&socket)
                 .arg("--data-dir")
                 .arg(dir.join("agent-data"))
+                .arg("--reserved-ports")
+                .arg(&reserved)
                 .args(["--resync-ms", "500", "--gateway-mac", OUTSIDE_MAC])
                 .args(etcd.iter().flat_map(|u| ["--etcd", u.as_str()])),
             &alog,

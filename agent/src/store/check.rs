@@ -628,15 +628,13 @@ pub fn kind(db: &mut Db, name: &str, o: &mut Object, old: Option<&Object>) -> Re
                 if !matches!(p.protocol.as_str(), "tcp" | "udp") {
                     return Err(invalid(name, &format!("{f}.protocol"), "is tcp or udp"));
                 }
-                if p.start_port == 0 || p.end_port > 65535 || p.start_port > p.end_port {
-                    return Err(invalid(name, &f, "ports are 1..=65535, start <= end"));
+                // Below 1024 are the host's services: the node's address is shared.
+                if p.start_port < 1024 || p.end_port > 65535 || p.start_port > p.end_port {
+                    return Err(invalid(name, &f, "ports are 1024..=65535, start <= end"));
                 }
                 for q in &g.port_translation_pools[..k] {
-                    if q.protocol == p.protocol
-                        && q.start_port <= p.end_port
-                        && p.start_port <= q.end_port
-                    {
-                        return Err(invalid(name, &f, "overlaps an earlier pool"));
+                    if q.protocol == p.protocol {
+                        return Err(invalid(name, &f, "a second pool for its protocol"));
                     }
                 }
             }

@@ -2,6 +2,8 @@
 //! because the EAL can be initialised once per process.
 #![allow(dead_code)]
 
+use std::sync::Arc;
+
 use dpdk_bindings::{DEFAULT_DATA_ROOM, Eal, EalBuilder, Mempool, SocketId};
 
 /// Boots a real EAL without hugepages or PCI, with the given vdevs and lcore list.
@@ -19,8 +21,8 @@ pub fn eal(tag: &str, lcores: &str, vdevs: &[&str]) -> Eal {
         .expect("EAL init (tests run one per process under `cargo nextest`)")
 }
 
-pub fn pool(eal: &Eal, name: &str, count: u32) -> Mempool {
-    Mempool::new(eal, name, count, 0, DEFAULT_DATA_ROOM, SocketId::ANY).expect("mempool")
+pub fn pool(eal: &Eal, name: &str, count: u32) -> Arc<Mempool> {
+    Arc::new(Mempool::new(eal, name, count, 0, DEFAULT_DATA_ROOM, SocketId::ANY).expect("mempool"))
 }
 
 /// A 60-byte Ethernet frame whose bytes encode `seq`, so frames can be told apart.

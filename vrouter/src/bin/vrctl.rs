@@ -111,6 +111,16 @@ enum Cmd {
         #[arg(long, value_name = "VNI")]
         delete: Option<u32>,
     },
+    /// The node's SNAT port ranges (the agent sets them from the global vrouter
+    /// configuration).
+    Snat {
+        /// Set the TCP range, `FIRST-LAST` (with --udp).
+        #[arg(long, value_name = "FIRST-LAST", requires = "udp", value_parser = port_range)]
+        tcp: Option<[u16; 2]>,
+        /// Set the UDP (and ICMP echo) range, `FIRST-LAST` (with --tcp).
+        #[arg(long, value_name = "FIRST-LAST", requires = "tcp", value_parser = port_range)]
+        udp: Option<[u16; 2]>,
+    },
     /// VRFs.
     Vrf {
         /// List them (the default).
@@ -224,6 +234,14 @@ fn op_of(cmd: &Cmd) -> Result<Op> {
             delete: Some(vni), ..
         } => Op::DelVni { vni: *vni },
         Cmd::Vxlan { .. } => Op::DumpVnis,
+        Cmd::Snat {
+            tcp: Some(tcp),
+            udp: Some(udp),
+        } => Op::SetSnatPorts(vrouter::config::SnatPortsCfg {
+            tcp: *tcp,
+            udp: *udp,
+        }),
+        Cmd::Snat { .. } => Op::DumpSnatPorts,
         Cmd::Vrf { add: Some(id), .. } => Op::AddVrf { id: *id },
         Cmd::Vrf {
             delete: Some(id), ..
@@ -351,6 +369,14 @@ fn print(cmd: &Cmd, data: &Value) {
             delete: None,
             ..
         } => table(&items(data), &[("vni", "vni"), ("vrf", "vrf")]),
+        Cmd::Snat {
+            tcp: None,
+            udp: None,
+        } => {
+            for proto in ["tcp", "udp"] {
+                println!("{proto} {}-{}", s(&data[proto][0]), s(&data[proto][1]));
+            }
+        }
         Cmd::Vrf {
             add: None,
             delete: None,
@@ -538,4 +564,13 @@ fn main() -> ExitCode {
         print(&cli.cmd, &data);
     }
     ExitCode::SUCCESS
+}
+
+/// A `FIRST-LAST` port range.
+fn port_range(s: &str) -> Result<[u16; 2], String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not FIRST-LAST"))?;
+    let port = |x: &str| x.parse::<u16>().map_err(|_| format!("{x:?} is not a port"));
+    Ok([port(a)?, port(b)?])
 }

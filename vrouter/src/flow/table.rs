@@ -48,6 +48,7 @@ const BYTES: usize = 11;
 const LAST: usize = 12;
 // TCP flags seen in this direction:8 | policy_gen high 24 bits:24 | from_node:32
 const TCP: usize = 13;
+// owner vif + 1 (0: none):16 | setup time:48
 const CREATED: usize = 14;
 const WORDS: usize = 15;
 
@@ -59,6 +60,11 @@ const F_HAIRPIN_SRC: u64 = 16;
 const F_HAIRPIN_DST: u64 = 32;
 const F_PINNED: u64 = 64;
 const ROLE_FWD: u64 = 1;
+
+/// Setup times fit in 48 bits (milliseconds: 8,900 years); the owner takes the rest.
+const TIME_MASK: u64 = (1 << 48) - 1;
+/// Interfaces whose flows are counted: ids below this (the owner field is 16 bits).
+pub const MAX_OWNERS: usize = 0xffff;
 
 /// One flow entry: a control word and 15 data words, 128 bytes, cache-line aligned.
 #[repr(C, align(64))]
@@ -106,6 +112,18 @@ pub enum InsertError {
     /// Both buckets of a key were full of established flows.
     #[error("flow table full")]
     Full,
+    /// The interface the flow belongs to holds its quota of flows already.
+    #[error("the interface's flow quota is used up")]
+    Quota,
+}
+
+/// The interface a flow pair is counted against, and how many pairs it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// The interface (a local VM's vif; ids from [`MAX_OWNERS`] on are not counted).
+    pub vif: u32,
+    /// Pairs it may hold at once.
+    pub max: u32,
 }
 
 /// Idle timeouts, in the caller's time unit (the table never reads a clock).
@@ -149,6 +167,8 @@ pub struct FlowTableStats {
     pub evicted: u64,
     /// Pairs removed by aging.
     pub aged: u64,
+    /// Pairs refused because their interface held its quota.
+    pub over_quota: u64,
 }
 
 /// TCP connection state derived from the flags both directions have seen.
@@ -209,8 +229,10 @@ pub struct FlowTable {
     sigs: Box<[AtomicU32]>,
     entries: Box<[Entry]>,
     bucket_mask: u32,
-    stats: [AtomicU64; 5],
+    stats: [AtomicU64; 6],
     snat: Option<Arc<SnatPools>>,
+    /// Pairs held per interface (by [`Quota::vif`]).
+    owned: Box<[AtomicU32]>,
 }
 
 impl FlowTable {
@@ -232,6 +254,7 @@ impl FlowTable {
             bucket_mask: (n / WAYS - 1) as u32,
             stats: std::array::from_fn(|_| AtomicU64::new(0)),
             snat: None,
+            owned: (0..MAX_OWNERS).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 
@@ -262,6 +285,42 @@ impl FlowTable {
             refused: g(2),
             evicted: g(3),
             aged: g(4),
+            over_quota: g(5),
+        }
+    }
+
+    /// Pairs that interface `vif` holds.
+    pub fn owned_by(&self, vif: u32) -> u32 {
+        self.owned
+            .get(vif as usize)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// The quota of an interface with no configured one: a quarter of the pairs, so
+    /// that one VM cannot fill the table for the others.
+    pub fn default_quota(&self) -> u32 {
+        (self.entries.len() / 8).max(1) as u32
+    }
+
+    /// Takes one pair of `q`'s quota; false (nothing taken) when it is used up.
+    fn take_quota(&self, q: &Quota) -> bool {
+        let Some(n) = self.owned.get(q.vif as usize) else {
+            return true;
+        };
+        // Taken first, then checked: two lcores racing for the last pair cannot both win.
+        if n.fetch_add(1, Ordering::Relaxed) >= q.max {
+            n.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn give_quota(&self, owner: u64) {
+        if let Some(n) = owner
+            .checked_sub(1)
+            .and_then(|o| self.owned.get(o as usize))
+        {
+            n.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -417,7 +476,7 @@ impl FlowTable {
         key: &FlowKey,
         a: &FlowAction,
         link: (usize, bool),
-        now: u64,
+        (now, owner): (u64, u64),
     ) {
         let e = &self.entries[i];
         for (k, w) in key.pack().into_iter().enumerate() {
@@ -435,7 +494,7 @@ impl FlowTable {
         }
         e.w[TCP].store(tcp_word(a), Ordering::Relaxed);
         e.w[LAST].store(now, Ordering::Relaxed);
-        e.w[CREATED].store(now, Ordering::Relaxed);
+        e.w[CREATED].store((owner << 48) | (now & TIME_MASK), Ordering::Relaxed);
         // Release: publishes every field above with the new version.
         e.ctl.store(next(busy, ACTIVE), Ordering::Release);
     }
@@ -455,18 +514,42 @@ impl FlowTable {
         now: u64,
         aging: &AgingConfig,
     ) -> Result<(FlowIdx, FlowIdx), InsertError> {
+        self.insert_pair_within(fwd, rev, now, aging, None)
+    }
+
+    /// Inserts a pair counted against `quota`'s interface (refused, and counted, when it
+    /// holds its quota already); it is given back when the pair is deleted.
+    pub fn insert_pair_within(
+        &self,
+        fwd: (&FlowKey, &FlowAction),
+        rev: (&FlowKey, &FlowAction),
+        now: u64,
+        aging: &AgingConfig,
+        quota: Option<Quota>,
+    ) -> Result<(FlowIdx, FlowIdx), InsertError> {
+        let owner = match quota.filter(|q| (q.vif as usize) < MAX_OWNERS) {
+            Some(q) if !self.take_quota(&q) => {
+                self.bump(5, 1);
+                return Err(InsertError::Quota);
+            }
+            Some(q) => u64::from(q.vif) + 1,
+            None => 0,
+        };
         let (hf, hr) = (fwd.0.hash(), rev.0.hash());
         let Some((fi, fbusy)) = self.claim_or_evict(hf, now, aging) else {
+            self.give_quota(owner);
             self.bump(2, 1);
             return Err(InsertError::Full);
         };
         let Some((ri, rbusy)) = self.claim_or_evict(hr, now, aging) else {
             self.release(fi, fbusy);
+            self.give_quota(owner);
             self.bump(2, 1);
             return Err(InsertError::Full);
         };
-        self.write(fi, fbusy, fwd.0, fwd.1, (ri, true), now);
-        self.write(ri, rbusy, rev.0, rev.1, (fi, false), now);
+        // The forward half carries the owner: the pair is given back once, with it.
+        self.write(fi, fbusy, fwd.0, fwd.1, (ri, true), (now, owner));
+        self.write(ri, rbusy, rev.0, rev.1, (fi, false), (now, 0));
         self.expose(fi, fwd.0);
         self.expose(ri, rev.0);
         self.bump(0, 2);
@@ -478,12 +561,14 @@ impl FlowTable {
         if let Some(c) = self.claim(hash) {
             return Some(c);
         }
-        // Both buckets full: evict the stalest pair that is not established.
+        // Both buckets full: evict a pair that is not established, TCP that never
+        // completed its handshake (or is over) before idle datagram flows, the stalest
+        // first.
         let (_, starts) = self.buckets(hash);
         let victim = starts
             .iter()
             .flat_map(|s| *s..*s + WAYS)
-            .filter_map(|i| self.evictable(i, now, aging).map(|last| (last, i)))
+            .filter_map(|i| self.evictable(i, now, aging).map(|rank| (rank, i)))
             .min()?;
         if self.delete_pair(FlowIdx(victim.1 as u32)) {
             self.bump(3, 1);
@@ -491,8 +576,8 @@ impl FlowTable {
         self.claim(hash)
     }
 
-    /// `Some(last_used)` if entry `i` may be evicted.
-    fn evictable(&self, i: usize, now: u64, aging: &AgingConfig) -> Option<u64> {
+    /// `Some((class, last_used))` if entry `i` may be evicted, lower classes first.
+    fn evictable(&self, i: usize, now: u64, aging: &AgingConfig) -> Option<(u8, u64)> {
         let e = &self.entries[i];
         if e.ctl.load(Ordering::Acquire) & 3 != ACTIVE {
             return None;
@@ -508,12 +593,11 @@ impl FlowTable {
             e.w[TCP].load(Ordering::Relaxed),
             r.w[TCP].load(Ordering::Relaxed),
         );
-        let ok = match state {
-            TcpState::Established => false,
-            TcpState::Opening | TcpState::Closed => true,
-            TcpState::None => now.saturating_sub(last) >= aging.evict_idle,
-        };
-        ok.then_some(last)
+        match state {
+            TcpState::Established => None,
+            TcpState::Opening | TcpState::Closed => Some((0, last)),
+            TcpState::None => (now.saturating_sub(last) >= aging.evict_idle).then_some((1, last)),
+        }
     }
 
     /// Counts a packet of `len` bytes on `idx`, with its TCP flags (0 for non-TCP).
@@ -599,13 +683,15 @@ impl FlowTable {
                         // Only the thread that won the CAS reads the action to release a
                         // pooled port, so a port is returned exactly once.
                         let act = e.w[ACT].load(Ordering::Relaxed);
+                        let owner = e.w[CREATED].load(Ordering::Relaxed) >> 48;
                         if (act >> 40) & F_NAT_POOL != 0 {
                             if let Some(pools) = &self.snat {
                                 let proto = (e.w[KEY].load(Ordering::Relaxed) >> 32) as u8;
                                 let port = (e.w[MISC].load(Ordering::Relaxed) >> 48) as u16;
-                                pools.for_proto(proto).free(port);
+                                pools.free_for(proto, port, owner.checked_sub(1));
                             }
                         }
+                        self.give_quota(owner);
                         self.sigs[i].store(0, Ordering::Release);
                         e.ctl.store(next(busy, FREE), Ordering::Release);
                         self.stats[0].fetch_sub(1, Ordering::Relaxed);
@@ -722,7 +808,7 @@ impl FlowTable {
             packets: e.w[PKTS].load(Ordering::Relaxed),
             bytes: e.w[BYTES].load(Ordering::Relaxed),
             last_used: e.w[LAST].load(Ordering::Relaxed),
-            created: e.w[CREATED].load(Ordering::Relaxed),
+            created: e.w[CREATED].load(Ordering::Relaxed) & TIME_MASK,
             tcp: tcp_state(
                 key.proto,
                 e.w[TCP].load(Ordering::Relaxed),

@@ -63,6 +63,10 @@ drop_reasons! {
     TooBig = "too_big",
     /// NAT could not get a port.
     NatNoPort = "nat_no_port",
+    /// The flow's interface (a local VM) holds its quota of flows already.
+    VifFlowLimit = "vif_flow_limit",
+    /// The flow's interface holds its share of the node's SNAT ports already.
+    VifSnatLimit = "vif_snat_limit",
     /// A first fragment too short to hold its whole transport header (the tiny-fragment
     /// attack of RFC 1858; RFC 7112 for IPv6's header chain).
     FragmentTiny = "fragment_tiny",

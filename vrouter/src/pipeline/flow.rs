@@ -7,7 +7,9 @@
 use std::net::IpAddr;
 
 use super::{Ctx, Disposition, DropReason, Meta};
-use crate::flow::{FlowAction, FlowHit, FlowKey, FlowVerdict, Hairpin, NatRewrite};
+use crate::flow::table::Quota;
+use crate::flow::{FlowAction, FlowHit, FlowKey, FlowVerdict, Hairpin, InsertError, NatRewrite};
+use crate::nat::SnatRefusal;
 use crate::packet::PacketBuf;
 use crate::policy::{self, Action, FlowMatch, addr_bits};
 use crate::tables::{Nexthop, NhId, RouteEntry, Snapshot, Vif, VifKind, Vrf};
@@ -92,12 +94,18 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
             None => {
                 ctx.stats.flow_misses += 1;
                 match setup(ctx, vrf, vif, m) {
-                    Ok((fwd, rev_key, rev)) => {
-                        match ctx.flows.insert_pair(
+                    Ok(Setup {
+                        fwd,
+                        rev_key,
+                        rev,
+                        quota,
+                    }) => {
+                        match ctx.flows.insert_pair_within(
                             (&m.key, &fwd),
                             (&rev_key, &rev),
                             ctx.now,
                             ctx.aging,
+                            quota,
                         ) {
                             Ok((fi, _)) => {
                                 ctx.stats.flows_created += 1;
@@ -105,11 +113,15 @@ pub(super) fn run<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, pkts: &mut [B], me
                                 m.flow = Some(fi);
                                 apply(m, fwd);
                             }
-                            Err(_) => {
+                            Err(e) => {
                                 if let Some(n) = fwd.nat.filter(|n| n.pooled) {
-                                    ctx.snat.for_proto(m.key.proto).free(n.port);
+                                    let owner = quota.map(|q| u64::from(q.vif));
+                                    ctx.snat.free_for(m.key.proto, n.port, owner);
                                 }
-                                m.done = Some(Disposition::Drop(DropReason::FlowTableFull));
+                                m.done = Some(Disposition::Drop(match e {
+                                    InsertError::Full => DropReason::FlowTableFull,
+                                    InsertError::Quota => DropReason::VifFlowLimit,
+                                }));
                             }
                         }
                     }
@@ -164,20 +176,15 @@ fn service_at(snap: &Snapshot, vrf: &Vrf, k: &FlowKey) -> Option<ServiceAt> {
 }
 
 /// Whether a route change resolves an entry's nexthop again: a forwarded entry, or one
-/// dropped for want of a route (it heals when the route comes), whose destination is its
-/// key's (not a service address, nor the node's own address behind SNAT) and whose
-/// nexthop the route chose.
+/// dropped for want of a route (it heals when the route comes), that nothing translates
+/// (a translated half's destination is looked up in the VRF of the other half's key,
+/// which the packet does not carry) and whose nexthop the route chose.
 fn reresolvable(a: &FlowAction, m: &Meta) -> bool {
     let verdict = matches!(
         a.verdict,
         FlowVerdict::Forward | FlowVerdict::Drop(DropReason::NoRoute | DropReason::InvalidNexthop)
     );
-    let translated = match a.nat {
-        None => false,
-        // The reply half of a service flow: to the client, by the client's route.
-        Some(n) => !(n.source && !n.pooled && a.hairpin == Hairpin::No),
-    };
-    verdict && !translated && !a.pinned && m.label_nh.is_none()
+    verdict && a.nat.is_none() && !a.pinned && m.label_nh.is_none()
 }
 
 /// The cached action, re-resolved if the VRF's routes changed since it was set up.
@@ -369,7 +376,17 @@ fn denied(snap: &Snapshot, vrf: &Vrf, k: &FlowKey, p: &Parties<'_>) -> bool {
         .is_some_and(|pol| policy::evaluate(&pol.ingress, &fm).action == Action::Deny)
 }
 
-type Setup = (FlowAction, FlowKey, FlowAction);
+/// A flow set up, ready to insert.
+struct Setup {
+    /// The forward half's decision.
+    fwd: FlowAction,
+    /// The reply half's key.
+    rev_key: FlowKey,
+    /// Its decision.
+    rev: FlowAction,
+    /// The local VM the pair counts against.
+    quota: Option<Quota>,
+}
 
 /// The node that sent a decapsulated packet (`None` for anything else).
 fn decapsulated(m: &Meta) -> Option<std::net::Ipv4Addr> {
@@ -452,13 +469,23 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
     // fabric (a network forwarded in the underlay, the gateway) is a remote destination,
     // known by its route.
     let dst_vif = local_vm(snap, nh_id);
+    let sender = Some(vif).filter(|v| v.kind == VifKind::Virtual);
     let parties = Parties {
-        sender: Some(vif).filter(|v| v.kind == VifKind::Virtual),
+        sender,
         src_route,
         dst_vif,
         dnat,
         route_attr: route.attr,
     };
+    // The local VM the flow belongs to (the one sending it, else the one it is for)
+    // holds at most its quota of the table, refused flows included.
+    let quota = sender.or(dst_vif).map(|v| Quota {
+        vif: v.id.0,
+        max: snap
+            .global
+            .vif_max_flows
+            .unwrap_or_else(|| ctx.flows.default_quota()),
+    });
     if denied(snap, vrf, k, &parties) {
         // A drop pair: later packets of the flow (both ways) are dropped at the hit.
         let d = FlowAction {
@@ -466,7 +493,12 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
             policy_gen: snap.policy_gen,
             ..FlowAction::drop(DropReason::PolicyDeny)
         };
-        return Ok((d, k.reversed(), d));
+        return Ok(Setup {
+            fwd: d,
+            rev_key: k.reversed(),
+            rev: d,
+            quota,
+        });
     }
 
     let mut fwd = FlowAction {
@@ -566,10 +598,17 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
             return Err(DropReason::InvalidProtocol);
         };
         let port = if matches!(k.proto, 6 | 17 | 1) {
-            ctx.snat
-                .for_proto(k.proto)
-                .alloc()
-                .ok_or(DropReason::NatNoPort)?
+            // The sender's share of the pools, counted like its flows.
+            let share = snap
+                .global
+                .vif_max_snat_ports
+                .unwrap_or_else(|| ctx.snat.default_share());
+            let owner = quota.filter(|_| sender.is_some()).map(|q| (q.vif, share));
+            ctx.snat.follow(snap.global.snat_ports);
+            ctx.snat.alloc_for(k.proto, owner).map_err(|e| match e {
+                SnatRefusal::Exhausted => DropReason::NatNoPort,
+                SnatRefusal::Share => DropReason::VifSnatLimit,
+            })?
         } else {
             return Err(DropReason::InvalidProtocol);
         };
@@ -600,5 +639,10 @@ fn setup(ctx: &mut Ctx<'_>, vrf: &Vrf, vif: &Vif, m: &Meta) -> Result<Setup, Dro
             pooled: false,
         });
     }
-    Ok((fwd, rev_key, rev))
+    Ok(Setup {
+        fwd,
+        rev_key,
+        rev,
+        quota,
+    })
 }

@@ -60,6 +60,13 @@ pub struct GlobalConfig {
     /// The host interface (vhost0): fabric traffic that is not ours goes there, and
     /// what the host sends leaves through the fabric.
     pub host_vif: Option<VifId>,
+    /// Flow pairs one local VM may hold at once (`None`: a quarter of the table).
+    pub vif_max_flows: Option<u32>,
+    /// SNAT ports one local VM may hold at once (`None`: a quarter of the smaller pool).
+    pub vif_max_snat_ports: Option<u32>,
+    /// SNAT port ranges `([tcp first, last], [udp first, last])`, which the pools
+    /// follow; `None`: the pools keep theirs.
+    pub snat_ports: Option<([u16; 2], [u16; 2])>,
 }
 
 impl Default for GlobalConfig {
@@ -69,6 +76,9 @@ impl Default for GlobalConfig {
             vrouter_mac: MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, 0x00]),
             fabric_vif: None,
             host_vif: None,
+            vif_max_flows: None,
+            vif_max_snat_ports: None,
+            snat_ports: None,
         }
     }
 }
