@@ -200,11 +200,11 @@ fn snat_port_ranges_of_the_global_configuration_reach_the_vrouter_and_the_hosts_
         snat(),
         serde_json::json!({"tcp": [56000, 57023], "udp": [57024, 58047]})
     );
-    let t = std::time::Instant::now();
-    while std::fs::read_to_string(&reserved).unwrap() != "56000-58047\n" {
-        assert!(t.elapsed().as_secs() < 20, "not reserved: {reserved:?}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    vr_tests::wait_until(
+        "the default SNAT ranges reserved",
+        std::time::Duration::from_secs(20),
+        || std::fs::read_to_string(&reserved).unwrap() == "56000-58047\n",
+    );
     // The operator's pools (bad ones refused at the API first).
     python(
         "agent_small.py",

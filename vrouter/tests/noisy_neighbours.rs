@@ -30,6 +30,19 @@ fn syn(vif: VifIdOf, dst: Ipv4Addr, sport: u16) -> Vec<u8> {
     ipv4_frame(mac, gw, ip, dst, 6, sport, 443, tcpf::SYN, b"")
 }
 
+/// Deletes one of the flows vm1 sent (as aging or eviction would).
+fn delete_a_vm1_flow(tb: &Testbed) {
+    let one = tb
+        .pipeline
+        .flows()
+        .dump(0, usize::MAX)
+        .0
+        .into_iter()
+        .find(|i| i.forward && i.key.src == std::net::IpAddr::V4(VM1_IP))
+        .expect("a flow from vm1");
+    assert!(tb.pipeline.flows().delete_pair(one.idx));
+}
+
 #[derive(Clone, Copy)]
 enum VifIdOf {
     Vm1,
@@ -88,15 +101,7 @@ fn a_vm_holds_at_most_its_quota_of_flows_and_the_others_keep_theirs() {
         Disposition::Drop(DropReason::VifFlowLimit)
     );
     // A pair that goes gives its place back.
-    let one = tb
-        .pipeline
-        .flows()
-        .dump(0, usize::MAX)
-        .0
-        .into_iter()
-        .find(|i| i.forward && i.key.src == std::net::IpAddr::V4(VM1_IP))
-        .unwrap();
-    assert!(tb.pipeline.flows().delete_pair(one.idx));
+    delete_a_vm1_flow(&tb);
     assert_eq!(tb.pipeline.flows().owned_by(VM1.0), 3);
     assert_eq!(tb.run_one(FABRIC, f, 3).0, Disposition::Tx(VM1));
     // Aging gives back the rest.
@@ -133,15 +138,7 @@ fn a_vm_holds_at_most_its_share_of_snat_ports() {
         "vm2 has its own share"
     );
     assert_eq!(tb.snat.tcp.in_use(), 3);
-    let one = tb
-        .pipeline
-        .flows()
-        .dump(0, usize::MAX)
-        .0
-        .into_iter()
-        .find(|i| i.forward && i.key.src == std::net::IpAddr::V4(VM1_IP))
-        .unwrap();
-    assert!(tb.pipeline.flows().delete_pair(one.idx));
+    delete_a_vm1_flow(&tb);
     assert_eq!((tb.snat.held_by(VM1.0), tb.snat.tcp.in_use()), (1, 2));
     assert_eq!(
         tb.run_one(VM1, syn(VifIdOf::Vm1, OUTSIDE, 42000), 2).0,
