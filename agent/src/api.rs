@@ -243,6 +243,7 @@ impl AgentApi for Api {
             vmi_uuid: p.vmi_uuid.clone(),
             device: p.device.clone(),
             name,
+            mtu: port_mtu(p.mtu).map_err(|why| Status::invalid_argument(format!("mtu: {why}")))?,
         };
         let shared = Arc::clone(&self.shared);
         let vmi = p.vmi_uuid.clone();
@@ -324,6 +325,9 @@ impl AgentApi for Api {
                     vmi_uuid: p.vmi_uuid.clone(),
                     device: String::new(),
                     name: p.name.clone(),
+                    mtu: port_mtu(p.mtu).map_err(|why| {
+                        Status::invalid_argument(format!("ports[{i}].mtu: {why}"))
+                    })?,
                 });
             }
         }
@@ -421,5 +425,34 @@ impl AgentApi for Api {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         }))
+    }
+}
+
+/// The MTU of a plugged port: 0 means the standard 1500; otherwise within what a vif may
+/// have (the vrouter refuses more than its packet buffers hold on its own).
+fn port_mtu(mtu: u32) -> Result<u16, String> {
+    use vrouter::config::{MAX_MTU, MIN_MTU};
+    match mtu {
+        0 => Ok(1500),
+        m => u16::try_from(m)
+            .ok()
+            .filter(|m| (MIN_MTU..=MAX_MTU).contains(m))
+            .ok_or_else(|| format!("{m} not in {MIN_MTU}..={MAX_MTU}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_mtu;
+
+    #[test]
+    fn a_ports_mtu_is_1500_by_default_and_checked() {
+        assert_eq!(port_mtu(0), Ok(1500));
+        assert_eq!(port_mtu(9000), Ok(9000));
+        assert_eq!(port_mtu(68), Ok(68));
+        for bad in [1, 67, 9199, 65_536, u32::MAX] {
+            let e = port_mtu(bad).unwrap_err();
+            assert!(e.contains(&bad.to_string()), "{e}");
+        }
     }
 }

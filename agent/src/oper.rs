@@ -979,7 +979,7 @@ fn local_port(
                 IpAddr::V6(v) => Some(*v),
                 _ => None,
             }),
-            mtu: 1500,
+            mtu: port.mtu,
             ingress,
             egress,
             attr,

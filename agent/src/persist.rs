@@ -27,6 +27,13 @@ pub struct PortRec {
     pub device: String,
     /// vif name.
     pub name: String,
+    /// The MTU of the interface's link (records from before it was kept: 1500).
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+fn default_mtu() -> u16 {
+    1500
 }
 
 /// The store.

@@ -603,6 +603,7 @@ fn port(uuid: &str) -> (String, PortRec) {
             vmi_uuid: uuid.to_string(),
             device: String::new(),
             name: String::new(),
+            mtu: 1500,
         },
     )
 }

@@ -154,6 +154,7 @@ fn a_native_load_balancer_becomes_a_service_nexthop_routed_at_its_vip() {
                     vmi_uuid: uuid(n),
                     device: String::new(),
                     name: n.to_string(),
+                    mtu: 1500,
                 },
             )
         })

@@ -40,6 +40,10 @@ pub struct PortConfig {
     pub rss: bool,
     /// Receive every frame whatever its destination MAC.
     pub promiscuous: bool,
+    /// The largest IP packet the port carries (Ethernet payload, no L2 header): 1500
+    /// unless a jumbo fabric asks for more. Refused at configuration when the driver's
+    /// limit is lower, so a jumbo frame is never dropped silently later.
+    pub mtu: u16,
 }
 
 impl Default for PortConfig {
@@ -51,6 +55,7 @@ impl Default for PortConfig {
             tx_desc: 1024,
             rss: true,
             promiscuous: true,
+            mtu: 1500,
         }
     }
 }
@@ -70,6 +75,8 @@ pub struct PortInfo {
     pub rss_offloads: u64,
     /// NUMA socket of the device (-1 when unknown).
     pub socket: i32,
+    /// The largest MTU the driver accepts.
+    pub max_mtu: u16,
 }
 
 /// Link state.
@@ -142,6 +149,20 @@ pub struct Port {
     tx_queues: u16,
 }
 
+/// The largest MTU `info` allows, as ethdev checks it: the driver's `max_mtu` and its
+/// largest frame less the L2 overhead (the driver's own, or Ethernet header + CRC).
+fn max_mtu(info: &ffi::rte_eth_dev_info) -> u16 {
+    let overhead = if info.max_mtu != u16::MAX && info.max_rx_pktlen > u32::from(info.max_mtu) {
+        info.max_rx_pktlen - u32::from(info.max_mtu)
+    } else {
+        18
+    };
+    let by_frame = info.max_rx_pktlen.saturating_sub(overhead);
+    u16::try_from(by_frame)
+        .unwrap_or(u16::MAX)
+        .min(info.max_mtu)
+}
+
 fn dev_info(id: PortId) -> Result<ffi::rte_eth_dev_info> {
     let mut info = ffi::rte_eth_dev_info::default();
     // SAFETY: info is a valid out-struct; any port id is checked by DPDK.
@@ -178,6 +199,7 @@ pub fn port_info(_eal: &Eal, id: PortId) -> Result<PortInfo> {
         max_tx_queues: info.max_tx_queues,
         rss_offloads: info.flow_type_rss_offloads,
         socket,
+        max_mtu: max_mtu(&info),
     })
 }
 
@@ -204,7 +226,18 @@ impl Port {
                 ),
             ));
         }
+        let largest = max_mtu(&info);
+        if cfg.mtu < 68 || cfg.mtu > largest {
+            return Err(Error::invalid(
+                format!("configure {id}"),
+                format!(
+                    "mtu {} not in 68..={} (the driver's largest)",
+                    cfg.mtu, largest
+                ),
+            ));
+        }
         let mut conf = ffi::rte_eth_conf::default();
+        conf.rxmode.mtu = u32::from(cfg.mtu);
         if cfg.rss && cfg.rx_queues > 1 {
             // SAFETY: plain constant getter.
             let wanted = unsafe { ffi::shim_rss_hf_ip_tcp_udp() };
@@ -362,6 +395,15 @@ impl Port {
             speed_mbps: link.link_speed,
             full_duplex: link.link_duplex() != 0,
         })
+    }
+
+    /// The MTU the port runs with.
+    pub fn mtu(&self) -> Result<u16> {
+        let mut mtu = 0u16;
+        // SAFETY: valid out-pointer; the port is configured.
+        let ret = unsafe { ffi::rte_eth_dev_get_mtu(self.inner.id.0, &mut mtu) };
+        check(|| format!("rte_eth_dev_get_mtu({})", self.inner.id), ret)?;
+        Ok(mtu)
     }
 
     /// Port counters.

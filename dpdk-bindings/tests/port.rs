@@ -234,3 +234,63 @@ fn the_port_keeps_its_pool_and_cannot_stop_while_a_queue_handle_is_out() {
     drop((b, rx, tx, port));
     assert!(weak.upgrade().is_none(), "the pool goes with the port");
 }
+
+/// A jumbo MTU is set on a driver that takes it, and a 9,000-byte frame goes through in
+/// one segment of a pool sized for it; a driver whose frames stop at 1522 bytes (net_tap)
+/// refuses MTU 9000 at configuration, naming its limit, and still takes 1500.
+#[test]
+fn a_jumbo_mtu_is_set_where_the_driver_takes_it_and_refused_where_not() {
+    let tap = format!("vrmtu{}", std::process::id() % 100_000);
+    let eal = common::eal(
+        "jumbo",
+        "0",
+        &["net_ring0", &format!("net_tap0,iface={tap}")],
+    );
+    let pool = std::sync::Arc::new(
+        dpdk_bindings::Mempool::new(
+            &eal,
+            "jumbo_pool",
+            511,
+            0,
+            dpdk_bindings::data_room_for(9018),
+            dpdk_bindings::SocketId::ANY,
+        )
+        .unwrap(),
+    );
+    let jumbo = PortConfig {
+        mtu: 9000,
+        ..PortConfig::default()
+    };
+    let ring = eal.port_by_name("net_ring0").unwrap();
+    assert!(port_info(&eal, ring).unwrap().max_mtu >= 9000);
+    let mut port = Port::configure(&eal, ring, &jumbo, &pool).unwrap();
+    assert_eq!(port.mtu().unwrap(), 9000);
+    let (mut rx, mut tx) = port.take_queues().unwrap();
+    let mut frame = common::frame(7);
+    frame.resize(9014, 0xa5);
+    let mut b = Burst::new();
+    let mut m = pool.alloc().unwrap();
+    assert!(m.extend_from_slice(&frame), "one segment holds the frame");
+    b.push(m).unwrap();
+    assert_eq!(tx[0].tx_burst(&mut b), 1);
+    assert_eq!(rx[0].rx_burst(&mut b), 1);
+    assert_eq!(b.as_slice()[0].data(), frame.as_slice());
+    drop((b, rx, tx, port));
+
+    let tapid = eal.port_by_name("net_tap0").unwrap();
+    let limit = port_info(&eal, tapid).unwrap().max_mtu;
+    assert!(limit < 9000, "net_tap's limit: {limit}");
+    let err = Port::configure(&eal, tapid, &jumbo, &pool).unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    assert!(
+        err.to_string().contains("mtu 9000") && err.to_string().contains(&limit.to_string()),
+        "{err}"
+    );
+    let small = PortConfig {
+        rx_desc: 128,
+        tx_desc: 128,
+        ..PortConfig::default()
+    };
+    let port = Port::configure(&eal, tapid, &small, &pool).unwrap();
+    assert_eq!(port.mtu().unwrap(), 1500);
+}

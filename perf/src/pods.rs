@@ -416,7 +416,7 @@ fn variant(
         .collect();
     let into = rawsock::ifindex(&busy[0].1)?;
     let out_of = rawsock::ifindex(&busy[1].1)?;
-    let mut sink_ring = RxRing::open(out_of, 4096).context("the sink's ring")?;
+    let mut sink_ring = RxRing::open(out_of, 4096, 1500).context("the sink's ring")?;
     let mut gen_sock = TxSocket::new().context("the generator's socket")?;
     let sink = {
         let (stop, delivered) = (Arc::clone(&stop), Arc::clone(&delivered));

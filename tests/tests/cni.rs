@@ -87,6 +87,22 @@ fn the_plugin_adds_checks_and_deletes_pods_and_chains_with_tuning() {
     assert!(l2.contains(&mac), "{l2}");
     // The MTU a 1500-byte fabric leaves after the largest encapsulation (VXLAN).
     assert!(l2.contains("mtu 1450"), "{l2}");
+    // And the vrouter serves the pod's link with that MTU (its ring, its size checks).
+    let vifs = vr_tests::vrctl_json(&lab.dir.join("node1").join("vrouter.sock"), &["vif"]);
+    let pod_vifs: Vec<&Value> = vifs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| {
+            v["device"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("packet:vr"))
+        })
+        .collect();
+    assert!(
+        !pod_vifs.is_empty() && pod_vifs.iter().all(|v| v["mtu"] == 1450),
+        "{vifs}"
+    );
     let (ok, rb) = cni("ADD", &as_refs(&env_b), &conf);
     assert!(ok, "{rb}");
     let ip_b = vr_tests::address_of(&rb["ips"][0]["address"]);

@@ -1,6 +1,8 @@
 //! Two vrouter nodes over a fabric: each node is a vrouter process whose fabric port is a
 //! DPDK tap, the two taps joined by a Linux bridge, and whose pod port is a tap moved into
-//! the pod's network namespace as its eth0. A pod pings the other node's pod across the
+//! the pod's network namespace as its eth0. The jumbo variant (a 9,000-byte fabric, which
+//! DPDK's tap cannot carry) runs every link as a veth served by the vrouter's own
+//! host-interface rings instead. A pod pings the other node's pod across the
 //! tunnel, once per encapsulation; the fabric traffic is captured by the vrouter and
 //! decoded by tshark, which must see the right labels / VNIs. 8 MiB of TCP cross between
 //! full-MTU pods with each encapsulation (the vrouters clamp the SYNs' MSS), and a ping
@@ -65,6 +67,8 @@ struct Lab {
     ns: Vec<String>,
     bridge: String,
     daemons: Vec<Daemon>,
+    /// The MTU of the fabric and of the pods' links.
+    mtu: u16,
 }
 
 impl Drop for Lab {
@@ -80,6 +84,12 @@ impl Drop for Lab {
 
 impl Lab {
     fn new() -> Lab {
+        Lab::with_mtu(1500)
+    }
+
+    /// A lab whose fabric and pod links have `mtu`; above 1500 they are veths (DPDK's tap
+    /// carries no jumbo frame).
+    fn with_mtu(mtu: u16) -> Lab {
         let id = std::process::id() % 100_000;
         let dir = std::env::temp_dir().join(unique_prefix("vr2n"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -91,6 +101,7 @@ impl Lab {
             ns: vec![],
             bridge: bridge.clone(),
             daemons: vec![],
+            mtu,
         };
         ok(&["ip", "link", "add", &bridge, "type", "bridge"]);
         ok(&["ip", "link", "set", &bridge, "up"]);
@@ -103,8 +114,25 @@ impl Lab {
         lab
     }
 
+    /// Whether the links are veths served by the vrouter (else DPDK taps).
+    fn veths(&self) -> bool {
+        self.mtu > 1500
+    }
+
     fn config(&self, encap: &str, n: &Node, peer: &Node) -> String {
         let id = self.id;
+        let (node, mtu) = (n.name, self.mtu);
+        let (fabric_dev, pod_dev) = if self.veths() {
+            (
+                format!("packet:tf{node}{id}"),
+                format!("packet:tp{node}{id}"),
+            )
+        } else {
+            (
+                format!("net_tap0,iface=tf{node}{id}"),
+                format!("net_tap1,iface=tp{node}{id}"),
+            )
+        };
         format!(
             r#"
 [global]
@@ -120,20 +148,22 @@ id = 1
 id = 0
 name = "fabric"
 kind = "physical"
-device = "net_tap0,iface=tf{node}{id}"
+device = "{fabric_dev}"
 mac = "{mac}"
 vrf = 0
 ip4 = "{ip}"
+mtu = {mtu}
 
 [[vif]]
 id = 2
 name = "pod"
 kind = "virtual"
-device = "net_tap1,iface=tp{node}{id}"
+device = "{pod_dev}"
 mac = "00:00:5e:00:01:00"
 vrf = 1
 ip4 = "{pod_ip}"
 ip6 = "{pod6}"
+mtu = {mtu}
 
 [[nexthop]]
 id = 1
@@ -181,7 +211,6 @@ nh = 1
 vni = {label}
 vrf = 1
 "#,
-            node = n.name,
             mac = n.mac,
             ip = n.ip,
             pod_ip = n.pod.0,
@@ -198,26 +227,67 @@ vrf = 1
 
     /// Starts both nodes with `encap`, plugs their taps in; returns the control sockets.
     fn start(&mut self, encap: &str) -> Vec<PathBuf> {
+        let id = self.id;
+        let mtu = self.mtu.to_string();
+        if self.veths() {
+            // Every link before the vrouters open their rings on it: the fabric's vrouter
+            // end with its other end on the bridge, the pod's with its other end as the
+            // pod's eth0. Both ends at the MTU, no offload (whole frames on the rings).
+            for (n, ns) in NODES.iter().zip(self.ns.clone()) {
+                let (fabric, wire) = (format!("tf{}{id}", n.name), format!("tw{}{id}", n.name));
+                let pod = format!("tp{}{id}", n.name);
+                let _ = sh(&["ip", "link", "del", &fabric]);
+                let _ = sh(&["ip", "link", "del", &pod]);
+                let _ = sh(&["ip", "netns", "exec", &ns, "ip", "link", "del", "eth0"]);
+                ok(&[
+                    "ip", "link", "add", &fabric, "mtu", &mtu, "type", "veth", "peer", "name",
+                    &wire, "mtu", &mtu,
+                ]);
+                ok(&[
+                    "ip", "link", "add", &pod, "mtu", &mtu, "type", "veth", "peer", "name", "eth0",
+                    "mtu", &mtu, "netns", &ns,
+                ]);
+                for dev in [&fabric, &wire, &pod] {
+                    let _ =
+                        std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
+                    ok(&[
+                        "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+                    ]);
+                    ok(&["ip", "link", "set", dev, "up"]);
+                }
+                ok(&[
+                    "ip", "netns", "exec", &ns, "ethtool", "-K", "eth0", "tx", "off", "tso", "off",
+                    "gso", "off", "gro", "off",
+                ]);
+                ok(&["ip", "link", "set", &self.bridge, "mtu", &mtu]);
+                ok(&["ip", "link", "set", &wire, "master", &self.bridge]);
+            }
+        }
         let mut sockets = Vec::new();
         for (i, n) in NODES.iter().enumerate() {
             let cfg = self.dir.join(format!("{}-{encap}.toml", n.name));
             std::fs::write(&cfg, self.config(encap, n, &NODES[1 - i])).unwrap();
-            let d = Daemon::start(&self.dir, n.name, &cfg, 4095, 256);
+            // Room for a pool of jumbo buffers beside the tables.
+            let mem = if self.veths() { 512 } else { 256 };
+            let d = Daemon::start(&self.dir, n.name, &cfg, 4095, mem);
             sockets.push(d.socket.clone());
             self.daemons.push(d);
         }
-        // The fabric taps join the bridge; each pod tap becomes its pod's eth0.
-        let id = self.id;
         for (n, ns) in NODES.iter().zip(self.ns.clone()) {
-            let fabric = format!("tf{}{id}", n.name);
-            ok(&["ip", "link", "set", &fabric, "master", &self.bridge]);
-            ok(&["ip", "link", "set", &fabric, "up"]);
-            let tap = format!("tp{}{id}", n.name);
-            ok(&["ip", "link", "set", &tap, "netns", &ns]);
+            if !self.veths() {
+                // The fabric taps join the bridge; each pod tap becomes its pod's eth0.
+                let fabric = format!("tf{}{id}", n.name);
+                ok(&["ip", "link", "set", &fabric, "master", &self.bridge]);
+                ok(&["ip", "link", "set", &fabric, "up"]);
+                let tap = format!("tp{}{id}", n.name);
+                ok(&["ip", "link", "set", &tap, "netns", &ns]);
+                let mut full = vec!["ip", "netns", "exec", &ns];
+                full.extend(["ip", "link", "set", &tap, "name", "eth0"]);
+                ok(&full);
+            }
             let addr = format!("{}/24", n.pod.0);
             let addr6 = format!("{}/64", n.pod6);
             for cmd in [
-                vec!["ip", "link", "set", &tap, "name", "eth0"],
                 vec!["ip", "link", "set", "eth0", "address", n.pod.2],
                 vec!["ip", "addr", "add", &addr, "dev", "eth0"],
                 vec!["ip", "-6", "addr", "add", &addr6, "dev", "eth0", "nodad"],
@@ -236,6 +306,12 @@ vrf = 1
 
     fn stop(&mut self) {
         self.daemons.clear();
+        if self.veths() {
+            for n in &NODES {
+                let _ = sh(&["ip", "link", "del", &format!("tf{}{}", n.name, self.id)]);
+                let _ = sh(&["ip", "link", "del", &format!("tp{}{}", n.name, self.id)]);
+            }
+        }
     }
 }
 
@@ -354,10 +430,26 @@ fn pods_on_two_nodes_ping_over_mpls_udp_mpls_gre_and_vxlan() {
 /// arrives.
 #[test]
 fn full_size_tcp_between_pods_on_two_nodes_completes_with_every_encapsulation() {
+    full_size_tcp(Lab::new());
+}
+
+/// The same on a jumbo fabric: fabric and pods at 9,000 bytes, segments of almost 9,000
+/// bytes clamped to what each tunnel leaves of it, and path MTU discovery finding it.
+#[test]
+fn full_size_tcp_between_pods_on_a_9000_byte_fabric_completes_with_every_encapsulation() {
+    full_size_tcp(Lab::with_mtu(9000));
+}
+
+fn full_size_tcp(mut lab: Lab) {
     const BYTES: usize = 8 << 20;
-    let mut lab = Lab::new();
-    // What each encapsulation leaves of the 1500-byte fabric for the inner IP packet.
-    for (encap, room) in [("mpls-udp", 1468), ("mpls-gre", 1472), ("vxlan", 1450)] {
+    let mtu = usize::from(lab.mtu);
+    // What each encapsulation leaves of the fabric's MTU for the inner IP packet: outer
+    // IPv4 and UDP + MPLS, GRE + MPLS, or UDP + VXLAN + inner Ethernet.
+    for (encap, room) in [
+        ("mpls-udp", mtu - 32),
+        ("mpls-gre", mtu - 28),
+        ("vxlan", mtu - 50),
+    ] {
         let sockets = lab.start(encap);
         let _dump = vr_tests::DumpOnFailure(sockets.clone());
         let server = format!(
@@ -394,6 +486,16 @@ fn full_size_tcp_between_pods_on_two_nodes_completes_with_every_encapsulation() 
                 "{encap}: nothing too big for the fabric"
             );
         }
+        // Segments as large as the tunnel leaves: node b took the 8 MiB in about
+        // BYTES / MSS packets from the fabric (a jumbo fabric carrying 1500-byte segments
+        // would need six times as many).
+        let stats = vr_tests::vrctl_json(&sockets[1], &["stats"]);
+        let frames = stats["vifs"]["fabric"]["rx"].as_u64().unwrap_or(u64::MAX);
+        let most = (BYTES / (room - 100)) as u64 * 6 / 5 + 200;
+        assert!(
+            frames <= most,
+            "{encap}: {frames} frames from the fabric for {BYTES} bytes at MTU {mtu} (at most {most})"
+        );
         // Path MTU discovery (after the TCP: the kernel would otherwise size its SYN by
         // the MTU it learns here): a full-size ping with DF gets "fragmentation needed" with
         // that MTU from the vrouter; one of that size passes.
@@ -421,7 +523,7 @@ fn full_size_tcp_between_pods_on_two_nodes_completes_with_every_encapsulation() 
                 String::from_utf8_lossy(&o.stderr)
             )
         };
-        let out = ping(1472);
+        let out = ping(mtu - 28);
         assert!(
             out.contains(&format!("mtu = {room}")) || out.contains(&format!("mtu={room}")),
             "{encap}: fragmentation needed with mtu {room}:\n{out}"

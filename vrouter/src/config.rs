@@ -250,6 +250,11 @@ fn default_mtu() -> u16 {
     1500
 }
 
+/// The smallest MTU an IPv4 link may have (RFC 791).
+pub const MIN_MTU: u16 = 68;
+/// The largest MTU a vif may have: jumbo frames of the common 9,216-byte NIC limit.
+pub const MAX_MTU: u16 = 9198;
+
 /// One ECMP member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -701,6 +706,12 @@ pub fn apply_vif_with<'p>(
     find: &dyn Fn(&str) -> Option<&'p PolicyCfg>,
 ) -> Result<(), ConfigError> {
     let object = format!("vif {} ({})", v.id, v.name);
+    if !(MIN_MTU..=MAX_MTU).contains(&v.mtu) {
+        return Err(ConfigError::Value {
+            object,
+            why: format!("mtu {} not in {MIN_MTU}..={MAX_MTU}", v.mtu),
+        });
+    }
     let sets = |names: &[String]| -> Result<Vec<RuleSet>, ConfigError> {
         names
             .iter()

@@ -731,6 +731,10 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         .max()
         .unwrap_or(1500);
     let room = dpdk_bindings::data_room_for(largest + 18);
+    // The largest MTU a vif added later may have: what one mbuf of the pool holds.
+    let pool_mtu =
+        u16::try_from(usize::from(room).saturating_sub(usize::from(dpdk_bindings::HEADROOM) + 18))
+            .unwrap_or(u16::MAX);
     let pool = Arc::new(
         Mempool::new(
             eal,
@@ -764,6 +768,7 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
             tx_queues: nq as u16,
             rx_desc: opts.descriptors,
             tx_desc: opts.descriptors,
+            mtu: v.mtu,
             ..PortConfig::default()
         };
         let port = Port::configure(eal, id, &pc, &pool)
@@ -831,13 +836,13 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
             ctxs[q].tx[vif.0 as usize] = Some(Sink::Eth(tx));
         }
     }
-    let mut hosts = Hosts::new(nq, opts.ring_frames);
+    let mut hosts = Hosts::new(nq, opts.ring_frames, pool_mtu);
     for v in &cfg.vifs {
         let Some(ifname) = v.device.as_deref().and_then(host_iface) else {
             continue;
         };
         let (ifindex, ring, lcore, socks) = hosts
-            .open(v.id, ifname)
+            .open(v.id, ifname, v.mtu)
             .map_err(|e| anyhow::anyhow!("vif {} ({}): {e}", v.id, v.name))?;
         for (q, sock) in socks.into_iter().enumerate() {
             ctxs[q].host_tx = Some(sock);
@@ -960,7 +965,8 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
                 crate::control::PortOp::Attach(v) => {
                     let r = match v.device.as_deref().and_then(host_iface) {
                         Some(ifname) => attach_host(&v, ifname, &mut hosts, &cmd_tx),
-                        None => attach_port(eal, &v, &pc, &pool, &cmd_tx, &mut ports),
+                        None => fits_pool(&v, pool_mtu)
+                            .and_then(|()| attach_port(eal, &v, &pc, &pool, &cmd_tx, &mut ports)),
                     };
                     r.map(|name| {
                         view.names
@@ -1044,7 +1050,11 @@ fn attach_port(
             owner.0
         ));
     }
-    let mut port = Port::configure(eal, id, pc, pool).map_err(|e| e.to_string())?;
+    let pc = PortConfig {
+        mtu: v.mtu,
+        ..pc.clone()
+    };
+    let mut port = Port::configure(eal, id, &pc, pool).map_err(|e| e.to_string())?;
     let (rxqs, txqs) = port.take_queues().ok_or("port queues already taken")?;
     for ((rx, tx), c) in rxqs.into_iter().zip(txqs).zip(cmds) {
         c.send(LcoreCmd::Attach {
@@ -1121,6 +1131,19 @@ pub fn valid_ifname(name: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b','))
 }
 
+/// Refuses a vif added while running whose MTU one mbuf of the pool cannot hold (the pool
+/// is sized at start for the largest MTU configured then).
+fn fits_pool(v: &crate::config::VifCfg, pool_mtu: u16) -> Result<(), String> {
+    if v.mtu > pool_mtu {
+        return Err(format!(
+            "vif {} ({}): mtu {} exceeds the {pool_mtu} the packet buffers hold \
+             (give a vif of that MTU in the start-up configuration)",
+            v.id, v.name, v.mtu
+        ));
+    }
+    Ok(())
+}
+
 /// One host interface the vrouter serves.
 #[derive(Debug)]
 struct HostIf {
@@ -1136,29 +1159,41 @@ struct Hosts {
     served: Vec<HostIf>,
     lcores: usize,
     ring_frames: u32,
+    /// The largest MTU the packet buffers hold.
+    pool_mtu: u16,
     /// The lcores have their send sockets.
     socks_made: bool,
 }
 
 impl Hosts {
-    fn new(lcores: usize, ring_frames: u32) -> Hosts {
+    fn new(lcores: usize, ring_frames: u32, pool_mtu: u16) -> Hosts {
         Hosts {
             served: Vec::new(),
             lcores,
             ring_frames,
+            pool_mtu,
             socks_made: false,
         }
     }
 
-    /// Opens a ring on `ifname` for `vif` on the lcore serving the fewest; returns its
-    /// index, the ring, the lcore and, the first time, a send socket per lcore.
+    /// Opens a ring on `ifname` for `vif`, with frames for `mtu`, on the lcore serving the
+    /// fewest; returns its index, the ring, the lcore and, the first time, a send socket
+    /// per lcore.
     fn open(
         &mut self,
         vif: u32,
         ifname: &str,
+        mtu: u16,
     ) -> Result<(u32, RxRing, usize, Vec<TxSocket>), String> {
         if !valid_ifname(ifname) {
             return Err(format!("{ifname:?} is not an interface name"));
+        }
+        if mtu > self.pool_mtu {
+            return Err(format!(
+                "mtu {mtu} exceeds the {} the packet buffers hold (give a vif of that MTU \
+                 in the start-up configuration)",
+                self.pool_mtu
+            ));
         }
         if self.served.iter().any(|h| h.vif == vif) {
             return Err(format!("vif {vif} already has a port"));
@@ -1175,7 +1210,7 @@ impl Hosts {
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("packet socket (CAP_NET_RAW needed): {e}"))?
         };
-        let ring = RxRing::open(ifindex, self.ring_frames)
+        let ring = RxRing::open(ifindex, self.ring_frames, mtu)
             .map_err(|e| format!("receive ring on {ifname}: {e}"))?;
         let lcore = (0..self.lcores)
             .min_by_key(|l| self.served.iter().filter(|h| h.lcore == *l).count())
@@ -1198,7 +1233,7 @@ fn attach_host(
     hosts: &mut Hosts,
     cmds: &[std::sync::mpsc::Sender<LcoreCmd>],
 ) -> Result<String, String> {
-    let (ifindex, ring, lcore, socks) = hosts.open(v.id, ifname)?;
+    let (ifindex, ring, lcore, socks) = hosts.open(v.id, ifname, v.mtu)?;
     let mut ring = Some(ring);
     let mut socks = socks.into_iter();
     for (q, c) in cmds.iter().enumerate() {
@@ -1248,11 +1283,13 @@ mod tests {
         ] {
             assert!(!valid_ifname(bad), "{bad:?}");
         }
-        let mut h = Hosts::new(2, 16);
-        let e = h.open(5, "../../etc").unwrap_err();
+        let mut h = Hosts::new(2, 16, 1500);
+        let e = h.open(5, "../../etc", 1500).unwrap_err();
         assert!(e.contains("not an interface name"), "{e}");
-        let e = h.open(5, "vrnosuchif0").unwrap_err();
+        let e = h.open(5, "vrnosuchif0", 1500).unwrap_err();
         assert!(e.contains("interface vrnosuchif0"), "{e}");
+        let e = h.open(5, "lo", 9000).unwrap_err();
+        assert!(e.contains("mtu 9000 exceeds the 1500"), "{e}");
         assert!(
             h.served.is_empty(),
             "nothing recorded for a refused interface"

@@ -460,3 +460,29 @@ fn the_socket_is_private_from_the_start_answers_slow_writers_and_caps_its_client
     let _ = server.join();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A vif's MTU is checked where it enters: 0, below IPv4's 68 and above the jumbo limit
+/// are refused, naming the vif and the value; a jumbo MTU inside the limit is taken.
+#[test]
+fn a_vif_mtu_outside_68_to_9198_is_refused() {
+    let s = state();
+    let vif = |mtu: u16| {
+        let mut v: vrouter::config::VifCfg = toml::from_str(
+            "id = 40\nname = \"m\"\nkind = \"virtual\"\nmac = \"02:00:00:00:00:40\"\nvrf = 1",
+        )
+        .unwrap();
+        v.mtu = mtu;
+        v
+    };
+    for bad in [0, 67, 9199, u16::MAX] {
+        let r = call(&s, Op::AddVif(vif(bad)));
+        let e = r.error.expect("refused");
+        assert_eq!(e.code, "invalid-argument", "{bad}");
+        assert!(
+            e.message.contains("vif 40 (m)") && e.message.contains(&format!("mtu {bad}")),
+            "{}",
+            e.message
+        );
+    }
+    assert!(call(&s, Op::AddVif(vif(9000))).ok);
+}

@@ -313,6 +313,7 @@ async fn agent_bench(
                     vmi_uuid: v.uuid.clone(),
                     device: String::new(),
                     name: v.fq_name[2].clone(),
+                    mtu: 0,
                 })
                 .collect(),
         })

@@ -206,6 +206,7 @@ impl Manager {
                 // Served by the vrouter itself: no DPDK port per instance.
                 device: format!("packet:{}", r.veth),
                 name: lbaas::instance_name(&r.inst.vmi_uuid),
+                mtu: 0,
             })
             .await?
             .into_inner();

@@ -1093,6 +1093,7 @@ async fn plug(
             vmi_uuid: vmi_uuid.into(),
             device: format!("packet:{veth}"),
             name: format!("pod-{}", &vmi_uuid[..8]),
+            mtu: POD_MTU.parse().unwrap_or(1500),
         })
         .await
         .map_err(|s| anyhow!("{key}: plugging: {}", s.message()))?

@@ -86,11 +86,11 @@ impl NetConf {
     /// The interface MTU, checked.
     fn mtu(&self) -> Res<u32> {
         let mtu = self.mtu.unwrap_or(DEFAULT_MTU);
-        if !(1280..=65_000).contains(&mtu) {
+        if !(1280..=u32::from(vrouter::config::MAX_MTU)).contains(&mtu) {
             return Err(err(
                 code::INVALID_CONFIG,
                 "invalid network configuration",
-                format!("mtu {mtu} is outside 1280..=65000"),
+                format!("mtu {mtu} is outside 1280..={}", vrouter::config::MAX_MTU),
             ));
         }
         Ok(mtu)
@@ -337,7 +337,8 @@ async fn add(conf: &NetConf, env: &Env) -> Res<Value> {
 }
 
 async fn plug(ch: &Channel, conf: &NetConf, env: &Env, uuid: &str, host: &str) -> Res<Value> {
-    let mtu = conf.mtu()?.to_string();
+    let mtu_value = conf.mtu()?;
+    let mtu = mtu_value.to_string();
     cmd(&["ip", "link", "set", host, "mtu", &mtu])?;
     cmd(&["ip", "link", "set", host, "up"])?;
     let mut a = AgentApiClient::new(ch.clone());
@@ -347,6 +348,8 @@ async fn plug(ch: &Channel, conf: &NetConf, env: &Env, uuid: &str, host: &str) -
             // Served by the vrouter itself: no DPDK port per pod, so no limit of 32.
             device: format!("packet:{host}"),
             name: format!("pod-{}", &uuid[..8.min(uuid.len())]),
+            // The vrouter's ring and its size checks follow the pod's link.
+            mtu: mtu_value,
         })
         .await
         .map_err(|s| {

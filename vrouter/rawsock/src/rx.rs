@@ -7,12 +7,18 @@ use std::sync::atomic::{Ordering, fence};
 
 use crate::{packet_socket, set_opt};
 
-/// Bytes a ring frame takes: the frame header, the link-layer address and a 1,500-byte
-/// MTU frame with a VLAN tag fit in it. Larger frames arrive truncated and are reported as
-/// such ([`Frame::truncated`]).
-const FRAME_SIZE: u32 = 2048;
-/// One page per block: the kernel needs no allocation above order 0 for the ring.
-const BLOCK_SIZE: u32 = 4096;
+/// Bytes a ring frame takes at least: the frame header, the link-layer address and a
+/// 1,500-byte MTU frame with a VLAN tag fit in it. Frames larger than a ring's frames
+/// arrive truncated and are reported as such ([`Frame::truncated`]).
+const MIN_FRAME_SIZE: u32 = 2048;
+/// One page per block for standard frames: the kernel needs no allocation above order 0.
+const PAGE: u32 = 4096;
+/// Blocks of jumbo rings: several 9,000-byte frames to a block, so little is wasted at the
+/// end of each (the kernel falls back to vmalloc when it has no order-4 pages).
+const JUMBO_BLOCK: u32 = 64 << 10;
+/// Room in a frame before the link-layer header: the `TPACKET_V2` header, the
+/// link-layer address and the kernel's alignment of the MAC header.
+const FRAME_OVERHEAD: u32 = 128;
 
 /// A frame the ring holds, handed to [`RxRing::recv`]'s closure.
 #[derive(Debug)]
@@ -46,6 +52,9 @@ pub struct RxRing {
     frames: u32,
     head: u32,
     ifindex: u32,
+    frame_size: u32,
+    per_block: u32,
+    block_size: u32,
 }
 
 // SAFETY: the mapping belongs to this value alone (the kernel writes frames it owns, we
@@ -53,11 +62,13 @@ pub struct RxRing {
 unsafe impl Send for RxRing {}
 
 impl RxRing {
-    /// Opens a ring of `frames` frames (rounded up to an even number, at least 16) on the
-    /// interface with index `ifindex`. Frames this host sends on the interface are not
-    /// seen (`PACKET_IGNORE_OUTGOING`).
-    pub fn open(ifindex: u32, frames: u32) -> io::Result<RxRing> {
-        let per_block = BLOCK_SIZE / FRAME_SIZE;
+    /// Opens a ring of `frames` frames (rounded up to whole blocks, at least 16) on the
+    /// interface with index `ifindex`, each frame holding an Ethernet frame of `mtu`
+    /// bytes of payload with a VLAN tag (at least 1,500). Frames this host sends on the
+    /// interface are not seen (`PACKET_IGNORE_OUTGOING`).
+    pub fn open(ifindex: u32, frames: u32, mtu: u16) -> io::Result<RxRing> {
+        let (frame_size, block_size) = geometry(mtu);
+        let per_block = block_size / frame_size;
         let frames = frames.max(16).div_ceil(per_block) * per_block;
         let fd = packet_socket()?;
         let raw = fd.as_raw_fd();
@@ -69,13 +80,13 @@ impl RxRing {
         // Kernels before 4.20 lack the option; outgoing frames are then skipped by type.
         let _ = set_opt(raw, libc::PACKET_IGNORE_OUTGOING, &1 as &libc::c_int);
         let req = libc::tpacket_req {
-            tp_block_size: BLOCK_SIZE,
+            tp_block_size: block_size,
             tp_block_nr: frames / per_block,
-            tp_frame_size: FRAME_SIZE,
+            tp_frame_size: frame_size,
             tp_frame_nr: frames,
         };
         set_opt(raw, libc::PACKET_RX_RING, &req)?;
-        let len = (frames * FRAME_SIZE) as usize;
+        let len = (frames / per_block * block_size) as usize;
         // SAFETY: maps the ring the kernel just allocated for this socket; the result is
         // checked before use and unmapped in Drop.
         let p = unsafe {
@@ -99,6 +110,9 @@ impl RxRing {
             frames,
             head: 0,
             ifindex,
+            frame_size,
+            per_block,
+            block_size,
         };
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid value to fill in.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -129,15 +143,22 @@ impl RxRing {
         self.frames
     }
 
+    /// The largest frame (from its Ethernet header on) the ring holds whole.
+    pub fn max_frame(&self) -> u32 {
+        self.frame_size - FRAME_OVERHEAD
+    }
+
     /// Bytes of kernel memory the ring holds.
     pub fn memory_bytes(&self) -> usize {
         self.len
     }
 
     fn header(&self, i: u32) -> *mut libc::tpacket2_hdr {
-        // SAFETY: i < frames, so the offset lies inside the mapping; frames start at
-        // multiples of FRAME_SIZE (blocks are whole multiples of it).
-        unsafe { self.map.as_ptr().add((i * FRAME_SIZE) as usize) }.cast()
+        // Frames never straddle blocks: block i / per_block, slot i % per_block in it.
+        let at = (i / self.per_block) * self.block_size + (i % self.per_block) * self.frame_size;
+        // SAFETY: i < frames, so `at` + frame_size lies inside the mapping (frames /
+        // per_block whole blocks).
+        unsafe { self.map.as_ptr().add(at as usize) }.cast()
     }
 
     /// Whether the next frame is ready (one load; no system call).
@@ -173,7 +194,7 @@ impl RxRing {
             // SAFETY: the link-layer address follows the aligned header in the frame.
             let pkttype = unsafe { std::ptr::addr_of!((*ll).sll_pkttype).read() };
             let outgoing = pkttype == libc::PACKET_OUTGOING;
-            if !outgoing && mac + snap <= FRAME_SIZE {
+            if !outgoing && mac + snap <= self.frame_size {
                 // SAFETY: [mac, mac + snap) lies inside this frame (checked above), which
                 // we own until its status is reset below.
                 let data = unsafe {
@@ -230,6 +251,22 @@ impl RxRing {
             packets: s.tp_packets,
             drops: s.tp_drops,
         })
+    }
+}
+
+/// Frame and block size of a ring for `mtu`: standard frames two to a page; larger ones
+/// rounded up to the ring alignment, several to a 64 KiB block.
+fn geometry(mtu: u16) -> (u32, u32) {
+    // Ethernet header, one VLAN tag, and the payload.
+    let need = FRAME_OVERHEAD + 18 + u32::from(mtu);
+    let align = libc::TPACKET_ALIGNMENT as u32;
+    let frame = need.div_ceil(align) * align;
+    if frame <= MIN_FRAME_SIZE {
+        (MIN_FRAME_SIZE, PAGE)
+    } else if frame <= JUMBO_BLOCK {
+        (frame, JUMBO_BLOCK)
+    } else {
+        (frame, frame.div_ceil(PAGE) * PAGE)
     }
 }
 

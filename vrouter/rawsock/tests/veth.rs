@@ -70,7 +70,7 @@ fn collect(ring: &mut RxRing, want: usize) -> Vec<Vec<u8>> {
 #[test]
 fn frames_cross_a_veth_in_order_and_intact() {
     let v = Veth::new("o");
-    let mut ring = RxRing::open(ifindex(&v.1).unwrap(), 256).unwrap();
+    let mut ring = RxRing::open(ifindex(&v.1).unwrap(), 256, 1500).unwrap();
     let mut tx = TxSocket::new().unwrap();
     let out = ifindex(&v.0).unwrap();
     let frames: Vec<Vec<u8>> = (0..1000u32)
@@ -91,7 +91,7 @@ fn frames_cross_a_veth_in_order_and_intact() {
 #[test]
 fn a_full_ring_drops_and_counts_and_recovers() {
     let v = Veth::new("f");
-    let mut ring = RxRing::open(ifindex(&v.1).unwrap(), 32).unwrap();
+    let mut ring = RxRing::open(ifindex(&v.1).unwrap(), 32, 1500).unwrap();
     assert_eq!(ring.frames(), 32);
     let _ = ring.stats();
     let mut tx = TxSocket::new().unwrap();
@@ -122,7 +122,7 @@ fn a_full_ring_drops_and_counts_and_recovers() {
 #[test]
 fn oversized_frames_are_skipped_and_the_rest_sent() {
     let v = Veth::new("m");
-    let mut ring = RxRing::open(ifindex(&v.1).unwrap(), 64).unwrap();
+    let mut ring = RxRing::open(ifindex(&v.1).unwrap(), 64, 1500).unwrap();
     let mut tx = TxSocket::new().unwrap();
     let out = ifindex(&v.0).unwrap();
     let big = frame(1, 1514 + 100); // over the 1500 MTU
@@ -147,7 +147,7 @@ fn frames_beyond_a_ring_frame_are_marked_truncated() {
                 .success()
         );
     }
-    let mut ring = RxRing::open(ifindex(&v.1).unwrap(), 64).unwrap();
+    let mut ring = RxRing::open(ifindex(&v.1).unwrap(), 64, 1500).unwrap();
     let mut tx = TxSocket::new().unwrap();
     let jumbo = frame(7, 4000);
     assert_eq!(tx.send(ifindex(&v.0).unwrap(), [jumbo.as_slice()]), 1);
@@ -164,11 +164,50 @@ fn frames_beyond_a_ring_frame_are_marked_truncated() {
     assert!(truncated && len < 4000, "{len}");
 }
 
+/// A ring opened for a 9,000-byte MTU holds full jumbo frames whole, in order, across
+/// the ends of its 64 KiB blocks (several frames to a block, none straddling one).
+#[test]
+fn a_jumbo_ring_holds_9000_byte_frames_whole() {
+    let v = Veth::new("j");
+    for d in [&v.0, &v.1] {
+        assert!(
+            Command::new("ip")
+                .args(["link", "set", d, "mtu", "9000"])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let mut ring = RxRing::open(ifindex(&v.1).unwrap(), 64, 9000).unwrap();
+    assert!(ring.max_frame() >= 9018, "{}", ring.max_frame());
+    assert!(ring.frames() >= 64);
+    let mut tx = TxSocket::new().unwrap();
+    let out = ifindex(&v.0).unwrap();
+    // More frames than the ring holds, sent in chunks and drained as they come, so the
+    // ring wraps and every block boundary is crossed.
+    let frames: Vec<Vec<u8>> = (0..200u32)
+        .map(|i| {
+            let mut f = frame(i, 9014 - (i as usize % 3) * 1000);
+            for (j, b) in f[18..].iter_mut().enumerate() {
+                *b = (j as u32).wrapping_mul(7).wrapping_add(i) as u8;
+            }
+            f
+        })
+        .collect();
+    let mut got = Vec::new();
+    for chunk in frames.chunks(20) {
+        assert_eq!(tx.send(out, chunk.iter().map(Vec::as_slice)), chunk.len());
+        got.extend(collect(&mut ring, 20));
+    }
+    assert_eq!(got.len(), frames.len(), "every jumbo frame arrives");
+    assert!(got == frames, "whole and in order");
+}
+
 #[test]
 fn a_missing_interface_is_an_error() {
     assert!(ifindex("rs-no-such-if").is_err());
     assert!(ifindex("a\0b").is_err());
-    assert!(RxRing::open(0x7fff_fff0, 16).is_err());
+    assert!(RxRing::open(0x7fff_fff0, 16, 1500).is_err());
     // Sending to an interface that does not exist sends nothing.
     let mut tx = TxSocket::new().unwrap();
     assert_eq!(tx.send(0x7fff_fff0, [frame(0, 64).as_slice()]), 0);
