@@ -3,8 +3,12 @@ network before pods (or ingresses) name it. With PEER networks, a network policy
 everything between the new network and each of them is attached to the new network.
 
 usage: lab_network.py TARGET NETWORK_FQ IPAM_FQ [PEER_FQ ...]   (FQ names joined with ':')
+
+With VN_UUID set, the network gets that uuid (the same network created on several agents
+that each hold their own configuration).
 """
 
+import os
 import sys
 
 from vnc import Agent, pb, ref
@@ -25,6 +29,7 @@ if PEERS:
             for peer in PEERS]))
     policies.append(ref("network-policy", policy))
 a.create(virtual_network=pb.VirtualNetwork(
+    uuid=os.environ.get("VN_UUID", ""),
     fq_name=NETWORK.split(":"),
     network_ipam_refs=[pb.IpamRef(ipam=ref("network-ipam", IPAM.split(":")))],
     network_policy_refs=policies))

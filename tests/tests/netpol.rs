@@ -565,3 +565,18 @@ fn network_policies_hold_across_two_nodes() {
         );
     }
 }
+
+/// Every case with the pods spread over three nodes, so that most pairs cross the fabric
+/// and each pair's two ends are decided by different vrouters.
+#[test]
+fn network_policies_hold_on_three_nodes() {
+    let lab = run_cases(3, |_| true);
+    let state = lab.state();
+    let nodes: std::collections::BTreeSet<u64> = state["pods"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p["node"].as_u64().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 3, "pods on every node");
+}

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use vr_tests::{VrLab as Lab, python};
+use vr_tests::VrLab as Lab;
 
 fn manifests(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -70,6 +70,18 @@ fn seed_service_rules(from: &str, service: &str) -> bool {
 
 #[test]
 fn isolation_lists_and_custom_networks_through_real_connections() {
+    isolation_lists(1);
+}
+
+/// The same lists with the seven pods spread over three nodes (most pairs cross the
+/// fabric): each receiving vrouter decides with what the sending node published for the
+/// source, so isolation holds across nodes exactly as on one.
+#[test]
+fn isolation_lists_hold_on_three_nodes() {
+    isolation_lists(3);
+}
+
+fn isolation_lists(nodes: u32) {
     let lab = Lab::new("vrlab");
     // Namespace blue puts its pods in a network of the default namespace's project,
     // which the operator shares (a namespace may name its own project's networks only).
@@ -79,7 +91,13 @@ fn isolation_lists_and_custom_networks_through_real_connections() {
         "[KUBERNETES]\nshared_networks = ['default-domain:k8s-default:blue']\n",
     )
     .unwrap();
-    lab.ok(&["up", "--config", conf.to_str().unwrap()]);
+    lab.ok(&[
+        "up",
+        "--nodes",
+        &nodes.to_string(),
+        "--config",
+        conf.to_str().unwrap(),
+    ]);
     let _ = std::fs::remove_file(&conf);
     lab.ok(&["apply", "-f", &manifests("namespaces.yaml")]);
     let out = lab.ok(&["apply", "-f", &manifests("pods.yaml")]);
@@ -92,15 +110,25 @@ fn isolation_lists_and_custom_networks_through_real_connections() {
     let pods = lab.ok(&["pods"]);
     assert_eq!(pods.lines().count(), 5, "{pods}");
 
-    // The operator creates the network; applying again places the two pods in it.
-    python(
-        "lab_network.py",
-        &[
-            &lab.target(),
-            "default-domain:k8s-default:blue",
-            "default-domain:k8s-default:k8s-pod-ipam",
-        ],
-    );
+    // The operator creates the network; applying again places the two pods in it. Each
+    // node's agent holds its own configuration today, so the operator creates it on each,
+    // with one uuid (routes are exchanged by network).
+    let state = lab.state();
+    for node in state["nodes"].as_array().unwrap() {
+        let target = node["grpc"].as_str().unwrap().trim_start_matches("http://");
+        let o = Command::new("python3")
+            .arg("lab_network.py")
+            .args([
+                target,
+                "default-domain:k8s-default:blue",
+                "default-domain:k8s-default:k8s-pod-ipam",
+            ])
+            .env("VN_UUID", "6b1e0000-0000-4000-8000-00000000b10e")
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
     let out = lab.ok(&["apply", "-f", &manifests("pods.yaml")]);
     assert!(!out.contains("NetworkNotFound"), "{out}");
     let pods = lab.ok(&["pods"]);
@@ -113,6 +141,13 @@ fn isolation_lists_and_custom_networks_through_real_connections() {
         "{pods}"
     );
 
+    let placed: std::collections::BTreeSet<u64> = lab.state()["pods"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p["node"].as_u64().unwrap())
+        .collect();
+    assert_eq!(placed.len(), nodes as usize, "pods on every node");
     let tcp = lab.matrix("80", "TCP");
     assert_eq!(tcp.len(), 49);
     check(&tcp, "TCP 80", seed_pod_rules);
