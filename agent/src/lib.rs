@@ -11,6 +11,11 @@
 //! - [`program`]: the reconcile loop: diff against the vrouter's tables, apply.
 //! - [`routes`]: routes exchanged between nodes (etcd, or none on a single node).
 //! - [`api`]: the gRPC services.
+//! - [`auth`]: who may call what (peer credentials on the Unix socket, client
+//!   certificates over mutual TLS), decided before any handler runs.
+//! - [`listen`]: the listeners (Unix sockets with their mode set before they appear, TCP
+//!   with mutual TLS).
+//! - [`client`]: how the other programs reach the agent (`unix:PATH`, `https://`).
 //! - [`device`]: the allow-list of devices a port plugged through the API may use.
 //! - [`metrics`]: the Prometheus text endpoint.
 //! - [`k8s`]: kube-manager: Kubernetes objects -> VNC objects through the agent's API.
@@ -20,6 +25,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
+pub mod client;
 pub mod cmd;
 pub mod device;
 pub mod dns;
@@ -27,6 +34,7 @@ pub mod firewall;
 pub mod k8s;
 pub mod kinds;
 pub mod lbaas;
+pub mod listen;
 pub mod metrics;
 pub mod oper;
 pub mod persist;

@@ -3,18 +3,21 @@
 #![forbid(unsafe_code)]
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use agent::api::Api;
+use agent::listen::Listen;
 use agent::oper::Bases;
 use agent::persist::Store;
 use agent::program::{self, Shared};
 use agent::proto::{agent_api_server::AgentApiServer, config_api_server::ConfigApiServer};
 use anyhow::{Context, Result};
 use clap::Parser;
+use tokio::net::UnixListener;
 
 /// The control agent: serves VNC configuration over gRPC and programs the vrouter through
 /// its control socket. Configuration is kept in an embedded store under --data-dir and
@@ -22,10 +25,25 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// gRPC listen address.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
-    /// Prometheus metrics listen address (`/metrics`); off when not given.
+    /// Where the gRPC API is served (repeat for several): `unix:PATH`, a Unix socket whose
+    /// callers are known by their peer credentials, or `HOST:PORT`, served with mutual TLS
+    /// only (--tls-cert, --tls-key, --tls-client-ca).
+    #[arg(long, default_value = agent::client::DEFAULT_TARGET)]
+    listen: Vec<agent::listen::Listen>,
+    /// The group a Unix socket belongs to (mode 0660; without it 0600, root only). Its
+    /// members can connect; what they may call is what --grant gives them.
+    #[arg(long)]
+    socket_group: Option<String>,
+    /// Roles for callers other than root and the agent's own user (repeat): ROLES=SUBJECT,
+    /// ROLES from read, ports, config, admin joined with `+`; SUBJECT uid:N, gid:N,
+    /// user:NAME, group:NAME (Unix socket) or cn:NAME (a TLS client certificate). E.g.
+    /// `ports=group:vrouter-cni`, `config=cn:kube-manager`.
+    #[arg(long = "grant")]
+    grants: Vec<agent::auth::Grant>,
+    #[command(flatten)]
+    tls: agent::listen::ServerTls,
+    /// Prometheus metrics listen address (`/metrics`); off when not given. Give a loopback
+    /// address unless the scraper is elsewhere: the page is not authenticated.
     #[arg(long)]
     metrics: Option<SocketAddr>,
     /// The vrouter's control socket.
@@ -94,9 +112,23 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let group = args
+        .socket_group
+        .as_deref()
+        .map(agent::listen::group_id)
+        .transpose()?;
+    if args.listen.iter().any(|l| matches!(l, Listen::Tcp(_))) {
+        // Refuse a TCP listener without TLS before anything starts.
+        args.tls.config()?;
+    }
     let store = Store::open(&args.data_dir)
         .with_context(|| format!("the store in {}", args.data_dir.display()))?;
-    let shared = Arc::new(Shared::new(store)?);
+    let mut shared = Shared::new(store)?;
+    shared.auth = Arc::new(agent::auth::Policy::new(
+        args.grants.clone(),
+        agent::auth::own_uid(),
+    ));
+    let shared = Arc::new(shared);
     tracing::info!(
         objects = shared.db.read().map(|d| d.len()).unwrap_or(0),
         dir = %args.data_dir.display(),
@@ -153,23 +185,77 @@ async fn main() -> Result<()> {
         .register_encoded_file_descriptor_set(agent::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    tracing::info!(listen = %args.listen, "serving the configuration API");
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    let mut sockets = Vec::new();
+    for l in &args.listen {
+        let mut builder = tonic::transport::Server::builder();
+        if let Listen::Tcp(_) = l {
+            builder = builder.tls_config(args.tls.config()?)?;
         }
+        let router = builder
+            .layer(agent::auth::AuthLayer(Arc::clone(&shared.auth)))
+            .add_service(health_service.clone())
+            .add_service(reflection.clone())
+            .add_service(ConfigApiServer::new(api.clone()))
+            .add_service(AgentApiServer::new(api.clone()));
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match l {
+            Listen::Unix(path) => {
+                let std = agent::listen::bind_unix(path, group)?;
+                let ino = std::fs::metadata(path)?.ino();
+                sockets.push((path.clone(), ino));
+                let incoming =
+                    tokio_stream::wrappers::UnixListenerStream::new(UnixListener::from_std(std)?);
+                tracing::info!(socket = %path.display(), "serving the configuration API");
+                let what = path.display().to_string();
+                servers.spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                        .with_context(|| format!("gRPC server on {what}"))
+                });
+            }
+            Listen::Tcp(addr) => {
+                let addr = *addr;
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening on {addr}"))?;
+                tracing::info!(listen = %addr, "serving the configuration API (mutual TLS)");
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+                servers.spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                        .with_context(|| format!("gRPC server on {addr}"))
+                });
+            }
+        }
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    let failed = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        r = servers.join_next() => r,
     };
-    tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(ConfigApiServer::new(api.clone()))
-        .add_service(AgentApiServer::new(api))
-        .serve_with_shutdown(args.listen, shutdown)
-        .await
-        .with_context(|| format!("gRPC server on {}", args.listen))?;
+    let _ = stop_tx.send(true);
+    while servers.join_next().await.is_some() {}
+    for (path, ino) in sockets {
+        // Only the socket this agent made: a newer agent may have replaced it.
+        if std::fs::metadata(&path).is_ok_and(|m| m.ino() == ino) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    if let Some(r) = failed {
+        shared.stop.store(true, Ordering::Relaxed);
+        shared.kick();
+        r??;
+        anyhow::bail!("a gRPC server ended");
+    }
     tracing::info!("stopping");
     shared.stop.store(true, Ordering::Relaxed);
     shared.kick();

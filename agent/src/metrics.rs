@@ -81,6 +81,11 @@ pub fn render(shared: &Shared, socket: &std::path::Path) -> String {
             "Route values from other nodes refused",
             &s.refused_routes,
         ),
+        (
+            "agent_api_refused_total",
+            "API calls refused for the caller's roles",
+            &shared.auth.refused,
+        ),
     ] {
         let _ = writeln!(
             out,

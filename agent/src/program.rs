@@ -75,6 +75,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// The SNAT ranges reserved in the host's kernel last.
     pub reserved: Mutex<Option<SnatPortsCfg>>,
+    /// Who may call what on the API (and how many calls it refused).
+    pub auth: Arc<crate::auth::Policy>,
 }
 
 impl Shared {
@@ -93,6 +95,7 @@ impl Shared {
             stats: Stats::default(),
             port_errors: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
+            auth: Arc::new(crate::auth::Policy::new(Vec::new(), crate::auth::own_uid())),
             reserved: Mutex::new(None),
         })
     }
@@ -411,10 +414,9 @@ fn plan(d: &Desired, a: &Actual) -> [Vec<Op>; 5] {
     for (id, v) in &d.vifs {
         match a.vifs.get(id) {
             Some(cur) if cur == v => {}
-            Some(cur) if cur.device != v.device => {
-                vifs.push(Op::DelVif { id: *id });
-                vifs.push(Op::AddVif(v.clone()));
-            }
+            // A new device for the same interface (a pod's new sandbox) is one AddVif: the
+            // vrouter swaps the port under the vif, whose nexthops and flows stay (a
+            // DelVif would be refused while the pod's nexthop uses it).
             _ => vifs.push(Op::AddVif(v.clone())),
         }
     }

@@ -16,6 +16,9 @@ use tonic::Status;
 use crate::kinds::{Kind, fq_string, kind_of, meta, meta_mut, ref_uuids, refs_mut};
 use crate::proto::{self, Object, Ref, object};
 
+/// The response metadata key of a refused batch that holds the index of the refused change.
+pub const CHANGE_INDEX: &str = "vnc-change-index";
+
 /// An address prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Net {
@@ -422,7 +425,8 @@ impl Db {
         Some((s.space, addr))
     }
 
-    /// Applies a batch: all changes or none.
+    /// Applies a batch: all changes or none. A refused batch's status names the change
+    /// that was refused in its [`CHANGE_INDEX`] metadata.
     pub fn apply(&mut self, changes: Vec<Change>) -> Result<Committed, Status> {
         let mut undo: Vec<(String, Option<Object>)> = Vec::new();
         let mut out = Committed::default();
@@ -438,7 +442,11 @@ impl Db {
                     } else {
                         e.message().to_string()
                     };
-                    return Err(Status::new(e.code(), msg));
+                    // Which change was refused, for a client that applies the rest
+                    // without it (kube-manager: one bad object stops nothing else).
+                    let mut md = tonic::metadata::MetadataMap::new();
+                    md.insert(CHANGE_INDEX, tonic::metadata::MetadataValue::from(i as u64));
+                    return Err(Status::with_metadata(e.code(), msg, md));
                 }
             }
         }

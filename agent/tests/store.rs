@@ -71,6 +71,13 @@ fn a_failed_batch_leaves_no_trace() {
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
     assert!(e.message().starts_with("change 2:"), "{}", e.message());
+    // The refused change is named for a client that applies the rest without it.
+    assert_eq!(
+        e.metadata()
+            .get(agent::store::CHANGE_INDEX)
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
     assert_eq!((db.len(), db.revision()), (n, rev));
     // The indexes were rolled back too: the same names and address are free.
     db.apply(vec![

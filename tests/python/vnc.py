@@ -32,11 +32,17 @@ def _generate():
 pb, pb_grpc = _generate()
 
 
+def channel_options(target):
+    """grpcio sends a unix: target's path as the HTTP/2 :authority, which the agent's
+    server refuses as malformed; any host name will do."""
+    return [("grpc.default_authority", "localhost")] if target.startswith("unix:") else []
+
+
 class Agent:
     """Stubs for both services on one channel."""
 
     def __init__(self, target):
-        self.channel = grpc.insecure_channel(target)
+        self.channel = grpc.insecure_channel(target, options=channel_options(target))
         grpc.channel_ready_future(self.channel).result(timeout=20)
         self.config = pb_grpc.ConfigApiStub(self.channel)
         self.agent = pb_grpc.AgentApiStub(self.channel)

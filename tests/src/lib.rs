@@ -382,7 +382,7 @@ pub fn free_port() -> u16 {
 pub struct Agent {
     /// The process.
     pub child: std::process::Child,
-    /// gRPC address.
+    /// The agent's gRPC target (`unix:PATH`, as Python's grpcio and `agent::client` take it).
     pub target: String,
     /// Metrics address.
     pub metrics: String,
@@ -390,7 +390,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts the agent and waits (20 s at most) until its gRPC port accepts connections.
+    /// Starts the agent and waits (20 s at most) until its gRPC socket accepts connections.
     pub fn start(
         dir: &std::path::Path,
         name: &str,
@@ -408,7 +408,8 @@ impl Agent {
         data: &std::path::Path,
         extra: &[&str],
     ) -> Agent {
-        let target = format!("127.0.0.1:{}", free_port());
+        let sock = dir.join(format!("{name}.agent.sock"));
+        let target = format!("unix:{}", sock.display());
         let metrics = format!("127.0.0.1:{}", free_port());
         let log = dir.join(format!("{name}.log"));
         // The host's reserved-ports list, as a file of the test's own (the agent runs
@@ -447,7 +448,7 @@ impl Agent {
             log,
         };
         let t = std::time::Instant::now();
-        while std::net::TcpStream::connect(&a.target).is_err() {
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             if t.elapsed() > std::time::Duration::from_secs(20) {
                 panic!("agent {name} did not start:\n{}", a.log());
             }
@@ -789,12 +790,11 @@ impl VrLab {
             .expect("state.json is JSON")
     }
 
-    /// The first node's agent address (`host:port`).
+    /// The first node's agent target (`unix:PATH`).
     pub fn target(&self) -> String {
         self.state()["nodes"][0]["grpc"]
             .as_str()
             .unwrap()
-            .trim_start_matches("http://")
             .to_string()
     }
 }

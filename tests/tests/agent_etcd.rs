@@ -90,17 +90,15 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn two_nodes_learn_each_others_routes_through_etcd() {
-    let dir = std::env::temp_dir().join(unique_prefix("agetcd"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = Dir(dir.clone());
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let _etcd = Reap(
-        Command::new("etcd")
+/// A one-member etcd on two free ports; tried again with new ports when another process
+/// takes one between the look-up and etcd's bind.
+fn etcd(dir: &std::path::Path) -> (Reap, String) {
+    for _ in 0..5 {
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let _ = std::fs::remove_dir_all(dir.join("etcd"));
+        let mut child = Command::new("etcd")
             .args(["--name", "test", "--data-dir"])
             .arg(dir.join("etcd"))
             .args([
@@ -115,8 +113,31 @@ fn two_nodes_learn_each_others_routes_through_etcd() {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("etcd.log")).unwrap())
             .spawn()
-            .expect("etcd (Debian's etcd-server) runs"),
-    );
+            .expect("etcd (Debian's etcd-server) runs");
+        let mut exited = false;
+        vr_tests::wait_until("etcd serves", std::time::Duration::from_secs(20), || {
+            exited = child.try_wait().ok().flatten().is_some();
+            exited || std::net::TcpStream::connect(("127.0.0.1", client)).is_ok()
+        });
+        if !exited {
+            return (Reap(child), url);
+        }
+        let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
+        assert!(
+            log.contains("address already in use"),
+            "etcd failed:\n{log}"
+        );
+    }
+    panic!("etcd's ports were taken five times");
+}
+
+#[test]
+fn two_nodes_learn_each_others_routes_through_etcd() {
+    let dir = std::env::temp_dir().join(unique_prefix("agetcd"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = Dir(dir.clone());
+    let (_etcd, url) = etcd(&dir);
     let mut vr = Vec::new();
     let mut agents = Vec::new();
     for (n, ip) in [("a", "192.0.2.1"), ("b", "192.0.2.2")] {

@@ -23,7 +23,7 @@ fn cni(command: &str, env: &[(&str, &str)], conf: &Value) -> (bool, Value) {
 fn the_plugin_adds_checks_and_deletes_pods_and_chains_with_tuning() {
     let lab = VrLab::new("cni");
     lab.ok(&["up"]);
-    let agent = format!("http://{}", lab.target());
+    let agent = lab.target();
     let manifest = lab.dir.join("pods.yaml");
     std::fs::write(
         &manifest,
@@ -171,9 +171,13 @@ fn the_plugin_adds_checks_and_deletes_pods_and_chains_with_tuning() {
     let mut status_conf = conf.clone();
     status_conf["cniVersion"] = json!("1.1.0");
     assert!(cni("STATUS", &[], &status_conf).0);
-    status_conf["agent"] = json!("http://127.0.0.1:1");
+    status_conf["agent"] = json!("unix:/nonexistent/agent.sock");
     let (ok, e) = cni("STATUS", &[], &status_conf);
     assert!(!ok && e["code"] == 50, "{e}");
+    // The agent serves no plain TCP: such an address is refused before anything is tried.
+    status_conf["agent"] = json!("http://127.0.0.1:1");
+    let (ok, e) = cni("STATUS", &[], &status_conf);
+    assert!(!ok && e["msg"] == "agent is not an address", "{e}");
 
     // DEL: the pod's interface and its port go; a second DEL has nothing to do and succeeds.
     let (ok, out) = cni("DEL", &as_refs(&env_a), &conf);
@@ -186,5 +190,89 @@ fn the_plugin_adds_checks_and_deletes_pods_and_chains_with_tuning() {
     let (ok, e) = cni("CHECK", &as_refs(&env_a), &with_prev);
     assert!(!ok && e["code"] == 100, "{e}");
     assert!(cni("DEL", &as_refs(&env_a), &conf).0);
+    assert!(cni("DEL", &as_refs(&env_b), &conf).0);
+}
+
+/// DEL as kubelet sends it in the bad cases: a late DEL for a pod's old sandbox after the
+/// new sandbox was plugged leaves the new one alone; DEL with the agent away still removes
+/// the pod's link and succeeds, and a repeated DEL has nothing left to do.
+#[test]
+fn a_late_del_for_an_old_sandbox_leaves_the_new_one_and_del_works_with_the_agent_away() {
+    let lab = VrLab::new("cni-del");
+    lab.ok(&["up"]);
+    let agent = lab.target();
+    let manifest = lab.dir.join("pods.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: i}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec: {containers: [{name: c, image: i}]}\n",
+    )
+    .unwrap();
+    let o = Command::new(workspace_bin("kube-manager"))
+        .args(["--agent", &agent, "-f", manifest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p = unique_prefix("cnidel");
+    // a's first and second sandboxes, and b.
+    let names = Netns(vec![format!("{p}-a1"), format!("{p}-a2"), format!("{p}-b")]);
+    for n in &names.0 {
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", n])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let conf =
+        json!({"cniVersion": "1.0.0", "name": "vrouter", "type": "vrouter-cni", "agent": agent});
+    let env = |pod: &str, container: &str, ns: &str| -> Vec<(String, String)> {
+        vec![
+            ("CNI_CONTAINERID".into(), format!("{p}-{container}")),
+            ("CNI_NETNS".into(), format!("/var/run/netns/{ns}")),
+            ("CNI_IFNAME".into(), "eth0".into()),
+            (
+                "CNI_ARGS".into(),
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
+            ),
+        ]
+    };
+    let old = env("a", "old", &names.0[0]);
+    let new = env("a", "new", &names.0[1]);
+    let env_b = env("b", "b", &names.0[2]);
+    let (ok, r) = cni("ADD", &as_refs(&old), &conf);
+    assert!(ok, "{r}");
+    let (ok, rb) = cni("ADD", &as_refs(&env_b), &conf);
+    assert!(ok, "{rb}");
+    let ip_b = vr_tests::address_of(&rb["ips"][0]["address"]);
+    // The runtime makes a new sandbox for a before the old one's DEL comes.
+    let (ok, r) = cni("ADD", &as_refs(&new), &conf);
+    assert!(ok, "{r}");
+    assert!(
+        vr_tests::pings_within(&names.0[1], &ip_b),
+        "new sandbox -> b"
+    );
+    let (ok, out) = cni("DEL", &as_refs(&old), &conf);
+    assert!(ok, "{out}");
+    assert!(
+        vr_tests::pings_within(&names.0[1], &ip_b),
+        "the new sandbox still reaches b after the old one's DEL"
+    );
+
+    // The agent away: DEL of the new sandbox removes its link and succeeds.
+    let mut away = conf.clone();
+    away["agent"] = json!("unix:/nonexistent/agent.sock");
+    let (ok, out) = cni("DEL", &as_refs(&new), &away);
+    assert!(ok, "{out}");
+    assert!(
+        !in_ns(&names.0[1], &["ip", "link", "show", "eth0"])
+            .status
+            .success(),
+        "the pod's link is gone"
+    );
+    let (ok, out) = cni("DEL", &as_refs(&new), &away);
+    assert!(ok, "a repeated DEL: {out}");
     assert!(cni("DEL", &as_refs(&env_b), &conf).0);
 }

@@ -256,7 +256,7 @@ fn a_thousand_plugs_and_unplugs_beside_a_tcp_stream_leak_nothing() {
 fn two_hundred_fifty_pods_plugged_by_the_cni() {
     let lab = VrLab::new("dense-cni");
     lab.ok(&["up", "--lcores", "2"]);
-    let agent = format!("http://{}", lab.target());
+    let agent = lab.target();
     // kube-manager makes the pods' interfaces (the pods are not started by vrlab: the
     // manifest goes to kube-manager alone), the CNI plugs them as a runtime would.
     let pods = 250;

@@ -22,12 +22,7 @@ fn a_stale_pid_file_never_kills_a_process_that_is_not_its_haproxy() {
     .unwrap();
     let mut m = Reap(
         Command::new(workspace_bin("haproxy-manager"))
-            .args([
-                "--agent",
-                &format!("http://{}", lab.target()),
-                "--host",
-                "nobody-here",
-            ])
+            .args(["--agent", &lab.target(), "--host", "nobody-here"])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::piped())

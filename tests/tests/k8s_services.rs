@@ -383,3 +383,65 @@ fn external_ips_and_node_ports_reach_a_backend_on_another_node() {
     let (code, out) = probe(&lab, "default/client", "svc/default/lb", "80", "TCP");
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// One refused object is an event of its own and stops nothing else: the stock
+/// `default/kubernetes` Service (clusterIP on the service network's gateway) and the
+/// second of two Services claiming one external IP are refused; the pods, the first
+/// claimant and an unrelated Service are applied and serve.
+#[test]
+fn a_refused_object_is_an_event_and_the_rest_of_the_cluster_applies() {
+    let lab = VrLab::new("svc-conflict");
+    lab.ok(&["up"]);
+    let out = lab.ok(&["apply", "-f", &manifest("conflicts.yaml")]);
+    let refused: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("event: Refused: "))
+        .collect();
+    assert!(
+        refused.iter().any(|l| l.contains("kubernetes")),
+        "the kubernetes Service refused:\n{out}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("second") && l.contains("203.0.113.60")),
+        "the second claim refused:\n{out}"
+    );
+    // Each line names the refused object first; none is the first claimant's or good's.
+    let subjects: Vec<&str> = refused
+        .iter()
+        .filter_map(|l| l.strip_prefix("event: Refused: ")?.split(": ").next())
+        .collect();
+    assert!(
+        !subjects
+            .iter()
+            .any(|s| s.contains("__first") || s.contains("__good")),
+        "{out}"
+    );
+    let state = lab.state();
+    assert_eq!(
+        vr_tests::address_of(&state["externals"]["default/first"][0]),
+        "203.0.113.60"
+    );
+    assert!(
+        state["externals"].get("default/second").is_none(),
+        "{state}"
+    );
+    assert!(state["services"].get("default/good").is_some(), "{state}");
+    // What was applied works.
+    let (code, out) = probe(&lab, "outside", "ext/default/first", "80", "TCP");
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = probe(&lab, "default/client", "svc/default/good", "8000", "TCP");
+    assert_eq!(code, Some(0), "{out}");
+    // Applying again keeps the first claimant and refuses the second again.
+    let out = lab.ok(&["apply", "-f", &manifest("conflicts.yaml")]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("event: Refused: ") && l.contains("second")),
+        "{out}"
+    );
+    assert_eq!(
+        vr_tests::address_of(&lab.state()["externals"]["default/first"][0]),
+        "203.0.113.60"
+    );
+}

@@ -115,7 +115,7 @@ fn isolation_lists(nodes: u32) {
     // with one uuid (routes are exchanged by network).
     let state = lab.state();
     for node in state["nodes"].as_array().unwrap() {
-        let target = node["grpc"].as_str().unwrap().trim_start_matches("http://");
+        let target = node["grpc"].as_str().unwrap();
         let o = Command::new("python3")
             .arg("lab_network.py")
             .args([

@@ -325,6 +325,15 @@ impl ControlState {
             .map_err(|_| "no answer from the port manager".to_string())?
     }
 
+    fn device_of(&self, vif: u32) -> Option<String> {
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(v, _)| *v == vif)
+            .map(|(_, d)| d.clone())
+    }
+
     fn has_device(&self, vif: u32) -> bool {
         self.devices
             .lock()
@@ -507,6 +516,9 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
     match &req.request {
         Op::AddVif(v) if v.device.is_some() && !state.has_device(v.id) => {
             return attach(state, id, v);
+        }
+        Op::AddVif(v) if v.device.is_some() && state.device_of(v.id) != v.device => {
+            return replace(state, id, v);
         }
         Op::DelVif { id: vif } if state.has_device(*vif) => return detach(state, id, *vif),
         Op::Capture {
@@ -754,6 +766,48 @@ fn attach(state: &ControlState, id: u64, v: &VifCfg) -> Reply {
     }
     let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
     let version = w.publish();
+    if let Some(dev) = &v.device {
+        state
+            .devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((v.id, dev.clone()));
+    }
+    Reply::ok(id, json!({ "tables_version": version }))
+}
+
+/// Gives a vif with a port another device (a pod's new sandbox, the same interface): its
+/// table entry is updated in place, so the nexthops, routes and flows that use it stay;
+/// the old device's queues are taken back and closed, then the new one is attached. If
+/// the new device cannot be set up the vif stays in the tables without a port, and the
+/// error says so (the agent drops the port, and the vif with it once nothing uses it).
+fn replace(state: &ControlState, id: u64, v: &VifCfg) -> Reply {
+    let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
+    let pols = state.policies.lock().unwrap_or_else(|e| e.into_inner());
+    let applied = w.transaction(|w| config::apply_vif_with(w, v, &|n| pols.get(n)));
+    drop(pols);
+    if let Err(e) = applied {
+        return Reply::err(id, code_of(&e), e.to_string());
+    }
+    drop(w);
+    state
+        .devices
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(x, _)| *x != v.id);
+    let ported = state
+        .port_op(PortOp::Detach(v.id))
+        .map_err(|why| format!("the old device: {why}"))
+        .and_then(|()| state.port_op(PortOp::Attach(Box::new(v.clone()))));
+    let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
+    let version = w.publish();
+    if let Err(why) = ported {
+        return Reply::err(
+            id,
+            "invalid-argument",
+            format!("vif {} ({}): {why}; it has no port now", v.id, v.name),
+        );
+    }
     if let Some(dev) = &v.device {
         state
             .devices

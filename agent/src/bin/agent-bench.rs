@@ -47,8 +47,8 @@ enum Cmd {
     },
     /// Through the agent's API.
     Agent {
-        /// The agent's gRPC address.
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        /// The agent: `unix:PATH`.
+        #[arg(long, default_value = agent::client::DEFAULT_TARGET)]
         target: String,
         /// The vrouter's control socket (to check its tables).
         #[arg(long)]
@@ -251,8 +251,9 @@ async fn agent_bench(
     backends: u32,
     policies: u32,
 ) -> Result<()> {
-    let mut c = Config::connect(target.clone()).await.context("the agent")?;
-    let mut a = AgentC::connect(target).await?;
+    let ch = agent::client::connect(&target, None).await?;
+    let mut c = Config::new(ch.clone());
+    let mut a = AgentC::new(ch);
     let t = Instant::now();
     batches(
         &mut c,

@@ -36,8 +36,8 @@ use tonic::transport::Channel;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The agent's gRPC address.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    /// The agent: `unix:PATH` (its node-local socket).
+    #[arg(long, default_value = agent::client::DEFAULT_TARGET)]
     agent: String,
     /// This node's name: instances whose interface has it as binding_host run here
     /// (default: the host name).
@@ -531,14 +531,11 @@ fn hostname() -> String {
 async fn connect(addr: &str) -> Result<Channel> {
     let t = Instant::now();
     loop {
-        match Channel::from_shared(addr.to_string())
-            .map_err(|e| anyhow!("--agent {addr}: {e}"))?
-            .connect()
-            .await
-        {
+        agent::client::parse(addr).map_err(|e| anyhow!("--agent: {e:#}"))?;
+        match agent::client::connect(addr, None).await {
             Ok(c) => return Ok(c),
             Err(e) if t.elapsed() > Duration::from_secs(30) => {
-                bail!("the agent at {addr}: {e}")
+                bail!("{e:#}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }

@@ -21,9 +21,12 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// gRPC address of an agent (repeat for several nodes).
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    /// An agent: `unix:PATH` on its node, or `https://HOST:PORT` (mutual TLS, with
+    /// --agent-ca/--agent-cert/--agent-key). Repeat for several nodes.
+    #[arg(long, default_value = agent::client::DEFAULT_TARGET)]
     agent: Vec<String>,
+    #[command(flatten)]
+    tls: agent::client::TlsFiles,
     /// A file with a `[KUBERNETES]` section (Contrail's contrail-kubernetes.conf).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -97,11 +100,15 @@ fn read(files: &[PathBuf]) -> Result<Cluster> {
     Ok(cluster)
 }
 
-async fn once(cfg: &KubeConfig, agents: &[String], cluster: &Cluster, quiet: bool) -> Result<()> {
+async fn once(
+    cfg: &KubeConfig,
+    agents: &[String],
+    tls: &agent::client::TlsFiles,
+    cluster: &Cluster,
+    quiet: bool,
+) -> Result<()> {
     for a in agents {
-        let mut c = ConfigApiClient::connect(a.clone())
-            .await
-            .with_context(|| format!("connecting to the agent at {a}"))?;
+        let mut c = ConfigApiClient::new(agent::client::connect(a, Some(tls)).await?);
         let networks = sync::networks(&mut c).await?;
         let public = sync::public_subnets(cfg, &mut c).await?;
         let forwarded = sync::forwarded(&mut c).await?;
@@ -132,15 +139,18 @@ async fn once(cfg: &KubeConfig, agents: &[String], cluster: &Cluster, quiet: boo
                 .await
                 .with_context(|| format!("agent {a}"))?;
             rounds += 1;
-            let done = round == sync::Report::default() || rounds == 3;
-            r.created += round.created;
-            r.updated += round.updated;
-            r.deleted += round.deleted;
+            let done = !round.changed() || rounds == 3;
+            // The last round's refusals are the ones that stand.
+            r.refused.clear();
+            r.add(round);
             if done {
                 break;
             }
         }
-        let changed = r != sync::Report::default();
+        for e in &r.refused {
+            eprintln!("kube-manager: event: Refused: {e}");
+        }
+        let changed = r.changed();
         if changed || !quiet {
             println!(
                 "{a}: {} pods, {} created, {} updated, {} deleted",
@@ -174,7 +184,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Follows the API server: each change (with the ones that come within 200 ms) is synced.
-async fn follow(cfg: &KubeConfig, agents: &[String]) -> Result<()> {
+async fn follow(cfg: &KubeConfig, agents: &[String], tls: &agent::client::TlsFiles) -> Result<()> {
     use futures::StreamExt;
     let client = kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!("no Kubernetes API server configured (in-cluster or KUBECONFIG): {e}")
@@ -189,12 +199,16 @@ async fn follow(cfg: &KubeConfig, agents: &[String]) -> Result<()> {
             },
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
-        while let Ok(Some(c)) =
-            tokio::time::timeout(Duration::from_millis(200), clusters.next()).await
-        {
-            cluster = c;
+        // Changes coming within 200 ms of each other are taken together, but for 2 s at
+        // most: a cluster that changes every 100 ms is still synced.
+        let since = std::time::Instant::now();
+        while since.elapsed() < Duration::from_secs(2) {
+            match tokio::time::timeout(Duration::from_millis(200), clusters.next()).await {
+                Ok(Some(c)) => cluster = c,
+                _ => break,
+            }
         }
-        match once(cfg, agents, &cluster, !first).await {
+        match once(cfg, agents, tls, &cluster, !first).await {
             Ok(()) => first = false,
             Err(e) => eprintln!("kube-manager: {e:#}"),
         }
@@ -204,11 +218,11 @@ async fn follow(cfg: &KubeConfig, agents: &[String]) -> Result<()> {
 async fn run(a: Args) -> Result<()> {
     let cfg = config(&a)?;
     if a.kube {
-        return follow(&cfg, &a.agent).await;
+        return follow(&cfg, &a.agent, &a.tls).await;
     }
     if !a.watch {
         let cluster = read(&a.files)?;
-        return once(&cfg, &a.agent, &cluster, false).await;
+        return once(&cfg, &a.agent, &a.tls, &cluster, false).await;
     }
     let mut first = true;
     loop {
@@ -216,7 +230,7 @@ async fn run(a: Args) -> Result<()> {
         // again; nothing is applied from a half-read set of manifests.
         match read(&a.files) {
             Ok(cluster) => {
-                if let Err(e) = once(&cfg, &a.agent, &cluster, !first).await {
+                if let Err(e) = once(&cfg, &a.agent, &a.tls, &cluster, !first).await {
                     eprintln!("kube-manager: {e:#}");
                 } else {
                     first = false;

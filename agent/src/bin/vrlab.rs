@@ -338,6 +338,50 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Starts the lab's etcd on two free ports; when another process takes one of them between
+/// the look-up and etcd's bind (tests run side by side), tries again with new ones.
+fn start_etcd(lab: &Lab) -> Result<(u32, String)> {
+    let log = lab.dir.join("etcd.log");
+    for _ in 0..5 {
+        let (client, peer) = (free_port()?, free_port()?);
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let _ = std::fs::remove_dir_all(lab.dir.join("etcd"));
+        let pid = spawn(
+            Command::new("etcd")
+                .args(["--name", "vrlab", "--data-dir"])
+                .arg(lab.dir.join("etcd"))
+                .args([
+                    "--listen-client-urls",
+                    &url,
+                    "--advertise-client-urls",
+                    &url,
+                ])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("vrlab={peer_url}")]),
+            &log,
+        )
+        .context("etcd (Debian's etcd-server) is needed for several nodes")?;
+        let mut died = false;
+        wait_for("etcd", &log, || {
+            died = !alive(pid);
+            died || TcpStream::connect(("127.0.0.1", client)).is_ok()
+        })?;
+        if !died {
+            return Ok((pid, url));
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if !text.contains("address already in use") {
+            bail!("etcd did not start:\n{text}");
+        }
+    }
+    bail!(
+        "etcd did not start: its ports were taken five times:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    )
+}
+
 fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()> {
     if !(1..=8).contains(&nodes) {
         bail!("--nodes {nodes}: 1 to 8");
@@ -368,31 +412,9 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()>
     // Several nodes: an etcd for the agents' route exchange.
     let mut etcd = None;
     if nodes > 1 {
-        let (client, peer) = (free_port()?, free_port()?);
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = lab.dir.join("etcd.log");
-        let pid = spawn(
-            Command::new("etcd")
-                .args(["--name", "vrlab", "--data-dir"])
-                .arg(lab.dir.join("etcd"))
-                .args([
-                    "--listen-client-urls",
-                    &url,
-                    "--advertise-client-urls",
-                    &url,
-                ])
-                .args(["--listen-peer-urls", &peer_url])
-                .args(["--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &format!("vrlab={peer_url}")]),
-            &log,
-        )
-        .context("etcd (Debian's etcd-server) is needed for several nodes")?;
+        let (pid, url) = start_etcd(lab)?;
         state.etcd_pid = Some(pid);
         lab.save(&state)?;
-        wait_for("etcd", &log, || {
-            TcpStream::connect(("127.0.0.1", client)).is_ok()
-        })?;
         etcd = Some(url);
     }
     for i in 1..=nodes {
@@ -470,7 +492,7 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()>
             run(&["ip", "link", "set", &tap, "master", bridge])?;
             run(&["ip", "link", "set", &tap, "up"])?;
         }
-        let port = free_port()?;
+        let asock = dir.join("agent.sock");
         let alog = dir.join("agent.log");
         // The node's host is a namespace the agent does not run in: its reserved-ports
         // list is a file beside the node's other files.
@@ -478,7 +500,8 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()>
         std::fs::write(&reserved, "")?;
         let ag = spawn(
             Command::new(bin("agent"))
-                .args(["--listen", &format!("127.0.0.1:{port}"), "--vrouter-socket"])
+                .arg(format!("--listen=unix:{}", asock.display()))
+                .arg("--vrouter-socket")
                 .arg(&socket)
                 .arg("--data-dir")
                 .arg(dir.join("agent-data"))
@@ -489,18 +512,18 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()>
             &alog,
         )?;
         node.pids.push(ag);
-        node.grpc = format!("http://127.0.0.1:{port}");
+        node.grpc = format!("unix:{}", asock.display());
         state.nodes[(i - 1) as usize] = node;
         lab.save(&state)?;
         wait_for("agent", &alog, || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            std::os::unix::net::UnixStream::connect(&asock).is_ok()
         })?;
         provision(&state.nodes[(i - 1) as usize])?;
         // The node's HAProxy instances (ingresses).
         let mlog = dir.join("haproxy-manager.log");
         let mg = spawn(
             Command::new(bin("haproxy-manager"))
-                .args(["--agent", &format!("http://127.0.0.1:{port}")])
+                .arg(format!("--agent=unix:{}", asock.display()))
                 .args([
                     "--host",
                     &name,
@@ -519,8 +542,9 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()>
             std::fs::read_to_string(&mlog).is_ok_and(|l| l.contains("managing HAProxy"))
         })?;
         println!(
-            "{name}: vrouter {} agent 127.0.0.1:{port}",
-            socket.display()
+            "{name}: vrouter {} agent unix:{}",
+            socket.display(),
+            asock.display()
         );
     }
     Ok(())
@@ -640,10 +664,9 @@ async fn connect_node(
     ConfigApiClient<tonic::transport::Channel>,
     AgentApiClient<tonic::transport::Channel>,
 )> {
-    let ch = tonic::transport::Endpoint::from_shared(n.grpc.clone())?
-        .connect()
+    let ch = agent::client::connect(&n.grpc, None)
         .await
-        .with_context(|| format!("{}: agent at {}", n.name, n.grpc))?;
+        .with_context(|| n.name.clone())?;
     Ok((ConfigApiClient::new(ch.clone()), AgentApiClient::new(ch)))
 }
 
@@ -728,10 +751,11 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
             }
             let r = sync::apply(&cfg, &mut c, &t).await?;
             rounds += 1;
-            total.created += r.created;
-            total.updated += r.updated;
-            total.deleted += r.deleted;
-            if ix > 0 || r == sync::Report::default() || rounds == 3 {
+            let done = ix > 0 || !r.changed() || rounds == 3;
+            // The last round's refusals are the ones that stand.
+            total.refused.clear();
+            total.add(r);
+            if done {
                 break t;
             }
         };
@@ -803,6 +827,9 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
             for e in &t.events {
                 println!("event: {e}");
             }
+        }
+        for e in &total.refused {
+            println!("event: Refused: {e}");
         }
         placements = t.pods;
     }

@@ -11,8 +11,8 @@
 //! previous result. STATUS says whether the agent and its vrouter are up. Errors are the
 //! spec's JSON on standard output with a non-zero exit status.
 //!
-//! Network configuration fields besides the standard ones: `agent` (gRPC address,
-//! default `http://127.0.0.1:50051`), `clusterName` (default `k8s`), `clusterProject`
+//! Network configuration fields besides the standard ones: `agent` (the agent's socket,
+//! default `unix:/run/vrouter-agent/agent.sock`; the plugin needs the `ports` role there), `clusterName` (default `k8s`), `clusterProject`
 //! (kube-manager's `cluster_project`), `mtu` (of the pod's interface and its host end;
 //! default 1450: a 1500-byte fabric less the largest encapsulation, VXLAN's 50 bytes).
 
@@ -98,7 +98,7 @@ impl NetConf {
 }
 
 fn default_agent() -> String {
-    "http://127.0.0.1:50051".into()
+    agent::client::DEFAULT_TARGET.into()
 }
 
 /// The variables of one call.
@@ -189,23 +189,22 @@ fn in_netns(netns: &str, args: &[&str]) -> Res<String> {
 }
 
 async fn channel(conf: &NetConf) -> Res<Channel> {
-    let ep = tonic::transport::Endpoint::from_shared(conf.agent.clone())
+    agent::client::parse(&conf.agent).map_err(|e| {
+        err(
+            code::INVALID_CONFIG,
+            "agent is not an address",
+            format!("{e:#}"),
+        )
+    })?;
+    agent::client::connect_with(&conf.agent, None, Some(Duration::from_secs(10)))
+        .await
         .map_err(|e| {
             err(
-                code::INVALID_CONFIG,
-                "agent is not an address",
-                e.to_string(),
+                code::TRY_AGAIN_LATER,
+                format!("the agent at {} is not reachable", conf.agent),
+                format!("{e:#}"),
             )
-        })?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10));
-    ep.connect().await.map_err(|e| {
-        err(
-            code::TRY_AGAIN_LATER,
-            format!("the agent at {} is not reachable", conf.agent),
-            e.to_string(),
-        )
-    })
+        })
 }
 
 fn kube_config(conf: &NetConf) -> KubeConfig {
@@ -393,21 +392,43 @@ async fn plug(ch: &Channel, conf: &NetConf, env: &Env, uuid: &str, host: &str) -
     Ok(result(conf, env, &info))
 }
 
+/// DEL: unplugs this sandbox's port (only if the pod's port is still this container's:
+/// a late DEL for an old sandbox leaves the new one's alone) and removes the host end of
+/// its veth. With the agent away, the local part is done and DEL succeeds: the link goes,
+/// and the port goes from the agent with the pod's interface.
 async fn del(conf: &NetConf, env: &Env) -> Res<()> {
-    let ch = channel(conf).await?;
-    if let Some(uuid) = interface(&ch, conf, env).await? {
-        match AgentApiClient::new(ch.clone())
-            .delete_port(proto::PortRef { vmi_uuid: uuid })
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if s.code() == tonic::Code::NotFound => {}
-            Err(s) => {
-                return Err(err(
-                    code::TRY_AGAIN_LATER,
-                    "the agent refused the delete",
-                    s.message(),
-                ));
+    let ours = format!("packet:{}", env.host_ifname());
+    match channel(conf).await {
+        Err(e) if e.code == code::TRY_AGAIN_LATER => {
+            eprintln!(
+                "vrouter-cni: DEL with the agent away ({}): local clean-up only",
+                e.msg
+            );
+        }
+        Err(e) => return Err(e),
+        Ok(ch) => {
+            if let Some(uuid) = interface(&ch, conf, env).await? {
+                let mut a = AgentApiClient::new(ch.clone());
+                let ports = a
+                    .list_ports(proto::Empty {})
+                    .await
+                    .map_err(|s| err(code::TRY_AGAIN_LATER, "listing ports", s.message()))?
+                    .into_inner()
+                    .ports;
+                let mine = ports.iter().any(|p| p.vmi_uuid == uuid && p.device == ours);
+                if mine {
+                    match a.delete_port(proto::PortRef { vmi_uuid: uuid }).await {
+                        Ok(_) => {}
+                        Err(s) if s.code() == tonic::Code::NotFound => {}
+                        Err(s) => {
+                            return Err(err(
+                                code::TRY_AGAIN_LATER,
+                                "the agent refused the delete",
+                                s.message(),
+                            ));
+                        }
+                    }
+                }
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Brings the agent's configuration to a translation: kube-manager's objects (those whose
 //! FQ name carries the cluster name) that the translation lacks are deleted, missing ones
-//! created, changed ones updated, all in one batch, which the agent applies entirely or
-//! not at all. Fields the agent assigns (UUIDs, MACs, VNIs, ids, addresses) are kept.
+//! created, changed ones updated, in one batch, which the agent applies entirely or not at
+//! all; a change it refuses is left out (an event for that object) and the rest is sent
+//! again, so one bad object stops nothing else. Fields the agent assigns (UUIDs, MACs,
+//! VNIs, ids, addresses) are kept.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +25,85 @@ pub struct Report {
     pub updated: usize,
     /// Objects deleted.
     pub deleted: usize,
+    /// Changes the agent refused, each with why (`kind fq-name: message`): left out, the
+    /// rest applied; tried again at the next sync.
+    pub refused: Vec<String>,
+}
+
+impl Report {
+    /// Whether anything was created, updated or deleted.
+    pub fn changed(&self) -> bool {
+        self.created + self.updated + self.deleted > 0
+    }
+
+    /// Adds another round's counts.
+    pub fn add(&mut self, o: Report) {
+        self.created += o.created;
+        self.updated += o.updated;
+        self.deleted += o.deleted;
+        self.refused.extend(o.refused);
+    }
+}
+
+/// What a change is about, for a refusal's event.
+fn change_subject(c: &proto::Change) -> String {
+    match &c.change {
+        Some(change::Change::Create(o)) | Some(change::Change::Update(o)) => {
+            let kind = kinds::kind_of(o).map_or("object", |k| k.name());
+            format!("{kind} {}", fq_string(kinds::meta(o).1))
+        }
+        Some(change::Change::Delete(r)) => {
+            if r.fq_name.is_empty() {
+                format!("delete {} {}", r.r#type, r.uuid)
+            } else {
+                format!("delete {} {}", r.r#type, fq_string(&r.fq_name))
+            }
+        }
+        None => "empty change".into(),
+    }
+}
+
+/// Sends the changes as one batch; when the agent refuses one of them (it names which),
+/// that change is left out with its reason and the rest is sent again, so one bad object
+/// (a taken address, a missing network) stops nothing else. At most one round per change;
+/// an error that names no change (the agent away) is returned as it is.
+pub async fn send_isolating(
+    c: &mut ConfigApiClient<Channel>,
+    mut changes: Vec<proto::Change>,
+) -> Result<Vec<String>> {
+    let mut refused = Vec::new();
+    while !changes.is_empty() {
+        let status = match c
+            .batch(proto::BatchRequest {
+                changes: changes.clone(),
+            })
+            .await
+        {
+            Ok(_) => break,
+            Err(s) => s,
+        };
+        let index = status
+            .metadata()
+            .get(crate::store::CHANGE_INDEX)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&i| i < changes.len());
+        let Some(i) = index else {
+            anyhow::bail!("the agent refused the changes: {}", status.message());
+        };
+        let bad = changes.remove(i);
+        let message = status.message();
+        let message = message
+            .strip_prefix(&format!("change {i}: "))
+            .unwrap_or(message);
+        let subject = change_subject(&bad);
+        // The agent's messages usually start with the object already.
+        let message = message
+            .strip_prefix(&format!("{subject}: "))
+            .unwrap_or(message);
+        refused.push(format!("{subject}: {message}"));
+    }
+    Ok(refused)
 }
 
 /// Whether an object with this FQ name is kube-manager's.
@@ -381,7 +462,8 @@ pub async fn public_subnets(
     Ok(out)
 }
 
-/// Applies a translation to one agent in one batch.
+/// Applies a translation to one agent in one batch; a change the agent refuses is left
+/// out and reported (see [`send_isolating`]), the rest applies.
 pub async fn apply(
     cfg: &KubeConfig,
     c: &mut ConfigApiClient<Channel>,
@@ -404,18 +486,28 @@ pub async fn apply(
     let attached = attach(cfg, &t.attachments, &have);
     changes.splice(at..at, attached);
     let mut r = Report::default();
+    let count = |r: &mut Report, ch: &proto::Change, n: isize| {
+        let f = match &ch.change {
+            Some(change::Change::Create(_)) => &mut r.created,
+            Some(change::Change::Update(_)) => &mut r.updated,
+            Some(change::Change::Delete(_)) => &mut r.deleted,
+            None => return,
+        };
+        *f = f.saturating_add_signed(n);
+    };
     for ch in &changes {
-        match &ch.change {
-            Some(change::Change::Create(_)) => r.created += 1,
-            Some(change::Change::Update(_)) => r.updated += 1,
-            Some(change::Change::Delete(_)) => r.deleted += 1,
-            None => {}
-        }
+        count(&mut r, ch, 1);
     }
-    if !changes.is_empty() {
-        c.batch(proto::BatchRequest { changes })
-            .await
-            .map_err(|s| anyhow::anyhow!("the agent refused the changes: {}", s.message()))?;
+    let all = changes.clone();
+    r.refused = send_isolating(c, changes).await?;
+    // Refused changes did not happen: take them out of the counts.
+    for line in r.refused.clone() {
+        if let Some(ch) = all
+            .iter()
+            .find(|ch| line.starts_with(&format!("{}: ", change_subject(ch))))
+        {
+            count(&mut r, ch, -1);
+        }
     }
     Ok(r)
 }
