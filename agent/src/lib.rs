@@ -10,6 +10,7 @@
 //! - [`firewall`]: application policy sets, firewall policies and rules -> rule sets.
 //! - [`program`]: the reconcile loop: diff against the vrouter's tables, apply.
 //! - [`routes`]: routes exchanged between nodes (etcd, or none on a single node).
+//! - [`etcd`]: the connection to etcd (TLS, authentication) and the per-node roles.
 //! - [`api`]: the gRPC services.
 //! - [`auth`]: who may call what (peer credentials on the Unix socket, client
 //!   certificates over mutual TLS), decided before any handler runs.
@@ -18,6 +19,7 @@
 //! - [`client`]: how the other programs reach the agent (`unix:PATH`, `https://`).
 //! - [`device`]: the allow-list of devices a port plugged through the API may use.
 //! - [`metrics`]: the Prometheus text endpoint.
+//! - [`pki`]: a small CA for labs and tests (etcd's and the agents' certificates).
 //! - [`k8s`]: kube-manager: Kubernetes objects -> VNC objects through the agent's API.
 //! - [`lbaas`]: HAProxy load balancers: a node's instances and their configuration
 //!   (`haproxy-manager` runs them).
@@ -30,6 +32,7 @@ pub mod client;
 pub mod cmd;
 pub mod device;
 pub mod dns;
+pub mod etcd;
 pub mod firewall;
 pub mod k8s;
 pub mod kinds;
@@ -38,6 +41,7 @@ pub mod listen;
 pub mod metrics;
 pub mod oper;
 pub mod persist;
+pub mod pki;
 pub mod program;
 pub mod reserve;
 pub mod routes;

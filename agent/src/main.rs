@@ -75,10 +75,8 @@ struct Args {
     /// First MPLS label the agent uses.
     #[arg(long, default_value_t = Bases::default().label)]
     label_base: u32,
-    /// etcd endpoints for the route exchange between nodes (repeat or comma-separate);
-    /// none: a single node.
-    #[arg(long, value_delimiter = ',')]
-    etcd: Vec<String>,
+    #[command(flatten)]
+    etcd: agent::etcd::EtcdArgs,
     /// Seconds a node's published routes outlive its agent.
     #[arg(long, default_value_t = 30)]
     route_ttl: i64,
@@ -120,6 +118,10 @@ async fn main() -> Result<()> {
     if args.listen.iter().any(|l| matches!(l, Listen::Tcp(_))) {
         // Refuse a TCP listener without TLS before anything starts.
         args.tls.config()?;
+    }
+    if !args.etcd.endpoints.is_empty() {
+        // Unusable etcd flags are refused before anything starts.
+        args.etcd.options()?;
     }
     let store = Store::open(&args.data_dir)
         .with_context(|| format!("the store in {}", args.data_dir.display()))?;
@@ -163,7 +165,7 @@ async fn main() -> Result<()> {
         });
     }
 
-    if !args.etcd.is_empty() {
+    if !args.etcd.endpoints.is_empty() {
         let (s, e, ttl) = (
             Arc::clone(&shared),
             args.etcd.clone(),

@@ -211,10 +211,11 @@ pub struct RemoteRoute {
     pub vni: u32,
     /// Encapsulations the node accepts.
     pub encaps: Vec<String>,
-    /// Security group UUIDs of the interface.
+    /// Security group UUIDs of the interface. A claim only: the receiving node takes an
+    /// address's groups and tags from its configuration (`remote_tags`).
     #[serde(default)]
     pub security_groups: Vec<String>,
-    /// Tag UUIDs of the interface.
+    /// Tag UUIDs of the interface (a claim, like `security_groups`).
     #[serde(default)]
     pub tags: Vec<String>,
     /// The interface's local preference (of several paths to one prefix, only those
@@ -435,6 +436,31 @@ pub fn desired(
             iips.entry(r.uuid.as_str()).or_default().push(i);
         }
     }
+    // Who owns each address in configuration: a remote route's tags and security groups
+    // come from there, not from what its publisher claims.
+    let mut owners: HashMap<(String, String), Vec<&proto::VirtualMachineInterface>> =
+        HashMap::new();
+    for (vmi_uuid, list) in &iips {
+        let Some(object::Kind::VirtualMachineInterface(vmi)) =
+            db.get(vmi_uuid).and_then(|o| o.kind.as_ref())
+        else {
+            continue;
+        };
+        for i in list {
+            let (Ok(a), Some(vn)) = (
+                i.instance_ip_address.parse::<IpAddr>(),
+                i.virtual_network_ref
+                    .as_ref()
+                    .or(vmi.virtual_network_ref.as_ref()),
+            ) else {
+                continue;
+            };
+            owners
+                .entry((vn.uuid.clone(), host_prefix(a)))
+                .or_default()
+                .push(vmi);
+        }
+    }
     let priority = encap_priority(db);
     for (vmi_uuid, port) in ports {
         let Some(proto::Object {
@@ -453,7 +479,10 @@ pub fn desired(
         );
     }
     for r in remote {
-        remote_route(&mut c, node, r, &priority);
+        let own = owners
+            .get(&(r.vn.clone(), r.prefix.clone()))
+            .map_or(&[][..], Vec::as_slice);
+        remote_route(&mut c, node, r, own, &priority);
     }
     if let (Some((uuid, vn_id)), Some(host)) = (&ip_fabric, node.host_vif) {
         host_route(&mut c, node, host, uuid, *vn_id);
@@ -1072,7 +1101,48 @@ fn in_subnets(db: &Db, r: &RemoteRoute) -> bool {
     }
 }
 
-fn remote_route(c: &mut Ctx<'_>, node: &Node, r: &RemoteRoute, priority: &[String]) {
+/// A remote address's tags and security groups (as attribute tags), as configuration
+/// gives them: those of the interface that owns the address; of an address several
+/// interfaces share (a service's), those the publisher names that one of the owners
+/// carries; of an address configuration does not know, none. A node cannot give its
+/// pods another pod's labels or groups by publishing them.
+fn remote_tags(
+    c: &Ctx<'_>,
+    owners: &[&proto::VirtualMachineInterface],
+    r: &RemoteRoute,
+) -> Vec<u32> {
+    let of = |v: &proto::VirtualMachineInterface| -> Vec<u32> {
+        v.tag_refs
+            .iter()
+            .filter_map(|t| c.tag_ids.get(&t.uuid).copied())
+            .chain(sgs_of(c, v).into_iter().map(|s| s | SG_TAG))
+            .collect()
+    };
+    match owners {
+        [one] => of(one),
+        many => {
+            let allowed: BTreeSet<u32> = many.iter().flat_map(|v| of(v)).collect();
+            r.tags
+                .iter()
+                .filter_map(|t| c.tag_ids.get(t).copied())
+                .chain(
+                    r.security_groups
+                        .iter()
+                        .filter_map(|s| c.sg_ids.get(s).map(|id| id | SG_TAG)),
+                )
+                .filter(|t| allowed.contains(t))
+                .collect()
+        }
+    }
+}
+
+fn remote_route(
+    c: &mut Ctx<'_>,
+    node: &Node,
+    r: &RemoteRoute,
+    owners: &[&proto::VirtualMachineInterface],
+    priority: &[String],
+) {
     if r.node_ip == node.ip || !c.vns.contains_key(&r.vn) {
         return;
     }
@@ -1110,16 +1180,7 @@ fn remote_route(c: &mut Ctx<'_>, node: &Node, r: &RemoteRoute, priority: &[Strin
     };
     let attr = c.ids.get("attr", &format!("route/{}/{}", r.vn, r.prefix));
     let vn_id = c.vns[&r.vn].1;
-    let tags: Vec<u32> = r
-        .tags
-        .iter()
-        .filter_map(|t| c.tag_ids.get(t).copied())
-        .chain(
-            r.security_groups
-                .iter()
-                .filter_map(|s| c.sg_ids.get(s).map(|id| id | SG_TAG)),
-        )
-        .collect();
+    let tags = remote_tags(c, owners, r);
     set_attr(c, attr, vn_id, tags);
     let label = if direct {
         0

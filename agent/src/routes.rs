@@ -12,15 +12,19 @@
 //! - every value read is checked ([`check`]) before it is learned: it sits under its own
 //!   node's key, names a unicast MAC, a host prefix, labels and VNIs in range; one that is
 //!   not is refused and counted (`agent_refused_routes_total`), and the rest goes on. The
-//!   reconcile also keeps only prefixes inside their network's subnets.
+//!   reconcile also keeps only prefixes inside their network's subnets;
+//! - with etcd's authentication on, each node's user may write only under its own key
+//!   ([`crate::etcd::node_role`]): etcd itself refuses a node that writes for another.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
+use anyhow::{Result, bail};
+use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
+
+use crate::etcd::EtcdArgs;
 
 use crate::oper::RemoteRoute;
 use crate::program::Shared;
@@ -102,9 +106,9 @@ fn read_route(shared: &Shared, k: &str, v: &[u8]) -> Option<RemoteRoute> {
 }
 
 /// Runs the exchange until the agent stops.
-pub async fn run(endpoints: Vec<String>, shared: Arc<Shared>, ttl: i64) {
+pub async fn run(etcd: EtcdArgs, shared: Arc<Shared>, ttl: i64) {
     while !shared.stop.load(Ordering::Relaxed) {
-        if let Err(e) = session(&endpoints, &shared, ttl).await {
+        if let Err(e) = session(&etcd, &shared, ttl).await {
             tracing::warn!("route exchange: {e:#}; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -121,10 +125,8 @@ fn learn(shared: &Shared, known: &BTreeMap<String, RemoteRoute>) {
     }
 }
 
-async fn session(endpoints: &[String], shared: &Shared, ttl: i64) -> Result<()> {
-    let mut c = Client::connect(endpoints, None)
-        .await
-        .context("connecting to etcd")?;
+async fn session(etcd: &EtcdArgs, shared: &Shared, ttl: i64) -> Result<()> {
+    let mut c = etcd.connect().await?;
     let lease = c.lease_grant(ttl, None).await?.id();
     let (mut keeper, mut alive) = c.lease_keep_alive(lease).await?;
     let resp = c

@@ -210,46 +210,20 @@ struct Pki {
 /// A CA, the agent's certificate (localhost, 127.0.0.1) and client certificates with
 /// the given common names; `rogue` ones are signed by another CA.
 fn pki(dir: &Path, names: &[(&str, bool)]) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca = |cn: &str| {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
-        let cert = p.self_signed(&key).unwrap();
-        (cert, Issuer::new(p, key))
-    };
-    let (ca_cert, issuer) = ca("vrouter test CA");
-    let (_, rogue) = ca("someone else's CA");
-    let write = |name: &str, pem: String| {
-        let p = dir.join(name);
-        std::fs::write(&p, pem).unwrap();
-        p
-    };
-    let leaf = |cn: &str, sans: Vec<String>, by: &Issuer<'_, KeyPair>| {
-        let mut p = CertificateParams::new(sans).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, by).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let ca = write("ca.pem", ca_cert.pem());
-    let (c, k) = leaf(
-        "agent",
-        vec!["localhost".into(), "127.0.0.1".into()],
-        &issuer,
-    );
-    let server = (write("agent.pem", c), write("agent.key", k));
+    let issuer = agent::pki::Ca::new("vrouter test CA").unwrap();
+    let rogue = agent::pki::Ca::new("someone else's CA").unwrap();
+    let ca = dir.join("ca.pem");
+    issuer.write_ca(&ca).unwrap();
+    let server = issuer
+        .write(dir, "agent", "agent", &["localhost", "127.0.0.1"])
+        .unwrap();
     let clients = names
         .iter()
         .enumerate()
         .map(|(i, (cn, is_rogue))| {
-            let (c, k) = leaf(cn, vec![], if *is_rogue { &rogue } else { &issuer });
-            (
-                cn.to_string(),
-                write(&format!("client{i}.pem"), c),
-                write(&format!("client{i}.key"), k),
-            )
+            let by = if *is_rogue { &rogue } else { &issuer };
+            let (c, k) = by.write(dir, &format!("client{i}"), cn, &[]).unwrap();
+            (cn.to_string(), c, k)
         })
         .collect();
     Pki {

@@ -90,16 +90,25 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// A one-member etcd on two free ports; tried again with new ports when another process
-/// takes one between the look-up and etcd's bind.
-fn etcd(dir: &std::path::Path) -> (Reap, String) {
+/// The TLS files of a secured etcd: its CA, server certificate and key.
+struct EtcdTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A one-member etcd on two free ports (served over TLS, client certificates required,
+/// when `tls` is given); tried again with new ports when another process takes one
+/// between the look-up and etcd's bind.
+fn etcd(dir: &std::path::Path, tls: Option<&EtcdTls>) -> (Reap, String) {
     for _ in 0..5 {
         let (client, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let _ = std::fs::remove_dir_all(dir.join("etcd"));
-        let mut child = Command::new("etcd")
-            .args(["--name", "test", "--data-dir"])
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", "test", "--data-dir"])
             .arg(dir.join("etcd"))
             .args([
                 "--listen-client-urls",
@@ -109,7 +118,17 @@ fn etcd(dir: &std::path::Path) -> (Reap, String) {
             ])
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .args(["--initial-cluster", &format!("test={peer_url}")]);
+        if let Some(t) = tls {
+            cmd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("etcd.log")).unwrap())
             .spawn()
@@ -131,13 +150,9 @@ fn etcd(dir: &std::path::Path) -> (Reap, String) {
     panic!("etcd's ports were taken five times");
 }
 
-#[test]
-fn two_nodes_learn_each_others_routes_through_etcd() {
-    let dir = std::env::temp_dir().join(unique_prefix("agetcd"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = Dir(dir.clone());
-    let (_etcd, url) = etcd(&dir);
+/// Two vrouters and their agents for nodes a (192.0.2.1) and b (192.0.2.2), each agent
+/// with `extra(node)` flags.
+fn two_nodes(dir: &Path, extra: impl Fn(&str, &str) -> Vec<String>) -> (Vec<Daemon>, Vec<Agent>) {
     let mut vr = Vec::new();
     let mut agents = Vec::new();
     for (n, ip) in [("a", "192.0.2.1"), ("b", "192.0.2.2")] {
@@ -146,27 +161,52 @@ fn two_nodes_learn_each_others_routes_through_etcd() {
             vr_tests::agent_node_config(ip),
         )
         .unwrap();
-        let v = Daemon::start(&dir, n, &dir.join(format!("{n}.toml")), 2047, 256);
+        let v = Daemon::start(dir, n, &dir.join(format!("{n}.toml")), 2047, 256);
+        let flags = extra(n, ip);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         agents.push(Agent::start_with(
-            &dir,
+            dir,
             &format!("agent-{n}"),
             &v.socket,
             &dir.join(format!("data-{n}")),
-            &["--etcd", &url, "--route-ttl", "5"],
+            &flags,
         ));
         vr.push(v);
     }
+    (vr, agents)
+}
+
+/// Waits until each node has the other's pod.
+fn learn_each_other(sa: &Path, sb: &Path) {
+    wait_for("node a learns pod b", || {
+        routes(sa).iter().any(|r| r.0 == "10.60.0.11/32")
+    });
+    wait_for("node b learns pod a", || {
+        routes(sb).iter().any(|r| r.0 == "10.60.0.10/32")
+    });
+}
+
+#[test]
+fn two_nodes_learn_each_others_routes_through_etcd() {
+    let dir = std::env::temp_dir().join(unique_prefix("agetcd"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = Dir(dir.clone());
+    let (_etcd, url) = etcd(&dir, None);
+    let (vr, agents) = two_nodes(&dir, |_, _| {
+        vec![
+            "--etcd".into(),
+            url.clone(),
+            "--route-ttl".into(),
+            "5".into(),
+        ]
+    });
     python(
         "agent_multi.py",
         &[&agents[0].target, &agents[1].target, "build"],
     );
     let (sa, sb) = (vr[0].socket.clone(), vr[1].socket.clone());
-    wait_for("node a learns pod b", || {
-        routes(&sa).iter().any(|r| r.0 == "10.60.0.11/32")
-    });
-    wait_for("node b learns pod a", || {
-        routes(&sb).iter().any(|r| r.0 == "10.60.0.10/32")
-    });
+    learn_each_other(&sa, &sb);
 
     // Node a: pod b over a tunnel to 192.0.2.2 with node b's label for pod b.
     let label_b = label_of(&sb, "pod-b");
@@ -256,5 +296,188 @@ fn two_nodes_learn_each_others_routes_through_etcd() {
     let r = routes(&sa);
     let vip = r.iter().find(|r| r.0 == "10.60.0.100/32").unwrap();
     assert_eq!(nh(&sa, vip.1)["type"], "encap");
+    drop(d);
+}
+
+/// An etcd client for the attacks, with the certificate `name` from `pki` (or none).
+fn etcd_as(url: &str, pki: &Path, name: Option<&str>, ca: &str) -> agent::etcd::EtcdArgs {
+    agent::etcd::EtcdArgs {
+        endpoints: vec![url.to_string()],
+        etcd_ca: Some(pki.join(ca)),
+        etcd_cert: name.map(|n| pki.join(format!("{n}.pem"))),
+        etcd_key: name.map(|n| pki.join(format!("{n}.key"))),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn with_tls_and_roles_each_node_writes_only_its_own_routes() {
+    let dir = std::env::temp_dir().join(unique_prefix("agetcs"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = Dir(dir.clone());
+    let (a_ip, b_ip): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+    let ca = agent::pki::Ca::new("test CA").unwrap();
+    ca.write_ca(&dir.join("ca.pem")).unwrap();
+    let (cert, key) = ca.write(&dir, "etcd", "etcd", &["127.0.0.1"]).unwrap();
+    ca.write(&dir, "root", "root", &[]).unwrap();
+    for n in [a_ip, b_ip] {
+        ca.write(&dir, &n.to_string(), &agent::etcd::node_role(n), &[])
+            .unwrap();
+    }
+    // Node a's name, signed by someone else.
+    let rogue = agent::pki::Ca::new("someone else's CA").unwrap();
+    rogue
+        .write(&dir, "rogue", &agent::etcd::node_role(a_ip), &[])
+        .unwrap();
+    let tls = EtcdTls {
+        ca: dir.join("ca.pem"),
+        cert,
+        key,
+    };
+    let (_etcd, url) = etcd(&dir, Some(&tls));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut root = etcd_as(&url, &dir, Some("root"), "ca.pem")
+            .connect()
+            .await
+            .unwrap();
+        agent::etcd::provision(&mut root, &[a_ip, b_ip], None)
+            .await
+            .unwrap();
+    });
+
+    // TLS files with an http:// endpoint: refused before anything starts.
+    let out = Command::new(vr_tests::workspace_bin("agent"))
+        .args([
+            "--listen",
+            &format!("unix:{}", dir.join("x.sock").display()),
+        ])
+        .args([
+            "--vrouter-socket",
+            "/nonexistent",
+            "--etcd",
+            "http://127.0.0.1:1",
+        ])
+        .arg("--etcd-ca")
+        .arg(dir.join("ca.pem"))
+        .arg("--data-dir")
+        .arg(dir.join("refused-data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("every endpoint is https://"), "{err}");
+
+    let (vr, agents) = two_nodes(&dir, |_, ip| {
+        let f = |n: &str| dir.join(n).display().to_string();
+        vec![
+            format!("--etcd={url}"),
+            format!("--etcd-ca={}", f("ca.pem")),
+            format!("--etcd-cert={}", f(&format!("{ip}.pem"))),
+            format!("--etcd-key={}", f(&format!("{ip}.key"))),
+            "--route-ttl=5".into(),
+        ]
+    });
+    python(
+        "agent_multi.py",
+        &[&agents[0].target, &agents[1].target, "build"],
+    );
+    let (sa, sb) = (vr[0].socket.clone(), vr[1].socket.clone());
+    learn_each_other(&sa, &sb);
+
+    // Node b's credentials against node a's routes: etcd refuses every write.
+    let a_prefix = agent::etcd::node_prefix(a_ip);
+    let b_prefix = agent::etcd::node_prefix(b_ip);
+    rt.block_on(async {
+        let mut b = etcd_as(&url, &dir, Some("192.0.2.2"), "ca.pem")
+            .connect()
+            .await
+            .unwrap();
+        let got = b
+            .get(
+                a_prefix.as_str(),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .expect("a node reads the other nodes' routes");
+        let a_key = got
+            .kvs()
+            .iter()
+            .map(|kv| kv.key_str().unwrap().to_string())
+            .find(|k| k.ends_with("/10.60.0.10/32"))
+            .expect("node a published pod a");
+        let forged = format!("{a_prefix}forged/10.60.0.99/32");
+        for (what, r) in [
+            (
+                "put under node a",
+                b.put(forged.as_str(), "{}", None).await.map(|_| ()),
+            ),
+            (
+                "overwrite node a's route",
+                b.put(a_key.as_str(), "{}", None).await.map(|_| ()),
+            ),
+            (
+                "delete node a's route",
+                b.delete(a_key.as_str(), None).await.map(|_| ()),
+            ),
+            (
+                "delete node a's prefix",
+                b.delete(
+                    a_prefix.as_str(),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                )
+                .await
+                .map(|_| ()),
+            ),
+        ] {
+            let e = r.expect_err(what).to_string();
+            assert!(e.contains("permission denied"), "{what}: {e}");
+        }
+        // Its own prefix it may write (and the write is its own business).
+        b.put(format!("{b_prefix}probe"), "x", None)
+            .await
+            .expect("node b writes under its own prefix");
+        b.delete(format!("{b_prefix}probe"), None).await.unwrap();
+        // No client certificate, or node a's name from another CA: no session at all.
+        for (who, args) in [
+            ("no certificate", etcd_as(&url, &dir, None, "ca.pem")),
+            (
+                "a rogue certificate",
+                etcd_as(&url, &dir, Some("rogue"), "ca.pem"),
+            ),
+        ] {
+            let r = match args.connect().await {
+                Ok(mut c) => c
+                    .put(forged.as_str(), "{}", None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.into()),
+                Err(e) => Err(e),
+            };
+            assert!(r.is_err(), "{who} wrote to etcd");
+        }
+        let left = b
+            .get(
+                a_prefix.as_str(),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .unwrap();
+        assert!(
+            left.kvs()
+                .iter()
+                .all(|kv| !kv.key_str().unwrap().contains("forged")),
+            "a forged key landed"
+        );
+    });
+    // Nothing moved: node b still reaches pod a through node a.
+    let r = routes(&sb);
+    let to_a = r.iter().find(|r| r.0 == "10.60.0.10/32").expect("pod a");
+    assert_eq!(nh(&sb, to_a.1)["dst"], "192.0.2.1");
     drop(d);
 }

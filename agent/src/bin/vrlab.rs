@@ -3,8 +3,9 @@
 //! translation, and `probe` opens real connections between pods. The vrouters' fabric
 //! ports (DPDK taps) share a Linux bridge with a host outside the cluster (`outside`,
 //! 192.0.2.254, the fabric's gateway, listening on TCP 80 and UDP 53). With several nodes
-//! the agents exchange routes through an etcd the lab runs, and pods are spread over the
-//! nodes.
+//! the agents exchange routes through an etcd the lab runs (TLS with the lab's own CA,
+//! authentication on, each node's agent allowed to write only its own routes: the files
+//! are in `DIR/pki`), and pods are spread over the nodes.
 
 #![forbid(unsafe_code)]
 
@@ -338,13 +339,45 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The lab's etcd: served over TLS to clients with certificates of the lab's CA only,
+/// authentication on, each node's agent with a user that may write only its own routes.
+struct LabEtcd {
+    pid: u32,
+    url: String,
+    pki: PathBuf,
+}
+
+impl LabEtcd {
+    /// The agent flags for node `ip`.
+    fn agent_args(&self, ip: &str) -> Vec<String> {
+        let f = |n: &str| self.pki.join(n).display().to_string();
+        vec![
+            format!("--etcd={}", self.url),
+            format!("--etcd-ca={}", f("ca.pem")),
+            format!("--etcd-cert={}", f(&format!("{ip}.pem"))),
+            format!("--etcd-key={}", f(&format!("{ip}.key"))),
+        ]
+    }
+}
+
 /// Starts the lab's etcd on two free ports; when another process takes one of them between
-/// the look-up and etcd's bind (tests run side by side), tries again with new ones.
-fn start_etcd(lab: &Lab) -> Result<(u32, String)> {
+/// the look-up and etcd's bind (tests run side by side), tries again with new ones. Then
+/// gives each of `nodes` its role ([`agent::etcd::provision`]) and turns authentication on.
+async fn start_etcd(lab: &Lab, nodes: &[std::net::Ipv4Addr]) -> Result<LabEtcd> {
     let log = lab.dir.join("etcd.log");
+    let pki = lab.dir.join("pki");
+    std::fs::create_dir_all(&pki)?;
+    std::fs::set_permissions(&pki, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let ca = agent::pki::Ca::new("vrlab CA")?;
+    ca.write_ca(&pki.join("ca.pem"))?;
+    let (cert, key) = ca.write(&pki, "etcd", "etcd", &["127.0.0.1", "localhost"])?;
+    ca.write(&pki, "root", "root", &[])?;
+    for n in nodes {
+        ca.write(&pki, &n.to_string(), &agent::etcd::node_role(*n), &[])?;
+    }
     for _ in 0..5 {
         let (client, peer) = (free_port()?, free_port()?);
-        let url = format!("http://127.0.0.1:{client}");
+        let url = format!("https://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let _ = std::fs::remove_dir_all(lab.dir.join("etcd"));
         let pid = spawn(
@@ -357,6 +390,13 @@ fn start_etcd(lab: &Lab) -> Result<(u32, String)> {
                     "--advertise-client-urls",
                     &url,
                 ])
+                .arg("--cert-file")
+                .arg(&cert)
+                .arg("--key-file")
+                .arg(&key)
+                .arg("--trusted-ca-file")
+                .arg(pki.join("ca.pem"))
+                .arg("--client-cert-auth")
                 .args(["--listen-peer-urls", &peer_url])
                 .args(["--initial-advertise-peer-urls", &peer_url])
                 .args(["--initial-cluster", &format!("vrlab={peer_url}")]),
@@ -369,7 +409,16 @@ fn start_etcd(lab: &Lab) -> Result<(u32, String)> {
             died || TcpStream::connect(("127.0.0.1", client)).is_ok()
         })?;
         if !died {
-            return Ok((pid, url));
+            let root = agent::etcd::EtcdArgs {
+                endpoints: vec![url.clone()],
+                etcd_ca: Some(pki.join("ca.pem")),
+                etcd_cert: Some(pki.join("root.pem")),
+                etcd_key: Some(pki.join("root.key")),
+                ..Default::default()
+            };
+            let mut c = root.connect().await?;
+            agent::etcd::provision(&mut c, nodes, None).await?;
+            return Ok(LabEtcd { pid, url, pki });
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if !text.contains("address already in use") {
@@ -412,10 +461,16 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()>
     // Several nodes: an etcd for the agents' route exchange.
     let mut etcd = None;
     if nodes > 1 {
-        let (pid, url) = start_etcd(lab)?;
-        state.etcd_pid = Some(pid);
+        let ips: Vec<std::net::Ipv4Addr> = (1..=nodes)
+            .map(|i| std::net::Ipv4Addr::new(192, 0, 2, i as u8))
+            .collect();
+        let e = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(start_etcd(lab, &ips))?;
+        state.etcd_pid = Some(e.pid);
         lab.save(&state)?;
-        etcd = Some(url);
+        etcd = Some(e);
     }
     for i in 1..=nodes {
         let name = format!("node{i}");
@@ -508,7 +563,7 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()>
                 .arg("--reserved-ports")
                 .arg(&reserved)
                 .args(["--resync-ms", "500", "--gateway-mac", OUTSIDE_MAC])
-                .args(etcd.iter().flat_map(|u| ["--etcd", u.as_str()])),
+                .args(etcd.iter().flat_map(|e| e.agent_args(&node.ip))),
             &alog,
         )?;
         node.pids.push(ag);
