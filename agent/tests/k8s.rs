@@ -1032,3 +1032,62 @@ fn a_node_port_outside_the_range_is_an_event_and_never_a_listener() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
     assert!(e.message().contains("node_port"), "{e}");
 }
+
+#[test]
+fn an_external_ip_belongs_to_the_service_created_first_and_the_next_gets_an_event() {
+    let cfg = KubeConfig::parse(
+        "[KUBERNETES]\npublic_fip_pool = {'domain': 'default-domain', 'project': 'admin', 'name': 'pool', 'network': 'public'}\n",
+    )
+    .unwrap();
+    let svc = |name: &str, created: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, creationTimestamp: '{created}'}}\n\
+             spec: {{selector: {{app: web}}, externalIPs: [203.0.113.60], ports: [{{port: 80}}]}}\n---\n"
+        )
+    };
+    let mut c = Cluster::default();
+    // The younger one sorts first by name.
+    let text = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: default}}\n---\n{}{}",
+        svc("a-young", "2026-03-02T10:00:00Z"),
+        svc("z-old", "2026-03-01T10:00:00Z")
+    );
+    c.apply(manifest::parse(&text).unwrap());
+    let networks = BTreeSet::from(["default-domain:admin:public:pool".to_string()]);
+    let subnets = vec!["203.0.113.0/24".to_string()];
+    let t = agent::k8s::translate::translate_with(
+        &cfg,
+        &c,
+        &agent::k8s::translate::Underlay {
+            networks: &networks,
+            public_subnets: &subnets,
+            ..Default::default()
+        },
+    );
+    let fips: Vec<(String, String)> = t
+        .objects
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(object::Kind::FloatingIp(f)) => Some((
+                f.fq_name.last().unwrap().clone(),
+                f.floating_ip_address.clone(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fips.len(), 1, "{fips:?} {:?}", t.events);
+    assert!(fips[0].0.contains("z-old"), "{fips:?}");
+    assert_eq!(fips[0].1, "203.0.113.60");
+    let taken: Vec<&agent::k8s::translate::Event> = t
+        .events
+        .iter()
+        .filter(|e| e.reason == "ExternalIPTaken")
+        .collect();
+    assert_eq!(taken.len(), 1, "{:?}", t.events);
+    assert_eq!(taken[0].object, "Service default/a-young");
+    assert!(
+        taken[0].message.contains("default/z-old"),
+        "{}",
+        taken[0].message
+    );
+}

@@ -19,6 +19,78 @@ fn cni(command: &str, env: &[(&str, &str)], conf: &Value) -> (bool, Value) {
     )
 }
 
+/// Makes pod `pod`'s interface dual-stack through the agent's configuration API (as an
+/// operator would): the pod ipam gets `v6` as a second subnet, the interface a v6
+/// instance IP the agent allocates from it.
+fn add_v6(agent: &str, pod: &str, v6: &str) {
+    use agent::proto::{self, config_api_client::ConfigApiClient, object::Kind as K};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = agent::client::connect(agent, None).await.unwrap();
+        let mut c = ConfigApiClient::new(ch);
+        let list = |t: &str| proto::ListRequest {
+            r#type: t.into(),
+            parent_fq_name: vec![],
+        };
+        let vmi = c
+            .list(list("virtual-machine-interface"))
+            .await
+            .unwrap()
+            .into_inner()
+            .objects
+            .into_iter()
+            .find_map(|o| match o.kind {
+                Some(K::VirtualMachineInterface(v))
+                    if v.fq_name
+                        .last()
+                        .unwrap()
+                        .ends_with(&format!("__default__{pod}")) =>
+                {
+                    Some(v)
+                }
+                _ => None,
+            })
+            .expect("the pod's interface");
+        let vn_ref = vmi.virtual_network_ref.clone().unwrap();
+        let vn = match c.get(vn_ref.clone()).await.unwrap().into_inner().kind {
+            Some(K::VirtualNetwork(v)) => v,
+            k => panic!("{k:?}"),
+        };
+        let ipam_ref = vn.network_ipam_refs[0].ipam.clone().unwrap();
+        let mut ipam = match c.get(ipam_ref).await.unwrap().into_inner().kind {
+            Some(K::NetworkIpam(i)) => i,
+            k => panic!("{k:?}"),
+        };
+        ipam.ipam_subnets.push(proto::Subnet {
+            prefix: v6.into(),
+            ..Default::default()
+        });
+        c.update(proto::Object {
+            kind: Some(K::NetworkIpam(ipam)),
+        })
+        .await
+        .unwrap();
+        c.create(proto::Object {
+            kind: Some(K::InstanceIp(proto::InstanceIp {
+                fq_name: vec![format!("{pod}-v6")],
+                instance_ip_family: "v6".into(),
+                virtual_network_ref: Some(vn_ref),
+                virtual_machine_interface_refs: vec![proto::Ref {
+                    r#type: "virtual-machine-interface".into(),
+                    uuid: vmi.uuid.clone(),
+                    fq_name: vec![],
+                }],
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+    });
+}
+
 #[test]
 fn the_plugin_adds_checks_and_deletes_pods_and_chains_with_tuning() {
     let lab = VrLab::new("cni");
@@ -65,6 +137,8 @@ fn the_plugin_adds_checks_and_deletes_pods_and_chains_with_tuning() {
     };
     let env_a = env("a", &names.0[0]);
     let env_b = env("b", &names.0[1]);
+    // Pod a is dual-stack.
+    add_v6(&agent, "a", "fd00:32::/64");
 
     // ADD: the result as the spec lays it out, and the namespace as the result says.
     let (ok, ra) = cni("ADD", &as_refs(&env_a), &conf);
@@ -79,6 +153,14 @@ fn the_plugin_adds_checks_and_deletes_pods_and_chains_with_tuning() {
     assert_eq!(ra["ips"][0]["interface"], 0);
     let gw = ra["ips"][0]["gateway"].as_str().unwrap().to_string();
     assert_eq!(ra["routes"][0], json!({"dst": "0.0.0.0/0", "gw": gw}));
+    // Its IPv6 address and default route, in the result and in the namespace.
+    let ip6 = ra["ips"][1]["address"].as_str().unwrap().to_string();
+    assert!(ip6.starts_with("fd00:32::") && ip6.ends_with("/64"), "{ra}");
+    let gw6 = ra["ips"][1]["gateway"].as_str().unwrap().to_string();
+    assert_eq!(ra["routes"][1], json!({"dst": "::/0", "gw": gw6}));
+    let r6 = in_ns(&names.0[0], &["ip", "-6", "route", "show", "default"]);
+    let r6 = String::from_utf8_lossy(&r6.stdout).to_string();
+    assert!(r6.contains(&format!("via {gw6} dev eth0")), "{r6}");
     let link = in_ns(&names.0[0], &["ip", "-o", "addr", "show", "dev", "eth0"]);
     let link = String::from_utf8_lossy(&link.stdout).to_string();
     assert!(link.contains(&format!(" {ip_a} ")), "{link}");
@@ -130,12 +212,27 @@ fn the_plugin_adds_checks_and_deletes_pods_and_chains_with_tuning() {
         "a -> b after tuning"
     );
 
-    // The address taken away: CHECK says so.
+    // Drift, one kind at a time, each put back after CHECK names it: the IPv6 default
+    // route, the MAC, the host end of the link; then the address, taken away for good.
+    let check_fails = |what: &str, says: &str| {
+        let (ok, e) = cni("CHECK", &as_refs(&env_a), &with_prev);
+        assert!(!ok, "CHECK passed with {what}");
+        assert_eq!(e["code"], 100, "{what}: {e}");
+        assert!(e["msg"].as_str().unwrap().contains(says), "{what}: {e}");
+    };
+    let ns_a = names.0[0].clone();
+    let sh = |args: &[&str]| assert!(in_ns(&ns_a, args).status.success(), "{args:?}");
+    sh(&["ip", "-6", "route", "del", "default"]);
+    check_fails("no IPv6 default route", "::/0");
+    sh(&[
+        "ip", "-6", "route", "add", "default", "via", &gw6, "dev", "eth0",
+    ]);
+    sh(&["ip", "link", "set", "eth0", "address", "02:00:00:00:00:99"]);
+    check_fails("another MAC", &mac);
+    sh(&["ip", "link", "set", "eth0", "address", &mac]);
+    assert!(cni("CHECK", &as_refs(&env_a), &with_prev).0, "put back");
     in_ns(&names.0[0], &["ip", "addr", "del", &ip_a, "dev", "eth0"]);
-    let (ok, e) = cni("CHECK", &as_refs(&env_a), &with_prev);
-    assert!(!ok);
-    assert_eq!(e["code"], 100, "{e}");
-    assert!(e["msg"].as_str().unwrap().contains(&ip_a), "{e}");
+    check_fails("the address gone", &ip_a);
 
     // A pod kube-manager does not know: try again later (code 11), nothing plugged.
     let mut env_c = env_a.clone();

@@ -385,9 +385,10 @@ fn external_ips_and_node_ports_reach_a_backend_on_another_node() {
 }
 
 /// One refused object is an event of its own and stops nothing else: the stock
-/// `default/kubernetes` Service (clusterIP on the service network's gateway) and the
-/// second of two Services claiming one external IP are refused; the pods, the first
-/// claimant and an unrelated Service are applied and serve.
+/// `default/kubernetes` Service (clusterIP on the service network's gateway) is refused
+/// by the agent, and the second of two Services claiming one external IP gets an
+/// ExternalIPTaken event from kube-manager; the pods, the first claimant and an
+/// unrelated Service are applied and serve.
 #[test]
 fn a_refused_object_is_an_event_and_the_rest_of_the_cluster_applies() {
     let lab = VrLab::new("svc-conflict");
@@ -401,12 +402,13 @@ fn a_refused_object_is_an_event_and_the_rest_of_the_cluster_applies() {
         refused.iter().any(|l| l.contains("kubernetes")),
         "the kubernetes Service refused:\n{out}"
     );
-    assert!(
-        refused
-            .iter()
-            .any(|l| l.contains("second") && l.contains("203.0.113.60")),
-        "the second claim refused:\n{out}"
-    );
+    let taken = |out: &str| {
+        out.lines().any(|l| {
+            l.starts_with("event: Service default/second: ExternalIPTaken: 203.0.113.60")
+                && l.contains("default/first")
+        })
+    };
+    assert!(taken(&out), "the second claim is an event:\n{out}");
     // Each line names the refused object first; none is the first claimant's or good's.
     let subjects: Vec<&str> = refused
         .iter()
@@ -433,13 +435,9 @@ fn a_refused_object_is_an_event_and_the_rest_of_the_cluster_applies() {
     assert_eq!(code, Some(0), "{out}");
     let (code, out) = probe(&lab, "default/client", "svc/default/good", "8000", "TCP");
     assert_eq!(code, Some(0), "{out}");
-    // Applying again keeps the first claimant and refuses the second again.
+    // Applying again keeps the first claimant and gives the second its event again.
     let out = lab.ok(&["apply", "-f", &manifest("conflicts.yaml")]);
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("event: Refused: ") && l.contains("second")),
-        "{out}"
-    );
+    assert!(taken(&out), "{out}");
     assert_eq!(
         vr_tests::address_of(&lab.state()["externals"]["default/first"][0]),
         "203.0.113.60"

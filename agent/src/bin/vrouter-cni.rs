@@ -7,8 +7,9 @@
 //! `CNI_NETNS`, gives the host end to the vrouter as an af_packet port through the agent,
 //! sets the pod end's MAC, address and default route from what the agent assigned, waits
 //! until the vrouter is programmed, and prints the result. DEL undoes it and succeeds when
-//! there is nothing left to undo. CHECK compares the namespace and the agent with the
-//! previous result. STATUS says whether the agent and its vrouter are up. Errors are the
+//! there is nothing left to undo. CHECK compares the namespace, the host and the agent
+//! with the previous result: the port is this sandbox's, the host end of its veth exists,
+//! the pod's interface has the agent's MAC and every address and route of the result. STATUS says whether the agent and its vrouter are up. Errors are the
 //! spec's JSON on standard output with a non-zero exit status.
 //!
 //! Network configuration fields besides the standard ones: `agent` (the agent's socket,
@@ -264,9 +265,11 @@ async fn wait_programmed(a: &mut AgentApiClient<Channel>) -> Res<()> {
 
 fn result(conf: &NetConf, env: &Env, info: &proto::PortInfo) -> Value {
     let v4 = conf.cni_version.starts_with("0.");
-    let ips: Vec<Value> = info
-        .ip_addresses
-        .iter()
+    // IPv4 first: the pod's primary address in a dual-stack pod.
+    let mut addrs: Vec<&String> = info.ip_addresses.iter().collect();
+    addrs.sort_by_key(|a| a.contains(':'));
+    let ips: Vec<Value> = addrs
+        .into_iter()
         .map(|a| {
             let six = a.contains(':');
             let gw = if six { &info.gateway6 } else { &info.gateway };
@@ -283,6 +286,9 @@ fn result(conf: &NetConf, env: &Env, info: &proto::PortInfo) -> Value {
     let mut routes = Vec::new();
     if !info.gateway.is_empty() {
         routes.push(json!({"dst": "0.0.0.0/0", "gw": info.gateway}));
+    }
+    if !info.gateway6.is_empty() && info.ip_addresses.iter().any(|a| a.contains(':')) {
+        routes.push(json!({"dst": "::/0", "gw": info.gateway6}));
     }
     let mut out = json!({
         "cniVersion": conf.cni_version,
@@ -371,7 +377,12 @@ async fn plug(ch: &Channel, conf: &NetConf, env: &Env, uuid: &str, host: &str) -
     // The vrouter reads the host end as raw frames: checksums must be complete.
     in_netns(ns, &["ethtool", "-K", dev, "tx", "off"])?;
     for a in &info.ip_addresses {
-        in_netns(ns, &["ip", "addr", "add", a, "dev", dev])?;
+        // The agent assigned the address: no duplicate detection to wait for.
+        if a.contains(':') {
+            in_netns(ns, &["ip", "addr", "add", a, "dev", dev, "nodad"])?;
+        } else {
+            in_netns(ns, &["ip", "addr", "add", a, "dev", dev])?;
+        }
     }
     if !info.gateway.is_empty() {
         in_netns(
@@ -383,6 +394,22 @@ async fn plug(ch: &Channel, conf: &NetConf, env: &Env, uuid: &str, host: &str) -
                 "default",
                 "via",
                 &info.gateway,
+                "dev",
+                dev,
+            ],
+        )?;
+    }
+    if !info.gateway6.is_empty() && info.ip_addresses.iter().any(|a| a.contains(':')) {
+        in_netns(
+            ns,
+            &[
+                "ip",
+                "-6",
+                "route",
+                "replace",
+                "default",
+                "via",
+                &info.gateway6,
                 "dev",
                 dev,
             ],
@@ -459,6 +486,34 @@ async fn check(conf: &NetConf, env: &Env) -> Res<()> {
             "",
         )
     })?;
+    let drift = |msg: String, details: &str| Err(err(code::CHECK_FAILED, msg, details.trim()));
+    let host = env.host_ifname();
+    if info.device != format!("packet:{host}") {
+        return drift(
+            format!("the pod's port is {}, not this sandbox's", info.device),
+            "",
+        );
+    }
+    if cmd(&["ip", "link", "show", &host]).is_err() {
+        return drift(format!("the host end {host} of the pod's link is gone"), "");
+    }
+    let link = in_netns(
+        &env.netns,
+        &["ip", "-o", "link", "show", "dev", &env.ifname],
+    )
+    .map_err(|e| {
+        err(
+            code::CHECK_FAILED,
+            format!("{} is missing", env.ifname),
+            e.details,
+        )
+    })?;
+    if !link.contains(&format!("link/ether {} ", info.mac_address)) {
+        return drift(
+            format!("{} does not have the MAC {}", env.ifname, info.mac_address),
+            &link,
+        );
+    }
     let shown = in_netns(
         &env.netns,
         &["ip", "-o", "addr", "show", "dev", &env.ifname],
@@ -473,18 +528,40 @@ async fn check(conf: &NetConf, env: &Env) -> Res<()> {
     for ip in prev["ips"].as_array().into_iter().flatten() {
         let a = ip["address"].as_str().unwrap_or_default();
         if !info.ip_addresses.iter().any(|x| x == a) {
-            return Err(err(
-                code::CHECK_FAILED,
-                format!("the agent no longer assigns {a}"),
-                "",
-            ));
+            return drift(format!("the agent no longer assigns {a}"), "");
         }
         if !shown.contains(&format!(" {a} ")) {
-            return Err(err(
-                code::CHECK_FAILED,
-                format!("{} does not hold {a}", env.ifname),
-                shown.trim(),
-            ));
+            return drift(format!("{} does not hold {a}", env.ifname), &shown);
+        }
+    }
+    for r in prev["routes"].as_array().into_iter().flatten() {
+        let dst = r["dst"].as_str().unwrap_or_default();
+        let six = dst.contains(':');
+        let table = in_netns(
+            &env.netns,
+            &["ip", if six { "-6" } else { "-4" }, "-o", "route", "show"],
+        )
+        .map_err(|e| err(code::CHECK_FAILED, "reading the pod's routes", e.details))?;
+        let want = match dst {
+            "0.0.0.0/0" | "::/0" => "default".to_string(),
+            d => d.to_string(),
+        };
+        let gw = r["gw"].as_str();
+        let found = table.lines().any(|l| {
+            let t: Vec<&str> = l.split_whitespace().collect();
+            let has = |k: &str, v: &str| t.windows(2).any(|w| w[0] == k && w[1] == v);
+            t.first() == Some(&want.as_str())
+                && gw.is_none_or(|g| has("via", g))
+                && has("dev", &env.ifname)
+        });
+        if !found {
+            return drift(
+                format!(
+                    "the route to {dst}{} is missing",
+                    gw.map(|g| format!(" via {g}")).unwrap_or_default()
+                ),
+                &table,
+            );
         }
     }
     Ok(())

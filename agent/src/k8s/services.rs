@@ -9,6 +9,8 @@
 //! addresses (LoadBalancer, spec.externalIPs) are floating IPs of the public pool that
 //! refer to the load balancer.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -43,14 +45,46 @@ fn target(port: &k8s_openapi::api::core::v1::ServicePort, pod: &Pod) -> Option<u
     }
 }
 
+/// Whether kube-manager makes load-balancer objects for a Service at all.
+fn translated(ns: &str, spec: &k8s_openapi::api::core::v1::ServiceSpec) -> bool {
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+    ns != "kube-system" && kind != "ExternalName" && spec.cluster_ip.as_deref() != Some("None")
+}
+
+/// Which Service each external IP belongs to: the first to claim it, by creation time
+/// (Services without one after those with one), then namespace and name. A later
+/// claimant gets an event, and the address stays with its owner whatever the order in
+/// which objects are listed or synced.
+fn external_ip_owners(cluster: &Cluster) -> BTreeMap<std::net::IpAddr, String> {
+    let mut by_age: Vec<_> = cluster
+        .services
+        .iter()
+        .filter_map(|((ns, name), svc)| {
+            let spec = svc.spec.as_ref().filter(|s| translated(ns, s))?;
+            let created = svc.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            Some(((created.is_none(), created, ns, name), spec))
+        })
+        .collect();
+    by_age.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut owners = BTreeMap::new();
+    for ((_, _, ns, name), spec) in by_age {
+        for a in spec.external_ips.iter().flatten() {
+            if let Ok(ip) = a.parse() {
+                owners.entry(ip).or_insert_with(|| format!("{ns}/{name}"));
+            }
+        }
+    }
+    owners
+}
+
 /// A Service's external addresses: floating IPs of the public pool on its load balancer,
-/// each of spec.externalIPs, or one the agent allocates for a LoadBalancer Service that
-/// names none.
+/// each of spec.externalIPs that belongs to it ([`external_ip_owners`]), or one the
+/// agent allocates for a LoadBalancer Service that names none.
 fn external_ips(
     out: &mut Out,
     n: &Names<'_>,
     (what, kind, spec): (&str, &str, &k8s_openapi::api::core::v1::ServiceSpec),
-    lb: &[String],
+    (lb, me, owners): (&[String], &str, &BTreeMap<std::net::IpAddr, String>),
     underlay: &Underlay<'_>,
     events: &mut Vec<Event>,
 ) {
@@ -96,6 +130,14 @@ fn external_ips(
             })
         };
         match a.parse::<std::net::IpAddr>() {
+            Ok(ip) if owners.get(&ip).is_some_and(|o| o != me) => event(
+                events,
+                "ExternalIPTaken",
+                format!(
+                    "{ip} belongs to Service {}, which claimed it first",
+                    owners[&ip]
+                ),
+            ),
             Ok(ip) if !public(ip) => event(
                 events,
                 "ExternalIPNotInPool",
@@ -283,13 +325,13 @@ pub(super) fn translate(
     underlay: &Underlay<'_>,
     events: &mut Vec<Event>,
 ) {
+    let owners = external_ip_owners(cluster);
     for ((ns, name), svc) in &cluster.services {
-        let Some(spec) = &svc.spec else { continue };
+        let Some(spec) = svc.spec.as_ref().filter(|s| translated(ns, s)) else {
+            continue;
+        };
         let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
         let cluster_ip = spec.cluster_ip.as_deref().unwrap_or_default();
-        if ns == "kube-system" || kind == "ExternalName" || cluster_ip == "None" {
-            continue;
-        }
         let what = format!("Service {ns}/{name}");
         if !cluster.namespaces.contains_key(ns) {
             events.push(Event::namespace_not_found(what, ns));
@@ -305,7 +347,15 @@ pub(super) fn translate(
             "native",
             vec![],
         );
-        external_ips(out, n, (&what, kind, spec), &lb, underlay, events);
+        let me = format!("{ns}/{name}");
+        external_ips(
+            out,
+            n,
+            (&what, kind, spec),
+            (&lb, &me, &owners),
+            underlay,
+            events,
+        );
         // The pods behind it: selected, ready, with an interface and an address.
         let backends: Vec<(&Pod, &PodPlacement)> = match &spec.selector {
             Some(sel) if !sel.is_empty() => placed
