@@ -48,15 +48,15 @@ bench-agent: setup
 	bash scripts/bench-agent
 
 # Coverage-guided fuzzing of the wire parsers, the whole pipeline, the control-socket
-# handler, kube-manager's manifest and configuration parsers and the cluster DNS's query
-# handling (FUZZ_SECONDS each).
+# handler, kube-manager's manifest and configuration parsers, the cluster DNS's query
+# handling and route values read from etcd (FUZZ_SECONDS each).
 FUZZ_SECONDS ?= 60
 fuzz: setup
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
 	cd vrouter/fuzz && for t in wire pipeline control framing; do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
-	cd agent/fuzz && for t in manifest dns; do \
+	cd agent/fuzz && for t in manifest dns routes; do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 

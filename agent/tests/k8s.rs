@@ -1091,3 +1091,95 @@ fn an_external_ip_belongs_to_the_service_created_first_and_the_next_gets_an_even
         taken[0].message
     );
 }
+
+#[test]
+fn a_policy_too_large_is_an_event_its_pods_stay_isolated_and_the_rest_applies() {
+    let cfg = KubeConfig::default();
+    let mut c = cluster();
+    let ports: String = (1..=3000)
+        .map(|p| format!("    - {{port: {p}}}\n"))
+        .collect();
+    let blocks: String = (0..4)
+        .map(|i| format!("    - ipBlock: {{cidr: 192.0.{i}.0/24}}\n"))
+        .collect();
+    let except: Vec<String> = (0..5000u32)
+        .map(|i| format!("\"{}/32\"", std::net::Ipv4Addr::from(0x0a00_0000 + i * 7)))
+        .collect();
+    let values: String = (0..8)
+        .map(|k| {
+            format!(
+                "        - {{key: k{k}, operator: In, values: [{}]}}\n",
+                (0..10)
+                    .map(|v| format!("v{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    let m = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: ports, namespace: dev}}\n\
+         spec:\n  podSelector: {{matchLabels: {{tier: front}}}}\n  ingress:\n  - from:\n{blocks}    ports:\n{ports}\
+         ---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: except, namespace: dev}}\n\
+         spec:\n  podSelector: {{}}\n  egress:\n  - to:\n    - ipBlock: {{cidr: 10.0.0.0/8, except: [{}]}}\n\
+         ---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: product, namespace: dev}}\n\
+         spec:\n  podSelector: {{}}\n  ingress:\n  - from:\n    - podSelector:\n        matchExpressions:\n{values}\
+         ---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: web-in, namespace: dev}}\n\
+         spec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  ingress:\n  - from:\n    - podSelector: {{}}\n    ports:\n    - {{port: 80}}\n",
+        except.join(", ")
+    );
+    c.apply(manifest::parse(&m).unwrap());
+    let t = translate(&cfg, &c, &BTreeSet::new());
+    let event = |object: &str, reason: &str| {
+        t.events
+            .iter()
+            .find(|e| e.object == object && e.reason == reason)
+            .unwrap_or_else(|| panic!("no {reason} on {object}: {:?}", t.events))
+    };
+    assert!(
+        event("NetworkPolicy dev/ports", "PolicyTooLarge")
+            .message
+            .contains("more than 10000")
+    );
+    assert!(
+        event("NetworkPolicy dev/except", "InvalidIpBlock")
+            .message
+            .contains("more than 10000 prefixes")
+    );
+    assert!(
+        !t.events
+            .iter()
+            .any(|e| e.object == "NetworkPolicy dev/web-in"
+                || e.object == "NetworkPolicy dev/product")
+    );
+    let policy = |leaf: &str| {
+        let fq = format!("default-domain:k8s-dev:k8s-dev-{leaf}");
+        t.objects
+            .iter()
+            .find_map(|o| match &o.kind {
+                Some(object::Kind::FirewallPolicy(p)) if fq_string(&p.fq_name) == fq => Some(p),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no firewall policy {fq}"))
+    };
+    // Fail closed: the large policy allows nothing, and the pod it selects is still
+    // isolated for ingress.
+    assert!(policy("ports-ingress").firewall_rule_refs.is_empty());
+    let front = vec![
+        "default-domain:k8s-dev:label=tier=front".to_string(),
+        "default-domain:k8s-dev:namespace=dev".to_string(),
+    ];
+    assert!(t.objects.iter().any(|o| matches!(&o.kind,
+        Some(object::Kind::FirewallRule(r)) if r.action == "deny"
+            && r.endpoint_1.as_ref().unwrap().any
+            && r.endpoint_2.as_ref().unwrap().tags == front)));
+    // The others apply: web-in's rule, and `product` (10^8 label combinations) named by
+    // its pods, of which there are none with those labels.
+    assert_eq!(policy("web-in-ingress").firewall_rule_refs.len(), 1);
+    assert!(policy("product-ingress").firewall_rule_refs.is_empty());
+    let total = t
+        .objects
+        .iter()
+        .filter(|o| kinds::kind_of(o) == Some(Kind::FirewallRule))
+        .count();
+    assert!(total < 100, "{total} firewall rules");
+}

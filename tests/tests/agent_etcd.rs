@@ -481,3 +481,136 @@ fn with_tls_and_roles_each_node_writes_only_its_own_routes() {
     assert_eq!(nh(&sb, to_a.1)["dst"], "192.0.2.1");
     drop(d);
 }
+
+#[test]
+fn with_passwords_each_node_writes_only_its_own_routes() {
+    let dir = std::env::temp_dir().join(unique_prefix("agetcp"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = Dir(dir.clone());
+    let (a_ip, b_ip): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+    let password = |user: &str| format!("secret of {user}");
+    let (_etcd, url) = etcd(&dir, None);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let as_user = |user: &str, pw: &str| {
+        let f = dir.join(format!("{user}.password"));
+        std::fs::write(&f, format!("{pw}\n")).unwrap();
+        agent::etcd::EtcdArgs {
+            endpoints: vec![url.clone()],
+            etcd_user: Some(user.to_string()),
+            etcd_password_file: Some(f),
+            ..Default::default()
+        }
+    };
+    rt.block_on(async {
+        let mut c = agent::etcd::EtcdArgs {
+            endpoints: vec![url.clone()],
+            ..Default::default()
+        }
+        .connect()
+        .await
+        .unwrap();
+        agent::etcd::provision(&mut c, &[a_ip, b_ip], Some(&password))
+            .await
+            .unwrap();
+    });
+    let (vr, agents) = two_nodes(&dir, |_, ip| {
+        let user = agent::etcd::node_role(ip.parse().unwrap());
+        let args = as_user(&user, &password(&user));
+        vec![
+            format!("--etcd={url}"),
+            format!("--etcd-user={user}"),
+            format!(
+                "--etcd-password-file={}",
+                args.etcd_password_file.unwrap().display()
+            ),
+            "--route-ttl=5".into(),
+        ]
+    });
+    python(
+        "agent_multi.py",
+        &[&agents[0].target, &agents[1].target, "build"],
+    );
+    let (sa, sb) = (vr[0].socket.clone(), vr[1].socket.clone());
+    learn_each_other(&sa, &sb);
+    let a_prefix = agent::etcd::node_prefix(a_ip);
+    rt.block_on(async {
+        let b_user = agent::etcd::node_role(b_ip);
+        let mut b = as_user(&b_user, &password(&b_user))
+            .connect()
+            .await
+            .unwrap();
+        let e = b
+            .put(format!("{a_prefix}forged/10.60.0.99/32"), "{}", None)
+            .await
+            .expect_err("node b writes under node a")
+            .to_string();
+        assert!(e.contains("permission denied"), "{e}");
+        // Node a's user with a wrong password, and no user at all: nothing written.
+        let a_user = agent::etcd::node_role(a_ip);
+        let wrong = match as_user(&a_user, "guess").connect().await {
+            Ok(mut c) => c
+                .put(format!("{a_prefix}forged/10.60.0.98/32"), "{}", None)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.into()),
+            Err(e) => Err(e),
+        };
+        assert!(wrong.is_err(), "a wrong password wrote to etcd");
+        let mut anon = agent::etcd::EtcdArgs {
+            endpoints: vec![url.clone()],
+            ..Default::default()
+        }
+        .connect()
+        .await
+        .unwrap();
+        assert!(
+            anon.put(format!("{a_prefix}forged/10.60.0.97/32"), "{}", None)
+                .await
+                .is_err(),
+            "an anonymous client wrote to etcd"
+        );
+        let left = b
+            .get(
+                a_prefix.as_str(),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .unwrap();
+        assert!(
+            left.kvs()
+                .iter()
+                .all(|kv| !kv.key_str().unwrap().contains("forged")),
+            "a forged key landed"
+        );
+    });
+    // An empty password file is refused at start, before anything runs.
+    std::fs::write(dir.join("empty.password"), "\n").unwrap();
+    let out = Command::new(vr_tests::workspace_bin("agent"))
+        .args([
+            "--listen",
+            &format!("unix:{}", dir.join("x.sock").display()),
+        ])
+        .args(["--vrouter-socket", "/nonexistent", "--etcd", &url])
+        .args([
+            "--etcd-user",
+            "vrouter-node-192.0.2.1",
+            "--etcd-password-file",
+        ])
+        .arg(dir.join("empty.password"))
+        .arg("--data-dir")
+        .arg(dir.join("refused-data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no password on its first line"), "{err}");
+    let r = routes(&sb);
+    let to_a = r.iter().find(|r| r.0 == "10.60.0.10/32").expect("pod a");
+    assert_eq!(nh(&sb, to_a.1)["dst"], "192.0.2.1");
+    drop(d);
+}

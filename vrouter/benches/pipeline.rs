@@ -1,7 +1,7 @@
 //! Per-packet cost of the full pipeline on 60-byte frames (64 on the wire) in bursts of 32,
 //! without DPDK (VecBuf): flow hit + VXLAN encap, flow hit + MPLSoUDP encap, decap + local
 //! delivery, each with 1K, 64K and 1M established connections cycled in order; and flow
-//! miss + 100-rule policy + pair setup. Criterion reports time per burst and packets/s.
+//! miss + policy (100 rules, and a hostile 10,000) + pair setup. Criterion reports time per burst and packets/s.
 //!
 //! Restoring each frame into its buffer (a 60-byte copy) is inside the measured loop, as
 //! the NIC's DMA would be outside it: the figures are slightly pessimistic.
@@ -167,12 +167,35 @@ fn hundred_rules() -> Policy {
         ..Rule::any(Action::Pass)
     });
     Policy {
-        ingress: vec![RuleSet {
-            name: "sg-100".into(),
-            rules,
-            default: Action::Deny,
-            network: false,
-        }],
+        ingress: vec![RuleSet::new("sg-100", rules, Action::Deny, false)],
+        egress: vec![],
+    }
+}
+
+/// A hostile policy of 10,000 rules: 5,000 /32 exceptions (an ipBlock's `except` list:
+/// denied sources that are not vm1), 4,999 TCP ports, then the rule that passes vm1's UDP.
+/// A scan in order would compare every flow with all of them.
+fn ten_thousand_rules() -> Policy {
+    let mut rules: Vec<Rule> = (0..5000u32)
+        .map(|j| Rule {
+            src: vrouter::policy::EndpointMatch::prefix(
+                std::net::IpAddr::V4(Ipv4Addr::from(0xac10_0000 + j)),
+                32,
+            ),
+            ..Rule::any(Action::Deny)
+        })
+        .collect();
+    rules.extend((0..4999u16).map(|j| Rule {
+        proto: Some(6),
+        dport: (1000 + j, 1000 + j),
+        ..Rule::any(Action::Pass)
+    }));
+    rules.push(Rule {
+        proto: Some(17),
+        ..Rule::any(Action::Pass)
+    });
+    Policy {
+        ingress: vec![RuleSet::new("netpol-10k", rules, Action::Deny, false)],
         egress: vec![],
     }
 }
@@ -183,50 +206,55 @@ fn setup_rate(c: &mut Criterion) {
     g.sample_size(20)
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
-    let mut tb = testbed(1 << 20);
-    let mut vm2 = tb
-        .writer
-        .tables()
-        .vifs
-        .get(VM2.0)
-        .expect("vm2")
-        .as_ref()
-        .clone();
-    vm2.policy = Some(Arc::new(hundred_rules()));
-    tb.writer.add_vif(vm2).expect("policy");
-    tb.writer.publish();
-    // Frames are generated ahead of each burst (outside the timed part); every one is a
-    // new flow. The table is emptied (untimed) before it is half full.
-    let mut r = Run::new(tb, VM1, vec![vm1_udp(VM2_IP, 1, 1, PAYLOAD); BURST]);
-    let mut i: u32 = 0;
-    let aging = AgingConfig {
-        other: 0,
-        ..AgingConfig::millis()
-    };
-    g.bench_function("miss_policy100_setup", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                for f in r.frames.iter_mut() {
-                    *f = vm1_udp(VM2_IP, i as u16, 1 + (i >> 16) as u16, PAYLOAD);
-                    i = i.wrapping_add(1);
+    for (name, policy) in [
+        ("miss_policy100_setup", hundred_rules()),
+        ("miss_policy10k_setup", ten_thousand_rules()),
+    ] {
+        let mut tb = testbed(1 << 20);
+        let mut vm2 = tb
+            .writer
+            .tables()
+            .vifs
+            .get(VM2.0)
+            .expect("vm2")
+            .as_ref()
+            .clone();
+        vm2.policy = Some(Arc::new(policy));
+        tb.writer.add_vif(vm2).expect("policy");
+        tb.writer.publish();
+        // Frames are generated ahead of each burst (outside the timed part); every one is
+        // a new flow. The table is emptied (untimed) before it is half full.
+        let mut r = Run::new(tb, VM1, vec![vm1_udp(VM2_IP, 1, 1, PAYLOAD); BURST]);
+        let mut i: u32 = 0;
+        let aging = AgingConfig {
+            other: 0,
+            ..AgingConfig::millis()
+        };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    for f in r.frames.iter_mut() {
+                        *f = vm1_udp(VM2_IP, i as u16, 1 + (i >> 16) as u16, PAYLOAD);
+                        i = i.wrapping_add(1);
+                    }
+                    r.next = 0;
+                    let t = Instant::now();
+                    r.burst(1);
+                    total += t.elapsed();
+                    assert!(
+                        r.out.iter().all(|d| *d == Disposition::Tx(VM2)),
+                        "setup: {:?}",
+                        r.out[0]
+                    );
+                    if r.tb.pipeline.flows().stats().active > (1 << 19) {
+                        r.tb.pipeline.flows().age(u64::MAX, &aging);
+                    }
                 }
-                r.next = 0;
-                let t = Instant::now();
-                r.burst(1);
-                total += t.elapsed();
-                assert!(
-                    r.out.iter().all(|d| *d == Disposition::Tx(VM2)),
-                    "setup: {:?}",
-                    r.out[0]
-                );
-                if r.tb.pipeline.flows().stats().active > (1 << 19) {
-                    r.tb.pipeline.flows().age(u64::MAX, &aging);
-                }
-            }
-            total
-        })
-    });
+                total
+            })
+        });
+    }
     g.finish();
 }
 

@@ -672,9 +672,20 @@ fn action(a: ActionCfg) -> Action {
     }
 }
 
+/// The most rules one rule set may hold (a bound on what one request can make every flow
+/// setup and every interface that names the set carry; the agent's translations stay far
+/// below it).
+pub const MAX_RULES: usize = 65_536;
+
 /// Compiles a named rule set.
 pub fn compile_policy(p: &PolicyCfg) -> Result<RuleSet, ConfigError> {
     let object = format!("policy {}", p.name);
+    if p.rules.len() > MAX_RULES {
+        return Err(ConfigError::Value {
+            object,
+            why: format!("{} rules, more than {MAX_RULES}", p.rules.len()),
+        });
+    }
     let rules = p
         .rules
         .iter()
@@ -691,12 +702,12 @@ pub fn compile_policy(p: &PolicyCfg) -> Result<RuleSet, ConfigError> {
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
-    Ok(RuleSet {
-        name: p.name.clone(),
+    Ok(RuleSet::new(
+        p.name.clone(),
         rules,
-        default: action(p.default),
-        network: p.network,
-    })
+        action(p.default),
+        p.network,
+    ))
 }
 
 /// Adds or replaces an interface, resolving its rule-set names with `find`.

@@ -146,40 +146,221 @@ pub struct FlowMatch<'a> {
     pub dst_attr: &'a EndpointAttr,
 }
 
-/// An ordered list of rules: the first match decides, else the default.
+/// An ordered list of rules: the first match decides, else the default. Built with
+/// [`RuleSet::new`], which indexes the rules so that a flow is compared with the few that
+/// could match it, not with every rule (a set of thousands of rules costs a flow about
+/// what a short one does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSet {
     /// Name for dumps (e.g. the security group's FQ name).
     pub name: String,
-    /// Rules in order.
-    pub rules: Vec<Rule>,
+    rules: Vec<Rule>,
     /// Action when nothing matches.
     pub default: Action,
     /// A virtual network's policy (see [`evaluate_service`]).
     pub network: bool,
+    index: RuleIndex,
+}
+
+/// Below this many rules a set is scanned in order: the index would not pay.
+const SCAN_BELOW: usize = 16;
+
+/// A port range of at most this many ports is indexed under each of its ports.
+const NARROW_PORTS: u32 = 64;
+
+/// Rule indices (ascending) by one key, keys sorted: looked up by binary search.
+/// (A sorted vector rather than a hash map: no hasher to choose on the lcore, compact,
+/// and a lookup costs a few cache lines even for 10,000 keys.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Buckets<K: Ord + Copy> {
+    keys: Vec<K>,
+    /// Bucket i holds `rules[starts[i]..starts[i + 1]]`.
+    starts: Vec<u32>,
+    rules: Vec<u32>,
+}
+
+impl<K: Ord + Copy> Buckets<K> {
+    fn build(mut pairs: Vec<(K, u32)>) -> Buckets<K> {
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut b = Buckets {
+            keys: Vec::new(),
+            starts: Vec::new(),
+            rules: Vec::with_capacity(pairs.len()),
+        };
+        for (k, r) in pairs {
+            if b.keys.last() != Some(&k) {
+                b.keys.push(k);
+                b.starts.push(b.rules.len() as u32);
+            }
+            b.rules.push(r);
+        }
+        b.starts.push(b.rules.len() as u32);
+        b
+    }
+
+    #[inline]
+    fn get(&self, k: K) -> &[u32] {
+        match self.keys.binary_search(&k) {
+            Ok(i) => &self.rules[self.starts[i] as usize..self.starts[i + 1] as usize],
+            Err(_) => &[],
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Each rule filed once, under its most selective field: a source or destination
+/// prefix (by length, then network), a narrow destination port range, a VN, a tag the
+/// endpoint must carry; the rest in order. A rule that matches a flow is always in one of
+/// the buckets that flow looks in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RuleIndex {
+    /// By source prefix: one bucket set per prefix length present.
+    src: Vec<(u8, Buckets<u128>)>,
+    /// By destination prefix.
+    dst: Vec<(u8, Buckets<u128>)>,
+    dport: Buckets<u16>,
+    src_vn: Buckets<u32>,
+    dst_vn: Buckets<u32>,
+    src_tag: Buckets<u32>,
+    dst_tag: Buckets<u32>,
+    /// Rules no field indexes.
+    rest: Vec<u32>,
+}
+
+impl RuleIndex {
+    fn build(rules: &[Rule]) -> RuleIndex {
+        if rules.len() < SCAN_BELOW {
+            return RuleIndex::default();
+        }
+        let mut src: std::collections::BTreeMap<u8, Vec<(u128, u32)>> = Default::default();
+        let mut dst: std::collections::BTreeMap<u8, Vec<(u128, u32)>> = Default::default();
+        let (mut dport, mut src_vn, mut dst_vn, mut src_tag, mut dst_tag, mut rest) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (i, r) in rules.iter().enumerate() {
+            let i = i as u32;
+            let narrow = u32::from(r.dport.1).saturating_sub(u32::from(r.dport.0)) < NARROW_PORTS
+                && r.dport.0 <= r.dport.1;
+            match (&r.src, &r.dst) {
+                (EndpointMatch::Prefix { net, len }, _) if *len > 0 => {
+                    src.entry(*len).or_default().push((*net, i))
+                }
+                (_, EndpointMatch::Prefix { net, len }) if *len > 0 => {
+                    dst.entry(*len).or_default().push((*net, i))
+                }
+                _ if narrow => dport.extend((r.dport.0..=r.dport.1).map(|p| (p, i))),
+                (EndpointMatch::Vn(v), _) => src_vn.push((*v, i)),
+                (_, EndpointMatch::Vn(v)) => dst_vn.push((*v, i)),
+                (EndpointMatch::Tags(t), _) if !t.is_empty() => src_tag.push((t[0], i)),
+                (_, EndpointMatch::Tags(t)) if !t.is_empty() => dst_tag.push((t[0], i)),
+                _ => rest.push(i),
+            }
+        }
+        RuleIndex {
+            src: src
+                .into_iter()
+                .map(|(l, v)| (l, Buckets::build(v)))
+                .collect(),
+            dst: dst
+                .into_iter()
+                .map(|(l, v)| (l, Buckets::build(v)))
+                .collect(),
+            dport: Buckets::build(dport),
+            src_vn: Buckets::build(src_vn),
+            dst_vn: Buckets::build(dst_vn),
+            src_tag: Buckets::build(src_tag),
+            dst_tag: Buckets::build(dst_tag),
+            rest,
+        }
+    }
+}
+
+impl Rule {
+    #[inline]
+    fn matches(&self, f: &FlowMatch<'_>) -> bool {
+        self.proto.is_none_or(|p| p == f.proto)
+            && (self.dport.0..=self.dport.1).contains(&f.dport)
+            && (self.sport.0..=self.sport.1).contains(&f.sport)
+            && self.src.matches(f.src, f.src_attr)
+            && self.dst.matches(f.dst, f.dst_attr)
+    }
 }
 
 impl RuleSet {
+    /// A rule set, indexed.
+    pub fn new(
+        name: impl Into<String>,
+        rules: Vec<Rule>,
+        default: Action,
+        network: bool,
+    ) -> RuleSet {
+        RuleSet {
+            name: name.into(),
+            index: RuleIndex::build(&rules),
+            rules,
+            default,
+            network,
+        }
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The first rule of `candidates` (ascending) below `best` that matches.
+    #[inline]
+    fn first_in(&self, candidates: &[u32], best: &mut u32, f: &FlowMatch<'_>) {
+        for &i in candidates {
+            if i >= *best {
+                return;
+            }
+            if self.rules[i as usize].matches(f) {
+                *best = i;
+                return;
+            }
+        }
+    }
+
     /// Evaluates; returns the action and the index of the rule that matched (`None` for
     /// the default).
     #[inline]
     pub fn eval(&self, f: &FlowMatch<'_>) -> (Action, Option<usize>) {
-        for (i, r) in self.rules.iter().enumerate() {
-            if r.proto.is_some_and(|p| p != f.proto) {
-                continue;
-            }
-            if f.dport < r.dport.0
-                || f.dport > r.dport.1
-                || f.sport < r.sport.0
-                || f.sport > r.sport.1
-            {
-                continue;
-            }
-            if r.src.matches(f.src, f.src_attr) && r.dst.matches(f.dst, f.dst_attr) {
-                return (r.action, Some(i));
+        if self.rules.len() < SCAN_BELOW {
+            return match self.rules.iter().position(|r| r.matches(f)) {
+                Some(i) => (self.rules[i].action, Some(i)),
+                None => (self.default, None),
+            };
+        }
+        let x = &self.index;
+        let mut best = u32::MAX;
+        self.first_in(&x.rest, &mut best, f);
+        for (len, b) in &x.src {
+            self.first_in(b.get(f.src & prefix_mask(*len)), &mut best, f);
+        }
+        for (len, b) in &x.dst {
+            self.first_in(b.get(f.dst & prefix_mask(*len)), &mut best, f);
+        }
+        self.first_in(x.dport.get(f.dport), &mut best, f);
+        self.first_in(x.src_vn.get(f.src_attr.vn), &mut best, f);
+        self.first_in(x.dst_vn.get(f.dst_attr.vn), &mut best, f);
+        if !x.src_tag.is_empty() {
+            for &t in &f.src_attr.tags {
+                self.first_in(x.src_tag.get(t), &mut best, f);
             }
         }
-        (self.default, None)
+        if !x.dst_tag.is_empty() {
+            for &t in &f.dst_attr.tags {
+                self.first_in(x.dst_tag.get(t), &mut best, f);
+            }
+        }
+        match self.rules.get(best as usize) {
+            Some(r) => (r.action, Some(best as usize)),
+            None => (self.default, None),
+        }
     }
 }
 
@@ -259,12 +440,12 @@ mod tests {
 
     #[test]
     fn security_group_allows_tcp_80_only() {
-        let sg = RuleSet {
-            name: "sg-web".into(),
-            rules: vec![tcp_rule(80, Action::Pass)],
-            default: Action::Deny,
-            network: false,
-        };
+        let sg = RuleSet::new(
+            "sg-web",
+            vec![tcp_rule(80, Action::Pass)],
+            Action::Deny,
+            false,
+        );
         let a = EndpointAttr::default();
         assert_eq!(sg.eval(&flow(6, 80, &a, &a)), (Action::Pass, Some(0)));
         assert_eq!(sg.eval(&flow(6, 81, &a, &a)), (Action::Deny, None));
@@ -273,9 +454,9 @@ mod tests {
 
     #[test]
     fn first_match_and_all_sets_must_pass() {
-        let net = RuleSet {
-            name: "np".into(),
-            rules: vec![
+        let net = RuleSet::new(
+            "np",
+            vec![
                 Rule {
                     src: EndpointMatch::Vn(1),
                     dst: EndpointMatch::Vn(2),
@@ -287,18 +468,18 @@ mod tests {
                     ..Rule::any(Action::Pass)
                 },
             ],
-            default: Action::Deny,
-            network: false,
-        };
-        let fw = RuleSet {
-            name: "fw".into(),
-            rules: vec![Rule {
+            Action::Deny,
+            false,
+        );
+        let fw = RuleSet::new(
+            "fw",
+            vec![Rule {
                 dst: EndpointMatch::Tags(vec![7]),
                 ..Rule::any(Action::Deny)
             }],
-            default: Action::Pass,
-            network: false,
-        };
+            Action::Pass,
+            false,
+        );
         let a = EndpointAttr {
             vn: 1,
             tags: vec![],
@@ -327,15 +508,15 @@ mod tests {
     #[test]
     fn prefixes_for_both_families() {
         let a = EndpointAttr::default();
-        let r = RuleSet {
-            name: "p".into(),
-            rules: vec![Rule {
+        let r = RuleSet::new(
+            "p",
+            vec![Rule {
                 src: EndpointMatch::prefix("10.1.0.0".parse().unwrap(), 16),
                 ..Rule::any(Action::Pass)
             }],
-            default: Action::Deny,
-            network: false,
-        };
+            Action::Deny,
+            false,
+        );
         assert_eq!(r.eval(&flow(6, 1, &a, &a)).0, Action::Pass);
         let mut f = flow(6, 1, &a, &a);
         f.src = addr_bits("10.3.0.1".parse().unwrap());
@@ -344,5 +525,98 @@ mod tests {
         assert!(v6.matches(addr_bits("fd12::1".parse().unwrap()), &a));
         assert!(!v6.matches(addr_bits("fe80::1".parse().unwrap()), &a));
         assert!(!v6.matches(addr_bits("10.0.0.1".parse().unwrap()), &a));
+    }
+
+    mod indexed {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Addresses from a small space (10.0.0.0/29 and fd00::/125), so that rules match.
+        fn addr() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                (0u8..8).prop_map(|h| IpAddr::from([10, 0, 0, h])),
+                (0u16..8).prop_map(|h| IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, h])),
+            ]
+        }
+
+        fn endpoint() -> impl Strategy<Value = EndpointMatch> {
+            prop_oneof![
+                Just(EndpointMatch::Any),
+                (addr(), 0u8..=32).prop_map(|(a, l)| EndpointMatch::prefix(a, l)),
+                (addr(), 120u8..=128).prop_map(|(a, l)| EndpointMatch::prefix(a, l)),
+                (0u32..4).prop_map(EndpointMatch::Vn),
+                proptest::collection::vec(0u32..6, 0..3).prop_map(|mut t| {
+                    t.sort_unstable();
+                    t.dedup();
+                    EndpointMatch::Tags(t)
+                }),
+            ]
+        }
+
+        fn ports() -> impl Strategy<Value = (u16, u16)> {
+            prop_oneof![
+                Just((0, u16::MAX)),
+                (0u16..100).prop_map(|p| (p, p)),
+                (0u16..100, 0u16..200).prop_map(|(a, w)| (a, a.saturating_add(w))),
+            ]
+        }
+
+        fn rule() -> impl Strategy<Value = Rule> {
+            (
+                proptest::option::of(prop_oneof![Just(6u8), Just(17)]),
+                endpoint(),
+                endpoint(),
+                ports(),
+                ports(),
+                any::<bool>(),
+            )
+                .prop_map(|(proto, src, dst, sport, dport, pass)| Rule {
+                    proto,
+                    src,
+                    dst,
+                    sport,
+                    dport,
+                    action: if pass { Action::Pass } else { Action::Deny },
+                })
+        }
+
+        fn attr() -> impl Strategy<Value = EndpointAttr> {
+            (0u32..4, proptest::collection::vec(0u32..6, 0..4)).prop_map(|(vn, mut tags)| {
+                tags.sort_unstable();
+                tags.dedup();
+                EndpointAttr { vn, tags }
+            })
+        }
+
+        proptest! {
+            /// The index finds exactly the rule an in-order scan finds, for sets of every
+            /// size around the point where it takes over.
+            #[test]
+            fn the_index_decides_as_an_in_order_scan(
+                rules in proptest::collection::vec(rule(), 0..120),
+                flows in proptest::collection::vec(
+                    (prop_oneof![Just(6u8), Just(17), Just(1)], addr(), addr(), 0u16..300, 0u16..300, attr(), attr()),
+                    1..40,
+                ),
+            ) {
+                let set = RuleSet::new("p", rules.clone(), Action::Deny, false);
+                for (proto, s, d, sport, dport, sa, da) in &flows {
+                    let f = FlowMatch {
+                        proto: *proto,
+                        src: addr_bits(*s),
+                        dst: addr_bits(*d),
+                        sport: *sport,
+                        dport: *dport,
+                        src_attr: sa,
+                        dst_attr: da,
+                    };
+                    let scan = match rules.iter().position(|r| r.matches(&f)) {
+                        Some(i) => (rules[i].action, Some(i)),
+                        None => (Action::Deny, None),
+                    };
+                    prop_assert_eq!(set.eval(&f), scan);
+                }
+            }
+        }
     }
 }

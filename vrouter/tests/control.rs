@@ -197,7 +197,7 @@ fn vm2_rules(s: &ControlState) -> Vec<(u16, u16)> {
         .map(|p| {
             p.ingress
                 .iter()
-                .flat_map(|r| r.rules.iter().map(|r| r.dport))
+                .flat_map(|r| r.rules().iter().map(|r| r.dport))
                 .collect()
         })
         .unwrap_or_default()
@@ -274,6 +274,18 @@ fn named_policies_are_set_recompiled_into_their_vifs_and_refused_while_used() {
     );
     assert!(call(&s, Op::DelAttr { id: 4 }).ok);
     assert_eq!(call(&s, Op::DumpAttrs).data.unwrap(), serde_json::json!([]));
+
+    // A rule set above the cap is refused and the one in use stays.
+    let mut big = policy("sg-web", 1);
+    big.rules = vec![big.rules[0].clone(); vrouter::config::MAX_RULES + 1];
+    let r = call(&s, Op::SetPolicy(big.clone()));
+    let e = r.error.unwrap();
+    assert_eq!(e.code, "invalid-argument");
+    assert!(e.message.contains("more than 65536"), "{}", e.message);
+    assert_eq!(vm2_rules(&s), vec![(443, 443)]);
+    big.rules.pop();
+    assert!(call(&s, Op::SetPolicy(big)).ok);
+    assert_eq!(vm2_rules(&s).len(), vrouter::config::MAX_RULES);
 }
 
 /// A stream handed out `piece` bytes at a time, a timed-out read before each piece.

@@ -165,16 +165,16 @@ fn ipv4_fragments_follow_their_first_ones_flow_in_order_or_not() {
 fn vm2_allows_only_udp(tb: &mut Testbed, port: u16) {
     let mut vm2 = tb.writer.tables().vifs.get(VM2.0).unwrap().as_ref().clone();
     vm2.policy = Some(Arc::new(Policy {
-        ingress: vec![RuleSet {
-            name: "udp-only".into(),
-            rules: vec![Rule {
+        ingress: vec![RuleSet::new(
+            "udp-only",
+            vec![Rule {
                 proto: Some(17),
                 dport: (port, port),
                 ..Rule::any(Action::Pass)
             }],
-            default: Action::Deny,
-            network: false,
-        }],
+            Action::Deny,
+            false,
+        )],
         egress: vec![],
     }));
     tb.writer.add_vif(vm2).unwrap();

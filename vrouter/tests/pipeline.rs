@@ -320,16 +320,16 @@ fn vm2_ingress_only(tb: &mut Testbed, name: &str, proto: u8, port: u16) {
     set_vm2_policy(
         tb,
         Some(Policy {
-            ingress: vec![RuleSet {
-                name: name.into(),
-                rules: vec![Rule {
+            ingress: vec![RuleSet::new(
+                name,
+                vec![Rule {
                     proto: Some(proto),
                     dport: (port, port),
                     ..Rule::any(Action::Pass)
                 }],
-                default: Action::Deny,
-                network: false,
-            }],
+                Action::Deny,
+                false,
+            )],
             egress: vec![],
         }),
     );
@@ -863,25 +863,27 @@ fn a_network_policy_decides_a_service_flow_on_the_service_network() {
         attr: 3,
     };
     tb.writer.add_route(RED, IpAddr::V4(svc), 32, vip).unwrap();
-    let egress = |network| RuleSet {
-        name: "vn-red".into(),
-        rules: vec![Rule {
-            dst: vrouter::policy::EndpointMatch::Vn(3),
-            ..Rule::any(Action::Pass)
-        }],
-        default: Action::Deny,
-        network,
+    let egress = |network| {
+        RuleSet::new(
+            "vn-red",
+            vec![Rule {
+                dst: vrouter::policy::EndpointMatch::Vn(3),
+                ..Rule::any(Action::Pass)
+            }],
+            Action::Deny,
+            network,
+        )
     };
-    let backend_port = RuleSet {
-        name: "fw".into(),
-        rules: vec![Rule {
+    let backend_port = RuleSet::new(
+        "fw",
+        vec![Rule {
             proto: Some(6),
             dport: (8080, 8080),
             ..Rule::any(Action::Pass)
         }],
-        default: Action::Deny,
-        network: false,
-    };
+        Action::Deny,
+        false,
+    );
     let set_vm1 = |tb: &mut Testbed, sets: Vec<RuleSet>| {
         let mut vm1 = tb.writer.tables().vifs.get(VM1.0).unwrap().as_ref().clone();
         vm1.policy = Some(Arc::new(Policy {
@@ -1626,16 +1628,16 @@ fn a_vn_reached_through_a_policy_answers_in_its_own_vrf_and_vn_rules_decide() {
     vm1.attr = 1;
     vm1.policy = Some(Arc::new(Policy {
         ingress: vec![],
-        egress: vec![RuleSet {
-            name: "vn-red".into(),
-            rules: vec![Rule {
+        egress: vec![RuleSet::new(
+            "vn-red",
+            vec![Rule {
                 proto: Some(6),
                 dst: vrouter::policy::EndpointMatch::Vn(2),
                 ..Rule::any(Action::Pass)
             }],
-            default: Action::Deny,
-            network: false,
-        }],
+            Action::Deny,
+            false,
+        )],
     }));
     tb.writer.add_vif(vm1).unwrap();
     let mut vm2 = tb.writer.tables().vifs.get(VM2.0).unwrap().as_ref().clone();

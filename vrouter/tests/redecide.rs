@@ -23,16 +23,16 @@ fn gw() -> MacAddr {
 
 /// A policy with one rule set that passes `proto`/`port` only, in one direction.
 fn only(proto: u8, port: u16) -> RuleSet {
-    RuleSet {
-        name: format!("only-{proto}-{port}"),
-        rules: vec![Rule {
+    RuleSet::new(
+        format!("only-{proto}-{port}"),
+        vec![Rule {
             proto: Some(proto),
             dport: (port, port),
             ..Rule::any(Action::Pass)
         }],
-        default: Action::Deny,
-        network: false,
-    }
+        Action::Deny,
+        false,
+    )
 }
 
 fn set_policy(tb: &mut Testbed, vif: VifId, policy: Option<Policy>) {

@@ -42,6 +42,12 @@ pub const GLOBAL: &str = "default-policy-management";
 /// The label every namespace carries with its name.
 const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+/// The most firewall rules one NetworkPolicy may expand to in each direction (peers x
+/// ports x selected pods, an ipBlock's CIDR less its except blocks). A policy above it
+/// gets a `PolicyTooLarge` event and none of its rules: the pods it selects stay isolated
+/// (fail closed), and every other policy applies.
+pub const MAX_POLICY_RULES: usize = 10_000;
+
 /// Whether a label selector selects an object with these labels. An unknown operator
 /// selects nothing.
 pub fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
@@ -127,7 +133,7 @@ enum Svc {
 }
 
 /// A firewall rule before naming.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Fr {
     action: &'static str,
     from: End,
@@ -203,6 +209,15 @@ impl Ctx<'_> {
                     .filter_map(|p| p.labels.get(&e.key).cloned())
                     .collect()
             };
+            // `In` over several keys multiplies: past the cap, name the pods instead (at
+            // most the namespace's pods, whatever the selector).
+            if alts.len().saturating_mul(values.len()) > MAX_POLICY_RULES {
+                return self
+                    .pods_in(ns, sel)
+                    .into_iter()
+                    .map(|p| self.pod_end(p))
+                    .collect();
+            }
             alts = alts
                 .iter()
                 .flat_map(|a| {
@@ -249,7 +264,7 @@ impl Ctx<'_> {
     ) -> (Vec<End>, Option<Vec<&PodView>>) {
         if let Some(b) = &p.ip_block {
             let except = b.except.as_deref().unwrap_or_default();
-            return match cidr_minus(&b.cidr, except) {
+            return match cidr_minus(&b.cidr, except, MAX_POLICY_RULES) {
                 Ok(v) => (v.into_iter().map(End::Subnet).collect(), None),
                 Err(why) => {
                     events.push(Event {
@@ -305,8 +320,10 @@ fn services(ports: Option<&Vec<NetworkPolicyPort>>) -> Vec<Svc> {
         .collect()
 }
 
-/// `cidr` without the `except` blocks, as prefixes.
-pub fn cidr_minus(cidr: &str, except: &[String]) -> Result<Vec<String>, String> {
+/// `cidr` without the `except` blocks, as prefixes in address order; an error where that
+/// takes more than `limit` prefixes. The work is about the number of except blocks times
+/// the prefix length, whatever their layout.
+pub fn cidr_minus(cidr: &str, except: &[String], limit: usize) -> Result<Vec<String>, String> {
     fn parse(s: &str) -> Result<(IpAddr, u128, u8), String> {
         let (a, l) = s
             .split_once('/')
@@ -329,26 +346,26 @@ pub fn cidr_minus(cidr: &str, except: &[String]) -> Result<Vec<String>, String> 
             u128::MAX << (128 - u32::from(len))
         }
     }
-    fn walk(net: u128, len: u8, max: u8, ex: &[(u128, u8)], out: &mut Vec<(u128, u8)>) {
-        if ex.iter().any(|&(e, el)| el <= len && net & mask(el) == e) {
+    /// `net/len` less the blocks of `ex` (sorted, none inside another, all inside
+    /// `net/len`): the half-prefixes that hold no block are kept whole.
+    fn walk(net: u128, len: u8, ex: &[(u128, u8)], out: &mut Vec<(u128, u8)>, limit: usize) {
+        if out.len() > limit {
             return;
         }
-        if !ex.iter().any(|&(e, el)| el > len && e & mask(len) == net) || len == max {
-            out.push((net, len));
-            return;
+        match ex.first() {
+            None => out.push((net, len)),
+            // A block as wide as this prefix: nothing of it is left.
+            Some(&(_, l)) if l <= len => {}
+            Some(_) => {
+                let bit = 1u128 << (127 - u32::from(len));
+                let split = ex.partition_point(|&(e, _)| e & bit == 0);
+                walk(net, len + 1, &ex[..split], out, limit);
+                walk(net | bit, len + 1, &ex[split..], out, limit);
+            }
         }
-        walk(net, len + 1, max, ex, out);
-        walk(
-            net | (1u128 << (127 - u32::from(len))),
-            len + 1,
-            max,
-            ex,
-            out,
-        );
     }
     let (a, net, len) = parse(cidr)?;
-    let max = if a.is_ipv4() { 32 } else { 128 };
-    let mut ex = Vec::new();
+    let mut ex = Vec::with_capacity(except.len());
     for e in except {
         let (b, n, l) = parse(e)?;
         if b.is_ipv4() != a.is_ipv4() || l < len || n & mask(len) != net {
@@ -356,8 +373,26 @@ pub fn cidr_minus(cidr: &str, except: &[String]) -> Result<Vec<String>, String> 
         }
         ex.push((n, l));
     }
+    // Sorted by address then length, a block inside another comes right after it (or
+    // after another block inside it): keep only the outermost.
+    ex.sort_unstable();
+    let mut outer: Vec<(u128, u8)> = Vec::with_capacity(ex.len());
+    for (n, l) in ex {
+        if !outer
+            .last()
+            .is_some_and(|&(o, ol)| ol <= l && n & mask(ol) == o)
+        {
+            outer.push((n, l));
+        }
+    }
     let mut out = Vec::new();
-    walk(net, len, max, &ex, &mut out);
+    walk(net, len, &outer, &mut out, limit);
+    if out.len() > limit {
+        return Err(format!(
+            "{cidr:?} without its {} except blocks is more than {limit} prefixes",
+            except.len()
+        ));
+    }
     Ok(out
         .into_iter()
         .map(|(n, l)| {
@@ -430,6 +465,7 @@ pub(super) fn translate(
                     continue;
                 }
                 let mut rules = Vec::new();
+                let mut too_large = false;
                 for s in &selected {
                     let deny = Fr {
                         action: "deny",
@@ -456,7 +492,7 @@ pub(super) fn translate(
                         .map(|r| (r.to.as_ref(), r.ports.as_ref()))
                         .collect()
                 };
-                for (peers, ports) in blocks {
+                'blocks: for (peers, ports) in blocks {
                     // The other side: any, or the peers' endpoints and pods.
                     let mut others: Vec<End> = Vec::new();
                     let mut other_pods: Vec<&PodView> = Vec::new();
@@ -470,6 +506,10 @@ pub(super) fn translate(
                                 let (e, ps) = ctx.peer(ns, peer, events, &what);
                                 others.extend(e);
                                 other_pods.extend(ps.into_iter().flatten());
+                                if others.len() > MAX_POLICY_RULES {
+                                    too_large = true;
+                                    break 'blocks;
+                                }
                             }
                         }
                     }
@@ -480,7 +520,22 @@ pub(super) fn translate(
                     } else {
                         (&selected, &others, &other_pods)
                     };
-                    for svc in services(ports) {
+                    let svcs = services(ports);
+                    let named = svcs.iter().any(|s| matches!(s, Svc::Named(..)));
+                    let fanout = if named {
+                        receiving_pods.len().max(receivers.len())
+                    } else {
+                        receivers.len()
+                    };
+                    let cost = senders
+                        .len()
+                        .saturating_mul(fanout)
+                        .saturating_mul(svcs.len());
+                    if rules.len().saturating_add(cost) > MAX_POLICY_RULES {
+                        too_large = true;
+                        break 'blocks;
+                    }
+                    for svc in svcs {
                         let mut add = |from: &End, to: &End, service| {
                             rules.push(Fr {
                                 action: "pass",
@@ -520,6 +575,17 @@ pub(super) fn translate(
                     }
                 }
                 let dir = if ingress { "ingress" } else { "egress" };
+                if too_large {
+                    events.push(Event {
+                        object: what.clone(),
+                        reason: "PolicyTooLarge".into(),
+                        message: format!(
+                            "its {dir} rules expand to more than {MAX_POLICY_RULES} firewall \
+                             rules; none of them apply and the pods it selects stay isolated"
+                        ),
+                    });
+                    rules.clear();
+                }
                 let fp = n.in_ns(ns, &format!("{name}-{dir}"));
                 if ingress {
                     ingress_fps.push(fp.clone());
@@ -592,7 +658,7 @@ pub(super) fn translate(
 fn firewall_policy(out: &mut Out, fq: Vec<String>, rules: Vec<Fr>) {
     let (leaf, parent) = fq.split_last().expect("an FQ name");
     let mut refs = Vec::new();
-    let mut seen = Vec::new();
+    let mut seen = BTreeSet::new();
     for r in rules {
         // The same rule twice (two peers with the same endpoints) is made once.
         if seen.contains(&r) {
@@ -629,7 +695,7 @@ fn firewall_policy(out: &mut Out, fq: Vec<String>, rules: Vec<Fr>) {
             r#ref: Some(super::translate::r(Kind::FirewallRule, &rfq)),
             sequence: seen.len().to_string(),
         });
-        seen.push(r);
+        seen.insert(r);
     }
     out.put(
         Kind::FirewallPolicy,
@@ -648,25 +714,91 @@ mod tests {
 
     #[test]
     fn cidr_minus_cuts_the_except_blocks_out() {
-        assert_eq!(cidr_minus("10.0.0.0/24", &[]).unwrap(), vec!["10.0.0.0/24"]);
         assert_eq!(
-            cidr_minus("10.0.0.0/24", &["10.0.0.128/25".into()]).unwrap(),
+            cidr_minus("10.0.0.0/24", &[], 100).unwrap(),
+            vec!["10.0.0.0/24"]
+        );
+        assert_eq!(
+            cidr_minus("10.0.0.0/24", &["10.0.0.128/25".into()], 100).unwrap(),
             vec!["10.0.0.0/25"]
         );
         assert_eq!(
-            cidr_minus("10.0.0.0/30", &["10.0.0.1/32".into()]).unwrap(),
+            cidr_minus("10.0.0.0/30", &["10.0.0.1/32".into()], 100).unwrap(),
             vec!["10.0.0.0/32", "10.0.0.2/31"]
         );
         assert_eq!(
-            cidr_minus("10.0.0.7/29", &["10.0.0.0/29".into()]).unwrap(),
+            cidr_minus("10.0.0.7/29", &["10.0.0.0/29".into()], 100).unwrap(),
             Vec::<String>::new()
         );
         assert_eq!(
-            cidr_minus("fd00::/126", &["fd00::3/128".into()]).unwrap(),
+            cidr_minus("fd00::/126", &["fd00::3/128".into()], 100).unwrap(),
             vec!["fd00::/127", "fd00::2/128"]
         );
-        assert!(cidr_minus("10.0.0.0/24", &["10.0.1.0/25".into()]).is_err());
-        assert!(cidr_minus("10.0.0.0/33", &[]).is_err());
-        assert!(cidr_minus("nonsense", &[]).is_err());
+        assert!(cidr_minus("10.0.0.0/24", &["10.0.1.0/25".into()], 100).is_err());
+        assert!(cidr_minus("10.0.0.0/33", &[], 100).is_err());
+        assert!(cidr_minus("nonsense", &[], 100).is_err());
+        // Nested and repeated blocks count once.
+        assert_eq!(
+            cidr_minus(
+                "10.0.0.0/30",
+                &[
+                    "10.0.0.2/31".into(),
+                    "10.0.0.3/32".into(),
+                    "10.0.0.2/31".into()
+                ],
+                100
+            )
+            .unwrap(),
+            vec!["10.0.0.0/31"]
+        );
+    }
+
+    /// Thousands of except blocks (work in proportion to them), and refused past the limit
+    /// rather than grown.
+    #[test]
+    fn cidr_minus_with_thousands_of_blocks() {
+        let except: Vec<String> = (0..5000u32)
+            .map(|i| {
+                let a = std::net::Ipv4Addr::from(0x0a00_0000 + i * 3331 % (1 << 24));
+                format!("{a}/32")
+            })
+            .collect();
+        let all = cidr_minus("10.0.0.0/8", &except, usize::MAX).unwrap();
+        let kept: u64 = all
+            .iter()
+            .map(|p| 1u64 << (32 - p.split_once('/').unwrap().1.parse::<u32>().unwrap()))
+            .sum();
+        assert_eq!(kept, (1 << 24) - 5000);
+        let err = cidr_minus("10.0.0.0/8", &except, 10_000).unwrap_err();
+        assert!(err.contains("more than 10000 prefixes"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// The prefixes cover exactly the addresses of the CIDR outside every block, once.
+        #[test]
+        fn cidr_minus_keeps_exactly_the_rest(
+            blocks in proptest::collection::vec((0u32..256, 24u8..=32), 0..12),
+        ) {
+            let except: Vec<String> = blocks
+                .iter()
+                .map(|(h, l)| {
+                    let net = (0x0a00_0000 | h) & (u32::MAX << (32 - u32::from(*l)));
+                    format!("{}/{l}", std::net::Ipv4Addr::from(net))
+                })
+                .collect();
+            let inside = |a: u32, p: &str| {
+                let (n, l) = p.split_once('/').unwrap();
+                let n = u32::from(n.parse::<std::net::Ipv4Addr>().unwrap());
+                let l: u32 = l.parse().unwrap();
+                l == 0 || a >> (32 - l) == n >> (32 - l)
+            };
+            let out = cidr_minus("10.0.0.0/24", &except, 1000).unwrap();
+            for h in 0..256u32 {
+                let a = 0x0a00_0000 | h;
+                let excluded = except.iter().any(|e| inside(a, e));
+                let covers = out.iter().filter(|p| inside(a, p)).count();
+                proptest::prop_assert_eq!(covers, usize::from(!excluded), "10.0.0.{}", h);
+            }
+        }
     }
 }
