@@ -235,7 +235,7 @@ impl AgentApi for Api {
                 })?;
         }
         let name = if p.name.is_empty() {
-            vrouter::runtime::port_name(&p.device).to_string()
+            vrouter_api::port_name(&p.device).to_string()
         } else {
             p.name.clone()
         };
@@ -431,7 +431,7 @@ impl AgentApi for Api {
 /// The MTU of a plugged port: 0 means the standard 1500; otherwise within what a vif may
 /// have (the vrouter refuses more than its packet buffers hold on its own).
 fn port_mtu(mtu: u32) -> Result<u16, String> {
-    use vrouter::config::{MAX_MTU, MIN_MTU};
+    use vrouter_api::config::{MAX_MTU, MIN_MTU};
     match mtu {
         0 => Ok(1500),
         m => u16::try_from(m)

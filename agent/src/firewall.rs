@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use vrouter::config::{ActionCfg, EndpointCfg, PolicyCfg, RuleCfg};
+use vrouter_api::config::{ActionCfg, EndpointCfg, PolicyCfg, RuleCfg};
 
 use crate::kinds::{Kind, fq_string};
 use crate::proto::{self, object};

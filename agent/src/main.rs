@@ -47,7 +47,7 @@ struct Args {
     #[arg(long)]
     metrics: Option<SocketAddr>,
     /// The vrouter's control socket.
-    #[arg(long, default_value = vrouter::control::DEFAULT_SOCKET)]
+    #[arg(long, default_value = vrouter_api::control::DEFAULT_SOCKET)]
     vrouter_socket: PathBuf,
     /// Where the configuration store lives.
     #[arg(long, default_value = "/var/lib/vrouter-agent")]
@@ -96,7 +96,7 @@ struct Args {
 
 /// A MAC address argument, checked and written the vrouter's way.
 fn parse_mac(s: &str) -> Result<String, String> {
-    s.parse::<vrouter::wire::MacAddr>()
+    s.parse::<vrouter_api::MacAddr>()
         .map(|m| m.to_string())
         .map_err(|e| format!("{s:?}: {e}"))
 }

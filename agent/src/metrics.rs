@@ -113,8 +113,8 @@ pub fn render(shared: &Shared, socket: &std::path::Path) -> String {
         ports as u64,
     );
 
-    match vrouter::control::Client::connect(socket)
-        .and_then(|mut c| c.call(vrouter::control::Op::Stats))
+    match vrouter_api::control::Client::connect(socket)
+        .and_then(|mut c| c.call(vrouter_api::control::Op::Stats))
     {
         Ok(r) if r.ok => vrouter_metrics(&mut out, r.data.as_ref().unwrap_or(&Value::Null)),
         _ => gauge(&mut out, "vrouter_up", "1 when the vrouter answered", 0),
@@ -136,7 +136,7 @@ fn vrouter_metrics(out: &mut String, v: &Value) {
                     "# HELP vrouter_drops_total Packets dropped, by reason\n# TYPE vrouter_drops_total counter"
                 );
                 // Every reason, zeros included, so that rates work from the first scrape.
-                for r in vrouter::pipeline::DropReason::ALL {
+                for r in vrouter_api::drops::DropReason::ALL {
                     let n = d.get(r.name()).and_then(Value::as_u64).unwrap_or(0);
                     let _ = writeln!(
                         out,
@@ -145,7 +145,7 @@ fn vrouter_metrics(out: &mut String, v: &Value) {
                     );
                 }
                 for (reason, n) in d {
-                    if !vrouter::pipeline::DropReason::ALL
+                    if !vrouter_api::drops::DropReason::ALL
                         .iter()
                         .any(|r| r.name() == reason)
                     {

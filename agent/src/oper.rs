@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
-use vrouter::config::{
+use vrouter_api::config::{
     ActionCfg, AllowedCfg, AttrCfg, Encap, EndpointCfg, MemberCfg, NexthopCfg, NexthopKind,
     NodePortCfg, PolicyCfg, RouteCfg, RuleCfg, ServiceMemberCfg, ServicePortCfg, SnatPortsCfg,
     VifCfg, VifKindCfg,

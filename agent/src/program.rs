@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
-use vrouter::config::{
+use vrouter_api::config::{
     AttrCfg, NexthopCfg, NexthopKind, PolicyCfg, RouteCfg, SnatPortsCfg, VifCfg, VifKindCfg, VniCfg,
 };
-use vrouter::control::{Client, Op};
+use vrouter_api::control::{Client, Op};
 
 use crate::oper::{self, Bases, Desired, Ids, Node, POLICY_PREFIX, RemoteRoute};
 use crate::persist::{PortRec, Store};
@@ -222,7 +222,7 @@ fn call(c: &mut Client, op: Op) -> Result<Value> {
     if r.ok {
         Ok(r.data.unwrap_or(Value::Null))
     } else {
-        let e = r.error.unwrap_or_else(|| vrouter::control::ErrorBody {
+        let e = r.error.unwrap_or_else(|| vrouter_api::control::ErrorBody {
             code: "unknown".into(),
             message: String::new(),
         });
@@ -243,7 +243,7 @@ fn node(c: &mut Client, opts: &Options) -> Result<Node> {
     let host = vifs.iter().find(|v| v.kind == VifKindCfg::Host);
     let host_vif = host.map(|h| h.id);
     let fabric_vrf = host.or(fabric).map_or(0, |v| v.vrf);
-    let mac: vrouter::wire::MacAddr = opts
+    let mac: vrouter_api::MacAddr = opts
         .vrouter_mac
         .parse()
         .map_err(|e| anyhow!("vrouter MAC: {e}"))?;
@@ -327,7 +327,9 @@ fn actual(c: &mut Client, b: &Bases, fabric_vrf: u32) -> Result<Actual> {
             a.nexthops.insert(n.id, n);
         }
     }
-    for l in items::<vrouter::config::LabelCfg>(c.dump_all(|cursor| Op::DumpLabels { cursor })?)? {
+    for l in
+        items::<vrouter_api::config::LabelCfg>(c.dump_all(|cursor| Op::DumpLabels { cursor })?)?
+    {
         if l.label >= b.label {
             a.labels.insert(l.label, l.nh);
         }
@@ -380,7 +382,7 @@ impl Actual {
 fn same_nh(a: &NexthopCfg, b: &NexthopCfg) -> bool {
     match (&a.kind, &b.kind) {
         (NexthopKind::Composite { members: x }, NexthopKind::Composite { members: y }) => {
-            let key = |m: &vrouter::config::MemberCfg| (m.nh, m.label, m.weight);
+            let key = |m: &vrouter_api::config::MemberCfg| (m.nh, m.label, m.weight);
             let mut x: Vec<_> = x.iter().map(key).collect();
             let mut y: Vec<_> = y.iter().map(key).collect();
             x.sort_unstable();
@@ -436,7 +438,7 @@ fn plan(d: &Desired, a: &Actual) -> [Vec<Op>; 5] {
     }
     for (l, nh) in &d.labels {
         if a.labels.get(l) != Some(nh) {
-            main.push(Op::SetLabel(vrouter::config::LabelCfg {
+            main.push(Op::SetLabel(vrouter_api::config::LabelCfg {
                 label: *l,
                 nh: *nh,
             }));

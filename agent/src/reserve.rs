@@ -6,7 +6,7 @@
 use std::io;
 use std::path::Path;
 
-use vrouter::config::SnatPortsCfg;
+use vrouter_api::config::SnatPortsCfg;
 
 /// The kernel's list, in the network namespace the agent runs in (the host's).
 pub const PROC_PATH: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";

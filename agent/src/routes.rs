@@ -48,14 +48,14 @@ pub fn check(k: &str, r: &RemoteRoute) -> Result<(), String> {
             r.node_ip, r.vn, r.prefix
         ));
     }
-    let mac: vrouter::wire::MacAddr = r
+    let mac: vrouter_api::MacAddr = r
         .node_mac
         .parse()
         .map_err(|e| format!("node_mac {:?}: {e}", r.node_mac))?;
     if mac.is_multicast() || mac.0 == [0; 6] {
         return Err(format!("node_mac {mac} is not a unicast address"));
     }
-    let (addr, len) = vrouter::config::parse_prefix(&r.prefix)?;
+    let (addr, len) = vrouter_api::config::parse_prefix(&r.prefix)?;
     let host = if addr.is_ipv4() { 32 } else { 128 };
     if len != host {
         return Err(format!("prefix {} is not a host prefix", r.prefix));

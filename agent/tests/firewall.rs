@@ -11,7 +11,7 @@ use agent::proto::{self, Ref, object::Kind as K};
 use agent::store::{Change, Db};
 use common::{obj, r};
 use tonic::Code;
-use vrouter::config::{ActionCfg, EndpointCfg};
+use vrouter_api::config::{ActionCfg, EndpointCfg};
 
 /// A compiled rule: action, protocol, source, destination, destination ports.
 type Compiled = (

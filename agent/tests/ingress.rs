@@ -609,7 +609,7 @@ fn port(uuid: &str) -> (String, PortRec) {
 }
 
 /// The nexthop the VIP is routed to, and what it is.
-fn vip_route(d: &agent::oper::Desired) -> vrouter::config::NexthopKind {
+fn vip_route(d: &agent::oper::Desired) -> vrouter_api::config::NexthopKind {
     let r = d
         .routes
         .values()
@@ -625,7 +625,7 @@ fn the_vip_goes_to_the_active_instance_then_to_the_standby_when_it_is_gone() {
     let both: BTreeMap<String, PortRec> = [port(&active), port(&standby)].into();
     let d = desired(&db, &node(), &both, &[], &mut ids);
     let nh_of = |d: &agent::oper::Desired, vmi: &str| d.ports[vmi].vif;
-    let vrouter::config::NexthopKind::Encap { vif, .. } = vip_route(&d) else {
+    let vrouter_api::config::NexthopKind::Encap { vif, .. } = vip_route(&d) else {
         panic!(
             "the VIP goes to one interface, not ECMP: {:?}",
             vip_route(&d)
@@ -657,7 +657,7 @@ fn the_vip_goes_to_the_active_instance_then_to_the_standby_when_it_is_gone() {
     // The active instance's port withdrawn: the standby takes the VIP.
     let one: BTreeMap<String, PortRec> = [port(&standby)].into();
     let d = desired(&db, &node(), &one, &[], &mut ids);
-    let vrouter::config::NexthopKind::Encap { vif, .. } = vip_route(&d) else {
+    let vrouter_api::config::NexthopKind::Encap { vif, .. } = vip_route(&d) else {
         panic!("{:?}", vip_route(&d));
     };
     assert_eq!(vif, nh_of(&d, &standby));
@@ -683,7 +683,10 @@ fn the_vip_goes_to_the_active_instance_then_to_the_standby_when_it_is_gone() {
     }];
     let d = desired(&db, &node(), &one, &remote, &mut ids);
     assert!(
-        matches!(vip_route(&d), vrouter::config::NexthopKind::Tunnel { .. }),
+        matches!(
+            vip_route(&d),
+            vrouter_api::config::NexthopKind::Tunnel { .. }
+        ),
         "{:?}",
         vip_route(&d)
     );

@@ -12,7 +12,7 @@ use agent::persist::PortRec;
 use agent::proto::{self, object::Kind as K};
 use agent::store::{Change, Db};
 use common::{fq, obj, project_and_ipam, r};
-use vrouter::config::{NexthopKind, ServicePortCfg};
+use vrouter_api::config::{NexthopKind, ServicePortCfg};
 
 fn net(name: &str, prefix: &str, policies: &[&str]) -> Change {
     Change::Create(obj(K::VirtualNetwork(proto::VirtualNetwork {
@@ -233,7 +233,7 @@ fn a_native_load_balancer_becomes_a_service_nexthop_routed_at_its_vip() {
         })
         .unwrap();
     assert!(fip.starts_with("203.0.113."), "{fip}");
-    let routes: Vec<&vrouter::config::RouteCfg> = d
+    let routes: Vec<&vrouter_api::config::RouteCfg> = d
         .routes
         .values()
         .filter(|r| r.prefix == format!("{fip}/32"))

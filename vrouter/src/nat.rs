@@ -125,7 +125,7 @@ pub struct SnatPools {
 }
 
 /// The ip-fabric SNAT ranges: TCP 56000-57023, UDP 57024-58047.
-pub const DEFAULT_RANGES: [(u16, u16); 2] = [(56000, 57023), (57024, 58047)];
+pub const DEFAULT_RANGES: [(u16, u16); 2] = vrouter_api::config::DEFAULT_SNAT_RANGES;
 
 impl Default for SnatPools {
     /// The ip-fabric SNAT ranges, [`DEFAULT_RANGES`].

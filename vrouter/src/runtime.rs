@@ -701,10 +701,7 @@ impl LcoreCtx {
     }
 }
 
-/// The port name of a device spec: what comes before the first comma.
-pub fn port_name(device: &str) -> &str {
-    device.split(',').next().unwrap_or(device)
-}
+pub use vrouter_api::port_name;
 
 /// Runs the vrouter until `stop` is set or an option ends the run.
 pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Result<Report> {

@@ -819,7 +819,7 @@ fn client_ip_affinity_sends_all_of_a_clients_connections_to_one_backend() {
     assert_eq!(seen.len(), 1, "one backend for vm1: {seen:?}");
     // The configuration reads back with the affinity.
     let nh = tb.writer.tables().nexthops.get(7).unwrap().clone();
-    let cfg = vrouter::config::NexthopCfg::from_nexthop(NhId(7), &nh);
+    let cfg = vrouter::config::nexthop_cfg(NhId(7), &nh);
     assert!(matches!(
         cfg.kind,
         NexthopKind::Service { affinity: true, .. }

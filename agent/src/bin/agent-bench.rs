@@ -19,7 +19,7 @@ use agent::proto::{self, Object, Ref, object::Kind as K};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use vrouter::control::{Client, Op};
+use vrouter_api::control::{Client, Op};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,7 +95,7 @@ fn socket_bench(socket: &Path, interfaces: u32, routes: u32) -> Result<()> {
         )?),
     )?;
     let route = |i: u32| {
-        Op::AddRoute(vrouter::config::RouteCfg {
+        Op::AddRoute(vrouter_api::config::RouteCfg {
             vrf,
             prefix: format!("10.{}.{}.{}/32", 100 + (i >> 16), (i >> 8) & 255, i & 255),
             nh: 60000,
@@ -134,11 +134,11 @@ fn socket_bench(socket: &Path, interfaces: u32, routes: u32) -> Result<()> {
             "id": 100_000 + i, "type": "encap", "vif": id,
             "dmac": "02:00:00:00:00:01", "smac": "00:00:5e:00:01:00",
         }))?));
-        ops.push(Op::SetLabel(vrouter::config::LabelCfg {
+        ops.push(Op::SetLabel(vrouter_api::config::LabelCfg {
             label: 100_000 + i,
             nh: 100_000 + i,
         }));
-        ops.push(Op::AddRoute(vrouter::config::RouteCfg {
+        ops.push(Op::AddRoute(vrouter_api::config::RouteCfg {
             vrf,
             prefix: format!("10.200.{}.{}/32", i >> 8, i & 255),
             nh: 100_000 + i,

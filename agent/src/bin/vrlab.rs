@@ -538,8 +538,8 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()>
         state.nodes.push(node.clone());
         lab.save(&state)?;
         wait_for("vrouter", &log, || {
-            vrouter::control::Client::connect(&socket)
-                .and_then(|mut c| c.call(vrouter::control::Op::Hello))
+            vrouter_api::control::Client::connect(&socket)
+                .and_then(|mut c| c.call(vrouter_api::control::Op::Hello))
                 .is_ok()
         })?;
         if let Some(bridge) = &state.bridge {
@@ -1119,7 +1119,7 @@ fn wait_routes(state: &State) -> Result<()> {
 
 /// The prefixes of every VRF of a node's vrouter.
 fn node_routes(socket: &Path) -> Result<std::collections::BTreeSet<String>> {
-    use vrouter::control::{Client, Op};
+    use vrouter_api::control::{Client, Op};
     let mut c = Client::connect(socket)?;
     let vrfs = c.call(Op::DumpVrfs)?.data.unwrap_or_default();
     let mut out = std::collections::BTreeSet::new();
@@ -1736,7 +1736,7 @@ fn down(lab: &Lab) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    vrouter::cli::quiet_broken_pipe();
+    vrouter_api::quiet_broken_pipe();
     let a = Args::parse();
     match real_main(a) {
         Ok(code) => std::process::ExitCode::from(code),

@@ -87,11 +87,14 @@ impl NetConf {
     /// The interface MTU, checked.
     fn mtu(&self) -> Res<u32> {
         let mtu = self.mtu.unwrap_or(DEFAULT_MTU);
-        if !(1280..=u32::from(vrouter::config::MAX_MTU)).contains(&mtu) {
+        if !(1280..=u32::from(vrouter_api::config::MAX_MTU)).contains(&mtu) {
             return Err(err(
                 code::INVALID_CONFIG,
                 "invalid network configuration",
-                format!("mtu {mtu} is outside 1280..={}", vrouter::config::MAX_MTU),
+                format!(
+                    "mtu {mtu} is outside 1280..={}",
+                    vrouter_api::config::MAX_MTU
+                ),
             ));
         }
         Ok(mtu)
@@ -497,34 +500,24 @@ async fn check(conf: &NetConf, env: &Env) -> Res<()> {
     if cmd(&["ip", "link", "show", &host]).is_err() {
         return drift(format!("the host end {host} of the pod's link is gone"), "");
     }
-    let link = in_netns(
-        &env.netns,
-        &["ip", "-o", "link", "show", "dev", &env.ifname],
-    )
-    .map_err(|e| {
-        err(
-            code::CHECK_FAILED,
-            format!("{} is missing", env.ifname),
-            e.details,
-        )
-    })?;
+    // The pod's interface as `ip -o <what> show dev IFNAME` sees it; gone is a failure.
+    let show = |what: &str| {
+        in_netns(&env.netns, &["ip", "-o", what, "show", "dev", &env.ifname]).map_err(|e| {
+            err(
+                code::CHECK_FAILED,
+                format!("{} is missing", env.ifname),
+                e.details,
+            )
+        })
+    };
+    let link = show("link")?;
     if !link.contains(&format!("link/ether {} ", info.mac_address)) {
         return drift(
             format!("{} does not have the MAC {}", env.ifname, info.mac_address),
             &link,
         );
     }
-    let shown = in_netns(
-        &env.netns,
-        &["ip", "-o", "addr", "show", "dev", &env.ifname],
-    )
-    .map_err(|e| {
-        err(
-            code::CHECK_FAILED,
-            format!("{} is missing", env.ifname),
-            e.details,
-        )
-    })?;
+    let shown = show("addr")?;
     for ip in prev["ips"].as_array().into_iter().flatten() {
         let a = ip["address"].as_str().unwrap_or_default();
         if !info.ip_addresses.iter().any(|x| x == a) {

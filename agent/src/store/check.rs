@@ -15,7 +15,7 @@ const MAX_ALLOWED_PAIRS: usize = 16;
 
 /// A MAC an interface sends from, normalised: unicast only.
 fn unicast_mac(name: &str, field: &str, s: &str) -> Result<String, Status> {
-    let m: vrouter::wire::MacAddr = s.parse().map_err(|e| invalid(name, field, e))?;
+    let m: vrouter_api::MacAddr = s.parse().map_err(|e| invalid(name, field, e))?;
     if m.is_multicast() {
         return Err(invalid(name, field, "must be a unicast MAC"));
     }

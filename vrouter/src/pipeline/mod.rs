@@ -11,7 +11,7 @@
 
 mod classify;
 mod decap;
-mod drop;
+
 mod encap;
 mod flow;
 mod forward;
@@ -25,7 +25,7 @@ mod split;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-pub use drop::{DropReason, DropStats, NUM_REASONS};
+pub use vrouter_api::drops::{DropReason, DropStats, NUM_REASONS};
 
 use crate::flow::frag::{FragTable, Piece};
 use crate::flow::{AgingConfig, FlowAction, FlowIdx, FlowKey, FlowTable};
