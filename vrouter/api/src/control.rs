@@ -48,7 +48,10 @@ pub enum Op {
         /// Index.
         id: u32,
     },
-    /// Add or replace an interface (in the tables; ports are set up at start).
+    /// Add or replace an interface. With a `device`, the vrouter plugs that port in for
+    /// it (on its own, not in a batch), or swaps the vif's port for it in place; without
+    /// one, only the table entry changes and a port the vif has stays (`DelVif` takes
+    /// the port away with the vif).
     AddVif(VifCfg),
     /// Delete an interface.
     DelVif {

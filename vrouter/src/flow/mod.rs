@@ -10,7 +10,7 @@ pub mod table;
 
 use std::net::IpAddr;
 
-use crate::pipeline::DropReason;
+use vrouter_api::drops::DropReason;
 use crate::policy::addr_bits;
 use crate::tables::{NhId, VrfId};
 

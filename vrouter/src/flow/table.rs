@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use super::{FlowAction, FlowKey, FlowVerdict, Hairpin, NatRewrite, hash_words};
 use crate::nat::SnatPools;
-use crate::pipeline::DropReason;
+use vrouter_api::drops::DropReason;
 use crate::policy::addr_bits;
 use crate::tables::NhId;
 use crate::wire::tcp::flags as tcpf;
