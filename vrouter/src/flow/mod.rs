@@ -10,9 +10,9 @@ pub mod table;
 
 use std::net::IpAddr;
 
-use vrouter_api::drops::DropReason;
 use crate::policy::addr_bits;
 use crate::tables::{NhId, VrfId};
+use vrouter_api::drops::DropReason;
 
 pub use table::{
     AgingConfig, FlowHit, FlowIdx, FlowInfo, FlowTable, FlowTableStats, InsertError, TcpState,

@@ -23,11 +23,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use super::{FlowAction, FlowKey, FlowVerdict, Hairpin, NatRewrite, hash_words};
 use crate::nat::SnatPools;
-use vrouter_api::drops::DropReason;
 use crate::policy::addr_bits;
 use crate::tables::NhId;
 use crate::wire::tcp::flags as tcpf;
 use std::sync::Arc;
+use vrouter_api::drops::DropReason;
 
 /// Entries per bucket.
 const WAYS: usize = 8;
