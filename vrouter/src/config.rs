@@ -132,7 +132,12 @@ impl Config {
         for a in &self.attrs {
             apply_attr(w, a)?;
         }
-        let find = |n: &str| self.policies.iter().find(|p| p.name == n);
+        let compiled = self
+            .policies
+            .iter()
+            .map(|p| Ok((p.name.as_str(), compile_policy(p)?)))
+            .collect::<Result<std::collections::BTreeMap<_, _>, ConfigError>>()?;
+        let find = |n: &str| compiled.get(n).cloned();
         for v in &self.vifs {
             apply_vif_with(w, v, &find)?;
         }
@@ -268,11 +273,12 @@ pub fn compile_policy(p: &PolicyCfg) -> Result<RuleSet, ConfigError> {
     ))
 }
 
-/// Adds or replaces an interface, resolving its rule-set names with `find`.
-pub fn apply_vif_with<'p>(
+/// Adds or replaces an interface, resolving its rule-set names to compiled sets with
+/// `find` (each compiled once, shared by the vifs that name it).
+pub fn apply_vif_with(
     w: &mut TablesWriter,
     v: &VifCfg,
-    find: &dyn Fn(&str) -> Option<&'p PolicyCfg>,
+    find: &dyn Fn(&str) -> Option<RuleSet>,
 ) -> Result<(), ConfigError> {
     let object = format!("vif {} ({})", v.id, v.name);
     if !(MIN_MTU..=MAX_MTU).contains(&v.mtu) {
@@ -285,11 +291,10 @@ pub fn apply_vif_with<'p>(
         names
             .iter()
             .map(|n| {
-                let p = find(n).ok_or_else(|| ConfigError::Value {
+                find(n).ok_or_else(|| ConfigError::Value {
                     object: object.clone(),
                     why: format!("policy {n:?} is not defined"),
-                })?;
-                compile_policy(p)
+                })
             })
             .collect()
     };

@@ -31,6 +31,7 @@ use crate::config::{
     parse_prefix,
 };
 use crate::flow::FlowTable;
+use crate::policy::RuleSet;
 use crate::tables::{NhId, TableError, TablesWriter, VifId, VrfId};
 
 /// A request to the runtime to set a port up for a vif, or to tear it down.
@@ -140,19 +141,40 @@ fn table_err(object: String) -> impl FnOnce(TableError) -> ConfigError {
     move |source| ConfigError::Table { object, source }
 }
 
+/// A named rule set as configured (for dumps) and compiled, once: every vif that names
+/// it shares the compiled rules.
+#[derive(Debug, Clone)]
+pub struct NamedPolicy {
+    /// As configured.
+    pub cfg: PolicyCfg,
+    /// Compiled.
+    pub compiled: RuleSet,
+}
+
 /// Named rule sets by name.
-pub type Policies = std::collections::BTreeMap<String, PolicyCfg>;
+pub type Policies = std::collections::BTreeMap<String, NamedPolicy>;
+
+/// The compiled set of that name.
+fn find_in(pols: &Policies) -> impl Fn(&str) -> Option<RuleSet> + '_ {
+    |n| pols.get(n).map(|p| p.compiled.clone())
+}
 
 /// Adds or replaces a rule set and recompiles the interfaces that name it.
 fn set_policy(w: &mut TablesWriter, pols: &mut Policies, p: &PolicyCfg) -> Result<(), ConfigError> {
-    config::compile_policy(p)?;
+    let compiled = config::compile_policy(p)?;
     if p.name.is_empty() {
         return Err(ConfigError::Value {
             object: "policy".into(),
             why: "the name is empty".into(),
         });
     }
-    pols.insert(p.name.clone(), p.clone());
+    pols.insert(
+        p.name.clone(),
+        NamedPolicy {
+            cfg: p.clone(),
+            compiled,
+        },
+    );
     let users: Vec<VifCfg> = w
         .tables()
         .vifs
@@ -168,7 +190,7 @@ fn set_policy(w: &mut TablesWriter, pols: &mut Policies, p: &PolicyCfg) -> Resul
         .map(|(_, v)| config::vif_cfg(v, None))
         .collect();
     for v in &users {
-        config::apply_vif_with(w, v, &|n| pols.get(n))?;
+        config::apply_vif_with(w, v, &find_in(pols))?;
     }
     Ok(())
 }
@@ -182,7 +204,7 @@ fn apply(w: &mut TablesWriter, pols: &mut Policies, op: &Op) -> Result<(), Confi
         Op::DelVrf { id } => w
             .del_vrf(VrfId(*id))
             .map_err(table_err(format!("vrf {id}"))),
-        Op::AddVif(v) => config::apply_vif_with(w, v, &|n| pols.get(n)),
+        Op::AddVif(v) => config::apply_vif_with(w, v, &find_in(pols)),
         Op::SetPolicy(p) => set_policy(w, pols, p),
         Op::DelPolicy { name } => {
             let object = format!("policy {name}");
@@ -456,6 +478,7 @@ pub fn handle(state: &ControlState, req: &Request) -> Reply {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .values()
+                .map(|p| &p.cfg)
                 .collect::<Vec<_>>()
         ),
         Op::DumpAttrs => json!(
@@ -523,7 +546,7 @@ fn capture(
 fn attach(state: &ControlState, id: u64, v: &VifCfg) -> Reply {
     let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
     let pols = state.policies.lock().unwrap_or_else(|e| e.into_inner());
-    let applied = w.transaction(|w| config::apply_vif_with(w, v, &|n| pols.get(n)));
+    let applied = w.transaction(|w| config::apply_vif_with(w, v, &find_in(&pols)));
     drop(pols);
     if let Err(e) = applied {
         return Reply::err(id, code_of(&e), e.to_string());
@@ -558,7 +581,7 @@ fn attach(state: &ControlState, id: u64, v: &VifCfg) -> Reply {
 fn replace(state: &ControlState, id: u64, v: &VifCfg) -> Reply {
     let mut w = state.writer.lock().unwrap_or_else(|e| e.into_inner());
     let pols = state.policies.lock().unwrap_or_else(|e| e.into_inner());
-    let applied = w.transaction(|w| config::apply_vif_with(w, v, &|n| pols.get(n)));
+    let applied = w.transaction(|w| config::apply_vif_with(w, v, &find_in(&pols)));
     drop(pols);
     if let Err(e) = applied {
         return Reply::err(id, code_of(&e), e.to_string());

@@ -149,16 +149,23 @@ pub struct FlowMatch<'a> {
 /// An ordered list of rules: the first match decides, else the default. Built with
 /// [`RuleSet::new`], which indexes the rules so that a flow is compared with the few that
 /// could match it, not with every rule (a set of thousands of rules costs a flow about
-/// what a short one does).
+/// what a short one does). The compiled rules are shared: a clone (every interface that
+/// names the set) costs a reference, not a copy of the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSet {
     /// Name for dumps (e.g. the security group's FQ name).
     pub name: String,
-    rules: Vec<Rule>,
     /// Action when nothing matches.
     pub default: Action,
     /// A virtual network's policy (see [`evaluate_service`]).
     pub network: bool,
+    compiled: std::sync::Arc<Compiled>,
+}
+
+/// The rules of a set and their index.
+#[derive(Debug, PartialEq, Eq)]
+struct Compiled {
+    rules: Vec<Rule>,
     index: RuleIndex,
 }
 
@@ -299,16 +306,23 @@ impl RuleSet {
     ) -> RuleSet {
         RuleSet {
             name: name.into(),
-            index: RuleIndex::build(&rules),
-            rules,
             default,
             network,
+            compiled: std::sync::Arc::new(Compiled {
+                index: RuleIndex::build(&rules),
+                rules,
+            }),
         }
     }
 
     /// The rules, in order.
     pub fn rules(&self) -> &[Rule] {
-        &self.rules
+        &self.compiled.rules
+    }
+
+    /// Whether two sets share their compiled rules (one compilation, several users).
+    pub fn shares_rules_with(&self, o: &RuleSet) -> bool {
+        std::sync::Arc::ptr_eq(&self.compiled, &o.compiled)
     }
 
     /// The first rule of `candidates` (ascending) below `best` that matches.
@@ -318,7 +332,7 @@ impl RuleSet {
             if i >= *best {
                 return;
             }
-            if self.rules[i as usize].matches(f) {
+            if self.compiled.rules[i as usize].matches(f) {
                 *best = i;
                 return;
             }
@@ -329,13 +343,13 @@ impl RuleSet {
     /// the default).
     #[inline]
     pub fn eval(&self, f: &FlowMatch<'_>) -> (Action, Option<usize>) {
-        if self.rules.len() < SCAN_BELOW {
-            return match self.rules.iter().position(|r| r.matches(f)) {
-                Some(i) => (self.rules[i].action, Some(i)),
+        let Compiled { rules, index: x } = &*self.compiled;
+        if rules.len() < SCAN_BELOW {
+            return match rules.iter().position(|r| r.matches(f)) {
+                Some(i) => (rules[i].action, Some(i)),
                 None => (self.default, None),
             };
         }
-        let x = &self.index;
         let mut best = u32::MAX;
         self.first_in(&x.rest, &mut best, f);
         for (len, b) in &x.src {
@@ -357,7 +371,7 @@ impl RuleSet {
                 self.first_in(x.dst_tag.get(t), &mut best, f);
             }
         }
-        match self.rules.get(best as usize) {
+        match rules.get(best as usize) {
             Some(r) => (r.action, Some(best as usize)),
             None => (self.default, None),
         }

@@ -893,9 +893,17 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     let control = Arc::new(crate::control::ControlState {
         writer: Mutex::new(writer),
         policies: Mutex::new(
+            // Each compiled already by `cfg.apply` above, which would have refused it.
             cfg.policies
                 .iter()
-                .map(|p| (p.name.clone(), p.clone()))
+                .filter_map(|p| {
+                    let compiled = crate::config::compile_policy(p).ok()?;
+                    let cfg = p.clone();
+                    Some((
+                        p.name.clone(),
+                        crate::control::NamedPolicy { cfg, compiled },
+                    ))
+                })
                 .collect(),
         ),
         flows: Arc::clone(&flows),

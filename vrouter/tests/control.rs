@@ -228,9 +228,32 @@ fn named_policies_are_set_recompiled_into_their_vifs_and_refused_while_used() {
     assert!(call(&s, Op::SetPolicy(policy("sg-web", 80))).ok);
     assert!(call(&s, Op::AddVif(vm2.clone())).ok);
     assert_eq!(vm2_rules(&s), vec![(80, 80)]);
-    // Replacing the rule set recompiles the interface that uses it.
+    // A second interface naming the set shares its compiled rules (one copy per set,
+    // not per interface).
+    let mut vm9 = vm2.clone();
+    (vm9.id, vm9.name) = (9, "vm9".into());
+    assert!(call(&s, Op::AddVif(vm9)).ok);
+    let shared = |s: &ControlState| {
+        let w = s.writer.lock().unwrap();
+        let set = |id| {
+            w.tables()
+                .vifs
+                .get(id)
+                .unwrap()
+                .policy
+                .clone()
+                .unwrap()
+                .ingress[0]
+                .clone()
+        };
+        set(3).shares_rules_with(&set(9))
+    };
+    assert!(shared(&s));
+    // Replacing the rule set recompiles the interfaces that use it, still shared.
     assert!(call(&s, Op::SetPolicy(policy("sg-web", 443))).ok);
     assert_eq!(vm2_rules(&s), vec![(443, 443)]);
+    assert!(shared(&s));
+    assert!(call(&s, Op::DelVif { id: 9 }).ok);
     let r = call(
         &s,
         Op::DelPolicy {
