@@ -12,11 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use agent::k8s::translate::{Translation, Underlay, translate_with};
 use agent::k8s::{Cluster, KubeConfig, ingress, manifest};
 use agent::lbaas::{self, Objects};
-use agent::oper::{Bases, Ids, Node, RemoteRoute, desired};
+use agent::oper::{Bases, Ids, RemoteRoute, desired};
 use agent::persist::PortRec;
 use agent::proto::{self, object, object::Kind as K};
 use agent::store::{Change, Db};
-use common::{fq, obj, project_and_ipam, r};
+use common::{fq, node, obj, project_and_ipam, r};
 
 const SHOP: &str = r#"
 apiVersion: v1
@@ -582,18 +582,6 @@ fn haproxy_db() -> (Db, String, String) {
     };
     let (a, s) = (uuid(&db, "active"), uuid(&db, "standby"));
     (db, a, s)
-}
-
-fn node() -> Node {
-    Node {
-        fabric_vif: 0,
-        ip: "192.0.2.1".parse().unwrap(),
-        mac: "02:00:00:00:00:01".into(),
-        vrouter_mac: "00:00:5e:00:01:00".into(),
-        host_vif: None,
-        fabric_vrf: 0,
-        gateway_mac: None,
-    }
 }
 
 fn port(uuid: &str) -> (String, PortRec) {

@@ -87,6 +87,14 @@ fn kubernetes_section_is_read_with_contrail_list_values_and_checked() {
             "[KUBERNETES]\npod_subnets = ['10.0.0.0']\n",
             "ADDRESS/LENGTH",
         ),
+        (
+            "[KUBERNETES]\npod_subnets = ['10.0.0.1/16']\n",
+            "host bits are set",
+        ),
+        (
+            "[KUBERNETES]\nservice_subnets = 10.96.0.0/33\n",
+            "length above 32",
+        ),
         ("[KUBERNETES]\nservice_subnets = []\n", "at least one"),
         ("[KUBERNETES]\nip_fabric_snat = maybe\n", "not a boolean"),
         ("[KUBERNETES]\nclusterr_name = x\n", "unknown key"),

@@ -7,10 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use agent::kinds::Kind;
-use agent::oper::{Bases, Desired, Ids, Node, RemoteRoute, SG_TAG, desired};
+use agent::oper::{Bases, Desired, Ids, RemoteRoute, SG_TAG, desired};
 use agent::proto::{self, object::Kind as K};
 use agent::store::{Change, Db};
-use common::{fq, obj, project_and_ipam, r};
+use common::{fq, node, obj, project_and_ipam, r};
 
 fn db() -> Db {
     let mut db = Db::new();
@@ -150,15 +150,7 @@ fn remote_tags_and_groups_come_from_configuration_not_from_the_publisher() {
             &["db", "web"],
         ),
     ];
-    let node = Node {
-        fabric_vif: 0,
-        ip: "192.0.2.1".parse().unwrap(),
-        mac: "02:fa:00:00:00:01".into(),
-        vrouter_mac: "00:00:5e:00:01:00".into(),
-        host_vif: None,
-        fabric_vrf: 0,
-        gateway_mac: None,
-    };
+    let node = node();
     let mut ids = Ids::new(Bases::default(), BTreeMap::new());
     let d = desired(&db, &node, &BTreeMap::new(), &remote, &mut ids);
     let sorted = |mut v: Vec<u32>| {

@@ -7,11 +7,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use agent::oper::{Bases, Ids, Node, RemoteRoute, desired};
+use agent::oper::{Bases, Ids, RemoteRoute, desired};
 use agent::persist::PortRec;
 use agent::proto::{self, object::Kind as K};
 use agent::store::{Change, Db};
-use common::{fq, obj, project_and_ipam, r};
+use common::{fq, node, obj, project_and_ipam, r};
 use vrouter_api::config::{NexthopKind, ServicePortCfg};
 
 fn net(name: &str, prefix: &str, policies: &[&str]) -> Change {
@@ -172,15 +172,7 @@ fn a_native_load_balancer_becomes_a_service_nexthop_routed_at_its_vip() {
         tags: vec![],
         preference: agent::oper::DEFAULT_PREFERENCE,
     }];
-    let node = Node {
-        fabric_vif: 0,
-        ip: "192.0.2.1".parse().unwrap(),
-        mac: "02:fa:00:00:00:01".into(),
-        vrouter_mac: "00:00:5e:00:01:00".into(),
-        host_vif: None,
-        fabric_vrf: 0,
-        gateway_mac: None,
-    };
+    let node = node();
     let mut ids = Ids::new(Bases::default(), BTreeMap::new());
     let d = desired(&db, &node, &ports, &remote, &mut ids);
 

@@ -184,11 +184,9 @@ impl KubeConfig {
                 bail!("{what}: at least one subnet");
             }
             for s in subnets {
-                let ok = s.split_once('/').is_some_and(|(a, l)| {
-                    a.parse::<std::net::IpAddr>().is_ok() && l.parse::<u8>().is_ok()
-                });
-                if !ok {
-                    bail!("{what}: {s:?} is not ADDRESS/LENGTH");
+                // The store's own prefix parse: what passes here passes there.
+                if let Err(e) = crate::store::Net::parse(s) {
+                    bail!("{what}: {s:?} is not ADDRESS/LENGTH: {e}");
                 }
             }
         }

@@ -45,3 +45,17 @@ pub fn project_and_ipam() -> [agent::store::Change; 2] {
         }))),
     ]
 }
+
+/// A node of the fabric without a fabric or host vif (192.0.2.1).
+#[allow(dead_code)]
+pub fn node() -> agent::oper::Node {
+    agent::oper::Node {
+        fabric_vif: 0,
+        ip: "192.0.2.1".parse().unwrap(),
+        mac: "02:fa:00:00:00:01".into(),
+        vrouter_mac: "00:00:5e:00:01:00".into(),
+        host_vif: None,
+        fabric_vrf: 0,
+        gateway_mac: None,
+    }
+}
