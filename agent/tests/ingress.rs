@@ -16,7 +16,7 @@ use agent::oper::{Bases, Ids, RemoteRoute, desired};
 use agent::persist::PortRec;
 use agent::proto::{self, object, object::Kind as K};
 use agent::store::{Change, Db};
-use common::{fq, node, obj, project_and_ipam, r};
+use common::{fq, node, obj, pods_network, project_and_ipam, r};
 
 const SHOP: &str = r#"
 apiVersion: v1
@@ -536,19 +536,7 @@ fn a_node_runs_the_instances_bound_to_it_and_none_without_a_vip() {
 fn haproxy_db() -> (Db, String, String) {
     let mut db = Db::new();
     let mut changes = Vec::from(project_and_ipam());
-    changes.push(Change::Create(obj(K::VirtualNetwork(
-        proto::VirtualNetwork {
-            fq_name: fq("pods"),
-            network_ipam_refs: vec![proto::IpamRef {
-                ipam: Some(r("network-ipam", fq("ipam"))),
-                subnets: vec![proto::Subnet {
-                    prefix: "10.1.0.0/24".into(),
-                    ..Default::default()
-                }],
-            }],
-            ..Default::default()
-        },
-    ))));
+    changes.push(pods_network());
     for (name, pref) in [("active", 200), ("standby", 0)] {
         changes.push(Change::Create(obj(K::VirtualMachineInterface(
             proto::VirtualMachineInterface {

@@ -10,7 +10,7 @@ use agent::kinds::Kind;
 use agent::oper::{Bases, Desired, Ids, RemoteRoute, SG_TAG, desired};
 use agent::proto::{self, object::Kind as K};
 use agent::store::{Change, Db};
-use common::{fq, node, obj, project_and_ipam, r};
+use common::{fq, node, obj, pods_network, project_and_ipam, r};
 
 fn db() -> Db {
     let mut db = Db::new();
@@ -36,17 +36,7 @@ fn db() -> Db {
             fq_name: fq("db"),
             ..Default::default()
         }))),
-        Change::Create(obj(K::VirtualNetwork(proto::VirtualNetwork {
-            fq_name: fq("pods"),
-            network_ipam_refs: vec![proto::IpamRef {
-                ipam: Some(r("network-ipam", fq("ipam"))),
-                subnets: vec![proto::Subnet {
-                    prefix: "10.1.0.0/24".into(),
-                    ..Default::default()
-                }],
-            }],
-            ..Default::default()
-        }))),
+        pods_network(),
     ]);
     // A web pod (on another node) and two backends of one service address.
     for (name, tag, sg, a) in [

@@ -201,12 +201,7 @@ fn two_nodes_learn_each_others_routes_through_etcd() {
             "5".into(),
         ]
     });
-    python(
-        "agent_multi.py",
-        &[&agents[0].target, &agents[1].target, "build"],
-    );
-    let (sa, sb) = (vr[0].socket.clone(), vr[1].socket.clone());
-    learn_each_other(&sa, &sb);
+    let (sa, sb) = build_and_learn(&vr, &agents);
 
     // Node a: pod b over a tunnel to 192.0.2.2 with node b's label for pod b.
     let label_b = label_of(&sb, "pod-b");
@@ -299,6 +294,38 @@ fn two_nodes_learn_each_others_routes_through_etcd() {
     drop(d);
 }
 
+/// Builds the two nodes' pods and waits until each node has the other's; their sockets.
+fn build_and_learn(vr: &[Daemon], agents: &[Agent]) -> (PathBuf, PathBuf) {
+    python(
+        "agent_multi.py",
+        &[&agents[0].target, &agents[1].target, "build"],
+    );
+    let (sa, sb) = (vr[0].socket.clone(), vr[1].socket.clone());
+    learn_each_other(&sa, &sb);
+    (sa, sb)
+}
+
+/// No key with "forged" in it under `prefix`.
+async fn nothing_forged(c: &mut etcd_client::Client, prefix: &str) {
+    let left = c
+        .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert!(
+        left.kvs()
+            .iter()
+            .all(|kv| !kv.key_str().unwrap().contains("forged")),
+        "a forged key landed"
+    );
+}
+
+/// Node b still reaches pod a through node a.
+fn reaches_a_through_node_a(sb: &Path) {
+    let r = routes(sb);
+    let to_a = r.iter().find(|r| r.0 == "10.60.0.10/32").expect("pod a");
+    assert_eq!(nh(sb, to_a.1)["dst"], "192.0.2.1");
+}
+
 /// An etcd client for the attacks, with the certificate `name` from `pki` (or none).
 fn etcd_as(url: &str, pki: &Path, name: Option<&str>, ca: &str) -> agent::etcd::EtcdArgs {
     agent::etcd::EtcdArgs {
@@ -383,12 +410,7 @@ fn with_tls_and_roles_each_node_writes_only_its_own_routes() {
             "--route-ttl=5".into(),
         ]
     });
-    python(
-        "agent_multi.py",
-        &[&agents[0].target, &agents[1].target, "build"],
-    );
-    let (sa, sb) = (vr[0].socket.clone(), vr[1].socket.clone());
-    learn_each_other(&sa, &sb);
+    let (_, sb) = build_and_learn(&vr, &agents);
 
     // Node b's credentials against node a's routes: etcd refuses every write.
     let a_prefix = agent::etcd::node_prefix(a_ip);
@@ -461,24 +483,10 @@ fn with_tls_and_roles_each_node_writes_only_its_own_routes() {
             };
             assert!(r.is_err(), "{who} wrote to etcd");
         }
-        let left = b
-            .get(
-                a_prefix.as_str(),
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            )
-            .await
-            .unwrap();
-        assert!(
-            left.kvs()
-                .iter()
-                .all(|kv| !kv.key_str().unwrap().contains("forged")),
-            "a forged key landed"
-        );
+        nothing_forged(&mut b, &a_prefix).await;
     });
     // Nothing moved: node b still reaches pod a through node a.
-    let r = routes(&sb);
-    let to_a = r.iter().find(|r| r.0 == "10.60.0.10/32").expect("pod a");
-    assert_eq!(nh(&sb, to_a.1)["dst"], "192.0.2.1");
+    reaches_a_through_node_a(&sb);
     drop(d);
 }
 
@@ -531,12 +539,7 @@ fn with_passwords_each_node_writes_only_its_own_routes() {
             "--route-ttl=5".into(),
         ]
     });
-    python(
-        "agent_multi.py",
-        &[&agents[0].target, &agents[1].target, "build"],
-    );
-    let (sa, sb) = (vr[0].socket.clone(), vr[1].socket.clone());
-    learn_each_other(&sa, &sb);
+    let (_, sb) = build_and_learn(&vr, &agents);
     let a_prefix = agent::etcd::node_prefix(a_ip);
     rt.block_on(async {
         let b_user = agent::etcd::node_role(b_ip);
@@ -574,19 +577,7 @@ fn with_passwords_each_node_writes_only_its_own_routes() {
                 .is_err(),
             "an anonymous client wrote to etcd"
         );
-        let left = b
-            .get(
-                a_prefix.as_str(),
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            )
-            .await
-            .unwrap();
-        assert!(
-            left.kvs()
-                .iter()
-                .all(|kv| !kv.key_str().unwrap().contains("forged")),
-            "a forged key landed"
-        );
+        nothing_forged(&mut b, &a_prefix).await;
     });
     // An empty password file is refused at start, before anything runs.
     std::fs::write(dir.join("empty.password"), "\n").unwrap();
@@ -609,8 +600,6 @@ fn with_passwords_each_node_writes_only_its_own_routes() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no password on its first line"), "{err}");
-    let r = routes(&sb);
-    let to_a = r.iter().find(|r| r.0 == "10.60.0.10/32").expect("pod a");
-    assert_eq!(nh(&sb, to_a.1)["dst"], "192.0.2.1");
+    reaches_a_through_node_a(&sb);
     drop(d);
 }

@@ -59,3 +59,20 @@ pub fn node() -> agent::oper::Node {
         gateway_mac: None,
     }
 }
+
+/// The network "pods" with 10.1.0.0/24 on the project's ipam.
+#[allow(dead_code)]
+pub fn pods_network() -> agent::store::Change {
+    use agent::proto;
+    agent::store::Change::Create(obj(K::VirtualNetwork(proto::VirtualNetwork {
+        fq_name: fq("pods"),
+        network_ipam_refs: vec![proto::IpamRef {
+            ipam: Some(r("network-ipam", fq("ipam"))),
+            subnets: vec![proto::Subnet {
+                prefix: "10.1.0.0/24".into(),
+                ..Default::default()
+            }],
+        }],
+        ..Default::default()
+    })))
+}
