@@ -128,7 +128,21 @@ fn vrouter_metrics(out: &mut String, v: &Value) {
         "# HELP vrouter_up 1 when the vrouter answered\n# TYPE vrouter_up gauge\nvrouter_up 1"
     );
     let Some(m) = v.as_object() else { return };
+    // The packet counters, each declared once in vrouter-api with its meaning: every one
+    // a Prometheus counter, zeros included, so that rates work from the first scrape.
+    let declared = vrouter_api::counters::Counters::ALL;
+    for (name, _) in declared {
+        let help = vrouter_api::counters::Counters::help(name).unwrap_or_default();
+        let n = m.get(*name).and_then(Value::as_u64).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "# HELP vrouter_{name}_total {help}\n# TYPE vrouter_{name}_total counter\nvrouter_{name}_total {n}"
+        );
+    }
     for (k, x) in m {
+        if declared.iter().any(|(name, _)| name == k) {
+            continue;
+        }
         match (k.as_str(), x) {
             ("drops", Value::Object(d)) => {
                 let _ = writeln!(

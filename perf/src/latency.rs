@@ -208,9 +208,9 @@ pub fn run(o: &Options) -> Result<Latency> {
              (vrouter rx {} tx {}, drops {:?})",
             g.sent,
             g.not_offered,
-            report.rx,
-            report.tx,
-            report.drops
+            report.counters.rx,
+            report.counters.tx,
+            report.counters.drops.nonzero().collect::<Vec<_>>()
         );
     }
     let mut v = g.samples;

@@ -397,7 +397,12 @@ fn run_vrouter(
     let mut notes = Vec::new();
     let drops: BTreeMap<String, u64> = r["drops"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), u(v))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), u(v)))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        })
         .unwrap_or_default();
     let ft = &r["flow_table"];
     let entries = u(&ft["capacity"]);

@@ -899,3 +899,26 @@ pub fn cni_call(
 pub fn as_refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
     v.iter().map(|(k, x)| (k.as_str(), x.as_str())).collect()
 }
+
+/// Packet conservation in a vrouter's `stats` (see `vrouter_api::counters`): every packet
+/// it received, and every fragment it cut, was sent or dropped under exactly one reason.
+/// For a vrouter that holds no fragment waiting for its first one.
+pub fn assert_each_packet_counted_once(stats: &serde_json::Value) {
+    let n = |k: &str| {
+        stats[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {stats}"))
+    };
+    let drops: u64 = stats["drops"]
+        .as_object()
+        .expect("drops")
+        .values()
+        .map(|v| v.as_u64().expect("a drop count"))
+        .sum();
+    assert!(n("rx") > 0, "traffic went through: {stats}");
+    assert_eq!(
+        n("rx") + n("fragments_made") - n("fragmented"),
+        n("tx") + drops,
+        "rx (+ fragments made) = tx + drops: {stats}"
+    );
+}

@@ -98,6 +98,15 @@ fn python_client_builds_two_vns_with_policy_and_bad_requests_change_nothing() {
     );
     assert!(body.contains("vrouter_up 1"), "{body}");
     assert!(body.contains("vrouter_drops_total{reason="), "{body}");
+    // Every declared packet counter, as a counter, with its zero.
+    for (name, _) in vrouter::pipeline::Counters::ALL {
+        assert!(
+            body.contains(&format!(
+                "# TYPE vrouter_{name}_total counter\nvrouter_{name}_total "
+            )),
+            "{name}: {body}"
+        );
+    }
     assert!(
         body.contains("vrouter_vif_rx_total{vif=\"fabric\"}"),
         "{body}"

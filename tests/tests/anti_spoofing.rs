@@ -150,6 +150,7 @@ fn a_pod_sends_only_from_its_own_addresses_and_mac() {
     let s = vr_tests::vrctl_json(&lab.socket(), &["stats"]);
     assert_eq!(s["arp_replies"].as_u64().unwrap(), arp_before, "{s}");
     assert_eq!(s["lcores"], 2, "{s}");
+    vr_tests::assert_each_packet_counted_once(&s);
 
     // And a's own traffic still flows.
     send_udp(a, &ip_a, &ip_b, "last", 1);

@@ -403,4 +403,6 @@ threading.Event().wait()
     for bad in ["fragment_overlap", "fragment_tiny", "fragment_timeout"] {
         assert_eq!(s["drops"][bad].as_u64().unwrap_or(0), 0, "{bad}: {s}");
     }
+    // Two lcores, fragments, denies: every packet counted once.
+    vr_tests::assert_each_packet_counted_once(&s);
 }

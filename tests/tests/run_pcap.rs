@@ -217,6 +217,7 @@ fn pcap_replay_through_the_daemon_forwards_encaps_decaps_and_answers_arp() {
         (Some(3), Some(1))
     );
     assert_eq!(stats["drops"]["invalid_packet"], 1);
+    vr_tests::assert_each_packet_counted_once(&stats);
     assert_eq!(stats["vifs"]["vm1"]["rx"], 3);
     assert_eq!(stats["vifs"]["fabric"]["tx"], 1);
     std::fs::remove_dir_all(dir).unwrap();

@@ -485,6 +485,7 @@ fn full_size_tcp(mut lab: Lab) {
                 0,
                 "{encap}: nothing too big for the fabric"
             );
+            vr_tests::assert_each_packet_counted_once(&stats);
         }
         // Segments as large as the tunnel leaves: node b took the 8 MiB in about
         // BYTES / MSS packets from the fabric (a jumbo fabric carrying 1500-byte segments

@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::flow::{AgingConfig, FlowTable, FlowTableStats};
 use crate::nat::SnatPools;
-use crate::pipeline::{Disposition, DropReason, LcoreStats, MAX_BURST, Pipeline};
+use crate::pipeline::{Counters, Disposition, DropReason, MAX_BURST, Pipeline};
 use crate::tables::{TableReader, TableSizes, TablesWriter, VifId};
 
 /// Run-time options.
@@ -108,44 +108,10 @@ pub struct Report {
     pub lcores: usize,
     /// Seconds run.
     pub seconds: f64,
-    /// Packets received.
-    pub rx: u64,
-    /// Packets sent or flooded.
-    pub tx: u64,
-    /// Drops by reason name (non-zero only).
-    pub drops: HashMap<String, u64>,
-    /// Flow counters.
-    pub flows_created: u64,
-    /// Flows decided again after a policy change.
-    pub flows_reevaluated: u64,
-    /// Flow hits.
-    pub flow_hits: u64,
-    /// ARP answers.
-    pub arp_replies: u64,
-    /// Tunnel packets decapsulated.
-    pub decap: u64,
-    /// Packets encapsulated.
-    pub encap: u64,
-    /// TCP SYNs whose MSS was lowered to fit the tunnel.
-    pub mss_clamped: u64,
-    /// ICMP errors sent (fragmentation needed).
-    pub icmp_errors: u64,
-    /// Flow misses (a new flow, or one whose entry went).
-    pub flow_misses: u64,
-    /// Flows whose nexthop was resolved again after a route change.
-    pub flows_reresolved: u64,
-    /// Neighbour advertisements sent.
-    pub nd_replies: u64,
-    /// Fragments that went on with their datagram's flow (first ones included).
-    pub fragments: u64,
-    /// Fragments held because they came before their first one.
-    pub frag_held: u64,
-    /// Held fragments sent on once their first one came.
-    pub frag_released: u64,
-    /// IPv4 packets cut into fragments to fit their path (DF clear).
-    pub fragmented: u64,
-    /// Fragments made of them.
-    pub fragments_made: u64,
+    /// The packet counters (each at the top level of the JSON form, by its name, and
+    /// `drops`: every reason by name).
+    #[serde(flatten)]
+    pub counters: Counters,
     /// Per vif, by name.
     pub vifs: HashMap<String, VifCounters>,
     /// Flow table.
@@ -208,7 +174,7 @@ impl FlowTableSummary {
 
 #[derive(Debug, Default, Clone)]
 struct Published {
-    stats: LcoreStats,
+    stats: Counters,
     vifs: Vec<VifCounters>,
     busy_cycles: u64,
     /// The last [`StatsView::wanted`] request this publication answers.
@@ -262,7 +228,7 @@ impl StatsView {
     }
 
     fn report(&self) -> Report {
-        let mut stats = LcoreStats::default();
+        let mut stats = Counters::default();
         let mut busy_cycles = 0;
         let mut per_vif: HashMap<u32, VifCounters> = HashMap::new();
         let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -283,29 +249,7 @@ impl StatsView {
         Report {
             lcores: self.lcores,
             seconds: self.start.elapsed().as_secs_f64(),
-            rx: stats.rx,
-            tx: stats.tx,
-            drops: stats
-                .drops
-                .nonzero()
-                .map(|(n, c)| (n.to_string(), c))
-                .collect(),
-            flows_created: stats.flows_created,
-            flows_reevaluated: stats.flows_reevaluated,
-            flow_hits: stats.flow_hits,
-            arp_replies: stats.arp_replies,
-            decap: stats.decap,
-            encap: stats.encap,
-            mss_clamped: stats.mss_clamped,
-            icmp_errors: stats.icmp_errors,
-            flow_misses: stats.flow_misses,
-            flows_reresolved: stats.flows_reresolved,
-            nd_replies: stats.nd_replies,
-            fragments: stats.fragments,
-            frag_held: stats.frag_held,
-            frag_released: stats.frag_released,
-            fragmented: stats.fragmented,
-            fragments_made: stats.fragments_made,
+            counters: stats,
             vifs: names
                 .iter()
                 .map(|(v, n)| (n.clone(), per_vif.get(&v.0).copied().unwrap_or_default()))
@@ -583,37 +527,42 @@ impl LcoreCtx {
         self.flush();
     }
 
-    /// Queues a processed packet for its output (drops and holds were counted by the
-    /// pipeline; the mbuf is freed).
+    /// Queues a processed packet for its output, where [`Self::flush`] counts it sent or
+    /// dropped; drops and holds were counted by the pipeline (the mbuf is freed). A
+    /// packet that cannot be queued is counted dropped here: every packet is counted once.
     fn dispatch(&mut self, m: Mbuf, d: Disposition) {
-        match d {
+        let lost = match d {
             Disposition::Tx(out) => {
                 let o = out.0 as usize;
-                if let Some(b) = self.out.get_mut(o) {
-                    if b.is_empty() {
-                        self.pending.push(o);
+                match self.out.get_mut(o) {
+                    Some(b) => {
+                        if b.is_empty() {
+                            self.pending.push(o);
+                        }
+                        // A full output burst (fragments cut from one burst's packets can
+                        // outnumber it): what the queue would not take.
+                        b.push(m).err().map(|m| {
+                            drop(m);
+                            DropReason::TxFull
+                        })
                     }
-                    if let Err(m) = b.push(m) {
-                        drop(m);
-                    }
+                    // A vif id past this lcore's outputs: no interface to send on.
+                    None => Some(DropReason::InvalidVif),
                 }
             }
             // Flooding needs copies of the mbuf, which the runtime does not make yet:
             // count it, never lose it silently.
-            Disposition::Flood(_) => {
-                self.pipeline.stats.tx -= 1;
-                self.pipeline
-                    .stats
-                    .drops
-                    .count(DropReason::FloodUnsupported);
-            }
-            Disposition::Drop(_) | Disposition::Hold => {}
+            Disposition::Flood(_) => Some(DropReason::FloodUnsupported),
+            Disposition::Drop(_) | Disposition::Hold => None,
+        };
+        if let Some(r) = lost {
+            self.pipeline.stats.drops.count(r);
         }
     }
 
-    /// Sends every pending output burst on its vif's TX queue or host interface; what is
-    /// not taken is freed and counted (`tx_queue_full`), and packets for a vif without an
-    /// output likewise.
+    /// Sends every pending output burst on its vif's TX queue or host interface, counting
+    /// what was taken as sent (`tx`); what is not taken is freed and counted
+    /// (`interface_tx_discard`), and packets for a vif without an output likewise.
     fn flush(&mut self) {
         for i in self.pending.drain(..) {
             let b = &mut self.out[i];
@@ -634,6 +583,7 @@ impl LcoreCtx {
             };
             self.vifs[i].tx += sent;
             self.vifs[i].tx_dropped += want - sent;
+            self.pipeline.stats.tx += sent;
             for _ in sent..want {
                 self.pipeline.stats.drops.count(DropReason::TxFull);
             }
@@ -675,6 +625,9 @@ impl LcoreCtx {
                         *slot = None;
                     }
                     if let Some(b) = self.out.get_mut(vif.0 as usize) {
+                        for _ in 0..b.len() {
+                            self.pipeline.stats.drops.count(DropReason::TxFull);
+                        }
                         b.clear();
                     }
                     self.pending.retain(|p| *p != vif.0 as usize);
@@ -1017,9 +970,9 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     if let Some((at, w)) = warm {
         report.window = Some(Window {
             seconds: stopped_at.duration_since(at).as_secs_f64(),
-            rx: report.rx - w.rx,
-            tx: report.tx - w.tx,
-            flows_created: report.flows_created - w.flows_created,
+            rx: report.counters.rx - w.counters.rx,
+            tx: report.counters.tx - w.counters.tx,
+            flows_created: report.counters.flows_created - w.counters.flows_created,
             busy_cycles: report.busy_cycles - w.busy_cycles,
         });
     }

@@ -480,7 +480,7 @@ fn sctp_ports_are_matched_by_policy_and_a_short_sctp_header_is_invalid() {
     );
     assert_eq!(
         tb.run_one(VM1, sctp(80, 8), 1).0,
-        Disposition::Drop(DropReason::InvalidPacket)
+        Disposition::Drop(DropReason::InvalidTransport)
     );
 }
 

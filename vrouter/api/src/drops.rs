@@ -1,5 +1,8 @@
 //! Drop reasons, in the spirit of TF's dropstats: every packet the vrouter does not send
-//! is counted under exactly one of these.
+//! is counted under exactly one of these. Where a reason means the drop TF's
+//! `vr_drop_stats` counts, it has TF's name (`invalid_if`, `invalid_nh`, `cksum_err`,
+//! `pull_fail` for `vds_pull`, ...); malformed packets are told apart by where they fail
+//! (headers, transport header, tunnel header, ARP/ND, a rewrite).
 
 macro_rules! drop_reasons {
     ($($(#[$doc:meta])* $name:ident = $text:literal,)*) => {
@@ -25,28 +28,44 @@ macro_rules! drop_reasons {
 }
 
 drop_reasons! {
-    /// Too short or inconsistent headers.
+    /// An Ethernet or IP header too short or inconsistent.
     InvalidPacket = "invalid_packet",
+    /// A TCP, UDP, ICMP or SCTP header too short or malformed.
+    InvalidTransport = "invalid_transport_header",
+    /// A tunnel header (GRE, MPLS, VXLAN) or the packet inside it too short or malformed.
+    InvalidTunnelPacket = "invalid_tunnel_packet",
+    /// A malformed ARP request or IPv6 neighbour solicitation.
+    InvalidArp = "invalid_arp",
+    /// Headers to take off longer than the packet (TF's `vds_pull`).
+    PullFail = "pull_fail",
+    /// A header the vrouter rewrites (NAT, TTL, an ICMP error, an ARP/ND answer, a
+    /// fragment) that does not fit the packet.
+    RewriteFail = "rewrite_fail",
+    /// A packet that reached the nexthop stage with no flow action (never expected).
+    FlowActionInvalid = "flow_action_invalid",
+    /// A packet no stage gave a disposition, or beyond the burst it came in (never
+    /// expected).
+    NowhereToGo = "nowhere_to_go",
     /// IPv4 header checksum wrong.
-    BadChecksum = "bad_checksum",
+    BadChecksum = "cksum_err",
     /// A protocol we do not forward (e.g. non-IP on an L3-only interface).
     InvalidProtocol = "invalid_protocol",
     /// The receiving interface is unknown or deleted.
-    InvalidVif = "invalid_vif",
+    InvalidVif = "invalid_if",
     /// The interface's VRF is missing.
     InvalidVrf = "invalid_vrf",
     /// No route for the destination.
     NoRoute = "no_route",
     /// The route's nexthop is missing.
-    InvalidNexthop = "invalid_nexthop",
+    InvalidNexthop = "invalid_nh",
     /// The nexthop says discard.
     Discard = "discard",
     /// TTL or hop limit reached zero.
-    TtlExpired = "ttl_expired",
+    TtlExpired = "ttl_exceeded",
     /// MPLS label not mapped (or not bottom of stack).
     InvalidLabel = "invalid_label",
     /// VXLAN VNI not mapped.
-    InvalidVni = "invalid_vni",
+    InvalidVni = "invalid_vnid",
     /// A tunnel packet not for this node.
     InvalidTunnel = "invalid_tunnel",
     /// Policy denied the flow.
@@ -57,8 +76,8 @@ drop_reasons! {
     FlowDrop = "flow_action_drop",
     /// No encapsulation both sides support.
     NoEncap = "no_encap",
-    /// No headroom to push the tunnel headers.
-    NoHeadroom = "no_headroom",
+    /// No headroom to push the tunnel headers (TF's `vds_push`).
+    NoHeadroom = "push_fail",
     /// The packet plus encapsulation exceeds the MTU.
     TooBig = "too_big",
     /// NAT could not get a port.
@@ -80,10 +99,11 @@ drop_reasons! {
     FragmentTimeout = "fragment_timeout",
     /// Neighbour not resolved.
     Unresolved = "unresolved",
-    /// The output queue was full.
-    TxFull = "tx_queue_full",
+    /// The output queue was full, or the output interface has gone (TF's
+    /// `vds_interface_tx_discard`).
+    TxFull = "interface_tx_discard",
     /// A packet for an L2 destination we do not know.
-    NoBridgeEntry = "no_bridge_entry",
+    NoBridgeEntry = "l2_no_route",
     /// An L2 flood the runtime cannot copy yet.
     FloodUnsupported = "flood_unsupported",
     /// A service address reached on a protocol / port it does not serve.
@@ -121,9 +141,21 @@ impl DropReason {
     }
 }
 
-/// Per-lcore drop counters, indexed by reason.
+/// Per-lcore drop counters, indexed by reason; serialized as a map from reason name to
+/// count, every reason included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DropStats(pub [u64; NUM_REASONS]);
+
+impl serde::Serialize for DropStats {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(NUM_REASONS))?;
+        for r in DropReason::ALL {
+            m.serialize_entry(r.name(), &self.get(*r))?;
+        }
+        m.end()
+    }
+}
 
 impl Default for DropStats {
     fn default() -> Self {

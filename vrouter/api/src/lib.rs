@@ -1,11 +1,13 @@
 //! The vrouter's interface to the programs around it: the control protocol and its
 //! client ([`control`]), the objects it carries ([`config`]), MAC addresses ([`MacAddr`])
-//! and the drop reasons the vrouter counts ([`drops`]). The agent, kube-manager, the CNI
-//! plugin and the node services depend on this crate alone, so none of them builds or
-//! links DPDK; the `vrouter` crate implements the protocol on its tables.
+//! and the counters and drop reasons the vrouter keeps ([`counters`], [`drops`]). The
+//! agent, kube-manager, the CNI plugin and the node services depend on this crate alone,
+//! so none of them builds or links DPDK; the `vrouter` crate implements the protocol on
+//! its tables.
 
 pub mod config;
 pub mod control;
+pub mod counters;
 pub mod drops;
 mod mac;
 

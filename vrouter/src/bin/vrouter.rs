@@ -163,18 +163,18 @@ fn print_report(r: &runtime::Report) {
         "ran {:.2}s on {} forwarding lcore(s): rx {} tx {} flows created {} hits {} decap {} encap {} arp replies {}",
         r.seconds,
         r.lcores,
-        r.rx,
-        r.tx,
-        r.flows_created,
-        r.flow_hits,
-        r.decap,
-        r.encap,
-        r.arp_replies
+        r.counters.rx,
+        r.counters.tx,
+        r.counters.flows_created,
+        r.counters.flow_hits,
+        r.counters.decap,
+        r.counters.encap,
+        r.counters.arp_replies
     );
-    if r.rx > 0 {
+    if r.counters.rx > 0 {
         println!(
             "{:.1} cycles/packet in busy poll rounds (burst {})",
-            r.busy_cycles as f64 / r.rx as f64,
+            r.busy_cycles as f64 / r.counters.rx as f64,
             r.burst
         );
     }
@@ -193,9 +193,7 @@ fn print_report(r: &runtime::Report) {
     for (name, c) in vifs {
         println!("{name:<16} {:>10} {:>10} {:>10}", c.rx, c.tx, c.tx_dropped);
     }
-    let mut drops: Vec<_> = r.drops.iter().collect();
-    drops.sort();
-    for (reason, n) in drops {
+    for (reason, n) in r.counters.drops.nonzero() {
         println!("drop {reason:<22} {n}");
     }
     let f = &r.flow_table;

@@ -98,7 +98,7 @@ fn arp<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B) -> Disposition {
     let req =
         match wire::arp::Packet::new_checked(&p.data()[hl..]).map(|a| wire::arp::Repr::parse(&a)) {
             Ok(Ok(r)) => r,
-            _ => return Disposition::Drop(DropReason::InvalidPacket),
+            _ => return Disposition::Drop(DropReason::InvalidArp),
         };
     // A VM asks only as itself: its own address (or an allowed pair's) and MAC, so the
     // answer never serves a spoofer's claim on another's address.
@@ -120,7 +120,7 @@ fn arp<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B) -> Disposition {
     let mac = ctx.snap.global.vrouter_mac;
     let d = p.data_mut();
     if req.reply_from(mac).emit(&mut d[hl..]).is_err() {
-        return Disposition::Drop(DropReason::InvalidPacket);
+        return Disposition::Drop(DropReason::RewriteFail);
     }
     let mut eth = wire::ethernet::Frame::new_unchecked(&mut d[..hl]);
     eth.set_dst(req.sha);
@@ -135,10 +135,10 @@ fn nd<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &Meta) -> Dispos
     const LEN: usize = 14 + 40 + 32;
     let ns = match icmp::Packet::new_checked(&p.data()[m.l4..]).map(|i| icmp::NdpRepr::parse(&i)) {
         Ok(Ok(r)) => r,
-        _ => return Disposition::Drop(DropReason::InvalidPacket),
+        _ => return Disposition::Drop(DropReason::InvalidArp),
     };
     let IpAddr::V6(src) = m.key.src else {
-        return Disposition::Drop(DropReason::InvalidPacket);
+        return Disposition::Drop(DropReason::InvalidArp);
     };
     // Duplicate-address detection (unspecified source) and the VM's own address are not
     // ours to answer; extension headers before ICMPv6 are not expected in ND.
@@ -171,7 +171,7 @@ fn nd<B: PacketBuf>(ctx: &mut Ctx<'_>, vif: &Vif, p: &mut B, m: &Meta) -> Dispos
         fragment: wire::ipv6::Fragment::None,
     };
     if ip.emit(&mut d[14..54], 32).is_err() || na.emit(&mut d[54..]).is_err() {
-        return Disposition::Drop(DropReason::InvalidPacket);
+        return Disposition::Drop(DropReason::RewriteFail);
     }
     let ps = checksum::pseudo_v6(ns.target, src, 58, 32);
     icmp::Packet::new_unchecked(&mut d[54..]).fill_checksum_v6(ps);
@@ -462,7 +462,7 @@ pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) 
         IpProtocol::Tcp => match wire::tcp::Packet::new_checked(seg) {
             Ok(t) => (sport, dport, flags) = (t.src_port(), t.dst_port(), t.flags()),
             Err(_) => {
-                m.done = drop(DropReason::InvalidPacket);
+                m.done = drop(DropReason::InvalidTransport);
                 return;
             }
         },
@@ -476,7 +476,7 @@ pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) 
         IpProtocol::Udp => match wire::udp::Packet::new_checked(seg) {
             Ok(u) => (sport, dport) = (u.src_port(), u.dst_port()),
             Err(_) => {
-                m.done = drop(DropReason::InvalidPacket);
+                m.done = drop(DropReason::InvalidTransport);
                 return;
             }
         },
@@ -487,7 +487,7 @@ pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) 
                 (sport, dport) = (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *e]));
             }
             _ => {
-                m.done = drop(DropReason::InvalidPacket);
+                m.done = drop(DropReason::InvalidTransport);
                 return;
             }
         },
@@ -499,7 +499,7 @@ pub(super) fn parse_ip(d: &[u8], l3: usize, v6: bool, vrf: VrfId, m: &mut Meta) 
             }
             Ok(_) => {}
             Err(_) => {
-                m.done = drop(DropReason::InvalidPacket);
+                m.done = drop(DropReason::InvalidTransport);
                 return;
             }
         },

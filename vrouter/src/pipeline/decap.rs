@@ -38,13 +38,13 @@ pub(super) fn mpls_gre<B: PacketBuf>(
         }
         Some(Ok(g)) if g.protocol == wire::gre::PROTO_MPLS => mpls(ctx, p, m, l4 + g.header_len),
         Some(Ok(_)) => fail(m, DropReason::InvalidTunnel),
-        _ => fail(m, DropReason::InvalidPacket),
+        _ => fail(m, DropReason::InvalidTunnelPacket),
     }
 }
 
 fn mpls<B: PacketBuf>(ctx: &mut Ctx<'_>, p: &mut B, m: &mut Meta, at: usize) {
     let Some(Ok(entry)) = p.data().get(at..).map(wire::mpls::Repr::parse) else {
-        return fail(m, DropReason::InvalidPacket);
+        return fail(m, DropReason::InvalidTunnelPacket);
     };
     // One label: the vrouter's own, bottom of stack.
     if !entry.bos {
@@ -67,10 +67,10 @@ fn mpls<B: PacketBuf>(ctx: &mut Ctx<'_>, p: &mut B, m: &mut Meta, at: usize) {
     let v6 = match p.data().get(inner).map(|b| b >> 4) {
         Some(4) => false,
         Some(6) => true,
-        _ => return fail(m, DropReason::InvalidPacket),
+        _ => return fail(m, DropReason::InvalidTunnelPacket),
     };
     if !p.adj(inner) {
-        return fail(m, DropReason::InvalidPacket);
+        return fail(m, DropReason::PullFail);
     }
     parse_ip(p.data(), 0, v6, vrf, m);
     m.label_nh = Some(nh_id);
@@ -86,7 +86,7 @@ pub(super) fn vxlan<B: PacketBuf>(
 ) {
     let at = l4 + wire::udp::HEADER_LEN;
     let Some(Ok(vx)) = p.data().get(at..).map(wire::vxlan::Repr::parse) else {
-        return fail(m, DropReason::InvalidPacket);
+        return fail(m, DropReason::InvalidTunnelPacket);
     };
     let Some(&vrf) = ctx.snap.vnis.get(&vx.vni) else {
         return fail(m, DropReason::InvalidVni);
@@ -97,7 +97,7 @@ pub(super) fn vxlan<B: PacketBuf>(
         .get(inner..)
         .map(wire::ethernet::Frame::new_checked)
     else {
-        return fail(m, DropReason::InvalidPacket);
+        return fail(m, DropReason::InvalidTunnelPacket);
     };
     let v6 = match eth.ethertype() {
         EtherType::Ipv4 => false,
@@ -112,7 +112,7 @@ pub(super) fn vxlan<B: PacketBuf>(
         _ => return fail(m, DropReason::InvalidProtocol),
     };
     if !p.adj(inner) {
-        return fail(m, DropReason::InvalidPacket);
+        return fail(m, DropReason::PullFail);
     }
     parse_ip(p.data(), wire::ethernet::HEADER_LEN, v6, vrf, m);
 }
@@ -134,14 +134,14 @@ fn vxlan_arp<B: PacketBuf>(
         .get(inner + hl..)
         .map(|b| wire::arp::Packet::new_checked(b).and_then(|a| wire::arp::Repr::parse(&a)))
     else {
-        return Disposition::Drop(DropReason::InvalidPacket);
+        return Disposition::Drop(DropReason::InvalidArp);
     };
     if req.op != wire::arp::Operation::Request || req.spa.is_unspecified() || req.spa == req.tpa {
         return Disposition::Drop(DropReason::Discard);
     }
     let mac = ctx.snap.global.vrouter_mac;
     if req.reply_from(mac).emit(&mut d[inner + hl..]).is_err() {
-        return Disposition::Drop(DropReason::InvalidPacket);
+        return Disposition::Drop(DropReason::RewriteFail);
     }
     let mut ie = wire::ethernet::Frame::new_unchecked(&mut d[inner..inner + hl]);
     ie.set_dst(req.sha);

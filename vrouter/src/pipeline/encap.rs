@@ -61,7 +61,7 @@ pub(super) fn push<B: PacketBuf>(
     match kind {
         TunnelKind::MplsUdp | TunnelKind::MplsGre => {
             if m.l3 > 0 && !p.adj(m.l3) {
-                return Err(DropReason::InvalidPacket);
+                return Err(DropReason::PullFail);
             }
             m.l4 -= m.l3;
             m.l3 = 0;
@@ -103,7 +103,7 @@ pub(super) fn push<B: PacketBuf>(
         .emit(&mut h[hl..hl + 20])
         .map_err(|_| DropReason::TooBig)?;
     let at = hl + 20;
-    let bad = |_| DropReason::InvalidPacket;
+    let bad = |_| DropReason::RewriteFail;
     match kind {
         TunnelKind::MplsUdp => {
             let payload_len = wire::mpls::ENTRY_LEN + inner;

@@ -19,7 +19,7 @@ pub(super) fn run<B: PacketBuf>(
             continue;
         }
         let Some(a) = m.action else {
-            m.done = Some(Disposition::Drop(DropReason::InvalidPacket));
+            m.done = Some(Disposition::Drop(DropReason::FlowActionInvalid));
             continue;
         };
         let mut r = forward(ctx, p, m, a.nh, a.label, true);
@@ -156,14 +156,14 @@ fn ttl_expired<B: PacketBuf>(ctx: &mut Ctx<'_>, in_vif: &Vif, p: &mut B, m: &Met
 fn decrement_ttl<B: PacketBuf>(p: &mut B, m: &Meta) -> Result<(), DropReason> {
     let d = p.data_mut();
     if m.v6 {
-        let hl = d.get_mut(m.l3 + 7).ok_or(DropReason::InvalidPacket)?;
+        let hl = d.get_mut(m.l3 + 7).ok_or(DropReason::RewriteFail)?;
         if *hl <= 1 {
             return Err(DropReason::TtlExpired);
         }
         *hl -= 1;
     } else {
         let mut ip =
-            wire::ipv4::Packet::new_unchecked(d.get_mut(m.l3..).ok_or(DropReason::InvalidPacket)?);
+            wire::ipv4::Packet::new_unchecked(d.get_mut(m.l3..).ok_or(DropReason::RewriteFail)?);
         if ip.ttl() <= 1 {
             return Err(DropReason::TtlExpired);
         }
@@ -185,7 +185,7 @@ pub(super) fn l2_rewrite<B: PacketBuf>(
             return Err(DropReason::NoHeadroom);
         }
     } else if m.l3 > hl && !p.adj(m.l3 - hl) {
-        return Err(DropReason::InvalidPacket);
+        return Err(DropReason::PullFail);
     }
     m.l4 = m.l4 + hl - m.l3;
     m.l3 = hl;

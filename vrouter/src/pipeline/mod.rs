@@ -6,7 +6,7 @@
 //! Each stage is a file with a `run` over the whole burst (VPP-style: one stage at a time
 //! over the vector keeps its code and tables hot). Per-packet state travels in [`Meta`].
 //! A packet leaves with a [`Disposition`]: sent on an interface, flooded, or dropped with
-//! a reason that is counted in [`LcoreStats`]. The pipeline owns no thread, socket or
+//! a reason that is counted in [`Counters`]. The pipeline owns no thread, socket or
 //! clock: the runtime passes in the table snapshot, the packets and the time.
 
 mod classify;
@@ -25,6 +25,7 @@ mod split;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+pub use vrouter_api::counters::Counters;
 pub use vrouter_api::drops::{DropReason, DropStats, NUM_REASONS};
 
 use crate::flow::frag::{FragTable, Piece};
@@ -49,75 +50,6 @@ pub enum Disposition {
     /// back through [`Pipeline::next_released`] once the first one has come (the buffer
     /// itself may be freed).
     Hold,
-}
-
-/// Per-lcore counters (plain integers: each lcore owns its pipeline).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LcoreStats {
-    /// Packets in.
-    pub rx: u64,
-    /// Packets given a `Tx` or `Flood` disposition.
-    pub tx: u64,
-    /// Drops by reason.
-    pub drops: DropStats,
-    /// Flow table hits.
-    pub flow_hits: u64,
-    /// Flow table misses.
-    pub flow_misses: u64,
-    /// Flow pairs set up by this lcore.
-    pub flows_created: u64,
-    /// Flows whose route was re-resolved after a route change.
-    pub flows_reresolved: u64,
-    /// Flows set up again because policy changed since they were decided.
-    pub flows_reevaluated: u64,
-    /// ARP requests answered.
-    pub arp_replies: u64,
-    /// Neighbour solicitations answered.
-    pub nd_replies: u64,
-    /// Tunnel packets decapsulated.
-    pub decap: u64,
-    /// Packets encapsulated.
-    pub encap: u64,
-    /// TCP SYNs whose MSS was lowered to fit the tunnel.
-    pub mss_clamped: u64,
-    /// ICMP errors sent (fragmentation needed).
-    pub icmp_errors: u64,
-    /// Fragments that went on with their datagram's flow.
-    pub fragments: u64,
-    /// Fragments held because they came before their first one.
-    pub frag_held: u64,
-    /// Held fragments sent on after their first one came (given back by
-    /// [`Pipeline::resume`]).
-    pub frag_released: u64,
-    /// IPv4 packets (DF clear) cut into fragments to fit their path.
-    pub fragmented: u64,
-    /// Fragments made of them.
-    pub fragments_made: u64,
-}
-
-impl LcoreStats {
-    /// Adds another lcore's counters.
-    pub fn add(&mut self, o: &LcoreStats) {
-        self.rx += o.rx;
-        self.tx += o.tx;
-        self.drops.add(&o.drops);
-        self.flow_hits += o.flow_hits;
-        self.flow_misses += o.flow_misses;
-        self.flows_created += o.flows_created;
-        self.flows_reresolved += o.flows_reresolved;
-        self.flows_reevaluated += o.flows_reevaluated;
-        self.arp_replies += o.arp_replies;
-        self.nd_replies += o.nd_replies;
-        self.decap += o.decap;
-        self.encap += o.encap;
-        self.mss_clamped += o.mss_clamped;
-        self.icmp_errors += o.icmp_errors;
-        self.fragments += o.fragments;
-        self.frag_held += o.frag_held;
-        self.frag_released += o.frag_released;
-        self.fragmented += o.fragmented;
-        self.fragments_made += o.fragments_made;
-    }
 }
 
 /// A fragment's place in its datagram.
@@ -240,7 +172,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) flows: &'a FlowTable,
     pub(crate) snat: &'a SnatPools,
     pub(crate) aging: &'a AgingConfig,
-    pub(crate) stats: &'a mut LcoreStats,
+    pub(crate) stats: &'a mut Counters,
     pub(crate) now: u64,
     /// Packets to go on after the burst (see [`Pipeline::next_released`]).
     pub(crate) released: &'a mut VecDeque<Held>,
@@ -258,7 +190,7 @@ pub struct Pipeline {
     /// fragments a packet too big for its path was cut into.
     released: VecDeque<Held>,
     /// This lcore's counters.
-    pub stats: LcoreStats,
+    pub stats: Counters,
 }
 
 impl Pipeline {
@@ -272,7 +204,7 @@ impl Pipeline {
             aging,
             metas: Vec::with_capacity(MAX_BURST),
             released: VecDeque::new(),
-            stats: LcoreStats::default(),
+            stats: Counters::default(),
         }
     }
 
@@ -327,7 +259,7 @@ impl Pipeline {
         }
         let d = metas[0]
             .done
-            .unwrap_or(Disposition::Drop(DropReason::InvalidPacket));
+            .unwrap_or(Disposition::Drop(DropReason::NowhereToGo));
         self.count(d);
         self.metas = metas;
         d
@@ -346,7 +278,7 @@ impl Pipeline {
         match d {
             Disposition::Drop(r) => self.stats.drops.count(r),
             Disposition::Hold => {}
-            Disposition::Tx(_) | Disposition::Flood(_) => self.stats.tx += 1,
+            Disposition::Tx(_) | Disposition::Flood(_) => self.stats.forwarded += 1,
         }
     }
 
@@ -356,8 +288,8 @@ impl Pipeline {
     }
 
     /// Processes up to [`MAX_BURST`] packets received on `in_vif`; writes one disposition
-    /// per packet into `out` (packets beyond `MAX_BURST` or `out.len()` are dropped as
-    /// invalid, never left without one).
+    /// per packet into `out` (packets beyond `MAX_BURST` or `out.len()` are dropped
+    /// as `nowhere_to_go`, never left without one).
     pub fn process<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
@@ -369,8 +301,12 @@ impl Pipeline {
         let n = pkts.len().min(out.len()).min(MAX_BURST);
         self.stats.rx += pkts.len() as u64;
         for d in out.iter_mut().take(pkts.len()).skip(n) {
-            *d = Disposition::Drop(DropReason::InvalidPacket);
-            self.stats.drops.count(DropReason::InvalidPacket);
+            *d = Disposition::Drop(DropReason::NowhereToGo);
+        }
+        // Counted whether or not `out` had room for their disposition: every packet in
+        // is counted out.
+        for _ in n..pkts.len() {
+            self.stats.drops.count(DropReason::NowhereToGo);
         }
         let pkts = &mut pkts[..n];
         let mut metas = std::mem::take(&mut self.metas);
@@ -399,9 +335,7 @@ impl Pipeline {
             }
         }
         for (m, d) in metas.iter().zip(out.iter_mut()) {
-            *d = m
-                .done
-                .unwrap_or(Disposition::Drop(DropReason::InvalidPacket));
+            *d = m.done.unwrap_or(Disposition::Drop(DropReason::NowhereToGo));
             self.count(*d);
         }
         self.metas = metas;

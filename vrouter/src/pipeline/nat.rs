@@ -31,7 +31,7 @@ pub(super) fn run<B: PacketBuf>(_ctx: &mut Ctx<'_>, pkts: &mut [B], metas: &mut 
         if rewrite(p.data_mut(), m, &nat).is_none()
             || second.is_some_and(|n| rewrite(p.data_mut(), m, &n).is_none())
         {
-            m.done = Some(Disposition::Drop(DropReason::InvalidPacket));
+            m.done = Some(Disposition::Drop(DropReason::RewriteFail));
         }
     }
 }

@@ -152,15 +152,15 @@ fn message_sum(d: &[u8], m: &Meta, end: usize) -> Option<u16> {
 
 /// Translates an error that follows a flow whose action is `nat` (see the module).
 pub(super) fn translate(d: &mut [u8], m: &Meta, nat: &NatRewrite) -> Result<(), DropReason> {
-    let end = message_end(d, m).ok_or(DropReason::InvalidPacket)?;
+    let end = message_end(d, m).ok_or(DropReason::RewriteFail)?;
     if message_sum(d, m, end) != Some(0xffff) {
         return Err(DropReason::BadChecksum);
     }
     let q = quoted(d, m).ok_or(DropReason::IcmpErrorNoFlow)?;
-    rewrite(d, m, &q, nat).ok_or(DropReason::InvalidPacket)?;
-    wr16(d, m.l4 + 2, 0).ok_or(DropReason::InvalidPacket)?;
-    let c = !message_sum(d, m, end).ok_or(DropReason::InvalidPacket)?;
-    wr16(d, m.l4 + 2, c).ok_or(DropReason::InvalidPacket)
+    rewrite(d, m, &q, nat).ok_or(DropReason::RewriteFail)?;
+    wr16(d, m.l4 + 2, 0).ok_or(DropReason::RewriteFail)?;
+    let c = !message_sum(d, m, end).ok_or(DropReason::RewriteFail)?;
+    wr16(d, m.l4 + 2, c).ok_or(DropReason::RewriteFail)
 }
 
 fn rewrite(d: &mut [u8], m: &Meta, q: &Quoted, nat: &NatRewrite) -> Option<()> {

@@ -31,8 +31,8 @@ pub(super) fn run<B: PacketBuf>(
         return Err(DropReason::TooBig);
     }
     let d = p.data();
-    let ip = wire::ipv4::Packet::new_checked(d.get(m.l3..).ok_or(DropReason::InvalidPacket)?)
-        .map_err(|_| DropReason::InvalidPacket)?;
+    let ip = wire::ipv4::Packet::new_checked(d.get(m.l3..).ok_or(DropReason::RewriteFail)?)
+        .map_err(|_| DropReason::RewriteFail)?;
     let hl = ip.header_len();
     if ip.dont_frag() || hl != wire::ipv4::MIN_HEADER_LEN {
         return Err(DropReason::TooBig);
@@ -75,7 +75,7 @@ pub(super) fn run<B: PacketBuf>(
     }
     let cut = p.len() - (m.l3 + hl + chunk);
     if !p.trim(cut) {
-        return Err(DropReason::InvalidPacket);
+        return Err(DropReason::RewriteFail);
     }
     set_piece(&mut p.data_mut()[m.l3..], chunk, true, usize::from(base))?;
     ctx.stats.fragmented += 1;
