@@ -22,6 +22,8 @@ run: build
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/import-cycles --self-test
+	python3 scripts/import-cycles
 
 # Process-level tests (tests/) run the workspace's binaries, which nextest does not build
 # for other packages: build them first, in the same (debug) profile.

@@ -19,7 +19,9 @@ use etcd_client::{
     Certificate, Client, ConnectOptions, Identity, Permission, TlsOptions, UserAddOptions,
 };
 
-use crate::routes::KEY_PREFIX;
+/// The key prefix of published routes: `<prefix><node>/<vn>/<prefix>`; each node's
+/// etcd role may write only under its own node's part.
+pub const KEY_PREFIX: &str = "/vrouter/routes/";
 
 /// The agent's etcd flags.
 #[derive(Debug, Clone, Default, clap::Args)]

@@ -29,8 +29,7 @@ use crate::etcd::EtcdArgs;
 use crate::oper::RemoteRoute;
 use crate::program::Shared;
 
-/// The key prefix of published routes.
-pub const KEY_PREFIX: &str = "/vrouter/routes/";
+pub use crate::etcd::KEY_PREFIX;
 
 fn key(r: &RemoteRoute) -> String {
     format!("{KEY_PREFIX}{}/{}/{}", r.node_ip, r.vn, r.prefix)

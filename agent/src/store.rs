@@ -621,3 +621,5 @@ impl Db {
 }
 
 pub mod check;
+pub mod names;
+pub mod tags;

@@ -150,19 +150,25 @@ impl EalBuilder {
         }
         Ok(Eal {
             _not_send: PhantomData,
-            ring_ports: std::sync::Mutex::new(Vec::new()),
+            kept: std::sync::Mutex::new(Vec::new()),
         })
     }
 }
 
 static ALLOWED_CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
 
+/// Something kept as long as the EAL ([`Eal::keep_alive`]).
+pub(crate) trait Kept: Send + Sync + std::fmt::Debug {}
+
+impl<T: Send + Sync + std::fmt::Debug> Kept for T {}
+
 /// The initialised EAL. Not `Send`: DPDK wants cleanup on the main lcore.
 #[derive(Debug)]
 pub struct Eal {
     _not_send: PhantomData<*const ()>,
-    /// Rings that ring-backed ports read and write: they live as long as the EAL.
-    ring_ports: std::sync::Mutex<Vec<std::sync::Arc<crate::ring::Ring>>>,
+    /// What ports point into (the rings of ring-backed ports): it lives as long as the
+    /// EAL ([`Eal::keep_alive`]).
+    kept: std::sync::Mutex<Vec<std::sync::Arc<dyn Kept>>>,
 }
 
 impl Eal {
@@ -285,55 +291,10 @@ impl Eal {
 }
 
 impl Eal {
-    /// Creates an ethdev (the net_ring driver) whose RX queue i dequeues from `rx[i]` and
-    /// whose TX queue i enqueues into `tx[i]`, named `net_ring_<name>`: traffic generated
-    /// and consumed in this
-    /// process goes through the same ethdev API as a NIC's. The rings must be
-    /// [`RingSync::MultiMulti`](crate::RingSync::MultiMulti): the port becomes one more
-    /// producer or consumer beside the caller's threads. They stay alive as long as the EAL.
-    pub fn port_from_rings(
-        &self,
-        name: &str,
-        rx: &[std::sync::Arc<crate::ring::Ring>],
-        tx: &[std::sync::Arc<crate::ring::Ring>],
-    ) -> Result<PortId> {
-        let op = || format!("rte_eth_from_rings({name})");
-        if rx.is_empty() || tx.is_empty() {
-            return Err(Error::invalid(op(), "at least one RX and one TX ring"));
-        }
-        if rx
-            .iter()
-            .chain(tx)
-            .any(|r| r.sync() != crate::ring::RingSync::MultiMulti)
-        {
-            return Err(Error::invalid(
-                op(),
-                "rings must be multi-producer/multi-consumer",
-            ));
-        }
-        let cname = CString::new(name).map_err(|_| Error::invalid(op(), "name contains NUL"))?;
-        let mut rxp: Vec<*mut ffi::rte_ring> = rx.iter().map(|r| r.as_ptr()).collect();
-        let mut txp: Vec<*mut ffi::rte_ring> = tx.iter().map(|r| r.as_ptr()).collect();
-        let nrx = u32::try_from(rxp.len()).map_err(|_| Error::invalid(op(), "too many rings"))?;
-        let ntx = u32::try_from(txp.len()).map_err(|_| Error::invalid(op(), "too many rings"))?;
-        // SAFETY: the arrays hold live rings (kept alive below for the EAL's lifetime, so
-        // the port never outlives them); DPDK copies the pointers.
-        let ret = unsafe {
-            ffi::rte_eth_from_rings(
-                cname.as_ptr(),
-                rxp.as_mut_ptr(),
-                nrx,
-                txp.as_mut_ptr(),
-                ntx,
-                SocketId::ANY.0 as u32,
-            )
-        };
-        if ret < 0 {
-            return Err(Error::last(op()));
-        }
-        let mut keep = self.ring_ports.lock().unwrap_or_else(|e| e.into_inner());
-        keep.extend(rx.iter().chain(tx).cloned());
-        Ok(PortId(ret as u16))
+    /// Keeps `o` alive as long as the EAL: memory a port points into (the rings of a
+    /// ring-backed port), which DPDK never lets go before the EAL closes its ports.
+    pub(crate) fn keep_alive(&self, o: std::sync::Arc<dyn Kept>) {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).push(o);
     }
 }
 
@@ -343,11 +304,11 @@ impl Drop for Eal {
         // closure launched by us is still running when memory is released below.
         unsafe { ffi::rte_eal_mp_wait_lcore() };
         STATE.store(DOWN, Ordering::Release);
-        let rings = std::mem::take(&mut *self.ring_ports.lock().unwrap_or_else(|e| e.into_inner()));
-        if !rings.is_empty() {
-            // Ports still point at these rings until the EAL closes them: leave both to
-            // the process exit.
-            std::mem::forget(rings);
+        let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|e| e.into_inner()));
+        if !kept.is_empty() {
+            // Ports still point into these until the EAL closes them: leave both to the
+            // process exit.
+            std::mem::forget(kept);
             return;
         }
         if LIVE.load(Ordering::Relaxed) != 0 {

@@ -7,7 +7,7 @@ use crate::burst::Burst;
 use crate::eal::{Eal, live_dec, live_inc};
 use crate::error::{Error, Result};
 use crate::ffi;
-use crate::ids::SocketId;
+use crate::ids::{PortId, SocketId};
 
 /// Who may enqueue and dequeue concurrently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,5 +125,59 @@ impl Drop for Ring {
         // SAFETY: live ring, now empty, freed once.
         unsafe { ffi::rte_ring_free(self.ptr.as_ptr()) };
         live_dec();
+    }
+}
+
+impl Eal {
+    /// Creates an ethdev (the net_ring driver) whose RX queue i dequeues from `rx[i]` and
+    /// whose TX queue i enqueues into `tx[i]`, named `net_ring_<name>`: traffic generated
+    /// and consumed in this
+    /// process goes through the same ethdev API as a NIC's. The rings must be
+    /// [`RingSync::MultiMulti`](crate::RingSync::MultiMulti): the port becomes one more
+    /// producer or consumer beside the caller's threads. They stay alive as long as the EAL.
+    pub fn port_from_rings(
+        &self,
+        name: &str,
+        rx: &[std::sync::Arc<Ring>],
+        tx: &[std::sync::Arc<Ring>],
+    ) -> Result<PortId> {
+        let op = || format!("rte_eth_from_rings({name})");
+        if rx.is_empty() || tx.is_empty() {
+            return Err(Error::invalid(op(), "at least one RX and one TX ring"));
+        }
+        if rx
+            .iter()
+            .chain(tx)
+            .any(|r| r.sync() != RingSync::MultiMulti)
+        {
+            return Err(Error::invalid(
+                op(),
+                "rings must be multi-producer/multi-consumer",
+            ));
+        }
+        let cname = CString::new(name).map_err(|_| Error::invalid(op(), "name contains NUL"))?;
+        let mut rxp: Vec<*mut ffi::rte_ring> = rx.iter().map(|r| r.as_ptr()).collect();
+        let mut txp: Vec<*mut ffi::rte_ring> = tx.iter().map(|r| r.as_ptr()).collect();
+        let nrx = u32::try_from(rxp.len()).map_err(|_| Error::invalid(op(), "too many rings"))?;
+        let ntx = u32::try_from(txp.len()).map_err(|_| Error::invalid(op(), "too many rings"))?;
+        // SAFETY: the arrays hold live rings (kept alive below for the EAL's lifetime, so
+        // the port never outlives them); DPDK copies the pointers.
+        let ret = unsafe {
+            ffi::rte_eth_from_rings(
+                cname.as_ptr(),
+                rxp.as_mut_ptr(),
+                nrx,
+                txp.as_mut_ptr(),
+                ntx,
+                SocketId::ANY.0 as u32,
+            )
+        };
+        if ret < 0 {
+            return Err(Error::last(op()));
+        }
+        for r in rx.iter().chain(tx) {
+            self.keep_alive(std::sync::Arc::clone(r) as std::sync::Arc<dyn crate::eal::Kept>);
+        }
+        Ok(PortId(ret as u16))
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod frames;
 pub mod latency;
+pub mod measure;
 pub mod ovs;
 pub mod plot;
 pub mod pods;

@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::frames::Size;
-use crate::runner::{Env, Measure, Point, last_lines};
+use crate::measure::{Measure, Point, Timing, last_lines};
 use crate::scenario::OvsWork;
 
 /// The DPDK build of ovs-vswitchd that Debian installs.
@@ -40,7 +40,7 @@ impl Ovs {
         rx_args: &[String],
         mbufs: u32,
         size: Size,
-        env: &Env,
+        env: Timing,
     ) -> Result<Measure> {
         let script = self.scripts.join(match work {
             OvsWork::VxlanEncap => "vxlan-encap",

@@ -30,7 +30,7 @@ use vrouter::config::VifCfg;
 use vrouter::testbed::VM2_IP;
 
 use crate::frames::vm1_udp;
-use crate::runner::last_lines;
+use crate::measure::last_lines;
 use crate::scenarios::l3_local::L3Local;
 
 /// A `vrperf pods` run.

@@ -11,8 +11,9 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::frames::{FCS, Size};
+pub use crate::measure::{Measure, Point, Timing, last_lines};
 use crate::ovs;
-use crate::scenario::{self, Kind, Scenario};
+use crate::scenario::{self, Kind};
 
 /// Where the programs are and how long each run lasts.
 #[derive(Debug, Clone)]
@@ -35,42 +36,14 @@ pub struct Env {
     pub cpus: usize,
 }
 
-/// One point of a sweep.
-#[derive(Debug, Clone, Copy)]
-pub struct Point {
-    /// The scenario.
-    pub scenario: &'static dyn Scenario,
-    /// Frame size.
-    pub size: Size,
-    /// Distinct flows in the traffic.
-    pub flows: u32,
-    /// Forwarding lcores.
-    pub lcores: usize,
-    /// RX burst.
-    pub burst: usize,
-}
-
-/// A rate and what it costs.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Measure {
-    /// Million packets per second, all lcores.
-    pub mpps: f64,
-    /// Per lcore.
-    pub mpps_per_lcore: f64,
-    /// Gbit/s on the wire (preamble and gap included) per lcore, at the input size.
-    pub gbps_per_lcore: f64,
-    /// TSC cycles per packet on the forwarding lcores.
-    pub cycles_per_packet: Option<f64>,
-}
-
-impl Measure {
-    pub(crate) fn new(pps: f64, lcores: usize, size: Size, cycles: Option<f64>) -> Measure {
-        let per = pps / lcores.max(1) as f64;
-        Measure {
-            mpps: pps / 1e6,
-            mpps_per_lcore: per / 1e6,
-            gbps_per_lcore: size.gbps(per),
-            cycles_per_packet: cycles,
+impl Timing {
+    /// The timing of runs in `env`.
+    pub fn of(env: &Env) -> Timing {
+        Timing {
+            duration: env.duration,
+            warmup: env.warmup,
+            hugepages: env.hugepages,
+            cpus: env.cpus,
         }
     }
 }
@@ -304,7 +277,7 @@ pub fn run_point(
             size,
             flows
         ));
-        match o.run(work, &p, &dir, &rx_args, mbufs, size, env) {
+        match o.run(work, &p, &dir, &rx_args, mbufs, size, Timing::of(env)) {
             Ok(m) => row.ovs = Some(m),
             Err(e) => row.notes.push(format!("ovs-dpdk: {e:#}")),
         }
@@ -547,16 +520,10 @@ pub fn cycles_per_packet(text: &str) -> Option<f64> {
     })
 }
 
-/// The last `n` non-empty lines of `s`, joined.
-pub fn last_lines(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::by_name;
+    use crate::scenarios::by_name;
 
     #[test]
     fn testpmd_output_is_read_per_port() {

@@ -4,8 +4,6 @@
 
 use vrouter::config::{Config, Encap};
 
-use crate::scenarios;
-
 /// What a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
@@ -54,24 +52,6 @@ pub trait Scenario: Sync + std::fmt::Debug {
     fn ovs(&self) -> Option<OvsWork> {
         None
     }
-}
-
-/// Every scenario, in the order the standard set runs them.
-pub fn all() -> Vec<&'static dyn Scenario> {
-    vec![
-        &scenarios::l3_local::L3Local,
-        &scenarios::vxlan_encap::VxlanEncap,
-        &scenarios::mplsudp_encap::MplsUdpEncap,
-        &scenarios::decap::Decap,
-        &scenarios::ecmp16::Ecmp16,
-        &scenarios::flow_setup::FlowSetup,
-        &scenarios::snat::Snat,
-    ]
-}
-
-/// The scenario called `name`.
-pub fn by_name(name: &str) -> Option<&'static dyn Scenario> {
-    all().into_iter().find(|s| s.name() == name)
 }
 
 /// The testbed topology with `input` on `input_dev` and `output` on `output_dev` and a

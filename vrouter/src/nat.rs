@@ -152,7 +152,7 @@ impl SnatPools {
         SnatPools {
             tcp,
             udp,
-            owned: (0..crate::flow::table::MAX_OWNERS)
+            owned: (0..crate::tables::vif::MAX_OWNERS)
                 .map(|_| AtomicU32::new(0))
                 .collect(),
             over_share: AtomicU64::new(0),

@@ -15,8 +15,8 @@
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::objects::{Event, Names, Out, Underlay, r, uuid_for};
 use super::services::{put_listener, put_loadbalancer, put_member, put_pool};
-use super::translate::{Event, Names, Out, Underlay, r, uuid_for};
 use super::{Cluster, INGRESS_CLASS};
 use crate::kinds::{Kind, fq_string};
 use crate::proto::{self, object};

@@ -14,6 +14,7 @@
 pub mod ingress;
 pub mod manifest;
 pub mod netpol;
+pub mod objects;
 pub mod services;
 pub mod sync;
 pub mod translate;

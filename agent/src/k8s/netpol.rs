@@ -31,7 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Cluster;
-use super::translate::{Event, Names, Out, uuid_for};
+use super::objects::{Event, Names, Out, uuid_for};
 use crate::kinds::{Kind, fq_string};
 use crate::oper::IP_FABRIC;
 use crate::proto::{self, object};
@@ -643,7 +643,7 @@ pub(super) fn translate(
                     .iter()
                     .enumerate()
                     .map(|(i, fp)| proto::SequencedRef {
-                        r#ref: Some(super::translate::r(Kind::FirewallPolicy, fp)),
+                        r#ref: Some(super::objects::r(Kind::FirewallPolicy, fp)),
                         sequence: i.to_string(),
                     })
                     .collect(),
@@ -692,7 +692,7 @@ fn firewall_policy(out: &mut Out, fq: Vec<String>, rules: Vec<Fr>) {
             }),
         );
         refs.push(proto::SequencedRef {
-            r#ref: Some(super::translate::r(Kind::FirewallRule, &rfq)),
+            r#ref: Some(super::objects::r(Kind::FirewallRule, &rfq)),
             sequence: seen.len().to_string(),
         });
         seen.insert(r);

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Cluster;
-use super::translate::{Event, Names, Out, PodPlacement, Underlay, r, uuid_for};
+use super::objects::{Event, Names, Out, PodPlacement, Underlay, r, uuid_for};
 use crate::kinds::Kind;
 use crate::proto::{self, object};
 

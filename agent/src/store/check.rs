@@ -483,7 +483,7 @@ pub fn kind(db: &mut Db, name: &str, o: &mut Object, old: Option<&Object>) -> Re
                     ports(name, &format!("{f}.dst_ports"), p)?;
                 }
             }
-            let tags = crate::firewall::TagIndex::new(db);
+            let tags = super::tags::TagIndex::new(db);
             for (f, e) in [("endpoint_1", &r.endpoint_1), ("endpoint_2", &r.endpoint_2)] {
                 let Some(e) = e else { continue };
                 let kinds = usize::from(!e.tags.is_empty())
@@ -580,10 +580,10 @@ pub fn kind(db: &mut Db, name: &str, o: &mut Object, old: Option<&Object>) -> Re
             }
             // Both end up in an HAProxy configuration.
             if !p.host.is_empty() {
-                crate::lbaas::check_host(&p.host).map_err(|e| invalid(name, "host", e))?;
+                super::names::check_host(&p.host).map_err(|e| invalid(name, "host", e))?;
             }
             if !p.path.is_empty() {
-                crate::lbaas::check_path(&p.path).map_err(|e| invalid(name, "path", e))?;
+                super::names::check_path(&p.path).map_err(|e| invalid(name, "path", e))?;
             }
         }
         Some(object::Kind::LoadbalancerMember(m)) => {

@@ -12,7 +12,8 @@ use perf::frames::Size;
 use perf::ovs::Ovs;
 use perf::report::{self, Machine, Results};
 use perf::runner::{self, Cache, Env, Point};
-use perf::scenario::{self, Kind, Scenario};
+use perf::scenario::{Kind, Scenario};
+use perf::scenarios;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -264,8 +265,8 @@ fn points_of(
 
 /// The standard set.
 fn standard(cpus: usize, burst: usize) -> Vec<Point> {
-    let all = scenario::all();
-    let vx = scenario::by_name("vxlan-encap").expect("vxlan-encap exists");
+    let all = scenarios::all();
+    let vx = scenarios::by_name("vxlan-encap").expect("vxlan-encap exists");
     let mut v = Vec::new();
     for s in &all {
         let flows = if s.kind() == Kind::Setup {
@@ -410,7 +411,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::List => {
-            for s in scenario::all() {
+            for s in scenarios::all() {
                 let kind = match s.kind() {
                     Kind::Forward => "rate",
                     Kind::Setup => "setup",
@@ -431,12 +432,12 @@ fn main() -> Result<()> {
             common,
         } => {
             let scenarios: Vec<&'static dyn Scenario> = if names.iter().any(|n| n == "all") {
-                scenario::all()
+                scenarios::all()
             } else {
                 names
                     .iter()
                     .map(|n| {
-                        scenario::by_name(n)
+                        scenarios::by_name(n)
                             .with_context(|| format!("no scenario {n:?} (vrperf list shows them)"))
                     })
                     .collect::<Result<_>>()?
@@ -462,7 +463,7 @@ fn main() -> Result<()> {
             warmup_s,
             json,
         } => {
-            let s = scenario::by_name(&name)
+            let s = scenarios::by_name(&name)
                 .with_context(|| format!("no scenario {name:?} (vrperf list shows them)"))?;
             let l = perf::latency::run(&perf::latency::Options {
                 scenario: s,

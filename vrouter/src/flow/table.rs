@@ -63,8 +63,7 @@ const ROLE_FWD: u64 = 1;
 
 /// Setup times fit in 48 bits (milliseconds: 8,900 years); the owner takes the rest.
 const TIME_MASK: u64 = (1 << 48) - 1;
-/// Interfaces whose flows are counted: ids below this (the owner field is 16 bits).
-pub const MAX_OWNERS: usize = 0xffff;
+pub use crate::tables::vif::MAX_OWNERS;
 
 /// One flow entry: a control word and 15 data words, 128 bytes, cache-line aligned.
 #[repr(C, align(64))]

@@ -3,7 +3,7 @@
 //! under a VNI, which names the VRF. The outer headers are stripped in place and the inner
 //! packet is classified like one from a VM.
 
-use super::classify::parse_ip;
+use super::key::parse_ip;
 use super::{Ctx, Disposition, DropReason, Meta};
 use crate::packet::PacketBuf;
 use crate::tables::{Nexthop, VifId};

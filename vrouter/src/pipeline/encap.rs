@@ -70,7 +70,7 @@ pub(super) fn push<B: PacketBuf>(
             // The inner frame comes from the overlay gateway (the vrouter MAC, which the
             // remote side learned from our ARP answers) to the remote's MAC if it needs one.
             let mac = ctx.snap.global.vrouter_mac;
-            super::forward::l2_rewrite(p, m, t.inner_dmac.unwrap_or(mac), mac)?;
+            super::l2::l2_rewrite(p, m, t.inner_dmac.unwrap_or(mac), mac)?;
         }
     }
     let inner = p.len();

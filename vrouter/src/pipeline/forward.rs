@@ -2,11 +2,12 @@
 //! encap with the encapsulation chosen from the global priority list and what the remote
 //! node accepts; routed packets have their TTL (hop limit) decremented.
 
+use super::l2::l2_rewrite;
 use super::{Ctx, Disposition, DropReason, Meta, encap, split};
 use crate::packet::PacketBuf;
 use crate::tables::nexthop::choose_encap;
 use crate::tables::{Nexthop, NhId, Vif, VifId, VifKind};
-use crate::wire::{self, EtherType, MacAddr};
+use crate::wire;
 
 pub(super) fn run<B: PacketBuf>(
     ctx: &mut Ctx<'_>,
@@ -169,38 +170,5 @@ fn decrement_ttl<B: PacketBuf>(p: &mut B, m: &Meta) -> Result<(), DropReason> {
         }
         ip.decrement_ttl();
     }
-    Ok(())
-}
-
-/// Makes the packet start with exactly one Ethernet header addressed `smac` -> `dmac`.
-pub(super) fn l2_rewrite<B: PacketBuf>(
-    p: &mut B,
-    m: &mut Meta,
-    dmac: MacAddr,
-    smac: MacAddr,
-) -> Result<(), DropReason> {
-    let hl = wire::ethernet::HEADER_LEN;
-    if m.l3 < hl {
-        if p.prepend(hl - m.l3).is_none() {
-            return Err(DropReason::NoHeadroom);
-        }
-    } else if m.l3 > hl && !p.adj(m.l3 - hl) {
-        return Err(DropReason::PullFail);
-    }
-    m.l4 = m.l4 + hl - m.l3;
-    m.l3 = hl;
-    let ethertype = if m.v6 {
-        EtherType::Ipv6
-    } else {
-        EtherType::Ipv4
-    };
-    wire::ethernet::Repr {
-        src: smac,
-        dst: dmac,
-        ethertype,
-    }
-    .emit(&mut wire::ethernet::Frame::new_unchecked(
-        &mut p.data_mut()[..hl],
-    ));
     Ok(())
 }

@@ -17,6 +17,8 @@ mod flow;
 mod forward;
 mod frag;
 mod icmp_error;
+mod key;
+mod l2;
 mod mss;
 mod nat;
 mod related;

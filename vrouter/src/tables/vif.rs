@@ -7,6 +7,10 @@ use super::{VifId, VrfId};
 use crate::policy::{Policy, addr_bits};
 use crate::wire::MacAddr;
 
+/// Interfaces whose flows and SNAT ports are counted against them (quotas): ids below
+/// this (a flow entry keeps its owner in 16 bits).
+pub const MAX_OWNERS: usize = 0xffff;
+
 /// What an interface connects to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VifKind {
