@@ -122,8 +122,13 @@ impl Config {
     }
 
     /// Applies everything to `w` (not published). Stops at the first refused object; the
-    /// caller decides whether to roll back (`TablesWriter::transaction`).
-    pub fn apply(&self, w: &mut TablesWriter) -> Result<(), ConfigError> {
+    /// caller decides whether to roll back (`TablesWriter::transaction`). Gives back the
+    /// named rule sets, compiled once: the vifs hold them, and whoever changes them later
+    /// (the control socket) starts from the same compiled sets.
+    pub fn apply(
+        &self,
+        w: &mut TablesWriter,
+    ) -> Result<std::collections::BTreeMap<String, RuleSet>, ConfigError> {
         apply_global(w, &self.global)?;
         for v in &self.vrfs {
             w.add_vrf(VrfId(v.id))
@@ -135,7 +140,7 @@ impl Config {
         let compiled = self
             .policies
             .iter()
-            .map(|p| Ok((p.name.as_str(), compile_policy(p)?)))
+            .map(|p| Ok((p.name.clone(), compile_policy(p)?)))
             .collect::<Result<std::collections::BTreeMap<_, _>, ConfigError>>()?;
         let find = |n: &str| compiled.get(n).cloned();
         for v in &self.vifs {
@@ -158,7 +163,7 @@ impl Config {
             w.set_vni(v.vni, VrfId(v.vrf))
                 .map_err(table(format!("vni {}", v.vni)))?;
         }
-        Ok(())
+        Ok(compiled)
     }
 }
 

@@ -666,7 +666,8 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
         ..TableSizes::default()
     };
     let mut writer = TablesWriter::new(sizes);
-    cfg.apply(&mut writer)
+    let mut compiled = cfg
+        .apply(&mut writer)
         .context("applying the configuration")?;
     writer.publish();
 
@@ -846,11 +847,11 @@ pub fn run(eal: &Eal, cfg: &Config, opts: &Options, stop: Arc<AtomicBool>) -> Re
     let control = Arc::new(crate::control::ControlState {
         writer: Mutex::new(writer),
         policies: Mutex::new(
-            // Each compiled already by `cfg.apply` above, which would have refused it.
+            // The sets `cfg.apply` compiled, which the start-up vifs hold: one copy each.
             cfg.policies
                 .iter()
                 .filter_map(|p| {
-                    let compiled = crate::config::compile_policy(p).ok()?;
+                    let compiled = compiled.remove(&p.name)?;
                     let cfg = p.clone();
                     Some((
                         p.name.clone(),

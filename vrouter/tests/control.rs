@@ -521,3 +521,30 @@ fn a_vif_mtu_outside_68_to_9198_is_refused() {
     }
     assert!(call(&s, Op::AddVif(vif(9000))).ok);
 }
+
+/// The start-up configuration compiles each named rule set once: every vif naming it holds
+/// that compiled set, and it is what `apply` gives back for the control socket to keep.
+#[test]
+fn start_up_vifs_share_the_rule_sets_apply_gives_back() {
+    let mut cfg = testbed::config(|_| None);
+    cfg.policies.push(policy("sg-web", 80));
+    for v in cfg.vifs.iter_mut().filter(|v| v.id == 2 || v.id == 3) {
+        v.ingress = vec!["sg-web".into()];
+    }
+    let mut w = vrouter::tables::TablesWriter::new(vrouter::tables::TableSizes::default());
+    let compiled = cfg.apply(&mut w).unwrap();
+    assert_eq!(compiled.keys().collect::<Vec<_>>(), ["sg-web"]);
+    let set = |id| {
+        w.tables()
+            .vifs
+            .get(id)
+            .unwrap()
+            .policy
+            .clone()
+            .unwrap()
+            .ingress[0]
+            .clone()
+    };
+    assert!(set(2).shares_rules_with(&compiled["sg-web"]));
+    assert!(set(3).shares_rules_with(&compiled["sg-web"]));
+}
