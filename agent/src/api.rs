@@ -1,7 +1,8 @@
 //! The gRPC services: `ConfigApi` (VNC objects: create, update, delete, get, list, watch,
 //! batch) and `AgentApi` (ports plugged on this node, status). Every change is validated
-//! and applied in memory, made durable in the store, then handed to the reconcile loop;
-//! a change that fails at any step leaves nothing behind.
+//! and applied in memory, made durable in the store (the embedded one on a node of its
+//! own, the cluster's in etcd with `--config-store etcd`: [`crate::cluster`]), then
+//! handed to the reconcile loop; a change that fails at any step leaves nothing behind.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::sync::broadcast;
 use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
 use tonic::{Request, Response, Status};
 
+use crate::cluster::{Cluster, Follower, Update, WriteError, Writes};
 use crate::device::{DevicePolicy, HostLinks};
 use crate::kinds::{Kind, kind_of, meta};
 use crate::persist::PortRec;
@@ -25,7 +27,16 @@ pub struct Api {
     shared: Arc<Shared>,
     events: broadcast::Sender<Event>,
     devices: DevicePolicy,
+    cluster: Option<Arc<Cluster>>,
 }
+
+/// The store's values that say which etcd the local copy follows and where it stands.
+pub const META_CLUSTER: &str = "etcd_cluster";
+/// The head revision of the cluster's configuration the local copy reflects.
+pub const META_HEAD: &str = "etcd_head";
+
+/// How long a commit keeps re-checking a batch that loses races, in all.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(20);
 
 impl Api {
     /// Services over the shared state; ports may use the default device allow-list.
@@ -40,11 +51,141 @@ impl Api {
             shared,
             events,
             devices,
+            cluster: None,
         }
     }
 
+    /// The same services over the cluster's configuration: commits go to etcd, and the
+    /// local copy follows it ([`Follower`]).
+    pub fn with_cluster(mut self, c: Arc<Cluster>) -> Api {
+        self.cluster = Some(c);
+        self
+    }
+
     /// Applies a batch: validated, durable, then published to watchers and the loop.
-    pub fn commit(&self, changes: Vec<Change>) -> Result<Committed, Status> {
+    pub async fn commit(&self, changes: Vec<Change>) -> Result<Committed, Status> {
+        match self.cluster.clone() {
+            None => self.commit_local(changes),
+            Some(c) => self.commit_cluster(&c, changes).await,
+        }
+    }
+
+    /// A batch checked against the local copy of the cluster's configuration and written
+    /// to etcd on top of the head revision that copy reflects; one that loses a race is
+    /// checked again against the newer configuration (so its allocations never collide
+    /// with the winner's).
+    async fn commit_cluster(
+        &self,
+        cl: &Cluster,
+        changes: Vec<Change>,
+    ) -> Result<Committed, Status> {
+        let _one = cl.commit.lock().await;
+        let end = std::time::Instant::now() + COMMIT_PATIENCE;
+        loop {
+            let (base, writes, mut done) = {
+                let mut db = self.shared.db.write().unwrap_or_else(|e| e.into_inner());
+                let base = cl.head();
+                let c = db.apply(changes.clone())?;
+                let writes: Writes = c
+                    .touched
+                    .iter()
+                    .map(|u| (u.clone(), db.get(u).cloned()))
+                    .collect();
+                let done = Committed {
+                    objects: c.objects.clone(),
+                    events: c.events.clone(),
+                    touched: c.touched.clone(),
+                    revision: 0,
+                    undo: Vec::new(),
+                };
+                db.rollback(c);
+                (base, writes, done)
+            };
+            match cl.write(base, &writes).await {
+                Ok(rev) => {
+                    self.mirror(rev, writes, Some(rev), None);
+                    done.revision = rev;
+                    for e in &mut done.events {
+                        e.revision = rev;
+                    }
+                    return Ok(done);
+                }
+                Err(WriteError::Conflict(at)) => {
+                    self.shared
+                        .stats
+                        .config_retries
+                        .fetch_add(1, Ordering::Relaxed);
+                    let left = end.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() || !cl.wait_head(at, left).await {
+                        return Err(WriteError::Conflict(at).into());
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Applies what etcd holds at `rev` to the local copy, once (a revision it reflects
+    /// already changes nothing), keeps it in the local store, and publishes the changes.
+    fn mirror(&self, rev: u64, writes: Writes, head: Option<u64>, cluster: Option<u64>) -> bool {
+        let events = {
+            let mut db = self.shared.db.write().unwrap_or_else(|e| e.into_inner());
+            if rev <= db.revision() && cluster.is_none() {
+                return false;
+            }
+            let mut events = Vec::new();
+            let mut changed = Vec::new();
+            for (u, new) in writes {
+                let old = db.get(&u);
+                if old == new.as_ref() {
+                    continue;
+                }
+                let (kind, object) = match (old, &new) {
+                    (None, Some(n)) => (0, n.clone()),
+                    (Some(_), Some(n)) => (1, n.clone()),
+                    (Some(o), None) => (2, o.clone()),
+                    (None, None) => continue,
+                };
+                events.push(Event {
+                    kind,
+                    object,
+                    revision: rev,
+                });
+                changed.push((u, new));
+            }
+            // Twice, as a load does: indexes that depend on other objects of the same
+            // revision (parents, subnets) are right whatever the order.
+            for _ in 0..2 {
+                for (u, new) in &changed {
+                    db.put(u, new.clone());
+                }
+            }
+            db.set_revision(rev);
+            let mut meta = Vec::new();
+            if let Some(h) = head {
+                meta.push((META_HEAD, h));
+            }
+            if let Some(c) = cluster {
+                meta.push((META_CLUSTER, c));
+            }
+            let touched: Vec<String> = changed.into_iter().map(|(u, _)| u).collect();
+            if let Err(e) = self.shared.store.save_with(&db, &touched, &meta) {
+                // The copy on disk stays at its older revision: a restart replays from
+                // there.
+                tracing::warn!("the local copy of the configuration was not written: {e:#}");
+            }
+            events
+        };
+        for e in &events {
+            let _ = self.events.send(e.clone());
+        }
+        // The loop programs the new revision (and says so in the status) even when the
+        // revision changed nothing of this node's.
+        self.shared.kick();
+        true
+    }
+
+    fn commit_local(&self, changes: Vec<Change>) -> Result<Committed, Status> {
         let c = {
             let mut db = self.shared.db.write().unwrap_or_else(|e| e.into_inner());
             let c = db.apply(changes)?;
@@ -73,12 +214,12 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchEvent, Status>> 
 #[tonic::async_trait]
 impl ConfigApi for Api {
     async fn create(&self, r: Request<proto::Object>) -> Result<Response<proto::Object>, Status> {
-        let mut c = self.commit(vec![Change::Create(r.into_inner())])?;
+        let mut c = self.commit(vec![Change::Create(r.into_inner())]).await?;
         Ok(Response::new(object(c.objects.pop().flatten())?))
     }
 
     async fn update(&self, r: Request<proto::Object>) -> Result<Response<proto::Object>, Status> {
-        let mut c = self.commit(vec![Change::Update(r.into_inner())])?;
+        let mut c = self.commit(vec![Change::Update(r.into_inner())]).await?;
         Ok(Response::new(object(c.objects.pop().flatten())?))
     }
 
@@ -86,7 +227,7 @@ impl ConfigApi for Api {
         &self,
         r: Request<proto::Ref>,
     ) -> Result<Response<proto::DeleteResponse>, Status> {
-        let c = self.commit(vec![Change::Delete(r.into_inner())])?;
+        let c = self.commit(vec![Change::Delete(r.into_inner())]).await?;
         Ok(Response::new(proto::DeleteResponse {
             revision: c.revision,
         }))
@@ -193,7 +334,7 @@ impl ConfigApi for Api {
                 }
             });
         }
-        let c = self.commit(changes)?;
+        let c = self.commit(changes).await?;
         Ok(Response::new(proto::BatchResponse {
             objects: c
                 .objects
@@ -425,6 +566,64 @@ impl AgentApi for Api {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         }))
+    }
+}
+
+impl Follower for Api {
+    fn position(&self) -> (u64, u64) {
+        let rev = self
+            .shared
+            .db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .revision();
+        match self.shared.store.meta(META_CLUSTER) {
+            Ok(Some(c)) => (rev, c),
+            _ => (0, 0),
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.shared.stop.load(Ordering::Relaxed)
+    }
+
+    fn refuse(&self, key: &str, why: &str) {
+        self.shared
+            .stats
+            .refused_config
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key = %key.escape_debug(), %why, "configuration value from etcd refused");
+    }
+
+    fn apply(&self, u: Update) {
+        match u {
+            Update::At {
+                revision,
+                writes,
+                head,
+            } => {
+                self.mirror(revision, writes, head.then_some(revision), None);
+            }
+            Update::Whole {
+                objects,
+                revision,
+                head,
+                cluster_id,
+            } => {
+                let mut writes: Writes = {
+                    let db = self.shared.db.read().unwrap_or_else(|e| e.into_inner());
+                    let keep: std::collections::BTreeSet<&str> =
+                        objects.iter().map(|(u, _)| u.as_str()).collect();
+                    db.all()
+                        .map(|o| meta(o).0)
+                        .filter(|u| !keep.contains(u))
+                        .map(|u| (u.to_string(), None))
+                        .collect()
+                };
+                writes.extend(objects.into_iter().map(|(u, o)| (u, Some(o))));
+                self.mirror(revision, writes, Some(head), Some(cluster_id));
+            }
+        }
     }
 }
 

@@ -116,15 +116,22 @@ pub fn node_prefix(node: Ipv4Addr) -> String {
     format!("{KEY_PREFIX}{node}/")
 }
 
+/// The etcd role that may write the cluster's configuration
+/// ([`crate::cluster::CONFIG_PREFIX`]); every node role reads it.
+pub const CONFIG_WRITER: &str = "vrouter-config-writer";
+
 /// Sets up authentication on an etcd that has none yet: a `root` user (etcd's
 /// administrator: with client-certificate authentication, the holder of a certificate
 /// for the common name `root`) and, for each node, a role and user [`node_role`] that may
-/// read every route and write only its own. Users have no password (certificate
-/// authentication) unless `password` gives one for each. Ends by enabling
+/// read every route and the cluster's configuration and write only its own routes. The
+/// nodes in `config_writers` also hold [`CONFIG_WRITER`]: their agents' APIs may change
+/// the configuration; the others' agents only follow it. Users have no password
+/// (certificate authentication) unless `password` gives one for each. Ends by enabling
 /// authentication; from then on only those users can use this etcd.
 pub async fn provision(
     c: &mut Client,
     nodes: &[Ipv4Addr],
+    config_writers: &[Ipv4Addr],
     password: Option<&dyn Fn(&str) -> String>,
 ) -> Result<()> {
     let add = async |c: &mut Client, name: &str| -> Result<()> {
@@ -142,12 +149,20 @@ pub async fn provision(
     c.user_grant_role("root", "root")
         .await
         .context("granting root its role")?;
+    let config = crate::cluster::CONFIG_PREFIX;
+    c.role_add(CONFIG_WRITER)
+        .await
+        .with_context(|| format!("adding etcd role {CONFIG_WRITER}"))?;
+    c.role_grant_permission(CONFIG_WRITER, Permission::read_write(config).with_prefix())
+        .await?;
     for &n in nodes {
         let role = node_role(n);
         c.role_add(role.as_str())
             .await
             .with_context(|| format!("adding etcd role {role}"))?;
         c.role_grant_permission(role.as_str(), Permission::read(KEY_PREFIX).with_prefix())
+            .await?;
+        c.role_grant_permission(role.as_str(), Permission::read(config).with_prefix())
             .await?;
         c.role_grant_permission(
             role.as_str(),
@@ -156,6 +171,9 @@ pub async fn provision(
         .await?;
         add(c, &role).await?;
         c.user_grant_role(role.as_str(), role.as_str()).await?;
+        if config_writers.contains(&n) {
+            c.user_grant_role(role.as_str(), CONFIG_WRITER).await?;
+        }
     }
     c.auth_enable()
         .await

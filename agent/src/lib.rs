@@ -5,6 +5,8 @@
 //! - [`kinds`]: the object types, their FQ-name shapes, parents and references.
 //! - [`store`]: the configuration database: validation, indexes, all-or-nothing batches.
 //! - [`persist`]: the embedded on-disk store (redb) that survives restarts.
+//! - [`cluster`]: the cluster's configuration in etcd, written by any agent, followed
+//!   by every one (`--config-store etcd`).
 //! - [`oper`]: config -> the vrouter objects this node needs (VRFs, vifs, nexthops, ECMP,
 //!   routes, labels, VNIs, compiled policies), with stable ids.
 //! - [`firewall`]: application policy sets, firewall policies and rules -> rule sets.
@@ -29,6 +31,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod cmd;
 pub mod device;
 pub mod dns;

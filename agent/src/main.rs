@@ -77,6 +77,14 @@ struct Args {
     label_base: u32,
     #[command(flatten)]
     etcd: agent::etcd::EtcdArgs,
+    /// Where the VNC configuration lives: `local`, the embedded store under --data-dir
+    /// (a node of its own); `etcd`, the cluster's, in the etcd of --etcd, written through
+    /// any agent and followed by every one (--data-dir then keeps this node's copy, which
+    /// it programs from while etcd is away).
+    #[arg(long, value_enum, default_value_t = ConfigStore::Local)]
+    config_store: ConfigStore,
+    #[command(flatten)]
+    etcd_limits: agent::cluster::Limits,
     /// Seconds a node's published routes outlive its agent.
     #[arg(long, default_value_t = 30)]
     route_ttl: i64,
@@ -92,6 +100,15 @@ struct Args {
     /// host's own connections never take one (`none`: leave it alone).
     #[arg(long, default_value = agent::reserve::PROC_PATH)]
     reserved_ports: String,
+}
+
+/// Where the configuration lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ConfigStore {
+    /// The embedded store.
+    Local,
+    /// The cluster's, in etcd.
+    Etcd,
 }
 
 /// A MAC address argument, checked and written the vrouter's way.
@@ -122,6 +139,8 @@ async fn main() -> Result<()> {
     if !args.etcd.endpoints.is_empty() {
         // Unusable etcd flags are refused before anything starts.
         args.etcd.options()?;
+    } else if args.config_store == ConfigStore::Etcd {
+        anyhow::bail!("--config-store etcd needs --etcd (the cluster's etcd endpoints)");
     }
     let store = Store::open(&args.data_dir)
         .with_context(|| format!("the store in {}", args.data_dir.display()))?;
@@ -174,12 +193,26 @@ async fn main() -> Result<()> {
         tokio::spawn(agent::routes::run(e, s, ttl));
     }
 
-    let api = Api::with_devices(
+    let mut api = Api::with_devices(
         Arc::clone(&shared),
         agent::device::DevicePolicy {
             drivers: args.port_drivers.clone(),
         },
     );
+    if args.config_store == ConfigStore::Etcd {
+        let head = shared.store.meta(agent::api::META_HEAD)?.unwrap_or(0);
+        let cluster = Arc::new(agent::cluster::Cluster::new(
+            args.etcd.clone(),
+            args.etcd_limits.clone(),
+            head,
+        ));
+        api = api.with_cluster(Arc::clone(&cluster));
+        tokio::spawn(agent::cluster::follow(cluster, Arc::new(api.clone())));
+    } else {
+        // This store's configuration is its own from now on: should it follow a
+        // cluster again, it reads that whole.
+        shared.store.forget(agent::api::META_CLUSTER)?;
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ConfigApiServer<Api>>().await;
     health.set_serving::<AgentApiServer<Api>>().await;

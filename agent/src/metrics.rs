@@ -82,6 +82,16 @@ pub fn render(shared: &Shared, socket: &std::path::Path) -> String {
             &s.refused_routes,
         ),
         (
+            "agent_refused_config_total",
+            "Configuration values from etcd refused",
+            &s.refused_config,
+        ),
+        (
+            "agent_config_retries_total",
+            "Commits to the cluster's configuration checked again after losing a race",
+            &s.config_retries,
+        ),
+        (
             "agent_api_refused_total",
             "API calls refused for the caller's roles",
             &shared.auth.refused,

@@ -93,6 +93,12 @@ impl Store {
 
     /// Writes the current state of `touched` objects in one transaction.
     pub fn save(&self, db: &Db, touched: &[String]) -> Result<()> {
+        self.save_with(db, touched, &[])
+    }
+
+    /// Writes the current state of `touched` objects and the values `meta` in one
+    /// transaction.
+    pub fn save_with(&self, db: &Db, touched: &[String], meta: &[(&str, u64)]) -> Result<()> {
         let w = self.db.begin_write()?;
         {
             let mut t = w.open_table(OBJECTS)?;
@@ -106,8 +112,26 @@ impl Store {
                     }
                 }
             }
-            w.open_table(META)?.insert("revision", db.revision())?;
+            let mut m = w.open_table(META)?;
+            m.insert("revision", db.revision())?;
+            for (k, v) in meta {
+                m.insert(*k, *v)?;
+            }
         }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// A value of the store's own (see [`Store::save_with`]).
+    pub fn meta(&self, key: &str) -> Result<Option<u64>> {
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(META)?.get(key)?.map(|v| v.value()))
+    }
+
+    /// Removes a value of the store's own.
+    pub fn forget(&self, key: &str) -> Result<()> {
+        let w = self.db.begin_write()?;
+        w.open_table(META)?.remove(key)?;
         w.commit()?;
         Ok(())
     }

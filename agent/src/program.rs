@@ -48,6 +48,10 @@ pub struct Stats {
     pub refused_devices: AtomicU64,
     /// Route values from etcd refused (malformed, under another node's key, out of range).
     pub refused_routes: AtomicU64,
+    /// Configuration values from etcd refused (not an object, under another key).
+    pub refused_config: AtomicU64,
+    /// Commits to the cluster's configuration checked again after losing a race.
+    pub config_retries: AtomicU64,
 }
 
 /// State shared by the API, the loop and the route exchange.

@@ -376,6 +376,125 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The TLS files of a secured etcd: its CA, server certificate and key.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The CA clients must be signed by (and that signed the server's certificate).
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+}
+
+/// A one-member etcd of a test on two free ports, its data under `dir/etcd` (served over
+/// TLS, client certificates required, when `tls` is given); killed when dropped.
+#[derive(Debug)]
+pub struct Etcd {
+    /// The client URL.
+    pub url: String,
+    args: Vec<std::ffi::OsString>,
+    dir: PathBuf,
+    child: Option<Reap>,
+}
+
+impl Etcd {
+    /// Starts it; tried again with new ports when another process takes one between
+    /// the look-up and etcd's bind.
+    pub fn start(dir: &std::path::Path, tls: Option<&EtcdTls>) -> Etcd {
+        for _ in 0..5 {
+            let (client, peer) = (free_port(), free_port());
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let _ = std::fs::remove_dir_all(dir.join("etcd"));
+            let mut args: Vec<std::ffi::OsString> = vec!["--name".into(), "test".into()];
+            args.push("--data-dir".into());
+            args.push(dir.join("etcd").into());
+            for a in [
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+                "--initial-cluster",
+                &format!("test={peer_url}"),
+            ] {
+                args.push(a.into());
+            }
+            if let Some(t) = tls {
+                for (f, p) in [
+                    ("--cert-file", &t.cert),
+                    ("--key-file", &t.key),
+                    ("--trusted-ca-file", &t.ca),
+                ] {
+                    args.push(f.into());
+                    args.push(p.into());
+                }
+                args.push("--client-cert-auth".into());
+            }
+            let mut e = Etcd {
+                url,
+                args,
+                dir: dir.to_path_buf(),
+                child: None,
+            };
+            if e.run() {
+                return e;
+            }
+            let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
+            assert!(
+                log.contains("address already in use"),
+                "etcd failed:\n{log}"
+            );
+        }
+        panic!("etcd's ports were taken five times");
+    }
+
+    /// Runs the process and waits until it serves; false if it exited first.
+    fn run(&mut self) -> bool {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("etcd.log"))
+            .expect("etcd log");
+        let mut child = std::process::Command::new("etcd")
+            .args(&self.args)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd (Debian's etcd-server) runs");
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port");
+        let mut exited = false;
+        wait_until("etcd serves", std::time::Duration::from_secs(30), || {
+            exited = child.try_wait().ok().flatten().is_some();
+            exited || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if !exited {
+            self.child = Some(Reap(child));
+        }
+        !exited
+    }
+
+    /// Stops it (SIGKILL), keeping its data.
+    pub fn stop(&mut self) {
+        self.child = None;
+    }
+
+    /// Starts it again on the same ports with the same data.
+    pub fn restart(&mut self) {
+        assert!(self.run(), "etcd did not start again");
+    }
+}
+
 /// An `agent` started for a test against a vrouter's control socket, with its store in
 /// `data`; killed (SIGKILL) when dropped.
 #[derive(Debug)]

@@ -4,11 +4,11 @@
 //! remote member on both. Unplugging a pod withdraws its route from the other node.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vr_tests::{Agent, Daemon, Reap, free_port, python, unique_prefix};
+use vr_tests::{Agent, Daemon, Etcd, EtcdTls, python, unique_prefix};
 
 struct Dir(PathBuf);
 
@@ -90,66 +90,6 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// The TLS files of a secured etcd: its CA, server certificate and key.
-struct EtcdTls {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-/// A one-member etcd on two free ports (served over TLS, client certificates required,
-/// when `tls` is given); tried again with new ports when another process takes one
-/// between the look-up and etcd's bind.
-fn etcd(dir: &std::path::Path, tls: Option<&EtcdTls>) -> (Reap, String) {
-    for _ in 0..5 {
-        let (client, peer) = (free_port(), free_port());
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let _ = std::fs::remove_dir_all(dir.join("etcd"));
-        let mut cmd = Command::new("etcd");
-        cmd.args(["--name", "test", "--data-dir"])
-            .arg(dir.join("etcd"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("test={peer_url}")]);
-        if let Some(t) = tls {
-            cmd.arg("--cert-file")
-                .arg(&t.cert)
-                .arg("--key-file")
-                .arg(&t.key)
-                .arg("--trusted-ca-file")
-                .arg(&t.ca)
-                .arg("--client-cert-auth");
-        }
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("etcd.log")).unwrap())
-            .spawn()
-            .expect("etcd (Debian's etcd-server) runs");
-        let mut exited = false;
-        vr_tests::wait_until("etcd serves", std::time::Duration::from_secs(20), || {
-            exited = child.try_wait().ok().flatten().is_some();
-            exited || std::net::TcpStream::connect(("127.0.0.1", client)).is_ok()
-        });
-        if !exited {
-            return (Reap(child), url);
-        }
-        let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
-        assert!(
-            log.contains("address already in use"),
-            "etcd failed:\n{log}"
-        );
-    }
-    panic!("etcd's ports were taken five times");
-}
-
 /// Two vrouters and their agents for nodes a (192.0.2.1) and b (192.0.2.2), each agent
 /// with `extra(node)` flags.
 fn two_nodes(dir: &Path, extra: impl Fn(&str, &str) -> Vec<String>) -> (Vec<Daemon>, Vec<Agent>) {
@@ -192,7 +132,8 @@ fn two_nodes_learn_each_others_routes_through_etcd() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let d = Dir(dir.clone());
-    let (_etcd, url) = etcd(&dir, None);
+    let etcd = Etcd::start(&dir, None);
+    let url = etcd.url.clone();
     let (vr, agents) = two_nodes(&dir, |_, _| {
         vec![
             "--etcd".into(),
@@ -363,7 +304,8 @@ fn with_tls_and_roles_each_node_writes_only_its_own_routes() {
         cert,
         key,
     };
-    let (_etcd, url) = etcd(&dir, Some(&tls));
+    let etcd = Etcd::start(&dir, Some(&tls));
+    let url = etcd.url.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -373,7 +315,7 @@ fn with_tls_and_roles_each_node_writes_only_its_own_routes() {
             .connect()
             .await
             .unwrap();
-        agent::etcd::provision(&mut root, &[a_ip, b_ip], None)
+        agent::etcd::provision(&mut root, &[a_ip, b_ip], &[], None)
             .await
             .unwrap();
     });
@@ -499,7 +441,8 @@ fn with_passwords_each_node_writes_only_its_own_routes() {
     let (a_ip, b_ip): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
         ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
     let password = |user: &str| format!("secret of {user}");
-    let (_etcd, url) = etcd(&dir, None);
+    let etcd = Etcd::start(&dir, None);
+    let url = etcd.url.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -522,7 +465,7 @@ fn with_passwords_each_node_writes_only_its_own_routes() {
         .connect()
         .await
         .unwrap();
-        agent::etcd::provision(&mut c, &[a_ip, b_ip], Some(&password))
+        agent::etcd::provision(&mut c, &[a_ip, b_ip], &[a_ip], Some(&password))
             .await
             .unwrap();
     });
@@ -553,6 +496,29 @@ fn with_passwords_each_node_writes_only_its_own_routes() {
             .expect_err("node b writes under node a")
             .to_string();
         assert!(e.contains("permission denied"), "{e}");
+        // The cluster's configuration: every node reads it, only a writer writes it.
+        let key = format!(
+            "{}00000000-0000-4000-8000-00000000abcd",
+            agent::cluster::OBJECTS
+        );
+        b.get(agent::cluster::CONFIG_PREFIX, None)
+            .await
+            .expect("node b reads the configuration");
+        let e = b
+            .put(key.as_str(), "forged", None)
+            .await
+            .expect_err("node b is no configuration writer")
+            .to_string();
+        assert!(e.contains("permission denied"), "{e}");
+        let a_user = agent::etcd::node_role(a_ip);
+        let mut a = as_user(&a_user, &password(&a_user))
+            .connect()
+            .await
+            .unwrap();
+        a.put(key.as_str(), "probe", None)
+            .await
+            .expect("node a writes the configuration");
+        a.delete(key.as_str(), None).await.unwrap();
         // Node a's user with a wrong password, and no user at all: nothing written.
         let a_user = agent::etcd::node_role(a_ip);
         let wrong = match as_user(&a_user, "guess").connect().await {

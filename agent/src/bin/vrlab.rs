@@ -417,7 +417,7 @@ async fn start_etcd(lab: &Lab, nodes: &[std::net::Ipv4Addr]) -> Result<LabEtcd> 
                 ..Default::default()
             };
             let mut c = root.connect().await?;
-            agent::etcd::provision(&mut c, nodes, None).await?;
+            agent::etcd::provision(&mut c, nodes, &[], None).await?;
             return Ok(LabEtcd { pid, url, pki });
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
