@@ -81,6 +81,11 @@ impl Api {
     ) -> Result<Committed, Status> {
         let _one = cl.commit.lock().await;
         let end = std::time::Instant::now() + COMMIT_PATIENCE;
+        if !cl.wait_following(COMMIT_PATIENCE).await {
+            return Err(Status::unavailable(
+                "this agent has not reached the cluster's configuration (etcd) yet",
+            ));
+        }
         loop {
             let (base, writes, mut done) = {
                 let mut db = self.shared.db.write().unwrap_or_else(|e| e.into_inner());

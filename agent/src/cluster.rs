@@ -263,6 +263,9 @@ pub struct Cluster {
     /// The mod revision of `head` the local copy reflects.
     head: AtomicU64,
     applied: tokio::sync::watch::Sender<u64>,
+    /// Set once the follower has caught up with etcd for the first time: commits wait
+    /// for it, so that none is checked against a copy a first whole read then replaces.
+    following: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -285,6 +288,7 @@ impl Cluster {
             commit: tokio::sync::Mutex::new(()),
             head: AtomicU64::new(head),
             applied: tokio::sync::watch::channel(head).0,
+            following: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -305,6 +309,14 @@ impl Cluster {
     pub(crate) fn reset_head(&self, head: u64) {
         self.head.store(head, Ordering::Release);
         self.applied.send_replace(head);
+    }
+
+    /// Waits until the follower has caught up with etcd once (or `timeout` passes).
+    pub async fn wait_following(&self, timeout: Duration) -> bool {
+        let mut rx = self.following.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|f| *f))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Waits until the local copy reflects head revision `at` (or `timeout` passes).
@@ -705,6 +717,7 @@ async fn session(cluster: &Cluster, to: &dyn Follower) -> Result<()> {
     } else {
         whole(&mut c, cluster, to).await?
     };
+    let mut first = true;
     loop {
         let (_w, mut stream) = c
             .watch(
@@ -717,6 +730,12 @@ async fn session(cluster: &Cluster, to: &dyn Follower) -> Result<()> {
                 ),
             )
             .await?;
+        if first {
+            // Resumed: what the copy lacks comes first on this watch, in order; commits
+            // checked meanwhile lose their compare and are checked again.
+            cluster.following.send_replace(true);
+            first = false;
+        }
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {

@@ -8,6 +8,7 @@ usage: cluster_config.py TARGET_A TARGET_B build      objects through A; pod a o
                                                        transaction) through B, then one that fails
                                                        at its last change
        cluster_config.py TARGET_A TARGET_B count      prints the instance-ips A and B hold
+       cluster_config.py TARGET_A TARGET_B interfaces prints the interfaces A and B hold, once equal
        cluster_config.py TARGET_A TARGET_B after TAG  one more pod-less address through A, seen by B
        cluster_config.py TARGET_A TARGET_B unavailable
 """
@@ -166,6 +167,14 @@ elif PHASE == "batch":
 elif PHASE == "count":
     a, b = agents()
     print(len(ips(a)), len(ips(b)))
+
+elif PHASE == "interfaces":
+    a, b = agents()
+
+    def vmis(x):
+        return sorted(o.virtual_machine_interface.uuid for o in x.list("virtual-machine-interface"))
+    until("both agents hold the same interfaces", lambda: vmis(a) == vmis(b))
+    print(len(vmis(a)), len(vmis(b)))
 
 elif PHASE == "after":
     a, b = agents()

@@ -4,8 +4,7 @@ everything between the new network and each of them is attached to the new netwo
 
 usage: lab_network.py TARGET NETWORK_FQ IPAM_FQ [PEER_FQ ...]   (FQ names joined with ':')
 
-With VN_UUID set, the network gets that uuid (the same network created on several agents
-that each hold their own configuration).
+With VN_UUID set, the network gets that uuid.
 """
 
 import os

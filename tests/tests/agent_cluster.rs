@@ -117,6 +117,42 @@ fn one_configuration_written_through_any_agent_is_followed_by_every_node() {
         agents[1].log()
     );
 
+    // kube-manager writes the cluster once: the first agent given is away, the next
+    // one takes it, and both nodes hold the pods' interfaces.
+    let manifest = dir.join("pods.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: k1}\nspec: {containers: [{name: c, image: i}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: k2}\nspec: {containers: [{name: c, image: i}]}\n",
+    )
+    .unwrap();
+    let gone = format!("unix:{}", dir.join("nobody.sock").display());
+    let o = std::process::Command::new(vr_tests::workspace_bin("kube-manager"))
+        .args(["--shared-config", "--agent", &gone, "--agent"])
+        .arg(&agents[1].target)
+        .arg("--agent")
+        .arg(&agents[0].target)
+        .args(["-f", manifest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        said.lines().filter(|l| l.contains("pods,")).count(),
+        1,
+        "written once: {said}"
+    );
+    assert!(said.contains(&agents[1].target), "through b: {said}");
+    let vmis = run(&agents, &["interfaces"]);
+    let vmis: Vec<&str> = vmis.split_whitespace().collect();
+    assert_eq!(vmis[0], vmis[1], "both nodes hold the same interfaces");
+    assert!(vmis[0].parse::<usize>().unwrap() >= 2 + 2 + 150, "{vmis:?}");
+
     // Values nobody's agent wrote: refused, counted, and nothing else stops.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -110,25 +110,21 @@ fn isolation_lists(nodes: u32) {
     let pods = lab.ok(&["pods"]);
     assert_eq!(pods.lines().count(), 5, "{pods}");
 
-    // The operator creates the network; applying again places the two pods in it. Each
-    // node's agent holds its own configuration today, so the operator creates it on each,
-    // with one uuid (routes are exchanged by network).
+    // The operator creates the network, once, through the first node's API (the nodes
+    // share one configuration); applying again places the two pods in it.
     let state = lab.state();
-    for node in state["nodes"].as_array().unwrap() {
-        let target = node["grpc"].as_str().unwrap();
-        let o = Command::new("python3")
-            .arg("lab_network.py")
-            .args([
-                target,
-                "default-domain:k8s-default:blue",
-                "default-domain:k8s-default:k8s-pod-ipam",
-            ])
-            .env("VN_UUID", "6b1e0000-0000-4000-8000-00000000b10e")
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    let target = state["nodes"][0]["grpc"].as_str().unwrap();
+    let o = Command::new("python3")
+        .arg("lab_network.py")
+        .args([
+            target,
+            "default-domain:k8s-default:blue",
+            "default-domain:k8s-default:k8s-pod-ipam",
+        ])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = lab.ok(&["apply", "-f", &manifests("pods.yaml")]);
     assert!(!out.contains("NetworkNotFound"), "{out}");
     let pods = lab.ok(&["pods"]);

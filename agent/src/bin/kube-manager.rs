@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agent::k8s::{Cluster, KubeConfig, manifest, sync, translate, watch};
+use agent::k8s::{Cluster, KubeConfig, manifest, sync, watch};
 use agent::proto::config_api_client::ConfigApiClient;
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -17,7 +17,8 @@ use clap::Parser;
 /// server (`--kube`: watched, in-cluster or through KUBECONFIG) or a set of manifests
 /// (files, directories, or `-` for standard input, applied in order like
 /// `kubectl apply -f`). Every agent given gets the same objects, in one all-or-nothing
-/// batch each.
+/// batch each; agents that share the cluster's configuration (`--config-store etcd`) are
+/// written once (--shared-config).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -25,6 +26,11 @@ struct Args {
     /// --agent-ca/--agent-cert/--agent-key). Repeat for several nodes.
     #[arg(long, default_value = agent::client::DEFAULT_TARGET)]
     agent: Vec<String>,
+    /// The agents share one configuration (theirs is the cluster's, `--config-store
+    /// etcd`): it is written once, through the first agent that answers, the others
+    /// tried in turn when it is away.
+    #[arg(long)]
+    shared_config: bool,
     #[command(flatten)]
     tls: agent::client::TlsFiles,
     /// A file with a `[KUBERNETES]` section (Contrail's contrail-kubernetes.conf).
@@ -103,65 +109,60 @@ fn read(files: &[PathBuf]) -> Result<Cluster> {
 async fn once(
     cfg: &KubeConfig,
     agents: &[String],
+    shared: bool,
     tls: &agent::client::TlsFiles,
     cluster: &Cluster,
     quiet: bool,
 ) -> Result<()> {
+    if shared {
+        // One configuration for all: written once, through the first agent that takes
+        // it; the others are there for when it is away.
+        let mut last = None;
+        for a in agents {
+            match once_to(cfg, a, tls, cluster, quiet).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    eprintln!("kube-manager: {e:#}; trying the next agent");
+                    last = Some(e);
+                }
+            }
+        }
+        return Err(last.unwrap_or_else(|| anyhow::anyhow!("no agent given")));
+    }
     for a in agents {
-        let mut c = ConfigApiClient::new(agent::client::connect(a, Some(tls)).await?);
-        let networks = sync::networks(&mut c).await?;
-        let public = sync::public_subnets(cfg, &mut c).await?;
-        let forwarded = sync::forwarded(&mut c).await?;
-        let nodes = if cfg.nested_mode {
-            sync::node_interfaces(&mut c).await?
-        } else {
-            Default::default()
-        };
-        // Pods' addresses come from the agent: services get the members of new pods on a
-        // second round.
-        let mut r = sync::Report::default();
-        let mut t;
-        let mut rounds = 0;
-        loop {
-            let addresses = sync::addresses(&mut c).await?;
-            t = translate::translate_with(
-                cfg,
-                cluster,
-                &translate::Underlay {
-                    networks: &networks,
-                    node_interfaces: &nodes,
-                    addresses: &addresses,
-                    public_subnets: &public,
-                    forwarded: &forwarded,
-                },
-            );
-            let round = sync::apply(cfg, &mut c, &t)
-                .await
-                .with_context(|| format!("agent {a}"))?;
-            rounds += 1;
-            let done = !round.changed() || rounds == 3;
-            // The last round's refusals are the ones that stand.
-            r.refused.clear();
-            r.add(round);
-            if done {
-                break;
-            }
-        }
-        for e in &r.refused {
-            eprintln!("kube-manager: event: Refused: {e}");
-        }
-        let changed = r.changed();
-        if changed || !quiet {
-            println!(
-                "{a}: {} pods, {} created, {} updated, {} deleted",
-                t.pods.len(),
-                r.created,
-                r.updated,
-                r.deleted
-            );
-            for e in &t.events {
-                eprintln!("kube-manager: event: {e}");
-            }
+        once_to(cfg, a, tls, cluster, quiet).await?;
+    }
+    Ok(())
+}
+
+async fn once_to(
+    cfg: &KubeConfig,
+    a: &str,
+    tls: &agent::client::TlsFiles,
+    cluster: &Cluster,
+    quiet: bool,
+) -> Result<()> {
+    let mut c = ConfigApiClient::new(
+        agent::client::connect(a, Some(tls))
+            .await
+            .with_context(|| format!("agent {a}"))?,
+    );
+    let (t, r) = sync::sync(cfg, &mut c, cluster)
+        .await
+        .with_context(|| format!("agent {a}"))?;
+    for e in &r.refused {
+        eprintln!("kube-manager: event: Refused: {e}");
+    }
+    if r.changed() || !quiet {
+        println!(
+            "{a}: {} pods, {} created, {} updated, {} deleted",
+            t.pods.len(),
+            r.created,
+            r.updated,
+            r.deleted
+        );
+        for e in &t.events {
+            eprintln!("kube-manager: event: {e}");
         }
     }
     Ok(())
@@ -184,7 +185,12 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Follows the API server: each change (with the ones that come within 200 ms) is synced.
-async fn follow(cfg: &KubeConfig, agents: &[String], tls: &agent::client::TlsFiles) -> Result<()> {
+async fn follow(
+    cfg: &KubeConfig,
+    agents: &[String],
+    shared: bool,
+    tls: &agent::client::TlsFiles,
+) -> Result<()> {
     use futures::StreamExt;
     let client = kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!("no Kubernetes API server configured (in-cluster or KUBECONFIG): {e}")
@@ -208,7 +214,7 @@ async fn follow(cfg: &KubeConfig, agents: &[String], tls: &agent::client::TlsFil
                 _ => break,
             }
         }
-        match once(cfg, agents, tls, &cluster, !first).await {
+        match once(cfg, agents, shared, tls, &cluster, !first).await {
             Ok(()) => first = false,
             Err(e) => eprintln!("kube-manager: {e:#}"),
         }
@@ -218,11 +224,11 @@ async fn follow(cfg: &KubeConfig, agents: &[String], tls: &agent::client::TlsFil
 async fn run(a: Args) -> Result<()> {
     let cfg = config(&a)?;
     if a.kube {
-        return follow(&cfg, &a.agent, &a.tls).await;
+        return follow(&cfg, &a.agent, a.shared_config, &a.tls).await;
     }
     if !a.watch {
         let cluster = read(&a.files)?;
-        return once(&cfg, &a.agent, &a.tls, &cluster, false).await;
+        return once(&cfg, &a.agent, a.shared_config, &a.tls, &cluster, false).await;
     }
     let mut first = true;
     loop {
@@ -230,7 +236,9 @@ async fn run(a: Args) -> Result<()> {
         // again; nothing is applied from a half-read set of manifests.
         match read(&a.files) {
             Ok(cluster) => {
-                if let Err(e) = once(&cfg, &a.agent, &a.tls, &cluster, !first).await {
+                if let Err(e) =
+                    once(&cfg, &a.agent, a.shared_config, &a.tls, &cluster, !first).await
+                {
                     eprintln!("kube-manager: {e:#}");
                 } else {
                     first = false;

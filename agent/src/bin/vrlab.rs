@@ -3,9 +3,11 @@
 //! translation, and `probe` opens real connections between pods. The vrouters' fabric
 //! ports (DPDK taps) share a Linux bridge with a host outside the cluster (`outside`,
 //! 192.0.2.254, the fabric's gateway, listening on TCP 80 and UDP 53). With several nodes
-//! the agents exchange routes through an etcd the lab runs (TLS with the lab's own CA,
-//! authentication on, each node's agent allowed to write only its own routes: the files
-//! are in `DIR/pki`), and pods are spread over the nodes.
+//! the agents share the cluster's configuration and exchange routes through an etcd the
+//! lab runs (TLS with the lab's own CA, authentication on, each node's agent allowed to
+//! write only its own routes, the first node's also the configuration: the files are in
+//! `DIR/pki`); manifests are synced once, through the first node, as kube-manager does
+//! it, and pods are spread over the nodes.
 
 #![forbid(unsafe_code)]
 
@@ -356,6 +358,7 @@ impl LabEtcd {
             format!("--etcd-ca={}", f("ca.pem")),
             format!("--etcd-cert={}", f(&format!("{ip}.pem"))),
             format!("--etcd-key={}", f(&format!("{ip}.key"))),
+            "--config-store=etcd".into(),
         ]
     }
 }
@@ -417,7 +420,8 @@ async fn start_etcd(lab: &Lab, nodes: &[std::net::Ipv4Addr]) -> Result<LabEtcd> 
                 ..Default::default()
             };
             let mut c = root.connect().await?;
-            agent::etcd::provision(&mut c, nodes, &[], None).await?;
+            // The first node's agent is where the lab writes the configuration.
+            agent::etcd::provision(&mut c, nodes, &nodes[..1], None).await?;
             return Ok(LabEtcd { pid, url, pki });
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -742,7 +746,25 @@ async fn wait_programmed(a: &mut AgentApiClient<tonic::transport::Channel>) -> R
     }
 }
 
-/// Translates the cluster, syncs every node's agent, and makes the pods match.
+/// Waits until an agent's configuration reaches `at`.
+async fn wait_revision(a: &mut AgentApiClient<tonic::transport::Channel>, at: u64) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        let s = a.status(proto::Empty {}).await?.into_inner();
+        if s.config_revision >= at {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "the agent's configuration is at revision {}, not {at}, after 30 s",
+                s.config_revision
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Translates the cluster, syncs it once, and makes the pods match.
 async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
     let cfg = lab.kube_config()?;
     let mut state = lab.load()?;
@@ -754,140 +776,97 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
         with_nodes.nodes.entry(n.name.clone()).or_insert(node);
     }
     let cluster = &with_nodes;
-    let mut placements = Vec::new();
-    // The first node's agent assigns the pods' and services' addresses (services get the
-    // members of new pods on a second round, once the pods have addresses); the other
-    // nodes are given them, so that every node agrees.
-    let mut addresses: BTreeMap<Vec<String>, String> = BTreeMap::new();
-    let mut vips: BTreeMap<Vec<String>, String> = BTreeMap::new();
-    let mut fips: BTreeMap<Vec<String>, String> = BTreeMap::new();
-    for (ix, n) in state.nodes.iter().enumerate() {
-        let (mut c, mut a) = connect_node(n).await?;
-        let nets = sync::networks(&mut c).await?;
-        let public = sync::public_subnets(&cfg, &mut c).await?;
-        let forwarded = sync::forwarded(&mut c).await?;
-        let none = BTreeMap::new();
-        let mut total = sync::Report::default();
-        let mut rounds = 0;
-        let t = loop {
-            if ix == 0 {
-                addresses = sync::addresses(&mut c).await?;
+    // The lab's agents share the cluster's configuration in etcd (one node: its own): it
+    // is synced once, through the first node's agent, as kube-manager does it, and every
+    // node follows.
+    let (t, total) = {
+        let (mut c, _) = connect_node(&state.nodes[0]).await?;
+        let (t, total) = sync::sync(&cfg, &mut c, cluster).await?;
+        let mut vips: BTreeMap<Vec<String>, String> = BTreeMap::new();
+        let mut ext: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+        for o in sync::actual(&mut c).await? {
+            match o.kind {
+                Some(proto::object::Kind::Loadbalancer(l)) => {
+                    vips.insert(l.fq_name, l.vip_address);
+                }
+                Some(proto::object::Kind::FloatingIp(f)) => {
+                    if let Some(lb) = &f.loadbalancer_ref {
+                        ext.entry(lb.fq_name.clone())
+                            .or_default()
+                            .push(f.floating_ip_address.clone());
+                    }
+                }
+                _ => {}
             }
-            let mut t = translate::translate_with(
-                &cfg,
-                cluster,
-                &translate::Underlay {
-                    networks: &nets,
-                    node_interfaces: &none,
-                    addresses: &addresses,
-                    public_subnets: &public,
-                    forwarded: &forwarded,
+        }
+        state.ingresses.clear();
+        for ((ns, name), ing) in &cluster.ingresses {
+            let fq = translate::ingress_loadbalancer(&cfg, ns, name);
+            let Some(vip) = vips.get(&fq).filter(|_| ingress::ours(ing)) else {
+                continue;
+            };
+            let hosts = ingress::placement(ns, name, cluster.nodes.keys());
+            let instances = hosts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| {
+                    let node = state.nodes.iter().position(|n| n.name == *h)?;
+                    let vmi = ingress::instance_interface(&fq, i);
+                    Some((
+                        node,
+                        translate::uuid_for(agent::kinds::Kind::VirtualMachineInterface, &vmi),
+                    ))
+                })
+                .collect();
+            state.ingresses.insert(
+                format!("{ns}/{name}"),
+                IngressState {
+                    vip: vip.clone(),
+                    externals: ext.remove(&fq).unwrap_or_default(),
+                    instances,
                 },
             );
-            for o in &mut t.objects {
-                match &mut o.kind {
-                    Some(proto::object::Kind::InstanceIp(i)) => {
-                        if let Some(a) = addresses.get(&i.fq_name) {
-                            i.instance_ip_address = a.clone();
-                        }
-                    }
-                    Some(proto::object::Kind::Loadbalancer(l)) => {
-                        if let Some(v) = vips.get(&l.fq_name) {
-                            l.vip_address = v.clone();
-                        }
-                    }
-                    Some(proto::object::Kind::FloatingIp(f)) => {
-                        if let Some(v) = fips.get(&f.fq_name) {
-                            f.floating_ip_address = v.clone();
-                        }
-                    }
-                    _ => {}
-                }
+        }
+        state.services.clear();
+        state.externals.clear();
+        for (ns, name) in cluster.services.keys() {
+            let fq = translate::service_interface(&cfg, ns, name);
+            let key = format!("{ns}/{name}");
+            if let Some(v) = vips.get(&fq) {
+                state.services.insert(key.clone(), v.clone());
             }
-            let r = sync::apply(&cfg, &mut c, &t).await?;
-            rounds += 1;
-            let done = ix > 0 || !r.changed() || rounds == 3;
-            // The last round's refusals are the ones that stand.
-            total.refused.clear();
-            total.add(r);
-            if done {
-                break t;
-            }
-        };
-        if ix == 0 {
-            let mut ext: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
-            for o in sync::actual(&mut c).await? {
-                match o.kind {
-                    Some(proto::object::Kind::Loadbalancer(l)) => {
-                        vips.insert(l.fq_name, l.vip_address);
-                    }
-                    Some(proto::object::Kind::FloatingIp(f)) => {
-                        if let Some(lb) = &f.loadbalancer_ref {
-                            ext.entry(lb.fq_name.clone())
-                                .or_default()
-                                .push(f.floating_ip_address.clone());
-                        }
-                        fips.insert(f.fq_name, f.floating_ip_address);
-                    }
-                    _ => {}
-                }
-            }
-            state.ingresses.clear();
-            for ((ns, name), ing) in &cluster.ingresses {
-                let fq = translate::ingress_loadbalancer(&cfg, ns, name);
-                let Some(vip) = vips.get(&fq).filter(|_| ingress::ours(ing)) else {
-                    continue;
-                };
-                let hosts = ingress::placement(ns, name, cluster.nodes.keys());
-                let instances = hosts
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, h)| {
-                        let node = state.nodes.iter().position(|n| n.name == *h)?;
-                        let vmi = ingress::instance_interface(&fq, i);
-                        Some((
-                            node,
-                            translate::uuid_for(agent::kinds::Kind::VirtualMachineInterface, &vmi),
-                        ))
-                    })
-                    .collect();
-                state.ingresses.insert(
-                    format!("{ns}/{name}"),
-                    IngressState {
-                        vip: vip.clone(),
-                        externals: ext.remove(&fq).unwrap_or_default(),
-                        instances,
-                    },
-                );
-            }
-            state.services.clear();
-            state.externals.clear();
-            for (ns, name) in cluster.services.keys() {
-                let fq = translate::service_interface(&cfg, ns, name);
-                let key = format!("{ns}/{name}");
-                if let Some(v) = vips.get(&fq) {
-                    state.services.insert(key.clone(), v.clone());
-                }
-                if let Some(e) = ext.remove(&fq) {
-                    state.externals.insert(key, e);
-                }
+            if let Some(e) = ext.remove(&fq) {
+                state.externals.insert(key, e);
             }
         }
+        (t, total)
+    };
+    // Every node at the revision the sync left (etcd's revisions: one sequence for all).
+    let at = {
+        let (_, mut a) = connect_node(&state.nodes[0]).await?;
+        a.status(proto::Empty {})
+            .await?
+            .into_inner()
+            .config_revision
+    };
+    for n in &state.nodes {
+        let (_, mut a) = connect_node(n).await?;
+        wait_revision(&mut a, at)
+            .await
+            .with_context(|| n.name.clone())?;
         wait_programmed(&mut a).await?;
-        if placements.is_empty() {
-            println!(
-                "{}: {} created, {} updated, {} deleted",
-                n.name, total.created, total.updated, total.deleted
-            );
-            for e in &t.events {
-                println!("event: {e}");
-            }
-        }
-        for e in &total.refused {
-            println!("event: Refused: {e}");
-        }
-        placements = t.pods;
     }
+    println!(
+        "{}: {} created, {} updated, {} deleted",
+        state.nodes[0].name, total.created, total.updated, total.deleted
+    );
+    for e in &t.events {
+        println!("event: {e}");
+    }
+    for e in &total.refused {
+        println!("event: Refused: {e}");
+    }
+    let placements = t.pods;
     lab.save(&state)?;
     dns_records(lab, &state)?;
     // Pods that went away.

@@ -45,6 +45,51 @@ impl Report {
     }
 }
 
+/// One sync of a cluster into an agent's configuration, as kube-manager does it: the
+/// underlay read from the agent (networks, public subnets, forwarded ports, the nodes'
+/// interfaces in nested mode), the cluster translated and applied; pods' addresses come
+/// from the agent, so services get the members of new pods on a further round (three at
+/// most). Returns the last translation and what was done (the last round's refusals).
+pub async fn sync(
+    cfg: &KubeConfig,
+    c: &mut ConfigApiClient<Channel>,
+    cluster: &super::Cluster,
+) -> Result<(Translation, Report)> {
+    let networks = networks(c).await?;
+    let public = public_subnets(cfg, c).await?;
+    let forwarded = forwarded(c).await?;
+    let nodes = if cfg.nested_mode {
+        node_interfaces(c).await?
+    } else {
+        Default::default()
+    };
+    let mut report = Report::default();
+    let mut rounds = 0;
+    loop {
+        let addresses = addresses(c).await?;
+        let t = super::translate::translate_with(
+            cfg,
+            cluster,
+            &super::translate::Underlay {
+                networks: &networks,
+                node_interfaces: &nodes,
+                addresses: &addresses,
+                public_subnets: &public,
+                forwarded: &forwarded,
+            },
+        );
+        let round = apply(cfg, c, &t).await?;
+        rounds += 1;
+        let done = !round.changed() || rounds == 3;
+        // The last round's refusals are the ones that stand.
+        report.refused.clear();
+        report.add(round);
+        if done {
+            return Ok((t, report));
+        }
+    }
+}
+
 /// What a change is about, for a refusal's event.
 fn change_subject(c: &proto::Change) -> String {
     match &c.change {
