@@ -88,6 +88,10 @@ struct Args {
     /// Seconds a node's published routes outlive its agent.
     #[arg(long, default_value_t = 30)]
     route_ttl: i64,
+    /// Seconds the other nodes keep a node's routes after its agent went away (its lease
+    /// expired) while its vrouter may still forward; replaced when it publishes again.
+    #[arg(long, default_value_t = 300)]
+    route_grace: u64,
     /// Full resync with the vrouter at least this often (milliseconds).
     #[arg(long, default_value_t = 5000)]
     resync_ms: u64,
@@ -190,7 +194,8 @@ async fn main() -> Result<()> {
             args.etcd.clone(),
             args.route_ttl.max(2),
         );
-        tokio::spawn(agent::routes::run(e, s, ttl));
+        let grace = Duration::from_secs(args.route_grace);
+        tokio::spawn(agent::routes::run(e, s, ttl, grace));
     }
 
     let mut api = Api::with_devices(

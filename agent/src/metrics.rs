@@ -37,6 +37,12 @@ pub fn render(shared: &Shared, socket: &std::path::Path) -> String {
         "1 when the agent is connected to the vrouter",
         u64::from(s.connected.load(Ordering::Acquire)),
     );
+    gauge(
+        &mut out,
+        "agent_stale_routes",
+        "Routes of nodes whose agent went away, kept for the graceful period",
+        s.stale_routes.load(Ordering::Relaxed),
+    );
     let (revision, counts) = {
         let db = shared.db.read().unwrap_or_else(|e| e.into_inner());
         let mut counts = std::collections::BTreeMap::new();

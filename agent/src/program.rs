@@ -52,6 +52,8 @@ pub struct Stats {
     pub refused_config: AtomicU64,
     /// Commits to the cluster's configuration checked again after losing a race.
     pub config_retries: AtomicU64,
+    /// Routes of nodes whose agent went away, kept for the graceful period.
+    pub stale_routes: AtomicU64,
 }
 
 /// State shared by the API, the loop and the route exchange.

@@ -14,7 +14,15 @@
 //!   not is refused and counted (`agent_refused_routes_total`), and the rest goes on. The
 //!   reconcile also keeps only prefixes inside their network's subnets;
 //! - with etcd's authentication on, each node's user may write only under its own key
-//!   ([`crate::etcd::node_role`]): etcd itself refuses a node that writes for another.
+//!   ([`crate::etcd::node_role`]): etcd itself refuses a node that writes for another;
+//! - a node whose agent is gone keeps its routes on the other nodes for a graceful period
+//!   (`--route-grace`), while its vrouter still forwards: each agent holds a key of its own
+//!   on its lease, `<prefix><node>/_node`. When the lease expires etcd deletes that key and
+//!   the node's routes in one revision; routes deleted with their node's key are kept,
+//!   stale (`agent_stale_routes`), until the node publishes them again (a route put
+//!   replaces its stale copy; the node's key saying `published` ends the rest), or until
+//!   the period ends. A route the node itself withdraws goes at once, as before. The same
+//!   holds for routes that vanished while this agent was away from etcd.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +42,38 @@ pub use crate::etcd::KEY_PREFIX;
 fn key(r: &RemoteRoute) -> String {
     format!("{KEY_PREFIX}{}/{}/{}", r.node_ip, r.vn, r.prefix)
 }
+
+/// The key that says a node's agent is alive (on its lease).
+fn node_key(node: &str) -> String {
+    format!("{KEY_PREFIX}{node}/{NODE_KEY}")
+}
+
+const NODE_KEY: &str = "_node";
+
+/// The node a node key names (`<prefix><node>/_node`), if `k` is one.
+fn node_of_key(k: &str) -> Option<&str> {
+    let rest = k.strip_prefix(KEY_PREFIX)?.strip_suffix(NODE_KEY)?;
+    let node = rest.strip_suffix('/')?;
+    (!node.is_empty() && !node.contains('/')).then_some(node)
+}
+
+/// The node a route key names.
+fn node_of_route(k: &str) -> &str {
+    k.strip_prefix(KEY_PREFIX)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default()
+}
+
+/// What a node key holds.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct NodeMark {
+    /// The agent has published its whole set since it (re)started.
+    #[serde(default)]
+    published: bool,
+}
+
+/// Routes kept after their node's agent went away, with when.
+type Stale = BTreeMap<String, (RemoteRoute, std::time::Instant)>;
 
 /// Highest local preference taken (the API's are 0, 100 and 200).
 const MAX_PREFERENCE: u32 = 65_535;
@@ -104,18 +144,56 @@ fn read_route(shared: &Shared, k: &str, v: &[u8]) -> Option<RemoteRoute> {
     }
 }
 
-/// Runs the exchange until the agent stops.
-pub async fn run(etcd: EtcdArgs, shared: Arc<Shared>, ttl: i64) {
+/// Runs the exchange until the agent stops; routes of nodes whose agent went away are
+/// kept for `grace`.
+pub async fn run(etcd: EtcdArgs, shared: Arc<Shared>, ttl: i64, grace: Duration) {
+    let mut held = Held {
+        known: BTreeMap::new(),
+        stale: Stale::new(),
+        grace,
+    };
     while !shared.stop.load(Ordering::Relaxed) {
-        if let Err(e) = session(&etcd, &shared, ttl).await {
+        if let Err(e) = session(&etcd, &shared, ttl, &mut held).await {
             tracing::warn!("route exchange: {e:#}; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
 
-fn learn(shared: &Shared, known: &BTreeMap<String, RemoteRoute>) {
-    let routes: Vec<RemoteRoute> = known.values().cloned().collect();
+/// What the exchange holds across its sessions.
+struct Held {
+    known: BTreeMap<String, RemoteRoute>,
+    stale: Stale,
+    grace: Duration,
+}
+
+impl Held {
+    /// A route gone with its node's agent: kept, stale.
+    fn keep_stale(&mut self, k: &str) {
+        if let Some(r) = self.known.remove(k) {
+            self.stale
+                .insert(k.to_string(), (r, std::time::Instant::now()));
+        }
+    }
+
+    /// Stale routes past the period go; whether any went.
+    fn expire(&mut self) -> bool {
+        let grace = self.grace;
+        let before = self.stale.len();
+        self.stale.retain(|_, (_, since)| since.elapsed() < grace);
+        before != self.stale.len()
+    }
+}
+
+fn learn(shared: &Shared, held: &Held) {
+    shared
+        .stats
+        .stale_routes
+        .store(held.stale.len() as u64, Ordering::Relaxed);
+    let mut all: BTreeMap<&String, &RemoteRoute> =
+        held.stale.iter().map(|(k, (r, _))| (k, r)).collect();
+    all.extend(held.known.iter());
+    let routes: Vec<RemoteRoute> = all.into_values().cloned().collect();
     let mut cur = shared.remote.lock().unwrap_or_else(|e| e.into_inner());
     if *cur != routes {
         *cur = routes;
@@ -124,7 +202,7 @@ fn learn(shared: &Shared, known: &BTreeMap<String, RemoteRoute>) {
     }
 }
 
-async fn session(etcd: &EtcdArgs, shared: &Shared, ttl: i64) -> Result<()> {
+async fn session(etcd: &EtcdArgs, shared: &Shared, ttl: i64, held: &mut Held) -> Result<()> {
     let mut c = etcd.connect().await?;
     let lease = c.lease_grant(ttl, None).await?.id();
     let (mut keeper, mut alive) = c.lease_keep_alive(lease).await?;
@@ -133,14 +211,35 @@ async fn session(etcd: &EtcdArgs, shared: &Shared, ttl: i64) -> Result<()> {
         .await?;
     let rev = resp.header().map_or(0, |h| h.revision());
     let mut known = BTreeMap::new();
+    let mut alive_nodes = std::collections::BTreeSet::new();
     for kv in resp.kvs() {
         let k = String::from_utf8_lossy(kv.key()).into_owned();
-        if let Some(r) = read_route(shared, &k, kv.value()) {
+        if let Some(n) = node_of_key(&k) {
+            alive_nodes.insert(n.to_string());
+        } else if let Some(r) = read_route(shared, &k, kv.value()) {
             known.insert(k, r);
         }
     }
-    learn(shared, &known);
-    tracing::info!(routes = known.len(), "route exchange: connected to etcd");
+    // Routes learned before that are gone with their node's agent (while this one was
+    // away from etcd): stale, as if seen going.
+    let gone: Vec<String> = held
+        .known
+        .keys()
+        .filter(|k| !known.contains_key(*k) && !alive_nodes.contains(node_of_route(k)))
+        .cloned()
+        .collect();
+    for k in gone {
+        held.keep_stale(&k);
+    }
+    for k in known.keys() {
+        held.stale.remove(k);
+    }
+    held.known = known;
+    learn(shared, held);
+    tracing::info!(
+        routes = held.known.len(),
+        "route exchange: connected to etcd"
+    );
     let (_watcher, mut stream) = c
         .watch(
             KEY_PREFIX,
@@ -152,6 +251,7 @@ async fn session(etcd: &EtcdArgs, shared: &Shared, ttl: i64) -> Result<()> {
         )
         .await?;
     let mut published: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut marked = false;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut ka = tokio::time::interval(Duration::from_secs((ttl / 3).max(1) as u64));
     loop {
@@ -188,13 +288,23 @@ async fn session(etcd: &EtcdArgs, shared: &Shared, ttl: i64) -> Result<()> {
                     .map(|n| format!("{KEY_PREFIX}{n}/"));
                 let stale: Vec<String> = published
                     .keys()
-                    .chain(known.keys().filter(|k| own.as_ref().is_some_and(|o| k.starts_with(o))))
+                    .chain(held.known.keys().filter(|k| own.as_ref().is_some_and(|o| k.starts_with(o))))
                     .filter(|k| !want.contains_key(*k))
                     .cloned()
                     .collect();
                 for k in stale {
                     c.delete(k.as_str(), None).await?;
                     published.remove(&k);
+                }
+                // The whole set is out: the node's key says so (on the lease, so that
+                // it goes with the routes), and the others drop what they kept stale.
+                if !marked && let Some(node) = want.keys().next().map(|k| node_of_route(k).to_string()) {
+                    let mark = serde_json::to_vec(&NodeMark { published: true }).unwrap_or_default();
+                    c.put(node_key(&node), mark, Some(PutOptions::new().with_lease(lease))).await?;
+                    marked = true;
+                }
+                if held.expire() {
+                    learn(shared, held);
                 }
             }
             _ = ka.tick() => {
@@ -208,26 +318,54 @@ async fn session(etcd: &EtcdArgs, shared: &Shared, ttl: i64) -> Result<()> {
                 if resp.canceled() {
                     bail!("the watch was cancelled (compacted?)");
                 }
+                // Node keys deleted, by revision: an expired lease takes its node's key
+                // and routes in one revision.
+                let died: std::collections::BTreeSet<(i64, String)> = resp
+                    .events()
+                    .iter()
+                    .filter(|ev| ev.event_type() == EventType::Delete)
+                    .filter_map(|ev| {
+                        let kv = ev.kv()?;
+                        let n = node_of_key(kv.key_str().ok()?)?;
+                        Some((kv.mod_revision(), n.to_string()))
+                    })
+                    .collect();
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
                     let k = String::from_utf8_lossy(kv.key()).into_owned();
+                    if let Some(n) = node_of_key(&k) {
+                        if ev.event_type() == EventType::Put
+                            && serde_json::from_slice::<NodeMark>(kv.value()).is_ok_and(|m| m.published)
+                        {
+                            let n = n.to_string();
+                            held.stale.retain(|k, _| node_of_route(k) != n);
+                        }
+                        continue;
+                    }
                     match ev.event_type() {
-                        EventType::Put => match read_route(shared, &k, kv.value()) {
-                            Some(r) => {
-                                known.insert(k, r);
+                        EventType::Put => {
+                            held.stale.remove(&k);
+                            match read_route(shared, &k, kv.value()) {
+                                Some(r) => {
+                                    held.known.insert(k, r);
+                                }
+                                // A refused value replaces nothing good: what the key
+                                // held before is withdrawn.
+                                None => {
+                                    held.known.remove(&k);
+                                }
                             }
-                            // A refused value replaces nothing good: what the key held
-                            // before is withdrawn.
-                            None => {
-                                known.remove(&k);
-                            }
-                        },
+                        }
                         EventType::Delete => {
-                            known.remove(&k);
+                            if died.contains(&(kv.mod_revision(), node_of_route(&k).to_string())) {
+                                held.keep_stale(&k);
+                            } else {
+                                held.known.remove(&k);
+                            }
                         }
                     }
                 }
-                learn(shared, &known);
+                learn(shared, held);
             }
         }
     }
@@ -236,6 +374,15 @@ async fn session(etcd: &EtcdArgs, shared: &Shared, ttl: i64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_keys_are_told_from_routes() {
+        assert_eq!(node_of_key(&node_key("192.0.2.2")), Some("192.0.2.2"));
+        assert_eq!(node_of_key("/vrouter/routes/_node"), None);
+        assert_eq!(node_of_key("/vrouter/routes/a/b/_node"), None);
+        assert_eq!(node_of_key(&key(&route())), None);
+        assert_eq!(node_of_route(&key(&route())), "192.0.2.2");
+    }
 
     fn route() -> RemoteRoute {
         RemoteRoute {

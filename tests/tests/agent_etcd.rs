@@ -235,6 +235,121 @@ fn two_nodes_learn_each_others_routes_through_etcd() {
     drop(d);
 }
 
+/// Node b's keys in etcd.
+fn node_keys(url: &str, node: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([url], None).await.unwrap();
+        c.get(
+            format!("{}{node}/", agent::routes::KEY_PREFIX),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap()
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap().to_string())
+        .collect()
+    })
+}
+
+fn stale(a: &Agent) -> u64 {
+    vr_tests::http_get(&a.metrics, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("agent_stale_routes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_dead_agents_routes_stay_for_the_graceful_period() {
+    let dir = std::env::temp_dir().join(unique_prefix("aggrace"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = Dir(dir.clone());
+    let etcd = Etcd::start(&dir, None);
+    let url = etcd.url.clone();
+    let flags = |grace: &str| -> Vec<String> {
+        ["--etcd", &url, "--route-ttl", "2", "--route-grace", grace]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let (vr, mut agents) = two_nodes(&dir, |_, _| flags("600"));
+    let (sa, sb) = build_and_learn(&vr, &agents);
+    let label_b = label_of(&sb, "pod-b");
+
+    // Agent b killed: its lease expires and etcd drops its keys; node a keeps pod b's
+    // route, stale, through node b (whose vrouter still forwards).
+    let b = agents.pop().unwrap();
+    drop(b);
+    wait_for("etcd drops node b's keys at its lease's end", || {
+        node_keys(&url, "192.0.2.2").is_empty()
+    });
+    wait_for("node a holds pod b's route stale", || {
+        stale(&agents[0]) >= 1
+    });
+    let r = routes(&sa);
+    let to_b = r
+        .iter()
+        .find(|r| r.0 == "10.60.0.11/32")
+        .expect("pod b's route kept");
+    assert_eq!(nh(&sa, to_b.1)["dst"], "192.0.2.2");
+    assert_eq!(to_b.2, label_b);
+
+    // Agent b back: it publishes the same route (same label), and nothing is stale.
+    let flags_b = flags("600");
+    let flags_b: Vec<&str> = flags_b.iter().map(String::as_str).collect();
+    agents.push(Agent::start_with(
+        &dir,
+        "agent-b",
+        &vr[1].socket,
+        &dir.join("data-b"),
+        &flags_b,
+    ));
+    wait_for("node b says it published again", || {
+        node_keys(&url, "192.0.2.2")
+            .iter()
+            .any(|k| k.ends_with("/_node"))
+    });
+    wait_for("nothing stale on node a", || stale(&agents[0]) == 0);
+    let r = routes(&sa);
+    let to_b = r.iter().find(|r| r.0 == "10.60.0.11/32").unwrap();
+    assert_eq!(to_b.2, label_b, "the same label after the restart");
+    assert_eq!(label_of(&sb, "pod-b"), label_b);
+
+    // With a short period (agent a started again with 3 s), a dead agent's routes go at
+    // its end.
+    let a = agents.remove(0);
+    drop(a);
+    let flags_a = flags("3");
+    let flags_a: Vec<&str> = flags_a.iter().map(String::as_str).collect();
+    agents.insert(
+        0,
+        Agent::start_with(
+            &dir,
+            "agent-a",
+            &vr[0].socket,
+            &dir.join("data-a"),
+            &flags_a,
+        ),
+    );
+    wait_for("node a learns pod b again", || {
+        routes(&sa).iter().any(|r| r.0 == "10.60.0.11/32")
+    });
+    let b = agents.pop().unwrap();
+    drop(b);
+    wait_for("node a holds it stale", || stale(&agents[0]) >= 1);
+    wait_for("and withdraws it when the period ends", || {
+        !routes(&sa).iter().any(|r| r.0 == "10.60.0.11/32")
+    });
+    assert_eq!(stale(&agents[0]), 0);
+    drop(d);
+}
+
 /// Builds the two nodes' pods and waits until each node has the other's; their sockets.
 fn build_and_learn(vr: &[Daemon], agents: &[Agent]) -> (PathBuf, PathBuf) {
     python(
