@@ -8,7 +8,9 @@
 //! `agent-bench agent --target URL --socket S`: through a running agent's gRPC API: N
 //! interfaces (VMI + instance-ip + port), V service VIPs of B backends each (ECMP
 //! composites), P security groups attached to interfaces (compiled rule sets), each timed
-//! from the first request until the vrouter's tables reflect it (checked by dumping them).
+//! from the first request until the vrouter's tables reflect it (checked by dumping them);
+//! with `--follower` agents (other nodes over the same cluster configuration), until they
+//! have programmed it too.
 
 #![forbid(unsafe_code)]
 
@@ -65,6 +67,10 @@ enum Cmd {
         /// Security groups (each on its own interface).
         #[arg(long, default_value_t = 1000)]
         policies: u32,
+        /// Another node's agent over the same cluster configuration (`--config-store
+        /// etcd`; repeat): each timing runs until every one has programmed it too.
+        #[arg(long = "follower")]
+        followers: Vec<String>,
     },
 }
 
@@ -238,6 +244,30 @@ async fn programmed(a: &mut AgentC) -> Result<()> {
     bail!("not programmed in 600 s")
 }
 
+/// Until the writer and every follower have programmed the writer's revision.
+async fn programmed_all(a: &mut AgentC, followers: &mut [AgentC]) -> Result<()> {
+    programmed(a).await?;
+    let at = a
+        .status(proto::Empty {})
+        .await?
+        .into_inner()
+        .config_revision;
+    for f in followers {
+        let end = Instant::now() + Duration::from_secs(600);
+        loop {
+            let s = f.status(proto::Empty {}).await?.into_inner();
+            if s.config_revision >= at && s.vrouter_connected && s.programmed_revision >= at {
+                break;
+            }
+            if Instant::now() > end {
+                bail!("a follower did not program revision {at} in 600 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(())
+}
+
 fn count(socket: &Path, op: impl FnMut(u32) -> Op, f: impl Fn(&Value) -> bool) -> Result<usize> {
     let mut c = Client::connect(socket)?;
     Ok(c.dump_all(op)?.iter().filter(|v| f(v)).count())
@@ -250,7 +280,12 @@ async fn agent_bench(
     vips: u32,
     backends: u32,
     policies: u32,
+    followers: Vec<String>,
 ) -> Result<()> {
+    let mut fs = Vec::new();
+    for f in &followers {
+        fs.push(AgentC::new(agent::client::connect(f, None).await?));
+    }
     let ch = agent::client::connect(&target, None).await?;
     let mut c = Config::new(ch.clone());
     let mut a = AgentC::new(ch);
@@ -320,7 +355,7 @@ async fn agent_bench(
         })
         .await?;
     }
-    programmed(&mut a).await?;
+    programmed_all(&mut a, &mut fs).await?;
     let total = t.elapsed();
     let vifs = count(
         &socket,
@@ -362,7 +397,7 @@ async fn agent_bench(
         })));
     }
     batches(&mut c, changes).await?;
-    programmed(&mut a).await?;
+    programmed_all(&mut a, &mut fs).await?;
     let vip_t = t.elapsed();
     let comps = count(
         &socket,
@@ -420,7 +455,7 @@ async fn agent_bench(
         changes.push(update(K::VirtualMachineInterface(v)));
     }
     batches(&mut c, changes).await?;
-    programmed(&mut a).await?;
+    programmed_all(&mut a, &mut fs).await?;
     let pol_t = t.elapsed();
     let sets = {
         let mut cl = Client::connect(&socket)?;
@@ -455,6 +490,12 @@ async fn main() -> Result<()> {
             vips,
             backends,
             policies,
-        } => agent_bench(target, socket, interfaces, vips, backends, policies).await,
+            followers,
+        } => {
+            agent_bench(
+                target, socket, interfaces, vips, backends, policies, followers,
+            )
+            .await
+        }
     }
 }
