@@ -28,7 +28,13 @@ pub struct Api {
     events: broadcast::Sender<Event>,
     devices: DevicePolicy,
     cluster: Option<Arc<Cluster>>,
+    /// When the local copy of the cluster's configuration last reached the disk.
+    synced: Arc<std::sync::Mutex<std::time::Instant>>,
 }
+
+/// How often the local copy of the cluster's configuration is made durable: in between,
+/// its writes wait in memory (a restart replays the rest from etcd).
+const COPY_SYNC: Duration = Duration::from_secs(1);
 
 /// The store's values that say which etcd the local copy follows and where it stands.
 pub const META_CLUSTER: &str = "etcd_cluster";
@@ -52,6 +58,7 @@ impl Api {
             events,
             devices,
             cluster: None,
+            synced: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
         }
     }
 
@@ -174,7 +181,15 @@ impl Api {
                 meta.push((META_CLUSTER, c));
             }
             let touched: Vec<String> = changed.into_iter().map(|(u, _)| u).collect();
-            if let Err(e) = self.shared.store.save_with(&db, &touched, &meta) {
+            let durable = {
+                let mut at = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+                let due = at.elapsed() >= COPY_SYNC || cluster.is_some();
+                if due {
+                    *at = std::time::Instant::now();
+                }
+                due
+            };
+            if let Err(e) = self.shared.store.save_with(&db, &touched, &meta, durable) {
                 // The copy on disk stays at its older revision: a restart replays from
                 // there.
                 tracing::warn!("the local copy of the configuration was not written: {e:#}");
@@ -607,7 +622,7 @@ impl Follower for Api {
                 writes,
                 head,
             } => {
-                self.mirror(revision, writes, head.then_some(revision), None);
+                self.mirror(revision, writes, head, None);
             }
             Update::Whole {
                 objects,

@@ -619,14 +619,14 @@ pub enum Update {
         /// The etcd cluster read.
         cluster_id: u64,
     },
-    /// The changes of one etcd revision.
+    /// The changes up to an etcd revision (since the last update).
     At {
         /// The revision.
         revision: u64,
         /// What changed.
         writes: Writes,
-        /// Whether `head` changed in it (a commit point).
-        head: bool,
+        /// The revision of the last change of `head` among them (a commit point).
+        head: Option<u64>,
     },
 }
 
@@ -761,66 +761,78 @@ async fn session(cluster: &Cluster, to: &dyn Follower) -> Result<()> {
     }
 }
 
-/// Applies a watch response's events, one etcd revision at a time; returns the last
-/// revision applied.
+/// Applies a watch response's events (all its revisions at once: one write of the local
+/// copy); returns the last revision applied.
 async fn apply_events(
     c: &mut Client,
     cluster: &Cluster,
     to: &dyn Follower,
     events: &[etcd_client::Event],
-    mut from: u64,
+    from: u64,
 ) -> Result<u64> {
-    let mut i = 0;
-    while i < events.len() {
-        let rev = events[i].kv().map_or(0, |kv| kv.mod_revision()) as u64;
-        let mut writes = Writes::new();
-        let mut head = false;
-        while i < events.len() && events[i].kv().map_or(0, |kv| kv.mod_revision()) as u64 == rev {
-            let ev = &events[i];
-            i += 1;
-            let Some(kv) = ev.kv() else { continue };
-            let k = String::from_utf8_lossy(kv.key()).into_owned();
-            if k == HEAD {
-                head = true;
-                if ev.event_type() == EventType::Put {
-                    match Head::decode(kv.value()) {
-                        Ok(Head {
-                            staged: Some(id), ..
-                        }) => writes.extend(
-                            read_staged(c, &id, rev as i64)
-                                .await
-                                .with_context(|| format!("the staged batch {id}"))?,
-                        ),
-                        Ok(_) => {}
-                        Err(why) => to.refuse(&k, &why),
-                    }
-                }
-            } else if let Some(u) = k.strip_prefix(OBJECTS) {
-                match ev.event_type() {
-                    EventType::Put => match read_object(&k, kv.value()) {
-                        Ok((u, o)) => writes.push((u, Some(o))),
-                        Err(why) => {
-                            to.refuse(&k, &why);
-                            writes.push((u.to_string(), None));
-                        }
-                    },
-                    EventType::Delete => writes.push((u.to_string(), None)),
-                }
-            }
+    let mut writes = Writes::new();
+    let mut last = from;
+    let mut head = None;
+    for ev in events {
+        let Some(kv) = ev.kv() else { continue };
+        let rev = kv.mod_revision() as u64;
+        if rev <= from {
+            continue;
         }
-        if rev > from {
-            to.apply(Update::At {
-                revision: rev,
-                writes,
-                head,
-            });
-            if head {
-                cluster.set_head(rev);
+        last = last.max(rev);
+        let k = String::from_utf8_lossy(kv.key()).into_owned();
+        if k == HEAD {
+            head = Some(rev);
+            if ev.event_type() == EventType::Put {
+                match Head::decode(kv.value()) {
+                    Ok(Head {
+                        staged: Some(id), ..
+                    }) => writes.extend(
+                        read_staged(c, &id, rev as i64)
+                            .await
+                            .with_context(|| format!("the staged batch {id}"))?,
+                    ),
+                    Ok(_) => {}
+                    Err(why) => to.refuse(&k, &why),
+                }
             }
-            from = rev;
+        } else if let Some(u) = k.strip_prefix(OBJECTS) {
+            match ev.event_type() {
+                EventType::Put => match read_object(&k, kv.value()) {
+                    Ok((u, o)) => writes.push((u, Some(o))),
+                    Err(why) => {
+                        to.refuse(&k, &why);
+                        writes.push((u.to_string(), None));
+                    }
+                },
+                EventType::Delete => writes.push((u.to_string(), None)),
+            }
         }
     }
-    Ok(from)
+    if last > from {
+        to.apply(Update::At {
+            revision: last,
+            writes: last_of_each(writes),
+            head,
+        });
+        if let Some(h) = head {
+            cluster.set_head(h);
+        }
+    }
+    Ok(last)
+}
+
+/// The last write of each object, in the order of those last writes.
+fn last_of_each(w: Writes) -> Writes {
+    let mut at = std::collections::HashMap::new();
+    for (i, (u, _)) in w.iter().enumerate() {
+        at.insert(u.clone(), i);
+    }
+    w.into_iter()
+        .enumerate()
+        .filter(|(i, (u, _))| at.get(u) == Some(i))
+        .map(|(_, w)| w)
+        .collect()
 }
 
 #[cfg(test)]

@@ -93,13 +93,24 @@ impl Store {
 
     /// Writes the current state of `touched` objects in one transaction.
     pub fn save(&self, db: &Db, touched: &[String]) -> Result<()> {
-        self.save_with(db, touched, &[])
+        self.save_with(db, touched, &[], true)
     }
 
     /// Writes the current state of `touched` objects and the values `meta` in one
-    /// transaction.
-    pub fn save_with(&self, db: &Db, touched: &[String], meta: &[(&str, u64)]) -> Result<()> {
-        let w = self.db.begin_write()?;
+    /// transaction; not `durable`, it reaches the disk with the next durable one (a copy
+    /// that can be had again, such as the cluster's configuration, which a restart
+    /// replays from the revision that did).
+    pub fn save_with(
+        &self,
+        db: &Db,
+        touched: &[String],
+        meta: &[(&str, u64)],
+        durable: bool,
+    ) -> Result<()> {
+        let mut w = self.db.begin_write()?;
+        if !durable {
+            w.set_durability(redb::Durability::None)?;
+        }
         {
             let mut t = w.open_table(OBJECTS)?;
             for u in touched {
