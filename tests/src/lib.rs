@@ -580,6 +580,41 @@ impl Agent {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The value of an unlabelled metric on the agent's `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> u64 {
+        http_get(&self.metrics, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A test's directory: the named logs in it are printed when the test fails, and it is
+/// removed when dropped.
+#[derive(Debug)]
+pub struct LogDir {
+    /// The directory.
+    pub path: PathBuf,
+    logs: &'static [&'static str],
+}
+
+impl LogDir {
+    /// A fresh directory for `tag` under the temporary directory.
+    pub fn new(tag: &str, logs: &'static [&'static str]) -> LogDir {
+        let path = std::env::temp_dir().join(unique_prefix(tag));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("test directory");
+        LogDir { path, logs }
+    }
+}
+
+impl Drop for LogDir {
+    fn drop(&mut self) {
+        print_logs_on_failure(&self.path, self.logs);
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 impl Drop for Agent {

@@ -7,21 +7,9 @@
 //! with etcd away both nodes keep what they have and writes are refused as unavailable,
 //! and what is written after it returns is programmed everywhere.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use vr_tests::{Agent, Daemon, Etcd, python, unique_prefix, wait_until};
-
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        vr_tests::print_logs_on_failure(
-            &self.0,
-            &["a.log", "b.log", "agent-a.log", "agent-b.log", "etcd.log"],
-        );
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use vr_tests::{Agent, Daemon, Etcd, LogDir, python, wait_until};
 
 /// The agent VRF's route prefixes on a node.
 fn prefixes(socket: &Path) -> Vec<String> {
@@ -42,14 +30,6 @@ fn prefixes(socket: &Path) -> Vec<String> {
         .collect()
 }
 
-fn metric(a: &Agent, name: &str) -> u64 {
-    vr_tests::http_get(&a.metrics, "/metrics")
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 const NODES: [(&str, &str); 2] = [("a", "192.0.2.1"), ("b", "192.0.2.2")];
 
 fn agent(dir: &Path, vr: &Daemon, n: &str, etcd: &str) -> Agent {
@@ -64,10 +44,11 @@ fn agent(dir: &Path, vr: &Daemon, n: &str, etcd: &str) -> Agent {
 
 #[test]
 fn one_configuration_written_through_any_agent_is_followed_by_every_node() {
-    let dir = std::env::temp_dir().join(unique_prefix("agclu"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = Dir(dir.clone());
+    let d = LogDir::new(
+        "agclu",
+        &["a.log", "b.log", "agent-a.log", "agent-b.log", "etcd.log"],
+    );
+    let dir = d.path.clone();
     let mut etcd = Etcd::start(&dir, None);
     let url = etcd.url.clone();
     let mut vr = Vec::new();
@@ -181,7 +162,7 @@ fn one_configuration_written_through_any_agent_is_followed_by_every_node() {
         || {
             agents
                 .iter()
-                .all(|a| metric(a, "agent_refused_config_total") >= 2)
+                .all(|a| a.metric("agent_refused_config_total") >= 2)
         },
     );
     run(&agents, &["after", "garbage"]);

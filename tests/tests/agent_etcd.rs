@@ -8,19 +8,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vr_tests::{Agent, Daemon, Etcd, EtcdTls, python, unique_prefix};
+use vr_tests::{Agent, Daemon, Etcd, EtcdTls, LogDir, python};
 
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        vr_tests::print_logs_on_failure(
-            &self.0,
-            &["a.log", "b.log", "agent-a.log", "agent-b.log", "etcd.log"],
-        );
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+const LOGS: &[&str] = &["a.log", "b.log", "agent-a.log", "agent-b.log", "etcd.log"];
 
 /// The agent VRF's routes as prefix -> (nexthop, label).
 fn routes(socket: &Path) -> Vec<(String, u64, u64)> {
@@ -128,10 +118,8 @@ fn learn_each_other(sa: &Path, sb: &Path) {
 
 #[test]
 fn two_nodes_learn_each_others_routes_through_etcd() {
-    let dir = std::env::temp_dir().join(unique_prefix("agetcd"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = Dir(dir.clone());
+    let d = LogDir::new("agetcd", LOGS);
+    let dir = d.path.clone();
     let etcd = Etcd::start(&dir, None);
     let url = etcd.url.clone();
     let (vr, agents) = two_nodes(&dir, |_, _| {
@@ -190,13 +178,7 @@ fn two_nodes_learn_each_others_routes_through_etcd() {
     // else stops (both nodes keep their routes).
     let written = python("etcd_inject.py", &[&url, "192.0.2.2"]);
     assert_eq!(written.trim(), "6", "{written}");
-    let refused = |a: &Agent| -> u64 {
-        vr_tests::http_get(&a.metrics, "/metrics")
-            .lines()
-            .find_map(|l| l.strip_prefix("agent_refused_routes_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let refused = |a: &Agent| a.metric("agent_refused_routes_total");
     wait_for("both agents refuse the five bad values", || {
         agents.iter().all(|a| refused(a) >= 5)
     });
@@ -257,19 +239,13 @@ fn node_keys(url: &str, node: &str) -> Vec<String> {
 }
 
 fn stale(a: &Agent) -> u64 {
-    vr_tests::http_get(&a.metrics, "/metrics")
-        .lines()
-        .find_map(|l| l.strip_prefix("agent_stale_routes "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    a.metric("agent_stale_routes")
 }
 
 #[test]
 fn a_dead_agents_routes_stay_for_the_graceful_period() {
-    let dir = std::env::temp_dir().join(unique_prefix("aggrace"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = Dir(dir.clone());
+    let d = LogDir::new("aggrace", LOGS);
+    let dir = d.path.clone();
     let etcd = Etcd::start(&dir, None);
     let url = etcd.url.clone();
     let flags = |grace: &str| -> Vec<String> {
@@ -395,10 +371,8 @@ fn etcd_as(url: &str, pki: &Path, name: Option<&str>, ca: &str) -> agent::etcd::
 
 #[test]
 fn with_tls_and_roles_each_node_writes_only_its_own_routes() {
-    let dir = std::env::temp_dir().join(unique_prefix("agetcs"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = Dir(dir.clone());
+    let d = LogDir::new("agetcs", LOGS);
+    let dir = d.path.clone();
     let (a_ip, b_ip): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
         ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
     let ca = agent::pki::Ca::new("test CA").unwrap();
@@ -549,10 +523,8 @@ fn with_tls_and_roles_each_node_writes_only_its_own_routes() {
 
 #[test]
 fn with_passwords_each_node_writes_only_its_own_routes() {
-    let dir = std::env::temp_dir().join(unique_prefix("agetcp"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let d = Dir(dir.clone());
+    let d = LogDir::new("agetcp", LOGS);
+    let dir = d.path.clone();
     let (a_ip, b_ip): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
         ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
     let password = |user: &str| format!("secret of {user}");
