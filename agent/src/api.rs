@@ -97,20 +97,17 @@ impl Api {
             let (base, writes, mut done) = {
                 let mut db = self.shared.db.write().unwrap_or_else(|e| e.into_inner());
                 let base = cl.head();
-                let c = db.apply(changes.clone())?;
-                let writes: Writes = c
+                let mut done = db.apply(changes.clone())?;
+                let writes: Writes = done
                     .touched
                     .iter()
                     .map(|u| (u.clone(), db.get(u).cloned()))
                     .collect();
-                let done = Committed {
-                    objects: c.objects.clone(),
-                    events: c.events.clone(),
-                    touched: c.touched.clone(),
-                    revision: 0,
-                    undo: Vec::new(),
-                };
-                db.rollback(c);
+                // The copy goes back to what etcd holds; the answer keeps the rest.
+                db.rollback(Committed {
+                    undo: std::mem::take(&mut done.undo),
+                    ..Committed::default()
+                });
                 (base, writes, done)
             };
             match cl.write(base, &writes).await {

@@ -65,23 +65,28 @@ const WRITE_PATIENCE: Duration = Duration::from_secs(10);
 /// What a batch leaves behind: for each object it touched, its new state (none: deleted).
 pub type Writes = Vec<(String, Option<Object>)>;
 
+/// etcd's default `--max-txn-ops`.
+const ETCD_MAX_TXN_OPS: usize = 128;
+/// etcd's default `--max-request-bytes`.
+const ETCD_MAX_REQUEST_BYTES: usize = 1_572_864;
+
 /// etcd's bounds on one transaction, as its server is set (`etcd --max-txn-ops`,
 /// `--max-request-bytes`); the defaults are etcd's.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Limits {
     /// The most operations etcd takes in one transaction (its --max-txn-ops).
-    #[arg(long = "etcd-max-txn-ops", default_value_t = 128)]
+    #[arg(long = "etcd-max-txn-ops", default_value_t = ETCD_MAX_TXN_OPS)]
     pub max_txn_ops: usize,
     /// The largest request etcd takes, in bytes (its --max-request-bytes).
-    #[arg(long = "etcd-max-request-bytes", default_value_t = 1_572_864)]
+    #[arg(long = "etcd-max-request-bytes", default_value_t = ETCD_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_txn_ops: 128,
-            max_request_bytes: 1_572_864,
+            max_txn_ops: ETCD_MAX_TXN_OPS,
+            max_request_bytes: ETCD_MAX_REQUEST_BYTES,
         }
     }
 }
@@ -654,10 +659,14 @@ pub async fn follow(cluster: Arc<Cluster>, to: Arc<dyn Follower>) {
     }
 }
 
-async fn whole(c: &mut Client, cluster: &Cluster, to: &dyn Follower) -> Result<u64> {
+/// Reads the configuration of etcd cluster `cluster_id` whole and hands it over.
+async fn whole(
+    c: &mut Client,
+    cluster: &Cluster,
+    to: &dyn Follower,
+    cluster_id: u64,
+) -> Result<u64> {
     let (kvs, rev) = read_prefix(c, CONFIG_PREFIX, 0).await?;
-    let header = c.get(HEAD, None).await?;
-    let cluster_id = header.header().map_or(0, |h| h.cluster_id());
     let mut objects = std::collections::BTreeMap::new();
     let mut head = 0;
     let mut staged = None;
@@ -715,7 +724,7 @@ async fn session(cluster: &Cluster, to: &dyn Follower) -> Result<()> {
         tracing::info!(revision = have, "configuration follower: resuming");
         have
     } else {
-        whole(&mut c, cluster, to).await?
+        whole(&mut c, cluster, to, now_id).await?
     };
     let mut first = true;
     loop {
@@ -748,7 +757,7 @@ async fn session(cluster: &Cluster, to: &dyn Follower) -> Result<()> {
                             compacted = resp.compact_revision(),
                             "configuration follower: etcd compacted past this copy; reading it whole"
                         );
-                        from = whole(&mut c, cluster, to).await?;
+                        from = whole(&mut c, cluster, to, now_id).await?;
                         break;
                     }
                     if resp.canceled() {

@@ -779,8 +779,8 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
     // The lab's agents share the cluster's configuration in etcd (one node: its own): it
     // is synced once, through the first node's agent, as kube-manager does it, and every
     // node follows.
-    let (t, total) = {
-        let (mut c, _) = connect_node(&state.nodes[0]).await?;
+    let (t, total, at) = {
+        let (mut c, mut a) = connect_node(&state.nodes[0]).await?;
         let (t, total) = sync::sync(&cfg, &mut c, cluster).await?;
         let mut vips: BTreeMap<Vec<String>, String> = BTreeMap::new();
         let mut ext: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
@@ -839,15 +839,14 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
                 state.externals.insert(key, e);
             }
         }
-        (t, total)
-    };
-    // Every node at the revision the sync left (etcd's revisions: one sequence for all).
-    let at = {
-        let (_, mut a) = connect_node(&state.nodes[0]).await?;
-        a.status(proto::Empty {})
+        // Every node at the revision the sync left (etcd's revisions: one sequence for
+        // all).
+        let at = a
+            .status(proto::Empty {})
             .await?
             .into_inner()
-            .config_revision
+            .config_revision;
+        (t, total, at)
     };
     for n in &state.nodes {
         let (_, mut a) = connect_node(n).await?;
