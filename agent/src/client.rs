@@ -128,3 +128,32 @@ pub async fn connect_with(
     };
     ch.with_context(|| format!("connecting to the agent at {target}"))
 }
+
+/// Polls an agent's status (every `every`, for `limit` at most) until its vrouter is
+/// programmed with the configuration it holds, and that configuration has reached
+/// revision `at` when one is given (another node's, over the cluster's configuration:
+/// etcd's revisions are one sequence). Returns the last status.
+pub async fn programmed(
+    a: &mut crate::proto::agent_api_client::AgentApiClient<Channel>,
+    at: Option<u64>,
+    every: Duration,
+    limit: Duration,
+) -> Result<crate::proto::AgentStatus> {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let s = a.status(crate::proto::Empty {}).await?.into_inner();
+        let want = at.unwrap_or(0).max(s.config_revision);
+        if s.vrouter_connected && s.config_revision >= want && s.programmed_revision >= want {
+            return Ok(s);
+        }
+        if std::time::Instant::now() > end {
+            bail!(
+                "the agent did not program revision {want} in {limit:?} (it holds {}, has programmed {}): {}",
+                s.config_revision,
+                s.programmed_revision,
+                s.last_error
+            );
+        }
+        tokio::time::sleep(every).await;
+    }
+}

@@ -232,38 +232,16 @@ async fn batches(c: &mut Config, changes: Vec<proto::Change>) -> Result<Vec<Obje
     Ok(out)
 }
 
-async fn programmed(a: &mut AgentC) -> Result<()> {
-    let end = Instant::now() + Duration::from_secs(600);
-    while Instant::now() < end {
-        let s = a.status(proto::Empty {}).await?.into_inner();
-        if s.vrouter_connected && s.programmed_revision >= s.config_revision {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    bail!("not programmed in 600 s")
-}
-
 /// Until the writer and every follower have programmed the writer's revision.
 async fn programmed_all(a: &mut AgentC, followers: &mut [AgentC]) -> Result<()> {
-    programmed(a).await?;
-    let at = a
-        .status(proto::Empty {})
+    let (every, limit) = (Duration::from_millis(5), Duration::from_secs(600));
+    let at = agent::client::programmed(a, None, every, limit)
         .await?
-        .into_inner()
         .config_revision;
     for f in followers {
-        let end = Instant::now() + Duration::from_secs(600);
-        loop {
-            let s = f.status(proto::Empty {}).await?.into_inner();
-            if s.config_revision >= at && s.vrouter_connected && s.programmed_revision >= at {
-                break;
-            }
-            if Instant::now() > end {
-                bail!("a follower did not program revision {at} in 600 s");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        agent::client::programmed(f, Some(at), every, limit)
+            .await
+            .context("a follower")?;
     }
     Ok(())
 }

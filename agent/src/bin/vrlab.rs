@@ -729,39 +729,13 @@ async fn connect_node(
     Ok((ConfigApiClient::new(ch.clone()), AgentApiClient::new(ch)))
 }
 
-async fn wait_programmed(a: &mut AgentApiClient<tonic::transport::Channel>) -> Result<()> {
-    let t = Instant::now();
-    loop {
-        let s = a.status(proto::Empty {}).await?.into_inner();
-        if s.vrouter_connected && s.programmed_revision >= s.config_revision {
-            return Ok(());
-        }
-        if t.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "the agent did not program the vrouter in 30 s: {}",
-                s.last_error
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until an agent's configuration reaches `at`.
-async fn wait_revision(a: &mut AgentApiClient<tonic::transport::Channel>, at: u64) -> Result<()> {
-    let t = Instant::now();
-    loop {
-        let s = a.status(proto::Empty {}).await?.into_inner();
-        if s.config_revision >= at {
-            return Ok(());
-        }
-        if t.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "the agent's configuration is at revision {}, not {at}, after 30 s",
-                s.config_revision
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits until a node's agent has programmed what it holds (and holds revision `at`).
+async fn wait_programmed(
+    a: &mut AgentApiClient<tonic::transport::Channel>,
+    at: Option<u64>,
+) -> Result<()> {
+    agent::client::programmed(a, at, Duration::from_millis(20), Duration::from_secs(30)).await?;
+    Ok(())
 }
 
 /// Translates the cluster, syncs it once, and makes the pods match.
@@ -850,10 +824,9 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
     };
     for n in &state.nodes {
         let (_, mut a) = connect_node(n).await?;
-        wait_revision(&mut a, at)
+        wait_programmed(&mut a, Some(at))
             .await
             .with_context(|| n.name.clone())?;
-        wait_programmed(&mut a).await?;
     }
     println!(
         "{}: {} created, {} updated, {} deleted",
@@ -968,7 +941,7 @@ async fn converge(lab: &Lab, cluster: &Cluster) -> Result<()> {
         lab.save(&state)?;
     }
     for (_, a) in &mut clients {
-        wait_programmed(a).await?;
+        wait_programmed(a, None).await?;
     }
     if state.nodes.len() > 1 {
         wait_routes(&state)?;
