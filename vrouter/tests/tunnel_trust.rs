@@ -253,3 +253,42 @@ fn outer_ipv4_and_gre_checksums_are_verified() {
     );
     assert_eq!(tb.pipeline.stats.drops.get(DropReason::BadChecksum), 2);
 }
+
+#[test]
+fn a_flow_whose_reply_lost_its_route_for_a_moment_heals() {
+    // Node B's client talks to vm1; vm1 answers through B's tunnel.
+    let mut tb = Testbed::new(1024);
+    let kind = TunnelKind::MplsUdp;
+    let from_b = || from_node_b(kind, VM1_LABEL, &inner(kind, REMOTE_IP));
+    let reply = || vm1_udp(REMOTE_IP, 53, 5000, b"answer");
+    assert_eq!(tb.run_one(FABRIC, from_b(), 1).0, Disposition::Tx(VM1));
+    assert_eq!(tb.run_one(VM1, reply(), 2).0, Disposition::Tx(FABRIC));
+
+    // The route to B's pods goes (an agent restarting, say) and the reply finds none.
+    let remote = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 0));
+    let old = tb.writer.del_route(RED, remote, 24).unwrap();
+    tb.writer
+        .del_route(RED, IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+        .unwrap();
+    tb.writer.publish();
+    assert_eq!(
+        tb.run_one(VM1, reply(), 3).0,
+        Disposition::Drop(DropReason::NoRoute)
+    );
+    // B still speaks for its half: its packets still come in (they are what draws the
+    // reply that heals the other half).
+    assert_eq!(tb.run_one(FABRIC, from_b(), 4).0, Disposition::Tx(VM1));
+
+    // The route is back: the reply goes out again, and B's packets still come in.
+    tb.writer.add_route(RED, remote, 24, old).unwrap();
+    tb.writer.publish();
+    assert_eq!(tb.run_one(VM1, reply(), 5).0, Disposition::Tx(FABRIC));
+    assert_eq!(tb.run_one(FABRIC, from_b(), 6).0, Disposition::Tx(VM1));
+    assert_eq!(
+        tb.pipeline
+            .stats
+            .drops
+            .get(DropReason::TunnelSourceMismatch),
+        0
+    );
+}

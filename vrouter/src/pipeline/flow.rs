@@ -231,7 +231,10 @@ fn refresh(ctx: &mut Ctx<'_>, vrf: &Vrf, m: &Meta, hit: &FlowHit) -> FlowAction 
     ctx.flows.update_action(hit, &new);
     ctx.stats.flows_reresolved += 1;
     // The other half now hears from where this one sends: the node of the new tunnel.
-    if new.nh != a.nh || new.verdict != a.verdict {
+    // A half that lost its route leaves the other as it was: that node still speaks for
+    // the flow, and its packets are what draws the answer that heals this half when the
+    // route is back (set to no node, they would be refused and the flow never heal).
+    if new.verdict == FlowVerdict::Forward && (new.nh != a.nh || new.verdict != a.verdict) {
         let node = match (new.verdict, ctx.snap.nexthops.get(new.nh.0).map(|n| &**n)) {
             (FlowVerdict::Forward, Some(Nexthop::Tunnel(t))) => u32::from(t.dst),
             _ => 0,
