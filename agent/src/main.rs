@@ -173,6 +173,7 @@ async fn main() -> Result<()> {
         gateway_mac: args.gateway_mac.clone(),
         resync: Duration::from_millis(args.resync_ms.max(100)),
         reserved_ports: (args.reserved_ports != "none").then(|| args.reserved_ports.clone().into()),
+        first_routes: (!args.etcd.endpoints.is_empty()).then_some(Duration::from_secs(10)),
     };
     let loop_shared = Arc::clone(&shared);
     let reconciler = std::thread::Builder::new()

@@ -67,6 +67,10 @@ pub struct Shared {
     pub ports: Mutex<BTreeMap<String, PortRec>>,
     /// Routes other nodes publish.
     pub remote: Mutex<Vec<RemoteRoute>>,
+    /// Whether the route exchange has read the other nodes' routes once (the loop's
+    /// first reconcile waits for it: a restarted agent must not take out of its vrouter
+    /// the routes that carry established flows before it knows them again).
+    pub routes_learned: AtomicBool,
     /// The last desired state computed (ports for the API, routes to publish).
     pub desired: Mutex<Desired>,
     /// Bumped by every change; the loop runs when it moves.
@@ -95,6 +99,7 @@ impl Shared {
             store,
             ports: Mutex::new(ports),
             remote: Mutex::new(Vec::new()),
+            routes_learned: AtomicBool::new(false),
             desired: Mutex::new(Desired::default()),
             generation: Mutex::new(0),
             wake: Condvar::new(),
@@ -144,6 +149,9 @@ pub struct Options {
     pub resync: Duration,
     /// The host's reserved-ports list the SNAT ranges go into (`None`: left alone).
     pub reserved_ports: Option<PathBuf>,
+    /// With a route exchange: how long the first reconcile waits for it to have read
+    /// the other nodes' routes ([`Shared::routes_learned`]).
+    pub first_routes: Option<Duration>,
 }
 
 /// Runs the loop until `shared.stop`.
@@ -155,6 +163,19 @@ pub fn run(shared: Arc<Shared>, opts: Options) {
     // What the vrouter holds after the last successful reconcile; read again after a
     // reconnect, an error, or a quiet resync period (to repair drift).
     let mut cache: Option<(Node, Actual)> = None;
+    if let Some(limit) = opts.first_routes {
+        let t = std::time::Instant::now();
+        while !shared.routes_learned.load(Ordering::Acquire) && !shared.stop.load(Ordering::Relaxed)
+        {
+            if t.elapsed() >= limit {
+                tracing::warn!(
+                    "the other nodes' routes are not known after {limit:?} (etcd away?): programming without them"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     while !shared.stop.load(Ordering::Relaxed) {
         let generation = {
             let mut g = shared.generation.lock().unwrap_or_else(|e| e.into_inner());
@@ -570,6 +591,17 @@ fn reconcile(
     };
     let [pre, vifs, main, vif_dels, post] = plan(&d, &a);
     let n = pre.len() + vifs.len() + main.len() + vif_dels.len() + post.len();
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for op in pre
+            .iter()
+            .chain(&vifs)
+            .chain(&main)
+            .chain(&vif_dels)
+            .chain(&post)
+        {
+            tracing::debug!(?op, "vrouter op");
+        }
+    }
     send_batches(c, pre)?;
     if let (Some(path), Some(now)) = (&opts.reserved_ports, d.snat_ports.or(a.snat_ports)) {
         reserve_host_ports(shared, path, now);

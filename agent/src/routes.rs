@@ -200,6 +200,7 @@ fn learn(shared: &Shared, held: &Held) {
         drop(cur);
         shared.kick();
     }
+    shared.routes_learned.store(true, Ordering::Release);
 }
 
 async fn session(etcd: &EtcdArgs, shared: &Shared, ttl: i64, held: &mut Held) -> Result<()> {
@@ -330,6 +331,12 @@ async fn session(etcd: &EtcdArgs, shared: &Shared, ttl: i64, held: &mut Held) ->
                         Some((kv.mod_revision(), n.to_string()))
                     })
                     .collect();
+                for (_, n) in &died {
+                    tracing::warn!(
+                        node = %n,
+                        "a node's agent went away (its lease expired): its routes stay, stale, until it publishes again or the graceful period ends"
+                    );
+                }
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
                     let k = String::from_utf8_lossy(kv.key()).into_owned();
