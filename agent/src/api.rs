@@ -44,6 +44,10 @@ pub const META_HEAD: &str = "etcd_head";
 /// How long a commit keeps re-checking a batch that loses races, in all.
 const COMMIT_PATIENCE: Duration = Duration::from_secs(20);
 
+/// How long a commit keeps trying while etcd does not answer (a lost member's clients
+/// reconnect, and its cluster elects a new leader, well within it).
+const ETCD_AWAY_PATIENCE: Duration = Duration::from_secs(15);
+
 impl Api {
     /// Services over the shared state; ports may use the default device allow-list.
     pub fn new(shared: Arc<Shared>) -> Api {
@@ -93,7 +97,30 @@ impl Api {
                 "this agent has not reached the cluster's configuration (etcd) yet",
             ));
         }
+        // An attempt that got no answer (etcd's member went away, or its cluster is
+        // electing a leader): its writes, which may have landed, and its answer.
+        let mut unanswered: Option<(Writes, Committed)> = None;
+        let mut away: Option<std::time::Instant> = None;
         loop {
+            if let Some((w, mut done)) = unanswered.take() {
+                // Through a member that serves: where the configuration is now, and
+                // whether it holds this batch already.
+                match self.landed(cl, &w).await {
+                    Ok(Some(rev)) => {
+                        done.revision = rev;
+                        for e in &mut done.events {
+                            e.revision = rev;
+                        }
+                        return Ok(done);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        unanswered = Some((w, done));
+                        self.etcd_away(&mut away, e).await?;
+                        continue;
+                    }
+                }
+            }
             let (base, writes, mut done) = {
                 let mut db = self.shared.db.write().unwrap_or_else(|e| e.into_inner());
                 let base = cl.head();
@@ -113,6 +140,9 @@ impl Api {
             match cl.write(base, &writes).await {
                 Ok(rev) => {
                     self.mirror(rev, writes, Some(rev), None);
+                    // The copy reflects the head this commit left: a follower that
+                    // resumes after it (its watch was lost) never sees it come by.
+                    cl.set_head(rev);
                     done.revision = rev;
                     for e in &mut done.events {
                         e.revision = rev;
@@ -129,9 +159,49 @@ impl Api {
                         return Err(WriteError::Conflict(at).into());
                     }
                 }
+                Err(WriteError::Unavailable(e)) => {
+                    unanswered = Some((writes, done));
+                    self.etcd_away(&mut away, e).await?;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Whether a batch whose commit got no answer landed: the copy, once it follows the
+    /// head etcd holds now, holds every one of its writes. Its revision if so.
+    async fn landed(&self, cl: &Cluster, w: &Writes) -> Result<Option<u64>, anyhow::Error> {
+        let h = match cl.current_head().await {
+            Ok(h) => h,
+            Err(WriteError::Unavailable(e)) => return Err(e),
+            Err(e) => return Err(anyhow::anyhow!("{}", Status::from(e).message())),
+        };
+        if !cl.wait_head(h, ETCD_AWAY_PATIENCE).await {
+            anyhow::bail!("the configuration was not followed to etcd's head {h}");
+        }
+        let db = self.shared.db.read().unwrap_or_else(|e| e.into_inner());
+        Ok(w.iter()
+            .all(|(u, state)| db.get(u) == state.as_ref())
+            .then(|| db.revision()))
+    }
+
+    /// etcd did not answer a commit: waits a moment before the next try, unless it has
+    /// been away for [`ETCD_AWAY_PATIENCE`] (a lost member's clients reconnect and a
+    /// new leader is elected well within it).
+    async fn etcd_away(
+        &self,
+        away: &mut Option<std::time::Instant>,
+        e: anyhow::Error,
+    ) -> Result<(), Status> {
+        let since = *away.get_or_insert_with(|| {
+            tracing::warn!("a configuration commit got no answer from etcd ({e:#}); trying again");
+            std::time::Instant::now()
+        });
+        if since.elapsed() >= ETCD_AWAY_PATIENCE {
+            return Err(WriteError::Unavailable(e).into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        Ok(())
     }
 
     /// Applies what etcd holds at `rev` to the local copy, once (a revision it reflects

@@ -342,6 +342,23 @@ impl Cluster {
         Ok(n)
     }
 
+    /// The head revision etcd holds now (0: none yet), read through a fresh connection
+    /// if the last one failed.
+    pub async fn current_head(&self) -> Result<u64, WriteError> {
+        let mut c = self.client().await?;
+        match tokio::time::timeout(Duration::from_secs(5), c.get(HEAD, None)).await {
+            Ok(Ok(r)) => Ok(r.kvs().first().map_or(0, |kv| kv.mod_revision() as u64)),
+            Ok(Err(e)) => {
+                *self.client.lock().await = None;
+                Err(WriteError::Unavailable(e.into()))
+            }
+            Err(_) => {
+                *self.client.lock().await = None;
+                Err(WriteError::Unavailable(anyhow::anyhow!("no answer in 5 s")))
+            }
+        }
+    }
+
     fn head_value(staged: Option<String>) -> Vec<u8> {
         match staged {
             None => PLAIN.to_vec(),

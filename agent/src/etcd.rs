@@ -97,12 +97,42 @@ impl EtcdArgs {
         Ok(o)
     }
 
-    /// Connects to etcd.
+    /// Connects to one member of etcd that has a leader, trying the endpoints in turn
+    /// from the one after the last call's start: a session stays on its member, and the
+    /// next session (after that member was lost) goes to another. (etcd-client's own
+    /// balance over several endpoints keeps sending requests to a member that is gone,
+    /// so each client here has one endpoint, as etcd's own clients pin one.)
     pub async fn connect(&self) -> Result<Client> {
-        Client::connect(&self.endpoints, Some(self.options()?))
-            .await
-            .context("connecting to etcd")
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let o = self.options()?;
+        let n = self.endpoints.len();
+        if n == 0 {
+            bail!("no etcd endpoint given");
+        }
+        let start = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut failed = Vec::new();
+        for i in 0..n {
+            let e = &self.endpoints[(start + i) % n];
+            match member(e, o.clone()).await {
+                Ok(c) => return Ok(c),
+                Err(err) => failed.push(format!("{e}: {err:#}")),
+            }
+        }
+        bail!("connecting to etcd: {}", failed.join("; "))
     }
+}
+
+/// A client of the member at `endpoint`, if it answers within 5 s and knows a leader
+/// (a member cut off from the others' majority serves nothing useful).
+async fn member(endpoint: &str, o: ConnectOptions) -> Result<Client> {
+    let mut c = Client::connect([endpoint], Some(o)).await?;
+    let s = tokio::time::timeout(Duration::from_secs(5), c.status())
+        .await
+        .context("no answer in 5 s")??;
+    if s.leader() == 0 {
+        bail!("the member has no leader");
+    }
+    Ok(c)
 }
 
 /// The etcd role (and user) of a node: read on every route, write on its own.
