@@ -6,17 +6,18 @@
 //! the agents share the cluster's configuration and exchange routes through an etcd the
 //! lab runs (TLS with the lab's own CA, authentication on, each node's agent allowed to
 //! write only its own routes, the first node's also the configuration: the files are in
-//! `DIR/pki`); manifests are synced once, through the first node, as kube-manager does
-//! it, and pods are spread over the nodes.
+//! `DIR/pki`; `--etcd-members 3` makes it a cluster of three); manifests are synced once,
+//! through the first node, as kube-manager does it, and pods are spread over the nodes.
+//! `kill` and `start` crash and restart a node's agent or an etcd member, to see what the
+//! cluster does without them.
 
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use agent::cmd::{in_netns as in_ns, run};
@@ -27,6 +28,11 @@ use agent::proto::{self};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
+
+mod etcd;
+mod procs;
+
+use procs::{Proc, Ready, alive, bin, kill, kill_wait, spawn, wait_for};
 
 /// A one-host cluster lab: `up` starts the nodes (a vrouter and an agent each), `apply`
 /// takes Kubernetes manifests (namespaces, pods, services, network policies) through
@@ -56,7 +62,28 @@ enum Cmd {
         /// lab of several nodes shares a small machine.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4))]
         lcores: u32,
+        /// Members of the lab's etcd (several nodes only): 3 or 5 make a cluster that
+        /// keeps serving when one member is lost.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
+        etcd_members: u32,
+        /// Seconds a node's routes outlive its agent in etcd (the agents' --route-ttl;
+        /// theirs by default).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(2..))]
+        route_ttl: Option<u32>,
     },
+    /// Kills processes of the lab at once (SIGKILL, as a crash would): `nodeN/agent`, or
+    /// an etcd member, `etcdN`. The rest of the lab runs on.
+    Kill {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Starts killed processes again, as `up` started them, and waits until they serve.
+    Start {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Lists the processes `kill` and `start` take: name, pid, running or not.
+    Ps,
     /// Applies manifests (files, directories or `-`), like `kubectl apply -f`.
     Apply {
         #[arg(short = 'f', long = "filename", required = true)]
@@ -188,9 +215,10 @@ struct State {
     nodes: Vec<Node>,
     /// By `namespace/name`.
     pods: BTreeMap<String, PodState>,
-    /// The etcd of a lab with several nodes.
+    /// The processes `vrlab kill` and `vrlab start` take: `nodeN/agent`, and the etcd
+    /// members of a lab with several nodes (`etcd1`, ...).
     #[serde(default)]
-    etcd_pid: Option<u32>,
+    procs: BTreeMap<String, Proc>,
     /// The fabric bridge.
     #[serde(default)]
     bridge: Option<String>,
@@ -277,167 +305,24 @@ impl Lab {
     }
 }
 
-/// A binary of this installation: next to `vrlab`, else on PATH.
-fn bin(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join(name)))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from(name))
+/// How `up` makes each node and the lab's etcd.
+struct Shape {
+    lcores: u32,
+    etcd_members: u32,
+    route_ttl: Option<u32>,
 }
 
-/// Starts a process in its own process group (it outlives `vrlab`), output to `log`.
-fn spawn(cmd: &mut Command, log: &Path) -> Result<u32> {
-    let out = std::fs::File::create(log).with_context(|| format!("{}", log.display()))?;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
-    Ok(child.id())
-}
-
-fn kill(pid: u32) {
-    let _ = Command::new("kill")
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Whether a process runs (a zombie does not).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
-    })
-}
-
-/// Stops a process and waits (up to `limit`) until it has.
-fn kill_wait(pid: u32, limit: Duration) {
-    kill(pid);
-    let t = Instant::now();
-    while alive(pid) && t.elapsed() < limit {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_for(what: &str, log: &Path, mut ready: impl FnMut() -> bool) -> Result<()> {
-    let t = Instant::now();
-    while !ready() {
-        if t.elapsed() > Duration::from_secs(20) {
-            bail!(
-                "{what} did not start:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The lab's etcd: served over TLS to clients with certificates of the lab's CA only,
-/// authentication on, each node's agent with a user that may write only its own routes.
-struct LabEtcd {
-    pid: u32,
-    url: String,
-    pki: PathBuf,
-}
-
-impl LabEtcd {
-    /// The agent flags for node `ip`.
-    fn agent_args(&self, ip: &str) -> Vec<String> {
-        let f = |n: &str| self.pki.join(n).display().to_string();
-        vec![
-            format!("--etcd={}", self.url),
-            format!("--etcd-ca={}", f("ca.pem")),
-            format!("--etcd-cert={}", f(&format!("{ip}.pem"))),
-            format!("--etcd-key={}", f(&format!("{ip}.key"))),
-            "--config-store=etcd".into(),
-        ]
-    }
-}
-
-/// Starts the lab's etcd on two free ports; when another process takes one of them between
-/// the look-up and etcd's bind (tests run side by side), tries again with new ones. Then
-/// gives each of `nodes` its role ([`agent::etcd::provision`]) and turns authentication on.
-async fn start_etcd(lab: &Lab, nodes: &[std::net::Ipv4Addr]) -> Result<LabEtcd> {
-    let log = lab.dir.join("etcd.log");
-    let pki = lab.dir.join("pki");
-    std::fs::create_dir_all(&pki)?;
-    std::fs::set_permissions(&pki, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    let ca = agent::pki::Ca::new("vrlab CA")?;
-    ca.write_ca(&pki.join("ca.pem"))?;
-    let (cert, key) = ca.write(&pki, "etcd", "etcd", &["127.0.0.1", "localhost"])?;
-    ca.write(&pki, "root", "root", &[])?;
-    for n in nodes {
-        ca.write(&pki, &n.to_string(), &agent::etcd::node_role(*n), &[])?;
-    }
-    for _ in 0..5 {
-        let (client, peer) = (free_port()?, free_port()?);
-        let url = format!("https://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let _ = std::fs::remove_dir_all(lab.dir.join("etcd"));
-        let pid = spawn(
-            Command::new("etcd")
-                .args(["--name", "vrlab", "--data-dir"])
-                .arg(lab.dir.join("etcd"))
-                .args([
-                    "--listen-client-urls",
-                    &url,
-                    "--advertise-client-urls",
-                    &url,
-                ])
-                .arg("--cert-file")
-                .arg(&cert)
-                .arg("--key-file")
-                .arg(&key)
-                .arg("--trusted-ca-file")
-                .arg(pki.join("ca.pem"))
-                .arg("--client-cert-auth")
-                .args(["--listen-peer-urls", &peer_url])
-                .args(["--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &format!("vrlab={peer_url}")]),
-            &log,
-        )
-        .context("etcd (Debian's etcd-server) is needed for several nodes")?;
-        let mut died = false;
-        wait_for("etcd", &log, || {
-            died = !alive(pid);
-            died || TcpStream::connect(("127.0.0.1", client)).is_ok()
-        })?;
-        if !died {
-            let root = agent::etcd::EtcdArgs {
-                endpoints: vec![url.clone()],
-                etcd_ca: Some(pki.join("ca.pem")),
-                etcd_cert: Some(pki.join("root.pem")),
-                etcd_key: Some(pki.join("root.key")),
-                ..Default::default()
-            };
-            let mut c = root.connect().await?;
-            // The first node's agent is where the lab writes the configuration.
-            agent::etcd::provision(&mut c, nodes, &nodes[..1], None).await?;
-            return Ok(LabEtcd { pid, url, pki });
-        }
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if !text.contains("address already in use") {
-            bail!("etcd did not start:\n{text}");
-        }
-    }
-    bail!(
-        "etcd did not start: its ports were taken five times:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    )
-}
-
-fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()> {
+fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, shape: Shape) -> Result<()> {
+    let Shape {
+        lcores,
+        etcd_members,
+        route_ttl,
+    } = shape;
     if !(1..=8).contains(&nodes) {
         bail!("--nodes {nodes}: 1 to 8");
+    }
+    if etcd_members > 1 && nodes < 2 {
+        bail!("--etcd-members {etcd_members}: a lab of one node has no etcd (--nodes 2 or more)");
     }
     if lab.state_path().exists() {
         bail!(
@@ -462,7 +347,7 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()>
     lab.save(&state)?;
     state.outside = Some(outside(lab, &tag, &bridge)?);
     lab.save(&state)?;
-    // Several nodes: an etcd for the agents' route exchange.
+    // Several nodes: an etcd for the cluster's configuration and the agents' routes.
     let mut etcd = None;
     if nodes > 1 {
         let ips: Vec<std::net::Ipv4Addr> = (1..=nodes)
@@ -471,8 +356,10 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()>
         let e = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(start_etcd(lab, &ips))?;
-        state.etcd_pid = Some(e.pid);
+            .block_on(etcd::start(&lab.dir, &ips, etcd_members))?;
+        for (name, p) in &e.members {
+            state.procs.insert(name.clone(), p.clone());
+        }
         lab.save(&state)?;
         etcd = Some(e);
     }
@@ -557,26 +444,23 @@ fn up(lab: &Lab, nodes: u32, config: Option<PathBuf>, lcores: u32) -> Result<()>
         // list is a file beside the node's other files.
         let reserved = dir.join("reserved_ports");
         std::fs::write(&reserved, "")?;
-        let ag = spawn(
-            Command::new(bin("agent"))
-                .arg(format!("--listen=unix:{}", asock.display()))
-                .arg("--vrouter-socket")
-                .arg(&socket)
-                .arg("--data-dir")
-                .arg(dir.join("agent-data"))
-                .arg("--reserved-ports")
-                .arg(&reserved)
-                .args(["--resync-ms", "500", "--gateway-mac", OUTSIDE_MAC])
-                .args(etcd.iter().flat_map(|e| e.agent_args(&node.ip))),
-            &alog,
-        )?;
-        node.pids.push(ag);
+        let mut argv = vec![
+            bin("agent").display().to_string(),
+            format!("--listen=unix:{}", asock.display()),
+            format!("--vrouter-socket={}", socket.display()),
+            format!("--data-dir={}", dir.join("agent-data").display()),
+            format!("--reserved-ports={}", reserved.display()),
+        ];
+        argv.extend(["--resync-ms", "500", "--gateway-mac", OUTSIDE_MAC].map(String::from));
+        argv.extend(etcd.iter().flat_map(|e| e.agent_args(&node.ip)));
+        argv.extend(route_ttl.map(|t| format!("--route-ttl={t}")));
+        let ag = Proc::spawn(argv, alog, Ready::Unix(asock.clone()))?;
+        node.pids.push(ag.pid);
         node.grpc = format!("unix:{}", asock.display());
         state.nodes[(i - 1) as usize] = node;
+        state.procs.insert(format!("{name}/agent"), ag.clone());
         lab.save(&state)?;
-        wait_for("agent", &alog, || {
-            std::os::unix::net::UnixStream::connect(&asock).is_ok()
-        })?;
+        ag.wait("agent")?;
         provision(&state.nodes[(i - 1) as usize])?;
         // The node's HAProxy instances (ingresses).
         let mlog = dir.join("haproxy-manager.log");
@@ -1649,6 +1533,59 @@ fn matrix(
     Ok(())
 }
 
+/// The lab's processes of these names; an error naming the ones it does not have.
+fn procs_named<'a>(state: &'a State, names: &[String]) -> Result<Vec<&'a Proc>> {
+    names
+        .iter()
+        .map(|n| {
+            state.procs.get(n).ok_or_else(|| {
+                let known: Vec<&str> = state.procs.keys().map(String::as_str).collect();
+                anyhow!(
+                    "no process {n:?} in this lab (it has: {})",
+                    known.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// Starts the named processes again (the ones still running are left as they are), all
+/// of them before waiting for any: etcd members that were all stopped serve only
+/// together.
+fn start_again(lab: &Lab, names: &[String]) -> Result<()> {
+    let mut state = lab.load()?;
+    let mut started = Vec::new();
+    for n in names {
+        let p = procs_named(&state, std::slice::from_ref(n))?[0].clone();
+        if p.running() {
+            continue;
+        }
+        let old = p.pid;
+        let mut p = p;
+        p.again()?;
+        // A node's pids (which `down` stops in order) follow the new process.
+        for node in &mut state.nodes {
+            for pid in node.pids.iter_mut().filter(|pid| **pid == old) {
+                *pid = p.pid;
+            }
+        }
+        state.procs.insert(n.clone(), p.clone());
+        lab.save(&state)?;
+        started.push((n, p));
+    }
+    for (n, p) in &started {
+        p.wait(n)?;
+        if n.starts_with("etcd") {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(etcd::serves(&lab.dir, p))?;
+        }
+        println!("{n}: started, pid {}", p.pid);
+    }
+    Ok(())
+}
+
 fn down(lab: &Lab) -> Result<()> {
     let state = lab.load()?;
     for p in state.pods.values() {
@@ -1665,8 +1602,10 @@ fn down(lab: &Lab) -> Result<()> {
             kill_wait(*pid, Duration::from_secs(5));
         }
     }
-    if let Some(pid) = state.etcd_pid {
-        kill(pid);
+    for (name, p) in &state.procs {
+        if name.starts_with("etcd") {
+            p.stop(Duration::from_secs(5));
+        }
     }
     if let Some(o) = &state.outside {
         if let Some(pid) = o.pid {
@@ -1710,7 +1649,31 @@ fn real_main(a: Args) -> Result<u8> {
             nodes,
             config,
             lcores,
-        } => up(&lab, nodes, config, lcores)?,
+            etcd_members,
+            route_ttl,
+        } => up(
+            &lab,
+            nodes,
+            config,
+            Shape {
+                lcores,
+                etcd_members,
+                route_ttl,
+            },
+        )?,
+        Cmd::Kill { names } => {
+            let state = lab.load()?;
+            for p in procs_named(&state, &names)? {
+                p.kill();
+            }
+        }
+        Cmd::Start { names } => start_again(&lab, &names)?,
+        Cmd::Ps => {
+            for (name, p) in &lab.load()?.procs {
+                let run = if p.running() { "running" } else { "stopped" };
+                println!("{name}\t{}\t{run}", p.pid);
+            }
+        }
         Cmd::Apply { files } => {
             let mut cluster = lab.cluster()?;
             for f in &files {
